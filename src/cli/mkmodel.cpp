@@ -1,0 +1,142 @@
+// `llmpool mkmodel`: writes a test model with seeded random weights and a
+// real tokenizer (engine/model_writer.h).
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cli/commands.h"
+#include "engine/model_writer.h"
+
+// The directory holding llama.cpp's ggml-vocab-*.gguf files, set by the build.
+#ifndef LLMPOOL_VOCAB_DIR
+#define LLMPOOL_VOCAB_DIR ""
+#endif
+
+namespace llmpool::cli {
+namespace {
+
+struct MkmodelArgs {
+  std::string preset = "tiny";
+  std::string type = "q8_0";
+  uint64_t seed = 42;
+  std::string out;
+  std::string vocab;
+  std::string vocab_name;
+  std::string name;
+  bool tie_embeddings = false;
+  unsigned threads = 0;
+  std::optional<uint32_t> n_embd, n_layer, n_head, n_head_kv, n_ff, ctx;
+};
+
+std::string vocab_dir() {
+  if (const char* env = std::getenv("LLMPOOL_VOCAB_DIR"); env != nullptr && *env != '\0') return env;
+  return LLMPOOL_VOCAB_DIR;
+}
+
+// Builds the writer options from the command line: the preset's shape, then
+// each dimension override; the vocab from --vocab, --vocab-name or the preset.
+Result<engine::ModelWriterOptions> make_options(const MkmodelArgs& args) {
+  auto preset = engine::find_model_preset(args.preset);
+  if (!preset) return preset.status();
+  auto type = engine::parse_weight_type(args.type);
+  if (!type) return type.status();
+
+  engine::ModelWriterOptions options;
+  options.shape = preset->shape;
+  if (args.n_embd) options.shape.n_embd = *args.n_embd;
+  if (args.n_layer) options.shape.n_layer = *args.n_layer;
+  if (args.n_head) options.shape.n_head = *args.n_head;
+  if (args.n_head_kv) options.shape.n_head_kv = *args.n_head_kv;
+  if (args.n_ff) options.shape.n_ff = *args.n_ff;
+  if (args.ctx) options.shape.n_ctx_train = *args.ctx;
+  options.type = *type;
+  options.seed = args.seed;
+  options.output_path = args.out;
+  options.tie_embeddings = args.tie_embeddings;
+  options.n_threads = args.threads;
+  options.name = !args.name.empty()
+                     ? args.name
+                     : "llmpool-" + std::string(preset->name) + "-" + std::string(engine::weight_type_name(*type));
+
+  if (!args.vocab.empty()) {
+    options.vocab_path = args.vocab;
+  } else {
+    const std::string dir = vocab_dir();
+    if (dir.empty()) {
+      return Status::invalid_argument(
+          "no vocab directory: set LLMPOOL_VOCAB_DIR or pass --vocab PATH", "vocab");
+    }
+    const std::string vocab_name = !args.vocab_name.empty() ? args.vocab_name : std::string(preset->vocab_name);
+    options.vocab_path = engine::vocab_file_path(dir, vocab_name);
+  }
+  return options;
+}
+
+int run_mkmodel(const MkmodelArgs& args) {
+  auto options = make_options(args);
+  if (!options) {
+    std::fprintf(stderr, "mkmodel: %s\n", options.status().message().c_str());
+    return 2;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  engine::WrittenModel written;
+  if (Status s = engine::write_model(*options, &written); !s) {
+    std::fprintf(stderr, "mkmodel: %s\n", s.message().c_str());
+    return 2;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const engine::ModelShape& sh = options->shape;
+  std::printf("%s\n", options->output_path.c_str());
+  std::printf("  size:       %llu bytes (%.1f MiB)\n", static_cast<unsigned long long>(written.file_size),
+              static_cast<double>(written.file_size) / (1024.0 * 1024.0));
+  std::printf("  parameters: %llu (%.1f M)\n", static_cast<unsigned long long>(written.n_params),
+              static_cast<double>(written.n_params) / 1e6);
+  std::printf("  type:       %s, seed %llu, %llu tensors, written in %.2f s\n",
+              std::string(engine::weight_type_name(options->type)).c_str(),
+              static_cast<unsigned long long>(options->seed), static_cast<unsigned long long>(written.n_tensors),
+              seconds);
+  std::printf("  shape:      n_vocab %u, n_embd %u, n_layer %u, n_head %u, n_head_kv %u, n_ff %u, ctx %u\n",
+              written.n_vocab, sh.n_embd, sh.n_layer, sh.n_head, sh.n_head_kv, sh.n_ff, sh.n_ctx_train);
+  std::printf("  vocab:      %s\n", options->vocab_path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_mkmodel_command(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<MkmodelArgs>();
+  std::string presets;
+  for (const engine::ModelPreset& p : engine::model_presets()) {
+    presets += "\n  " + std::string(p.name) + ": " + std::string(p.description);
+  }
+  CLI::App* cmd = app.add_subcommand(
+      "mkmodel", "Write a llama-architecture GGUF test model with seeded random weights and a real tokenizer");
+  cmd->add_option("--preset", args->preset, "Model shape preset (tiny|bench-0.5b):" + presets)
+      ->capture_default_str();
+  cmd->add_option("--type", args->type, "Weight type: f16|q8_0|q4_0|f32")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "PRNG seed; the same seed and options give the same bytes")
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "Output GGUF path")->required();
+  auto* vocab = cmd->add_option("--vocab", args->vocab, "Vocab GGUF file (tokenizer metadata)");
+  cmd->add_option("--vocab-name", args->vocab_name,
+                  "Vocab by name, e.g. qwen2 for ggml-vocab-qwen2.gguf in $LLMPOOL_VOCAB_DIR "
+                  "(default: the preset's)")
+      ->excludes(vocab);
+  cmd->add_option("--name", args->name, "general.name (default: llmpool-<preset>-<type>)");
+  cmd->add_flag("--tie-embeddings", args->tie_embeddings, "Omit output.weight (reuse token_embd)");
+  cmd->add_option("--threads", args->threads, "Worker threads (default: all hardware threads)");
+  cmd->add_option("--n-embd", args->n_embd, "Override the embedding width");
+  cmd->add_option("--n-layer", args->n_layer, "Override the number of layers");
+  cmd->add_option("--n-head", args->n_head, "Override the number of attention heads");
+  cmd->add_option("--n-head-kv", args->n_head_kv, "Override the number of KV heads");
+  cmd->add_option("--n-ff", args->n_ff, "Override the feed-forward width");
+  cmd->add_option("--ctx", args->ctx, "Override the training context length");
+  cmd->callback([args, exit_code] { *exit_code = run_mkmodel(*args); });
+}
+
+}  // namespace llmpool::cli

@@ -1,0 +1,13 @@
+#include "common/chat.h"
+
+namespace llmpool {
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+  }
+  return "stop";
+}
+
+}  // namespace llmpool

@@ -1,0 +1,115 @@
+// Status and Result<T>: expected failures as values (LevelDB style).
+//
+// A Status is either ok or carries a Code, a human-readable message and,
+// for request errors, the name of the offending field (`param`) and an
+// OpenAI error `code` string such as "model_not_found". The mapping from
+// Code to HTTP status and OpenAI error type lives in api/errors.cpp only.
+//
+// Status and Result are plain values: copyable, thread-compatible.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace llmpool {
+
+enum class StatusCode {
+  kOk = 0,
+  kInvalidArgument,    // bad request from the client
+  kNotFound,           // unknown model, route or file
+  kUnauthenticated,
+  kPermissionDenied,
+  kResourceExhausted,  // queue full, rate limited
+  kDeadlineExceeded,
+  kUnavailable,        // shutting down, model failed to load
+  kUnimplemented,
+  kInternal,
+};
+
+class Status {
+ public:
+  Status() = default;
+
+  static Status ok() { return Status(); }
+  static Status invalid_argument(std::string msg, std::string param = {},
+                                 std::string code = {}) {
+    return Status(StatusCode::kInvalidArgument, std::move(msg), std::move(param), std::move(code));
+  }
+  static Status not_found(std::string msg, std::string param = {}, std::string code = {}) {
+    return Status(StatusCode::kNotFound, std::move(msg), std::move(param), std::move(code));
+  }
+  static Status unauthenticated(std::string msg) {
+    return Status(StatusCode::kUnauthenticated, std::move(msg));
+  }
+  static Status permission_denied(std::string msg) {
+    return Status(StatusCode::kPermissionDenied, std::move(msg));
+  }
+  static Status resource_exhausted(std::string msg) {
+    return Status(StatusCode::kResourceExhausted, std::move(msg));
+  }
+  static Status deadline_exceeded(std::string msg) {
+    return Status(StatusCode::kDeadlineExceeded, std::move(msg));
+  }
+  static Status unavailable(std::string msg) {
+    return Status(StatusCode::kUnavailable, std::move(msg));
+  }
+  static Status unimplemented(std::string msg, std::string param = {}) {
+    return Status(StatusCode::kUnimplemented, std::move(msg), std::move(param));
+  }
+  static Status internal(std::string msg) { return Status(StatusCode::kInternal, std::move(msg)); }
+
+  bool is_ok() const { return code_ == StatusCode::kOk; }
+  explicit operator bool() const { return is_ok(); }
+  StatusCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  // The request field this error is about, or empty.
+  const std::string& param() const { return param_; }
+  // A machine-readable OpenAI error code ("model_not_found"), or empty.
+  const std::string& error_code() const { return error_code_; }
+
+  // "INVALID_ARGUMENT: message" — for logs.
+  std::string to_string() const;
+
+ private:
+  Status(StatusCode code, std::string msg, std::string param = {}, std::string error_code = {})
+      : code_(code), message_(std::move(msg)), param_(std::move(param)),
+        error_code_(std::move(error_code)) {}
+
+  StatusCode code_ = StatusCode::kOk;
+  std::string message_;
+  std::string param_;
+  std::string error_code_;
+};
+
+const char* status_code_name(StatusCode code);
+
+// Result<T> holds either a T or a non-ok Status.
+template <typename T>
+class Result {
+ public:
+  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
+    if (std::get<Status>(v_).is_ok()) v_ = Status::internal("Result built from an ok Status");
+  }
+
+  bool is_ok() const { return std::holds_alternative<T>(v_); }
+  explicit operator bool() const { return is_ok(); }
+  const Status& status() const {
+    static const Status kOk;
+    return is_ok() ? kOk : std::get<Status>(v_);
+  }
+  T& value() & { return std::get<T>(v_); }
+  const T& value() const& { return std::get<T>(v_); }
+  T&& value() && { return std::get<T>(std::move(v_)); }
+  T* operator->() { return &std::get<T>(v_); }
+  const T* operator->() const { return &std::get<T>(v_); }
+  T& operator*() & { return std::get<T>(v_); }
+  const T& operator*() const& { return std::get<T>(v_); }
+
+ private:
+  std::variant<T, Status> v_;
+};
+
+}  // namespace llmpool

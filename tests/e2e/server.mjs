@@ -1,0 +1,64 @@
+// Starts the real llmpool binary on a free loopback port for a test and
+// stops it after. Shared by the e2e test files.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const BIN = process.env.LLMPOOL_BIN;
+export const TINY_MODEL = process.env.LLMPOOL_TINY_MODEL;
+
+// Writes `yaml` to a fresh temp dir and returns the file's path.
+export function writeConfig(yaml) {
+  const dir = mkdtempSync(join(tmpdir(), 'llmpool-e2e-'));
+  const path = join(dir, 'config.yaml');
+  writeFileSync(path, yaml);
+  return path;
+}
+
+// Starts `llmpool serve` and resolves once it prints its address.
+export function startServer(configPath, { timeoutMs = 60000 } = {}) {
+  if (!BIN) throw new Error('LLMPOOL_BIN is not set');
+  const child = spawn(BIN, ['serve', '--config', configPath, '--port', '0', '--host', '127.0.0.1'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start in ${timeoutMs} ms; stderr:\n${stderr}`));
+    }, timeoutMs);
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[^\s]+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({
+          child,
+          baseURL: m[1],
+          stderr: () => stderr,
+          stop: () => stopServer(child),
+        });
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening; stderr:\n${stderr}`));
+    });
+  });
+}
+
+// SIGTERM, then wait; resolves to the exit code (SIGKILL after 20 s).
+export function stopServer(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20000);
+    child.once('exit', (code, signal) => {
+      clearTimeout(killer);
+      resolve(code ?? signal);
+    });
+    child.kill('SIGTERM');
+  });
+}
