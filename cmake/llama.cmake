@@ -23,6 +23,11 @@ add_library(llama::ggml-base SHARED IMPORTED GLOBAL)
 set_target_properties(llama::ggml-base PROPERTIES
   IMPORTED_LOCATION ${_ll_bin}/libggml-base.so
   INTERFACE_INCLUDE_DIRECTORIES "${_ll_src}/ggml/include")
+# llama.cpp's common library: only engine/grammar.cpp includes its headers.
+add_library(llama::common SHARED IMPORTED GLOBAL)
+set_target_properties(llama::common PROPERTIES
+  IMPORTED_LOCATION ${_ll_bin}/libllama-common.so
+  INTERFACE_INCLUDE_DIRECTORIES "${_ll_src}/common;${_ll_src}/vendor")
 set(CMAKE_BUILD_RPATH ${_ll_bin})
 set(CMAKE_INSTALL_RPATH ${_ll_bin})
 

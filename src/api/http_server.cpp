@@ -13,6 +13,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <deque>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -31,27 +33,96 @@ namespace {
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr auto kWriteTimeout = std::chrono::seconds(60);
 
-// Awaits the router's answer. The Responder may be called on any thread
-// (an engine thread, typically); the coroutine resumes on its own executor.
-template <typename Token>
-auto async_dispatch(const HttpRouter& router, const HttpRequest& req, Token&& token) {
-  return asio::async_initiate<Token, void(HttpResponse)>(
-      [&router, &req](auto handler) {
-        using H = decltype(handler);
-        auto ex = asio::get_associated_executor(handler);
-        auto slot = std::make_shared<std::optional<H>>(std::move(handler));
-        auto once = std::make_shared<std::atomic<bool>>(false);
-        router.dispatch(req, [slot, ex, once](HttpResponse res) {
-          if (once->exchange(true)) return;
-          asio::post(ex, [slot, res = std::move(res)]() mutable {
-            H h = std::move(**slot);
-            slot->reset();
-            h(std::move(res));
-          });
-        });
-      },
-      token);
-}
+// Wakes a coroutine waiting on `timer` (used as a condition variable).
+// Owned by the session coroutine; exchanges hold it weakly.
+struct Waker {
+  explicit Waker(asio::any_io_executor s) : strand(s), timer(s) {
+    timer.expires_at(std::chrono::steady_clock::time_point::max());
+  }
+  asio::any_io_executor strand;  // the session's strand
+  asio::steady_timer timer;
+};
+
+// The ResponseWriter of one request: handlers (on any thread) queue
+// events; the session coroutine takes them and writes them in order.
+class Exchange : public ResponseWriter {
+ public:
+  enum class Kind { kWhole, kStreamStart, kChunk, kEnd };
+  struct Event {
+    Kind kind;
+    HttpResponse response;  // kWhole, kStreamStart (status, type, headers)
+    std::string data;       // kChunk
+  };
+
+  explicit Exchange(std::weak_ptr<Waker> waker) : waker_(std::move(waker)) {}
+
+  void respond(HttpResponse response) override {
+    push([&] {
+      if (started_) return false;
+      started_ = finished_ = true;
+      events_.push_back({Kind::kWhole, std::move(response), {}});
+      return true;
+    });
+  }
+  void start_stream(int status, std::string content_type, std::map<std::string, std::string> headers) override {
+    push([&] {
+      if (started_) return false;
+      started_ = true;
+      HttpResponse r;
+      r.status = status;
+      r.content_type = std::move(content_type);
+      r.headers = std::move(headers);
+      events_.push_back({Kind::kStreamStart, std::move(r), {}});
+      return true;
+    });
+  }
+  void write(std::string data) override {
+    push([&] {
+      if (!started_ || finished_ || data.empty()) return false;
+      events_.push_back({Kind::kChunk, {}, std::move(data)});
+      return true;
+    });
+  }
+  void end() override {
+    push([&] {
+      if (!started_ || finished_) return false;
+      finished_ = true;
+      events_.push_back({Kind::kEnd, {}, {}});
+      return true;
+    });
+  }
+  const CancelTokenPtr& cancel_token() const override { return cancel_; }
+
+  std::deque<Event> take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::deque<Event> out;
+    out.swap(events_);
+    return out;
+  }
+
+  // Wakes the session coroutine (from any thread).
+  void wake() {
+    if (auto w = waker_.lock()) asio::post(w->strand, [w] { w->timer.cancel(); });
+  }
+
+ private:
+  template <typename F>
+  void push(F&& f) {
+    bool queued;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queued = f();
+    }
+    if (queued) wake();
+  }
+
+  std::mutex mu_;
+  std::deque<Event> events_;  // guarded by mu_
+  bool started_ = false;      // guarded by mu_
+  bool finished_ = false;     // guarded by mu_
+  std::weak_ptr<Waker> waker_;
+  CancelTokenPtr cancel_ = std::make_shared<CancelToken>();
+};
 
 HttpRequest to_request(const http::request<http::string_body>& in) {
   HttpRequest r;
@@ -103,7 +174,10 @@ struct HttpServer::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      asio::co_spawn(ioc, session(std::move(socket)), asio::detached);
+      // Each connection runs on its own strand: its coroutine, its disconnect
+      // watcher and the wake-ups from handlers never run concurrently.
+      auto strand = asio::make_strand(ioc);
+      asio::co_spawn(strand, session(std::move(socket)), asio::detached);
     }
   }
 
@@ -112,6 +186,89 @@ struct HttpServer::Impl {
     auto out = to_beast(std::move(res), version, keep_alive);
     stream.expires_after(kWriteTimeout);
     co_await http::async_write(stream, out, asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  // Notices a client that goes away while its answer is being made: the
+  // socket turns readable with nothing to read (EOF or reset).
+  static asio::awaitable<void> watch_disconnect(tcp::socket& socket, std::shared_ptr<Exchange> ex,
+                                                std::shared_ptr<bool> gone) {
+    beast::error_code ec;
+    co_await socket.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;  // cancelled: the answer is complete
+    beast::error_code aec;
+    if (socket.available(aec) == 0 || aec) {
+      *gone = true;
+      ex->cancel_token()->cancel();
+      ex->wake();
+    }
+  }
+
+  // Runs the handler and writes what it produces. Returns false if the
+  // connection must close (client gone, write failed, stream cut).
+  asio::awaitable<bool> answer(beast::tcp_stream& stream, const HttpRequest& request, unsigned version,
+                               bool keep_alive) {
+    asio::any_io_executor strand = co_await asio::this_coro::executor;
+    auto waker = std::make_shared<Waker>(strand);
+    auto ex = std::make_shared<Exchange>(waker);
+    auto gone = std::make_shared<bool>(false);
+    asio::co_spawn(strand, watch_disconnect(stream.socket(), ex, gone), asio::detached);
+    router.dispatch(request, ex);
+
+    beast::error_code ec;
+    bool done = false;
+    bool streaming = false;
+    while (!done && !ec) {
+      std::deque<Exchange::Event> events = ex->take();
+      if (events.empty()) {
+        if (*gone) break;
+        beast::error_code wait_ec;
+        waker->timer.expires_at(std::chrono::steady_clock::time_point::max());
+        co_await waker->timer.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+        continue;
+      }
+      for (auto& e : events) {
+        if (ec) break;
+        switch (e.kind) {
+          case Exchange::Kind::kWhole:
+            if (stopped.load()) keep_alive = false;
+            co_await write(stream, std::move(e.response), version, keep_alive, ec);
+            done = true;
+            break;
+          case Exchange::Kind::kStreamStart: {
+            http::response<http::empty_body> head{static_cast<http::status>(e.response.status), version};
+            head.set(http::field::server, "llmpool");
+            head.set(http::field::content_type, e.response.content_type);
+            head.set(http::field::cache_control, "no-cache");
+            for (auto& [k, v] : e.response.headers) head.set(k, v);
+            head.chunked(true);
+            head.keep_alive(keep_alive);
+            http::response_serializer<http::empty_body> sr{head};
+            stream.expires_after(kWriteTimeout);
+            co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+            streaming = true;
+            break;
+          }
+          case Exchange::Kind::kChunk:
+            stream.expires_after(kWriteTimeout);
+            co_await asio::async_write(stream, http::make_chunk(asio::buffer(e.data)),
+                                       asio::redirect_error(asio::use_awaitable, ec));
+            break;
+          case Exchange::Kind::kEnd:
+            stream.expires_after(kWriteTimeout);
+            co_await asio::async_write(stream, http::make_chunk_last(),
+                                       asio::redirect_error(asio::use_awaitable, ec));
+            done = true;
+            break;
+        }
+      }
+    }
+    beast::error_code ignored;
+    stream.socket().cancel(ignored);  // ends the disconnect watcher
+    if (!done || ec) {
+      ex->cancel_token()->cancel();
+      co_return false;
+    }
+    co_return keep_alive && !(streaming && stopped.load());
   }
 
   asio::awaitable<void> session(tcp::socket socket) {
@@ -143,16 +300,12 @@ struct HttpServer::Impl {
         break;
       }
       http::request<http::string_body> req = parser.release();
-      bool keep_alive = req.keep_alive();
-      unsigned version = req.version();
       HttpRequest request = to_request(req);
       stream.expires_never();
       in_flight.fetch_add(1);
-      HttpResponse res = co_await async_dispatch(router, request, asio::use_awaitable);
-      if (stopped.load()) keep_alive = false;
-      co_await write(stream, std::move(res), version, keep_alive, ec);
+      bool keep = co_await answer(stream, request, req.version(), req.keep_alive());
       in_flight.fetch_sub(1);
-      if (ec || !keep_alive) break;
+      if (!keep) break;
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);

@@ -71,13 +71,14 @@ const std::set<std::string> kRoles = {"system", "developer", "user", "assistant"
 
 }  // namespace
 
-Result<ChatRequest> parse_chat_request(std::string_view body) {
+Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint) {
   json j = json::parse(body.begin(), body.end(), nullptr, false);
   if (j.is_discarded())
     return Status::invalid_argument("the request body is not valid JSON", "", "invalid_json");
   if (!j.is_object()) return bad("", "the request body must be a JSON object");
 
-  ChatRequest req;
+  ApiRequest out;
+  GenerateRequest& req = out.generate;
   auto model = j.find("model");
   if (model == j.end() || model->is_null()) return bad("model", "'model' is required");
   if (!model->is_string() || model->get<std::string>().empty())
@@ -85,27 +86,42 @@ Result<ChatRequest> parse_chat_request(std::string_view body) {
   req.model = model->get<std::string>();
   if (req.model.size() > kMaxModelNameLength) return bad("model", "'model' is too long");
 
-  auto messages = j.find("messages");
-  if (messages == j.end() || messages->is_null()) return bad("messages", "'messages' is required");
-  if (!messages->is_array() || messages->empty())
-    return bad("messages", "'messages' must be a non-empty array");
-  if (messages->size() > kMaxMessages)
-    return bad("messages", "'messages' has more than " + std::to_string(kMaxMessages) + " entries");
-  for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
-    std::string p = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) return bad(p, "'" + p + "' must be an object");
-    auto role = m.find("role");
-    if (role == m.end() || !role->is_string())
-      return bad(p + ".role", "'" + p + ".role' is required and must be a string");
-    if (!kRoles.count(role->get<std::string>()))
-      return bad(p + ".role", "'" + p + ".role' must be one of system, developer, user, assistant, tool; got '" +
-                                  role->get<std::string>() + "'");
-    auto content = m.find("content");
-    if (content == m.end()) return bad(p + ".content", "'" + p + ".content' is required");
-    Result<std::string> text = read_content(*content, p + ".content");
-    if (!text) return text.status();
-    req.messages.push_back({role->get<std::string>(), std::move(text).value()});
+  if (endpoint == Endpoint::kChat) {
+    auto messages = j.find("messages");
+    if (messages == j.end() || messages->is_null()) return bad("messages", "'messages' is required");
+    if (!messages->is_array() || messages->empty())
+      return bad("messages", "'messages' must be a non-empty array");
+    if (messages->size() > kMaxMessages)
+      return bad("messages", "'messages' has more than " + std::to_string(kMaxMessages) + " entries");
+    for (size_t i = 0; i < messages->size(); ++i) {
+      const json& m = (*messages)[i];
+      std::string p = "messages[" + std::to_string(i) + "]";
+      if (!m.is_object()) return bad(p, "'" + p + "' must be an object");
+      auto role = m.find("role");
+      if (role == m.end() || !role->is_string())
+        return bad(p + ".role", "'" + p + ".role' is required and must be a string");
+      if (!kRoles.count(role->get<std::string>()))
+        return bad(p + ".role", "'" + p + ".role' must be one of system, developer, user, assistant, tool; got '" +
+                                    role->get<std::string>() + "'");
+      auto content = m.find("content");
+      if (content == m.end()) return bad(p + ".content", "'" + p + ".content' is required");
+      Result<std::string> text = read_content(*content, p + ".content");
+      if (!text) return text.status();
+      req.messages.push_back({role->get<std::string>(), std::move(text).value()});
+    }
+  } else {
+    auto prompt = j.find("prompt");
+    if (prompt == j.end() || prompt->is_null()) return bad("prompt", "'prompt' is required");
+    if (prompt->is_string()) {
+      req.prompt = prompt->get<std::string>();
+    } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
+      req.prompt = (*prompt)[0].get<std::string>();
+    } else if (prompt->is_array()) {
+      return Status::unimplemented(
+          "'prompt' as a list of several prompts or of token ids is not supported; send one string", "prompt");
+    } else {
+      return bad("prompt", "'prompt' must be a string");
+    }
   }
 
   SamplingParams& s = req.sampling;
@@ -113,23 +129,95 @@ Result<ChatRequest> parse_chat_request(std::string_view body) {
   if (!(st = read_number(j, "temperature", 0.0, 2.0, &s.temperature))) return st;
   if (!(st = read_number(j, "top_p", 0.0, 1.0, &s.top_p))) return st;
   if (!(st = read_number(j, "min_p", 0.0, 1.0, &s.min_p))) return st;
+  if (!(st = read_number(j, "presence_penalty", -2.0, 2.0, &s.presence_penalty))) return st;
+  if (!(st = read_number(j, "frequency_penalty", -2.0, 2.0, &s.frequency_penalty))) return st;
+  if (!(st = read_number(j, "repeat_penalty", 0.0, 10.0, &s.repeat_penalty))) return st;
+  if (s.repeat_penalty == 0.0f) return bad("repeat_penalty", "'repeat_penalty' must be greater than 0");
   int64_t v = 0;
   bool present = false;
   if (!(st = read_int(j, "top_k", 0, 1 << 20, &v, &present))) return st;
   if (present) s.top_k = static_cast<int32_t>(v);
+  if (!(st = read_int(j, "repeat_last_n", 0, 1 << 20, &v, &present))) return st;
+  if (present) s.penalty_last_n = static_cast<int32_t>(v);
   if (!(st = read_int(j, "seed", INT64_MIN, INT64_MAX, &v, &present))) return st;
   if (present) s.seed = static_cast<uint32_t>(static_cast<uint64_t>(v));
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     if (!(st = read_int(j, key, 1, kMaxTokensLimit, &v, &present))) return st;
     if (present) s.max_tokens = static_cast<int32_t>(v);  // the newer name wins when both are set
   }
-  if (!(st = read_int(j, "n", 1, 128, &v, &present))) return st;
-  if (present && v != 1) return Status::unimplemented("'n' greater than 1 is not supported yet", "n");
+  if (!(st = read_int(j, "n", 1, kMaxChoices, &v, &present))) return st;
+  if (present) req.n = static_cast<int32_t>(v);
+  if (!(st = read_int(j, "priority", -100, 100, &v, &present))) return st;
+  if (present) req.priority = static_cast<int32_t>(v);
 
-  auto stream = j.find("stream");
-  if (stream != j.end() && !stream->is_null()) {
-    if (!stream->is_boolean()) return bad("stream", "'stream' must be a boolean");
-    if (stream->get<bool>()) return Status::unimplemented("streaming is not supported yet", "stream");
+  auto read_bool = [&](const char* key, bool* dst) -> Status {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return Status::ok();
+    if (!it->is_boolean()) return bad(key, std::string("'") + key + "' must be a boolean");
+    *dst = it->get<bool>();
+    return Status::ok();
+  };
+  if (!(st = read_bool("stream", &out.stream))) return st;
+  if (!(st = read_bool("ignore_eos", &s.ignore_eos))) return st;
+  auto so = j.find("stream_options");
+  if (so != j.end() && !so->is_null()) {
+    if (!so->is_object()) return bad("stream_options", "'stream_options' must be an object");
+    auto iu = so->find("include_usage");
+    if (iu != so->end() && !iu->is_null()) {
+      if (!iu->is_boolean())
+        return bad("stream_options.include_usage", "'stream_options.include_usage' must be a boolean");
+      out.include_usage = iu->get<bool>();
+    }
+  }
+
+  // logprobs: chat has a boolean plus top_logprobs; completions an integer.
+  if (endpoint == Endpoint::kChat) {
+    bool want = false;
+    if (!(st = read_bool("logprobs", &want))) return st;
+    if (!(st = read_int(j, "top_logprobs", 0, kMaxTopLogprobs, &v, &present))) return st;
+    if (present && !want) return bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    if (want) s.top_logprobs = present ? static_cast<int32_t>(v) : 0;
+  } else {
+    if (!(st = read_int(j, "logprobs", 0, kMaxTopLogprobs, &v, &present))) return st;
+    if (present) s.top_logprobs = static_cast<int32_t>(v);
+  }
+
+  auto bias = j.find("logit_bias");
+  if (bias != j.end() && !bias->is_null()) {
+    if (!bias->is_object()) return bad("logit_bias", "'logit_bias' must be an object of token id -> bias");
+    if (bias->size() > kMaxLogitBias) return bad("logit_bias", "'logit_bias' has too many entries");
+    for (auto it = bias->begin(); it != bias->end(); ++it) {
+      int64_t tok = 0;
+      try {
+        size_t used = 0;
+        tok = std::stoll(it.key(), &used);
+        if (used != it.key().size() || tok < 0 || tok > INT32_MAX) throw std::invalid_argument("id");
+      } catch (const std::exception&) {
+        return bad("logit_bias", "'logit_bias' keys must be token ids, got '" + it.key() + "'");
+      }
+      if (!it.value().is_number() || !std::isfinite(it.value().get<double>()) ||
+          it.value().get<double>() < -100.0 || it.value().get<double>() > 100.0)
+        return bad("logit_bias", "'logit_bias' values must be numbers between -100 and 100");
+      s.logit_bias.emplace_back(static_cast<int32_t>(tok), it.value().get<float>());
+    }
+  }
+
+  auto rf = j.find("response_format");
+  if (rf != j.end() && !rf->is_null()) {
+    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+      return bad("response_format", "'response_format' must be an object with a 'type'");
+    std::string type = (*rf)["type"];
+    if (type == "json_object") {
+      s.json_object = true;
+    } else if (type == "json_schema") {
+      auto js = rf->find("json_schema");
+      if (js == rf->end() || !js->is_object() || !js->contains("schema") || !(*js)["schema"].is_object())
+        return bad("response_format", "'response_format.json_schema.schema' must be a JSON schema object");
+      s.json_schema = (*js)["schema"].dump();
+    } else if (type != "text") {
+      return bad("response_format",
+                 "'response_format.type' must be text, json_object or json_schema; got '" + type + "'");
+    }
   }
 
   auto stop = j.find("stop");
@@ -151,22 +239,108 @@ Result<ChatRequest> parse_chat_request(std::string_view body) {
       if (e.size() > kMaxStopLength) return bad("stop", "'stop' strings must be at most 256 bytes");
     }
   }
-  return req;
+  return out;
 }
 
-json chat_completion_json(const std::string& id, const std::string& model, int64_t created,
-                          const Completion& c) {
-  json message = {{"role", "assistant"}, {"content", c.text}};
-  json choice = {{"index", 0},
-                 {"message", message},
-                 {"logprobs", nullptr},
-                 {"finish_reason", finish_reason_name(c.finish_reason)}};
-  json usage = {{"prompt_tokens", c.usage.prompt_tokens},
-                {"completion_tokens", c.usage.completion_tokens},
-                {"total_tokens", c.usage.prompt_tokens + c.usage.completion_tokens}};
-  return {{"id", id},           {"object", "chat.completion"}, {"created", created},
-          {"model", model},     {"choices", json::array({choice})},
-          {"usage", usage},     {"system_fingerprint", "llmpool"}};
+namespace {
+
+json bytes_of(const std::string& s) {
+  json b = json::array();
+  for (unsigned char c : s) b.push_back(c);
+  return b;
+}
+
+// Chat logprobs: {"content":[{token, logprob, bytes, top_logprobs:[...]}]}
+json chat_logprobs(const std::vector<TokenLogprob>& lps) {
+  json content = json::array();
+  for (const auto& lp : lps) {
+    json top = json::array();
+    for (const auto& t : lp.top)
+      top.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes_of(t.token)}});
+    content.push_back(
+        {{"token", lp.token}, {"logprob", lp.logprob}, {"bytes", bytes_of(lp.token)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}};
+}
+
+// Completions logprobs: {tokens, token_logprobs, top_logprobs, text_offset}
+json text_logprobs(const std::vector<TokenLogprob>& lps) {
+  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  size_t offset = 0;
+  for (const auto& lp : lps) {
+    tokens.push_back(lp.token);
+    values.push_back(lp.logprob);
+    json top = json::object();
+    for (const auto& t : lp.top) top[t.token] = t.logprob;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += lp.token.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+json logprobs_json(Endpoint endpoint, const std::vector<TokenLogprob>& lps) {
+  return endpoint == Endpoint::kChat ? chat_logprobs(lps) : text_logprobs(lps);
+}
+
+const char* object_name(Endpoint endpoint, bool chunk) {
+  if (endpoint == Endpoint::kCompletions) return "text_completion";
+  return chunk ? "chat.completion.chunk" : "chat.completion";
+}
+
+json envelope(Endpoint endpoint, const ResponseMeta& meta, bool chunk, json choices) {
+  return {{"id", meta.id},
+          {"object", object_name(endpoint, chunk)},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"system_fingerprint", "llmpool"},
+          {"choices", std::move(choices)}};
+}
+
+}  // namespace
+
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens}}}};
+}
+
+json completion_json(Endpoint endpoint, const ResponseMeta& meta, const Completion& c, bool with_logprobs) {
+  json choices = json::array();
+  for (const auto& ch : c.choices) {
+    json choice = {{"index", ch.index}, {"finish_reason", finish_reason_name(ch.finish_reason)}};
+    if (endpoint == Endpoint::kChat)
+      choice["message"] = {{"role", "assistant"}, {"content", ch.text}};
+    else
+      choice["text"] = ch.text;
+    choice["logprobs"] = with_logprobs ? logprobs_json(endpoint, ch.logprobs) : json();
+    choices.push_back(std::move(choice));
+  }
+  json out = envelope(endpoint, meta, false, std::move(choices));
+  out["usage"] = usage_json(c.usage);
+  return out;
+}
+
+json chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Delta& d, bool first, bool with_logprobs) {
+  json choice = {{"index", d.index},
+                 {"finish_reason", d.finish_reason ? json(finish_reason_name(*d.finish_reason)) : json()}};
+  if (endpoint == Endpoint::kChat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!d.text.empty() || first) delta["content"] = d.text;
+    choice["delta"] = std::move(delta);
+  } else {
+    choice["text"] = d.text;
+  }
+  choice["logprobs"] = with_logprobs && !d.logprobs.empty() ? logprobs_json(endpoint, d.logprobs) : json();
+  return envelope(endpoint, meta, true, json::array({std::move(choice)}));
+}
+
+json usage_chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage) {
+  json out = envelope(endpoint, meta, true, json::array());
+  out["usage"] = usage_json(usage);
+  return out;
 }
 
 json model_json(const providers::ModelInfo& info, int64_t created) {

@@ -1,6 +1,7 @@
 // OpenAI request/response mapping: JSON in, llmpool's plain types out, and
 // back. Every field is type-checked and bounded; an error names the field
 // (`param`) so the client knows what to fix. Pure functions; thread-safe.
+// The fields and their bounds are listed in docs/api.md.
 #pragma once
 
 #include <cstdint>
@@ -15,26 +16,50 @@
 
 namespace llmpool::api {
 
-// Bounds on request fields (documented in docs/api.md).
+// Bounds on request fields.
 inline constexpr size_t kMaxMessages = 4096;
 inline constexpr size_t kMaxStopStrings = 4;
 inline constexpr size_t kMaxStopLength = 256;
 inline constexpr size_t kMaxModelNameLength = 256;
 inline constexpr int32_t kMaxTokensLimit = 1 << 20;
+inline constexpr int32_t kMaxChoices = 16;
+inline constexpr int32_t kMaxTopLogprobs = 20;
+inline constexpr size_t kMaxLogitBias = 1024;
 
-// Parses a /v1/chat/completions body. InvalidArgument (with param) on
-// malformed JSON, missing or mistyped fields and out-of-range values;
-// Unimplemented for options this server does not support yet.
-Result<ChatRequest> parse_chat_request(std::string_view body);
+enum class Endpoint { kChat, kCompletions };
 
-// The chat.completion object for a finished completion.
-nlohmann::json chat_completion_json(const std::string& id, const std::string& model,
-                                    int64_t created, const Completion& completion);
+struct ApiRequest {
+  GenerateRequest generate;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+// Parses a /v1/chat/completions or /v1/completions body. InvalidArgument
+// (with param) on malformed JSON, missing or mistyped fields and
+// out-of-range values; Unimplemented for options not supported.
+Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint);
+
+// Identity of one response: its id, model and creation time.
+struct ResponseMeta {
+  std::string id;
+  std::string model;
+  int64_t created = 0;
+};
+
+// The whole response for a finished completion.
+nlohmann::json completion_json(Endpoint endpoint, const ResponseMeta& meta, const Completion& completion,
+                               bool with_logprobs);
+// One streaming chunk for a delta; `first` adds the assistant role (chat).
+nlohmann::json chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Delta& delta, bool first,
+                          bool with_logprobs);
+// The final usage-only chunk (stream_options.include_usage).
+nlohmann::json usage_chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage);
+nlohmann::json usage_json(const Usage& usage);
 
 // The /v1/models list entry for one model.
 nlohmann::json model_json(const providers::ModelInfo& info, int64_t created);
 
-// "chatcmpl-" followed by 24 random hex digits.
+// `prefix` followed by "-" and 24 random hex digits.
 std::string new_completion_id(std::string_view prefix);
 
 }  // namespace llmpool::api

@@ -8,46 +8,283 @@
 namespace llmpool::api {
 namespace {
 
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
 int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
-HttpResponse json_response(const nlohmann::json& j) {
+HttpResponse json_response(const json& j) {
   HttpResponse r;
   r.body = dump_json(j);
   return r;
 }
 
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Per-model request metrics, created once per model and endpoint.
+struct RequestMetrics {
+  obs::Histogram* ttft;
+  obs::Histogram* itl;
+  obs::Histogram* duration;
+  obs::Counter* prompt_tokens;
+  obs::Counter* completion_tokens;
+  obs::MetricsRegistry* registry;
+  obs::Labels labels;
+
+  RequestMetrics(obs::MetricsRegistry& r, const std::string& model)
+      : registry(&r), labels{{"model", model}} {
+    ttft = &r.histogram("llmpool_time_to_first_token_seconds", "Time from request to first output token.", labels);
+    itl = &r.histogram("llmpool_inter_token_latency_seconds", "Time between output tokens of one choice.", labels);
+    duration = &r.histogram("llmpool_request_duration_seconds", "Time from request to last byte.", labels);
+    prompt_tokens = &r.counter("llmpool_prompt_tokens_total", "Prompt tokens processed.", labels);
+    completion_tokens = &r.counter("llmpool_completion_tokens_total", "Tokens generated.", labels);
+  }
+};
+
+void count_request(obs::MetricsRegistry& m, const std::string& model, const char* endpoint, int status) {
+  m.counter("llmpool_requests_total", "Requests answered, by model, endpoint and HTTP status.",
+            {{"model", model}, {"endpoint", endpoint}, {"status", std::to_string(status)}})
+      .inc();
+}
+
+// One generation request in flight: formats deltas as SSE chunks or
+// collects the completion, and records latency metrics. Callbacks arrive
+// on one thread at a time (the provider's), so no locking is needed.
+struct Generation {
+  Endpoint endpoint;
+  ResponseMeta meta;
+  bool stream = false;
+  bool include_usage = false;
+  bool with_logprobs = false;
+  ResponseWriterPtr writer;
+  std::shared_ptr<RequestMetrics> metrics;
+  Clock::time_point start = Clock::now();
+  bool started = false;  // stream headers sent
+  std::vector<bool> first_seen;
+  std::vector<Clock::time_point> last_token;
+  bool any_token = false;
+
+  const char* endpoint_name() const {
+    return endpoint == Endpoint::kChat ? "chat.completions" : "completions";
+  }
+
+  void on_delta(Delta d) {
+    auto now = Clock::now();
+    size_t i = static_cast<size_t>(d.index);
+    if (i >= first_seen.size()) {
+      first_seen.resize(i + 1, false);
+      last_token.resize(i + 1, start);
+    }
+    if (!d.text.empty() || !d.logprobs.empty()) {
+      if (!any_token) metrics->ttft->observe(std::chrono::duration<double>(now - start).count());
+      else if (first_seen[i]) metrics->itl->observe(std::chrono::duration<double>(now - last_token[i]).count());
+      any_token = true;
+      last_token[i] = now;
+    }
+    if (!stream) return;
+    if (!started) {
+      writer->start_stream(200, "text/event-stream", {{"X-Accel-Buffering", "no"}});
+      started = true;
+    }
+    bool first = !first_seen[i];
+    first_seen[i] = true;
+    writer->write("data: " + dump_json(chunk_json(endpoint, meta, d, first, with_logprobs)) + "\n\n");
+  }
+
+  void on_done(Result<Completion> r) {
+    metrics->duration->observe(seconds_since(start));
+    if (!r) {
+      count_request(*metrics->registry, meta.model, endpoint_name(), http_status_for(r.status().code()));
+      if (started) {  // headers are out: the error travels as an event
+        writer->write("data: " + dump_json(error_json(r.status())) + "\n\n");
+        writer->end();
+      } else {
+        writer->respond(error_response(r.status()));
+      }
+      return;
+    }
+    const Completion& c = *r;
+    metrics->prompt_tokens->inc(c.usage.prompt_tokens);
+    metrics->completion_tokens->inc(c.usage.completion_tokens);
+    count_request(*metrics->registry, meta.model, endpoint_name(), 200);
+    if (!stream) {
+      writer->respond(json_response(completion_json(endpoint, meta, c, with_logprobs)));
+      return;
+    }
+    if (!started) {
+      writer->start_stream(200, "text/event-stream", {{"X-Accel-Buffering", "no"}});
+      started = true;
+    }
+    if (include_usage) writer->write("data: " + dump_json(usage_chunk_json(endpoint, meta, c.usage)) + "\n\n");
+    writer->write("data: [DONE]\n\n");
+    writer->end();
+  }
+};
+
+class OpenAiRoutes {
+ public:
+  OpenAiRoutes(std::shared_ptr<const providers::ModelRegistry> registry, obs::MetricsRegistry& metrics)
+      : registry_(std::move(registry)), metrics_(metrics) {
+    for (const auto& p : registry_->all())
+      request_metrics_[p->info().name] = std::make_shared<RequestMetrics>(metrics_, p->info().name);
+  }
+
+  void generate(Endpoint endpoint, const HttpRequest& req, const ResponseWriterPtr& writer) {
+    Result<ApiRequest> parsed = parse_request(req.body, endpoint);
+    if (!parsed) return writer->respond(error_response(parsed.status()));
+    providers::ProviderPtr provider = find(parsed->generate.model, writer);
+    if (!provider) return;
+    auto g = std::make_shared<Generation>();
+    g->endpoint = endpoint;
+    g->meta = {new_completion_id(endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl"), provider->info().name,
+               unix_now()};
+    g->stream = parsed->stream;
+    g->include_usage = parsed->include_usage;
+    g->with_logprobs = parsed->generate.sampling.top_logprobs >= 0;
+    g->writer = writer;
+    g->metrics = request_metrics_.at(provider->info().name);
+    GenerateCallbacks cb;
+    cb.on_delta = [g](Delta d) { g->on_delta(std::move(d)); };
+    cb.on_done = [g](Result<Completion> r) { g->on_done(std::move(r)); };
+    provider->generate(std::move(parsed->generate), writer->cancel_token(), std::move(cb));
+  }
+
+  void tokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
+    json j = json::parse(req.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return writer->respond(error_response(Status::invalid_argument("the request body is not a JSON object", "", "invalid_json")));
+    auto provider = model_of(j, writer);
+    if (!provider) return;
+    if (!j.contains("content") || !j["content"].is_string())
+      return writer->respond(error_response(Status::invalid_argument("'content' must be a string", "content")));
+    bool add_special = j.value("add_special", false);
+    auto tokens = provider->tokenize(j["content"].get<std::string>(), add_special);
+    if (!tokens) return writer->respond(error_response(tokens.status()));
+    writer->respond(json_response({{"tokens", *tokens}}));
+  }
+
+  void detokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
+    json j = json::parse(req.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return writer->respond(error_response(Status::invalid_argument("the request body is not a JSON object", "", "invalid_json")));
+    auto provider = model_of(j, writer);
+    if (!provider) return;
+    if (!j.contains("tokens") || !j["tokens"].is_array())
+      return writer->respond(error_response(Status::invalid_argument("'tokens' must be an array of token ids", "tokens")));
+    std::vector<int32_t> tokens;
+    for (const auto& t : j["tokens"]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN || t.get<int64_t>() > INT32_MAX)
+        return writer->respond(error_response(Status::invalid_argument("'tokens' must hold integers", "tokens")));
+      tokens.push_back(t.get<int32_t>());
+    }
+    auto text = provider->detokenize(tokens);
+    if (!text) return writer->respond(error_response(text.status()));
+    writer->respond(json_response({{"content", *text}}));
+  }
+
+  void list_models(const ResponseWriterPtr& writer) {
+    json data = json::array();
+    for (const auto& p : registry_->all()) data.push_back(model_json(p->info(), started_));
+    writer->respond(json_response({{"object", "list"}, {"data", data}}));
+  }
+
+ private:
+  providers::ProviderPtr find(const std::string& model, const ResponseWriterPtr& writer) {
+    providers::ProviderPtr p = registry_->find(model);
+    if (!p)
+      writer->respond(error_response(
+          Status::not_found("The model '" + model + "' does not exist", "model", "model_not_found")));
+    return p;
+  }
+
+  // /tokenize and /detokenize: `model` is optional when one model is served.
+  providers::ProviderPtr model_of(const json& j, const ResponseWriterPtr& writer) {
+    if (j.contains("model")) {
+      if (!j["model"].is_string())
+        return writer->respond(error_response(Status::invalid_argument("'model' must be a string", "model"))), nullptr;
+      return find(j["model"].get<std::string>(), writer);
+    }
+    if (registry_->all().size() == 1) return registry_->all().front();
+    writer->respond(error_response(Status::invalid_argument("'model' is required when several models are served", "model")));
+    return nullptr;
+  }
+
+  std::shared_ptr<const providers::ModelRegistry> registry_;
+  obs::MetricsRegistry& metrics_;
+  std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;
+  int64_t started_ = unix_now();
+};
+
+// Scrape-time figures from every provider.
+void collect_provider_stats(const providers::ModelRegistry& registry, std::string& out) {
+  struct Field {
+    const char* name;
+    const char* help;
+    const char* type;
+    double (*get)(const providers::ProviderStats&);
+  };
+  static const Field kFields[] = {
+      {"llmpool_queue_depth", "Requests waiting for a sequence.", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.queued); }},
+      {"llmpool_active_sequences", "Sequences prefilling or generating.", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.active_sequences); }},
+      {"llmpool_parallel_sequences", "Sequence capacity.", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.parallel); }},
+      {"llmpool_engine_prompt_tokens_total", "Prompt tokens admitted by the engine.", "counter",
+       [](const providers::ProviderStats& s) { return double(s.prompt_tokens); }},
+      {"llmpool_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.", "counter",
+       [](const providers::ProviderStats& s) { return double(s.cached_prompt_tokens); }},
+      {"llmpool_prefix_cache_hit_ratio", "Share of prompt tokens served from the prefix cache.", "gauge",
+       [](const providers::ProviderStats& s) {
+         return s.prompt_tokens ? double(s.cached_prompt_tokens) / double(s.prompt_tokens) : 0.0;
+       }},
+      {"llmpool_engine_generated_tokens_total", "Tokens generated by the engine.", "counter",
+       [](const providers::ProviderStats& s) { return double(s.generated_tokens); }},
+      {"llmpool_kv_cache_used_cells", "KV cache cells in use (tokens held).", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.kv_cells_used); }},
+      {"llmpool_kv_cache_total_cells", "KV cache size in cells.", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.kv_cells_total); }},
+      {"llmpool_model_memory_bytes", "Model weights in memory.", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.memory_bytes); }},
+  };
+  std::vector<std::pair<std::string, providers::ProviderStats>> stats;
+  for (const auto& p : registry.all()) stats.emplace_back(p->info().name, p->stats());
+  for (const auto& f : kFields) {
+    std::vector<std::pair<obs::Labels, double>> samples;
+    for (const auto& [name, s] : stats) samples.push_back({{{"model", name}}, f.get(s)});
+    obs::append_family(out, f.name, f.help, f.type, samples);
+  }
+}
+
 }  // namespace
 
-void add_openai_routes(HttpRouter& router, std::shared_ptr<const providers::ModelRegistry> registry) {
-  const int64_t started = unix_now();
+void add_openai_routes(HttpRouter& router, std::shared_ptr<const providers::ModelRegistry> registry,
+                       obs::MetricsRegistry& metrics) {
+  auto routes = std::make_shared<OpenAiRoutes>(registry, metrics);
+  metrics.add_collector([registry](std::string& out) { collect_provider_stats(*registry, out); });
 
-  router.add("GET", "/health", [](const HttpRequest&, Responder respond) {
-    respond(json_response({{"status", "ok"}}));
+  router.add("GET", "/health", [](const HttpRequest&, ResponseWriterPtr w) {
+    w->respond(json_response({{"status", "ok"}}));
   });
-
-  router.add("GET", "/v1/models", [registry, started](const HttpRequest&, Responder respond) {
-    nlohmann::json data = nlohmann::json::array();
-    for (const auto& p : registry->all()) data.push_back(model_json(p->info(), started));
-    respond(json_response({{"object", "list"}, {"data", data}}));
+  router.add("GET", "/v1/models", [routes](const HttpRequest&, ResponseWriterPtr w) { routes->list_models(w); });
+  router.add("POST", "/v1/chat/completions", [routes](const HttpRequest& r, ResponseWriterPtr w) {
+    routes->generate(Endpoint::kChat, r, w);
   });
-
-  router.add("POST", "/v1/chat/completions", [registry](const HttpRequest& req, Responder respond) {
-    Result<ChatRequest> parsed = parse_chat_request(req.body);
-    if (!parsed) return respond(error_response(parsed.status()));
-    providers::ProviderPtr provider = registry->find(parsed->model);
-    if (!provider) {
-      return respond(error_response(Status::not_found(
-          "The model '" + parsed->model + "' does not exist", "model", "model_not_found")));
-    }
-    std::string model = provider->info().name;
-    provider->chat(std::move(parsed).value(), [respond, model](Result<Completion> result) {
-      if (!result) return respond(error_response(result.status()));
-      respond(json_response(chat_completion_json(new_completion_id("chatcmpl"), model, unix_now(), *result)));
-    });
+  router.add("POST", "/v1/completions", [routes](const HttpRequest& r, ResponseWriterPtr w) {
+    routes->generate(Endpoint::kCompletions, r, w);
+  });
+  router.add("POST", "/tokenize", [routes](const HttpRequest& r, ResponseWriterPtr w) { routes->tokenize(r, w); });
+  router.add("POST", "/detokenize", [routes](const HttpRequest& r, ResponseWriterPtr w) { routes->detokenize(r, w); });
+  router.add("GET", "/metrics", [&metrics](const HttpRequest&, ResponseWriterPtr w) {
+    HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics.render();
+    w->respond(std::move(r));
   });
 }
 

@@ -10,10 +10,10 @@ void HttpRouter::add(const std::string& method, const std::string& path, Handler
   routes_[path][method] = with_error_boundary(std::move(handler));
 }
 
-void HttpRouter::dispatch(const HttpRequest& request, Responder respond) const {
+void HttpRouter::dispatch(const HttpRequest& request, ResponseWriterPtr writer) const {
   auto path = routes_.find(request.path);
   if (path == routes_.end()) {
-    respond(error_response(Status::not_found("no route for " + request.method + " " + request.path,
+    writer->respond(error_response(Status::not_found("no route for " + request.method + " " + request.path,
                                              "", "unknown_url")));
     return;
   }
@@ -26,22 +26,24 @@ void HttpRouter::dispatch(const HttpRequest& request, Responder respond) const {
         "", "method_not_allowed"));
     r.status = 405;
     r.headers["Allow"] = allowed;
-    respond(std::move(r));
+    writer->respond(std::move(r));
     return;
   }
-  handler->second(request, std::move(respond));
+  handler->second(request, std::move(writer));
 }
 
 Handler with_error_boundary(Handler handler) {
-  return [handler = std::move(handler)](const HttpRequest& req, Responder respond) {
+  return [handler = std::move(handler)](const HttpRequest& req, ResponseWriterPtr writer) {
     try {
-      handler(req, respond);
+      handler(req, writer);
     } catch (const std::exception& e) {
       spdlog::error("handler for {} {} threw: {}", req.method, req.path, e.what());
-      respond(error_response(Status::internal("internal error while handling the request")));
+      writer->respond(error_response(Status::internal("internal error while handling the request")));
+      writer->end();  // a stream already started ends here
     } catch (...) {
       spdlog::error("handler for {} {} threw a non-standard exception", req.method, req.path);
-      respond(error_response(Status::internal("internal error while handling the request")));
+      writer->respond(error_response(Status::internal("internal error while handling the request")));
+      writer->end();  // a stream already started ends here
     }
   };
 }

@@ -15,7 +15,7 @@ namespace llmpool::api {
 class HttpRouter {
  public:
   void add(const std::string& method, const std::string& path, Handler handler);
-  void dispatch(const HttpRequest& request, Responder respond) const;
+  void dispatch(const HttpRequest& request, ResponseWriterPtr writer) const;
 
  private:
   std::map<std::string, std::map<std::string, Handler>> routes_;  // path -> method -> handler

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "obs/metrics.h"
 #include "providers/local_provider.h"
 #include "providers/registry.h"
 
@@ -60,8 +61,9 @@ int serve(const ServeOptions& opts) {
     }
   }
 
+  obs::MetricsRegistry metrics;
   api::HttpRouter router;
-  api::add_openai_routes(router, registry);
+  api::add_openai_routes(router, registry, metrics);
   api::HttpServer server(cfg.server, router);
   if (Status st = server.start(); !st) {
     spdlog::error("{}", st.message());

@@ -1,13 +1,21 @@
 // Plain request/response types shared by the API, the providers and the
-// engine: what a chat or completion request asks for and what it got.
+// engine: what a generation request asks for, what it produces while it
+// runs (Delta) and what it produced in the end (Completion).
 // No behaviour here; validation happens where the request is parsed
-// (api/openai.cpp) and bounds are documented there. Thread-compatible values.
+// (api/openai.cpp), whose bounds are documented in docs/api.md.
+// Thread-compatible values, except CancelToken which is thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "common/status.h"
 
 namespace llmpool {
 
@@ -16,36 +24,96 @@ struct ChatMessage {
   std::string content;  // text; multi-part text content is joined
 };
 
-// Sampling and stopping, as the OpenAI API defines them (plus llama.cpp's
-// usual extras). Defaults match llama-server's where OpenAI leaves them open.
+// Sampling and stopping, as the OpenAI API defines them plus llama.cpp's
+// usual extras. Defaults match llama-server's where OpenAI leaves them open.
 struct SamplingParams {
   float temperature = 1.0f;   // <= 0 means greedy
   float top_p = 1.0f;
   int32_t top_k = 0;          // 0 disables
   float min_p = 0.0f;         // 0 disables
-  std::optional<uint32_t> seed;  // unset: a random seed per request
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repeat_penalty = 1.0f;   // 1 disables
+  int32_t penalty_last_n = 64;   // window for the three penalties
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> bias
+  std::optional<uint32_t> seed;       // unset: a random seed per request
   std::optional<int32_t> max_tokens;  // unset: until end of generation or context
   std::vector<std::string> stop;
+  bool ignore_eos = false;     // keep generating past end-of-generation tokens
+  int32_t top_logprobs = -1;   // -1: no logprobs; 0..20: logprobs with that many alternatives
+  std::string json_schema;     // response_format json_schema: the schema, as JSON text
+  bool json_object = false;    // response_format json_object
 };
 
-struct ChatRequest {
+struct GenerateRequest {
   std::string model;
-  std::vector<ChatMessage> messages;
+  std::vector<ChatMessage> messages;   // chat: formatted with the model's template
+  std::optional<std::string> prompt;   // completions: raw text, used as is
   SamplingParams sampling;
+  int32_t n = 1;                       // choices, sharing the prompt's KV
+  int32_t priority = 0;                // higher first; FIFO within a priority
 };
 
-enum class FinishReason { kStop, kLength };
+enum class FinishReason { kStop, kLength, kCancelled };
 const char* finish_reason_name(FinishReason reason);
+
+struct TopLogprob {
+  std::string token;
+  float logprob = 0.0f;
+};
+
+struct TokenLogprob {
+  std::string token;
+  float logprob = 0.0f;
+  std::vector<TopLogprob> top;
+};
 
 struct Usage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
+  int32_t cached_prompt_tokens = 0;  // prompt tokens whose KV was reused
+};
+
+struct Choice {
+  int32_t index = 0;
+  std::string text;
+  FinishReason finish_reason = FinishReason::kStop;
+  std::vector<TokenLogprob> logprobs;  // when requested
 };
 
 struct Completion {
-  std::string text;
-  FinishReason finish_reason = FinishReason::kStop;
+  std::vector<Choice> choices;
   Usage usage;
+};
+
+// A piece of one choice's output, delivered while it is generated. The
+// text is whole UTF-8 characters and never part of a stop string.
+// The last delta of a choice carries its finish reason.
+struct Delta {
+  int32_t index = 0;
+  std::string text;
+  std::vector<TokenLogprob> logprobs;
+  std::optional<FinishReason> finish_reason;
+};
+
+// Shared between the requester and the generator: the requester cancels
+// (client gone, deadline), the generator polls. Thread-safe.
+class CancelToken {
+ public:
+  void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+using CancelTokenPtr = std::shared_ptr<CancelToken>;
+
+// How a generator reports back. on_delta may be empty (the caller wants
+// only the end); on_done is called exactly once, after the last delta.
+// Both run on the generator's thread: keep them quick, post real work.
+struct GenerateCallbacks {
+  std::function<void(Delta)> on_delta;
+  std::function<void(Result<Completion>)> on_done;
 };
 
 }  // namespace llmpool

@@ -117,7 +117,8 @@ constexpr std::initializer_list<const char*> kTopKeys = {"log_level", "server", 
 constexpr std::initializer_list<const char*> kServerKeys = {"host", "port", "io_threads",
                                                            "max_body_bytes", "shutdown_grace_ms"};
 constexpr std::initializer_list<const char*> kModelKeys = {
-    "name", "aliases", "type", "path", "context", "threads", "capabilities"};
+    "name", "aliases", "type", "path", "context", "parallel", "batch", "threads", "max_queue",
+    "deadline_ms", "capabilities"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
 const std::set<std::string> kProviderTypes = {"local"};
 
@@ -141,7 +142,11 @@ void read_model(Reader& r, const YAML::Node& n, const std::string& prefix, const
   r.read_string(n, "type", prefix, &m->type, 64);
   r.read_string(n, "path", prefix, &m->path);
   r.read_int(n, "context", prefix, &m->context, 64, 1 << 24);
+  r.read_int(n, "parallel", prefix, &m->parallel, 1, 256);
+  r.read_int(n, "batch", prefix, &m->batch, 1, 1 << 16);
   r.read_int(n, "threads", prefix, &m->threads, 0, 1024);
+  r.read_int(n, "max_queue", prefix, &m->max_queue, 0, 1 << 20);
+  r.read_int(n, "deadline_ms", prefix, &m->deadline_ms, 0, 86400000);
   r.read_string_list(n, "capabilities", prefix, &m->capabilities);
 
   if (m->name.empty()) r.issue(n, prefix + ".name", "is required");

@@ -30,8 +30,12 @@ struct ModelConfig {
   std::vector<std::string> aliases;
   std::string type = "local";             // provider type: "local"
   std::string path;                       // local: GGUF file (absolute after load)
-  int32_t context = 4096;                 // context window in tokens
+  int32_t context = 4096;                 // context window in tokens, per request
+  int32_t parallel = 4;                   // local: sequences decoded together
+  int32_t batch = 512;                    // local: per-step token budget
   int32_t threads = 0;                    // 0: number of cores
+  int32_t max_queue = 64;                 // waiting requests before 429
+  int32_t deadline_ms = 0;                // > 0: a request ends this long after it arrives
   std::vector<std::string> capabilities;  // general, code, reasoning, fast, ...
   int line = 0;                           // where it is defined, for messages
 };

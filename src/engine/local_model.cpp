@@ -5,64 +5,65 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <thread>
+#include <random>
 
 #include "engine/llama_status.h"
+#include "engine/sampling.h"
+#include "engine/text_stream.h"
 
 namespace llmpool::engine {
 namespace {
 
 constexpr const char* kFallbackTemplate = "chatml";
+using Clock = std::chrono::steady_clock;
 
-struct SamplerDeleter {
-  void operator()(llama_sampler* s) const { llama_sampler_free(s); }
-};
-using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
-
-SamplerPtr make_sampler(const SamplingParams& p) {
-  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-  if (p.temperature <= 0.0f) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-    return chain;
-  }
-  if (p.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.top_k));
-  if (p.top_p < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.top_p, 1));
-  if (p.min_p > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.min_p, 1));
-  llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
-  llama_sampler_chain_add(chain.get(),
-                          llama_sampler_init_dist(p.seed ? *p.seed : LLAMA_DEFAULT_SEED));
-  return chain;
-}
-
-std::string token_piece(const llama_vocab* vocab, llama_token token) {
-  char buf[256];
-  int32_t n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, false);
-  if (n >= 0) return std::string(buf, static_cast<size_t>(n));
-  std::string big(static_cast<size_t>(-n), '\0');
-  n = llama_token_to_piece(vocab, token, big.data(), static_cast<int32_t>(big.size()), 0, false);
-  big.resize(static_cast<size_t>(std::max(n, 0)));
-  return big;
-}
-
-// Earliest position in `text` at or after `from` where a stop string
-// starts, or npos. `from` lets the search skip text already checked.
-size_t find_stop(const std::string& text, const std::vector<std::string>& stops, size_t from) {
-  size_t best = std::string::npos;
-  for (const auto& s : stops) {
-    if (s.empty()) continue;
-    size_t start = from > s.size() ? from - s.size() : 0;
-    size_t pos = text.find(s, start);
-    if (pos < best) best = pos;
-  }
-  return best;
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
+  size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
 }
 
 }  // namespace
+
+// One request: its prompt, its choices' results, and how to report back.
+struct LocalModel::Job {
+  GenerateRequest request;
+  CancelTokenPtr cancel;
+  GenerateCallbacks callbacks;
+  std::vector<llama_token> prompt;
+  std::string grammar;
+  Clock::time_point deadline = Clock::time_point::max();
+  Completion result;
+  int32_t running = 0;  // choices not finished
+  bool done = false;
+};
+
+// One sequence of the KV cache and what it is doing.
+struct LocalModel::Slot {
+  enum class State { kIdle, kPrefill, kWaitPrefill, kGenerate };
+  int32_t id = 0;
+  State state = State::kIdle;
+  std::vector<llama_token> cache;  // tokens whose KV this sequence holds, positions 0..n-1
+  std::shared_ptr<Job> job;
+  int32_t choice = 0;
+  size_t prefill_pos = 0;          // next prompt token to decode
+  llama_token pending = -1;        // sampled, not yet decoded
+  int32_t produced = 0;
+  int32_t budget = 0;
+  int32_t logits_index = -1;       // row of this step's logits, or -1
+  std::vector<Slot*> followers;    // n > 1: choices waiting for this prefill
+  SamplerPtr sampler;
+  std::unique_ptr<TextStream> text;
+  uint64_t last_used = 0;
+};
 
 LocalModel::LocalModel(LocalModelSpec spec)
     : spec_(std::move(spec)), model_(nullptr, llama_model_free), ctx_(nullptr, llama_free) {}
 
 Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec) {
+  if (spec.context < 16 || spec.parallel < 1 || spec.parallel > 256 || spec.batch < 1)
+    return Status::invalid_argument("model '" + spec.name + "': context, parallel or batch out of range");
   std::error_code ec;
   if (!std::filesystem::is_regular_file(spec.path, ec))
     return Status::not_found("model file not found: " + spec.path);
@@ -76,73 +77,54 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   int32_t threads = spec.threads > 0 ? spec.threads
                                      : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   llama_context_params cp = llama_context_default_params();
-  cp.n_ctx = static_cast<uint32_t>(spec.context);
-  cp.n_batch = static_cast<uint32_t>(std::min(spec.context, 2048));
+  cp.n_ctx = static_cast<uint32_t>(spec.context) * static_cast<uint32_t>(spec.parallel);
+  cp.n_batch = static_cast<uint32_t>(std::max(spec.batch, spec.parallel));
   cp.n_ubatch = std::min<uint32_t>(cp.n_batch, 512);
-  cp.n_seq_max = 1;
+  cp.n_seq_max = static_cast<uint32_t>(spec.parallel);
+  cp.kv_unified = true;  // sequences share cells: prefix copies are free
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
   m->ctx_.reset(llama_init_from_model(m->model_.get(), cp));
   if (!m->ctx_) return Status::invalid_argument("llama.cpp cannot create a context for " + spec.path);
+  m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
 
-  m->n_ctx_ = static_cast<int32_t>(llama_n_ctx(m->ctx_.get()));
-  m->n_batch_ = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
+  const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
+  m->n_vocab_ = llama_vocab_n_tokens(vocab);
   m->size_bytes_ = llama_model_size(m->model_.get());
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
+  m->slots_.resize(static_cast<size_t>(spec.parallel));
+  for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
-  spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {}, {} threads)", spec.name,
-               spec.path, m->size_bytes_ / 1048576.0, m->n_ctx_, threads);
+  spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {} x {} sequences, batch {}, {} threads)",
+               spec.name, spec.path, m->size_bytes_ / 1048576.0, spec.context, spec.parallel,
+               m->spec_.batch, threads);
   return m;
 }
 
 LocalModel::~LocalModel() {
-  std::deque<Job> abandoned;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
-    abandoned.swap(queue_);
   }
   cv_.notify_all();
-  for (auto& job : abandoned) job.done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
   if (thread_.joinable()) thread_.join();
 }
 
-void LocalModel::submit(GenerationRequest request, GenerationCallback done) {
+EngineStats LocalModel::stats() const {
+  EngineStats s;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
-      return;
-    }
-    if (static_cast<int32_t>(queue_.size()) >= spec_.max_queue) {
-      done(Status::resource_exhausted("model '" + spec_.name + "' queue is full"));
-      return;
-    }
-    queue_.push_back(Job{std::move(request), std::move(done)});
+    s.queued = static_cast<int64_t>(queue_.size());
   }
-  cv_.notify_one();
-}
-
-void LocalModel::run() {
-  for (;;) {
-    Job job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
-      job = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    Result<Completion> result = [&]() -> Result<Completion> {
-      try {
-        return generate(job.request);
-      } catch (const std::exception& e) {
-        return Status::internal(std::string("generation failed: ") + e.what());
-      }
-    }();
-    job.done(std::move(result));
-  }
+  s.active_sequences = stat_active_.load();
+  s.requests_done = stat_done_.load();
+  s.prompt_tokens = stat_prompt_.load();
+  s.cached_prompt_tokens = stat_cached_.load();
+  s.generated_tokens = stat_generated_.load();
+  s.kv_cells_used = stat_kv_used_.load();
+  s.kv_cells_total = static_cast<int64_t>(spec_.context) * spec_.parallel;
+  return s;
 }
 
 Result<std::string> LocalModel::format_chat(const std::vector<ChatMessage>& messages) const {
@@ -166,73 +148,387 @@ Result<std::string> LocalModel::format_chat(const std::vector<ChatMessage>& mess
   return buf;
 }
 
-Result<std::vector<int32_t>> LocalModel::tokenize(const std::string& text) const {
+Result<std::vector<int32_t>> LocalModel::tokenize(const std::string& text, bool add_special,
+                                                  bool parse_special) const {
   const llama_vocab* vocab = llama_model_get_vocab(model_.get());
-  if (text.size() > static_cast<size_t>(INT32_MAX / 2)) return Status::invalid_argument("prompt too long", "messages");
+  if (text.size() > static_cast<size_t>(INT32_MAX / 2)) return Status::invalid_argument("text too long");
   std::vector<llama_token> tokens(text.size() + 8);
   int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                             static_cast<int32_t>(tokens.size()), true, true);
+                             static_cast<int32_t>(tokens.size()), add_special, parse_special);
   if (n < 0) {
-    if (n == INT32_MIN) return Status::invalid_argument("prompt too long", "messages");
+    if (n == INT32_MIN) return Status::invalid_argument("text too long");
     tokens.resize(static_cast<size_t>(-n));
     n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                       static_cast<int32_t>(tokens.size()), true, true);
+                       static_cast<int32_t>(tokens.size()), add_special, parse_special);
   }
   tokens.resize(static_cast<size_t>(std::max(n, 0)));
   return tokens;
 }
 
-Result<Completion> LocalModel::generate(const GenerationRequest& request) {
-  Result<std::string> prompt = format_chat(request.messages);
-  if (!prompt) return prompt.status();
-  Result<std::vector<int32_t>> tokens = tokenize(*prompt);
-  if (!tokens) return tokens.status();
-  const int32_t n_prompt = static_cast<int32_t>(tokens->size());
-  if (n_prompt == 0) return Status::invalid_argument("the prompt is empty", "messages");
-  if (n_prompt >= n_ctx_) {
-    return Status::invalid_argument(
-        "This model's maximum context length is " + std::to_string(n_ctx_) +
-            " tokens, but the prompt is " + std::to_string(n_prompt) + " tokens",
-        "messages", "context_length_exceeded");
-  }
-
-  llama_memory_clear(llama_get_memory(ctx_.get()), true);
-  for (int32_t i = 0; i < n_prompt; i += n_batch_) {
-    int32_t n = std::min(n_batch_, n_prompt - i);
-    Status st = decode_status(llama_decode(ctx_.get(), llama_batch_get_one(tokens->data() + i, n)),
-                              "prompt");
-    if (!st) return st;
-  }
-
+Result<std::string> LocalModel::detokenize(const std::vector<int32_t>& tokens) const {
   const llama_vocab* vocab = llama_model_get_vocab(model_.get());
-  SamplerPtr sampler = make_sampler(request.sampling);
-  Completion out;
-  out.usage.prompt_tokens = n_prompt;
-  int32_t budget = n_ctx_ - n_prompt;
-  if (request.sampling.max_tokens) budget = std::min(budget, *request.sampling.max_tokens);
-  out.finish_reason = FinishReason::kLength;
-  int32_t n_past = n_prompt;
-  for (int32_t produced = 0; produced < budget; ++produced) {
-    llama_token tok = llama_sampler_sample(sampler.get(), ctx_.get(), -1);
-    if (llama_vocab_is_eog(vocab, tok)) {
-      out.finish_reason = FinishReason::kStop;
-      break;
-    }
-    ++out.usage.completion_tokens;
-    size_t before = out.text.size();
-    out.text += token_piece(vocab, tok);
-    size_t stop = find_stop(out.text, request.sampling.stop, before);
-    if (stop != std::string::npos) {
-      out.text.resize(stop);
-      out.finish_reason = FinishReason::kStop;
-      break;
-    }
-    if (produced + 1 == budget || n_past + 1 >= n_ctx_) break;
-    Status st = decode_status(llama_decode(ctx_.get(), llama_batch_get_one(&tok, 1)), "decode");
-    if (!st) return st;
-    ++n_past;
-  }
+  for (int32_t t : tokens)
+    if (t < 0 || t >= n_vocab_)
+      return Status::invalid_argument("token id " + std::to_string(t) + " is outside the vocabulary", "tokens");
+  std::string out;
+  for (int32_t t : tokens) out += token_piece(vocab, t);
   return out;
+}
+
+void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {
+  auto job = std::make_shared<Job>();
+  job->cancel = cancel ? std::move(cancel) : std::make_shared<CancelToken>();
+  job->callbacks = std::move(callbacks);
+
+  Result<std::string> prompt = request.prompt ? Result<std::string>(*request.prompt)
+                                              : format_chat(request.messages);
+  if (!prompt) return job->callbacks.on_done(prompt.status());
+  // Chat prompts carry the template's special tokens as text; raw
+  // completion prompts are plain text.
+  auto tokens = tokenize(*prompt, true, !request.prompt.has_value());
+  if (!tokens) return job->callbacks.on_done(tokens.status());
+  if (tokens->empty()) return job->callbacks.on_done(Status::invalid_argument("the prompt is empty", "messages"));
+  if (static_cast<int32_t>(tokens->size()) >= spec_.context) {
+    return job->callbacks.on_done(Status::invalid_argument(
+        "This model's maximum context length is " + std::to_string(spec_.context) +
+            " tokens, but the prompt is " + std::to_string(tokens->size()) + " tokens",
+        request.prompt ? "prompt" : "messages", "context_length_exceeded"));
+  }
+  if (request.n < 1 || request.n > spec_.parallel) {
+    return job->callbacks.on_done(Status::invalid_argument(
+        "'n' must be between 1 and " + std::to_string(spec_.parallel) + " (the model's parallel sequences)", "n"));
+  }
+  auto grammar = grammar_for(request.sampling);
+  if (!grammar) return job->callbacks.on_done(grammar.status());
+  job->grammar = std::move(grammar).value();
+  job->prompt = std::move(tokens).value();
+  if (spec_.deadline_ms > 0) job->deadline = Clock::now() + std::chrono::milliseconds(spec_.deadline_ms);
+  job->request = std::move(request);
+  job->result.choices.resize(static_cast<size_t>(job->request.n));
+  job->result.usage.prompt_tokens = static_cast<int32_t>(job->prompt.size());
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return job->callbacks.on_done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
+    if (static_cast<int32_t>(queue_.size()) >= spec_.max_queue)
+      return job->callbacks.on_done(Status::resource_exhausted(
+          "model '" + spec_.name + "' has " + std::to_string(queue_.size()) + " requests waiting; retry later"));
+    // Higher priority first, FIFO within a priority.
+    auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const std::shared_ptr<Job>& j) {
+      return j->request.priority < job->request.priority;
+    });
+    queue_.insert(pos, job);
+  }
+  cv_.notify_one();
+}
+
+void LocalModel::run() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stat_active_.load() == 0)
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) break;
+    }
+    try {
+      step();
+    } catch (const std::exception& e) {
+      spdlog::error("model '{}': engine step failed: {}", spec_.name, e.what());
+      for (auto& s : slots_)
+        if (s.job) fail_job(s.job, Status::internal(std::string("engine step failed: ") + e.what()));
+    }
+  }
+  // Shutting down: nothing more runs.
+  std::deque<std::shared_ptr<Job>> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting.swap(queue_);
+  }
+  Status gone = Status::unavailable("model '" + spec_.name + "' is shutting down");
+  for (auto& s : slots_)
+    if (s.job) fail_job(s.job, gone);
+  for (auto& j : waiting) fail_job(j, gone);
+}
+
+void LocalModel::fail_job(const std::shared_ptr<Job>& job, const Status& status) {
+  for (auto& s : slots_) {
+    if (s.job != job) continue;
+    llama_memory_seq_rm(llama_get_memory(ctx_.get()), s.id, -1, -1);
+    s.cache.clear();
+    s.job.reset();
+    s.followers.clear();
+    s.state = Slot::State::kIdle;
+    stat_active_.fetch_sub(1);
+  }
+  if (!job->done) {
+    job->done = true;
+    job->callbacks.on_done(status);
+  }
+}
+
+bool LocalModel::admit(const std::shared_ptr<Job>& job) {
+  const int32_t n = job->request.n;
+  std::vector<Slot*> idle;
+  for (auto& s : slots_)
+    if (s.state == Slot::State::kIdle) idle.push_back(&s);
+  if (static_cast<int32_t>(idle.size()) < n) return false;
+
+  llama_memory_t mem = llama_get_memory(ctx_.get());
+  // The leader takes the idle sequence with the longest cached prefix of
+  // the prompt (least recently used on ties); a longer prefix held by any
+  // other sequence is shared into it (cells are shared, not recomputed).
+  Slot* leader = nullptr;
+  size_t leader_lcp = 0;
+  for (Slot* s : idle) {
+    size_t l = common_prefix(s->cache, job->prompt);
+    if (!leader || l > leader_lcp || (l == leader_lcp && s->last_used < leader->last_used)) {
+      leader = s;
+      leader_lcp = l;
+    }
+  }
+  Slot* donor = nullptr;
+  size_t donor_lcp = leader_lcp;
+  for (auto& s : slots_) {
+    if (&s == leader) continue;
+    size_t l = common_prefix(s.cache, job->prompt);
+    if (l > donor_lcp) {
+      donor = &s;
+      donor_lcp = l;
+    }
+  }
+  size_t reuse = donor ? donor_lcp : leader_lcp;
+  reuse = std::min(reuse, job->prompt.size() - 1);  // decode at least one token for logits
+  if (donor) {
+    llama_memory_seq_rm(mem, leader->id, -1, -1);
+    llama_memory_seq_cp(mem, donor->id, leader->id, 0, static_cast<llama_pos>(reuse));
+    leader->cache.assign(job->prompt.begin(), job->prompt.begin() + static_cast<std::ptrdiff_t>(reuse));
+  } else {
+    llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
+    leader->cache.resize(reuse);
+  }
+
+  job->result.usage.cached_prompt_tokens = static_cast<int32_t>(reuse);
+  stat_prompt_.fetch_add(static_cast<int64_t>(job->prompt.size()));
+  stat_cached_.fetch_add(static_cast<int64_t>(reuse));
+  job->running = n;
+
+  const SamplingParams& sp = job->request.sampling;
+  uint32_t seed = sp.seed ? *sp.seed : std::random_device{}();
+  int32_t budget = spec_.context - static_cast<int32_t>(job->prompt.size());
+  if (sp.max_tokens) budget = std::min(budget, *sp.max_tokens);
+
+  auto start = [&](Slot* s, int32_t choice) -> Status {
+    auto sampler = make_sampler(model_.get(), sp, job->grammar, seed + static_cast<uint32_t>(choice));
+    if (!sampler) return sampler.status();
+    s->sampler = std::move(sampler).value();
+    s->job = job;
+    s->choice = choice;
+    s->produced = 0;
+    s->budget = budget;
+    s->pending = -1;
+    s->logits_index = -1;
+    s->followers.clear();
+    s->text = std::make_unique<TextStream>(sp.stop);
+    s->last_used = ++tick_;
+    stat_active_.fetch_add(1);
+    return Status::ok();
+  };
+  Status st = start(leader, 0);
+  if (st) {
+    leader->state = Slot::State::kPrefill;
+    leader->prefill_pos = reuse;
+    int32_t choice = 1;
+    for (Slot* s : idle) {
+      if (choice == n) break;
+      if (s == leader) continue;
+      llama_memory_seq_rm(mem, s->id, -1, -1);
+      s->cache.clear();
+      if (!(st = start(s, choice))) break;
+      s->state = Slot::State::kWaitPrefill;
+      leader->followers.push_back(s);
+      ++choice;
+    }
+  }
+  if (!st) fail_job(job, st);
+  return true;
+}
+
+void LocalModel::reap_cancelled_and_expired() {
+  const auto now = Clock::now();
+  for (auto& s : slots_) {
+    if (!s.job || s.job->done) continue;
+    if (s.job->cancel->cancelled()) {
+      finish(s, FinishReason::kCancelled);
+    } else if (now >= s.job->deadline) {
+      spdlog::warn("model '{}': request passed its {} ms deadline", spec_.name, spec_.deadline_ms);
+      finish(s, FinishReason::kLength);
+    }
+  }
+  std::vector<std::shared_ptr<Job>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if ((*it)->cancel->cancelled() || now >= (*it)->deadline) {
+        dropped.push_back(*it);
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& j : dropped) {
+    if (j->cancel->cancelled()) {
+      for (auto& c : j->result.choices) c.finish_reason = FinishReason::kCancelled;
+      j->done = true;
+      j->callbacks.on_done(j->result);
+    } else {
+      fail_job(j, Status::deadline_exceeded("the request waited past its deadline in the queue"));
+    }
+  }
+}
+
+void LocalModel::step() {
+  reap_cancelled_and_expired();
+
+  // Admit waiting requests while sequences are free, in queue order.
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.empty()) break;
+      job = queue_.front();
+    }
+    if (!admit(job)) break;
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.pop_front();
+  }
+
+  // Build one batch: every generating sequence's next token first, then
+  // prompt chunks under what is left of the token budget.
+  const int32_t budget = spec_.batch;
+  llama_batch batch = llama_batch_init(budget, 0, 1);
+  struct BatchGuard {
+    llama_batch& b;
+    ~BatchGuard() { llama_batch_free(b); }
+  } guard{batch};
+  auto add = [&](Slot& s, llama_token tok, bool logits) {
+    int32_t i = batch.n_tokens++;
+    batch.token[i] = tok;
+    batch.pos[i] = static_cast<llama_pos>(s.cache.size());
+    batch.n_seq_id[i] = 1;
+    batch.seq_id[i][0] = s.id;
+    batch.logits[i] = logits;
+    s.cache.push_back(tok);
+    if (logits) s.logits_index = i;
+  };
+  for (auto& s : slots_) {
+    s.logits_index = -1;
+    if (s.state == Slot::State::kGenerate && batch.n_tokens < budget) add(s, s.pending, true);
+  }
+  // Prefill in admission order (oldest first).
+  std::vector<Slot*> prefill;
+  for (auto& s : slots_)
+    if (s.state == Slot::State::kPrefill) prefill.push_back(&s);
+  std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->last_used < b->last_used; });
+  for (Slot* s : prefill) {
+    const auto& prompt = s->job->prompt;
+    while (s->prefill_pos < prompt.size() && batch.n_tokens < budget) {
+      bool last = s->prefill_pos + 1 == prompt.size();
+      add(*s, prompt[s->prefill_pos++], last);
+    }
+  }
+  if (batch.n_tokens == 0) return;
+
+  int32_t rc = llama_decode(ctx_.get(), batch);
+  if (rc != 0) {
+    Status st = decode_status(rc, "model '" + spec_.name + "'");
+    spdlog::error("{}", st.message());
+    // The batch's tokens are not in the cache: every job in it fails.
+    for (auto& s : slots_)
+      if (s.job) fail_job(s.job, st);
+    return;
+  }
+
+  int64_t used = 0;
+  for (auto& s : slots_) {
+    if (s.logits_index >= 0 && s.job) {
+      if (s.state == Slot::State::kPrefill) {
+        // The prompt is in: share it with the other choices, then everyone samples.
+        s.state = Slot::State::kGenerate;
+        for (Slot* f : s.followers) {
+          llama_memory_seq_cp(llama_get_memory(ctx_.get()), s.id, f->id, -1, -1);
+          f->cache = s.cache;
+          f->state = Slot::State::kGenerate;
+          sample(*f, s.logits_index);
+        }
+        s.followers.clear();
+      }
+      sample(s, s.logits_index);
+    }
+    used += static_cast<int64_t>(s.cache.size());
+  }
+  stat_kv_used_.store(used);
+}
+
+void LocalModel::sample(Slot& s, int32_t logits_index) {
+  Job& job = *s.job;
+  const llama_vocab* vocab = llama_model_get_vocab(model_.get());
+  llama_token tok = llama_sampler_sample(s.sampler.get(), ctx_.get(), logits_index);
+  Delta delta;
+  delta.index = s.choice;
+  const int32_t top = job.request.sampling.top_logprobs;
+  if (top >= 0 && !(llama_vocab_is_eog(vocab, tok) && !job.request.sampling.ignore_eos)) {
+    delta.logprobs.push_back(
+        token_logprob(vocab, llama_get_logits_ith(ctx_.get(), logits_index), n_vocab_, tok, top));
+  }
+  if (llama_vocab_is_eog(vocab, tok) && !job.request.sampling.ignore_eos) {
+    finish(s, FinishReason::kStop);
+    return;
+  }
+  ++s.produced;
+  ++job.result.usage.completion_tokens;
+  stat_generated_.fetch_add(1);
+  delta.text = s.text->push(token_piece(vocab, tok));
+  Choice& choice = job.result.choices[static_cast<size_t>(s.choice)];
+  choice.text += delta.text;
+  for (const auto& lp : delta.logprobs) choice.logprobs.push_back(lp);
+  if (job.callbacks.on_delta && (!delta.text.empty() || !delta.logprobs.empty()))
+    job.callbacks.on_delta(std::move(delta));
+  if (s.text->stopped()) return finish(s, FinishReason::kStop);
+  if (s.produced >= s.budget || static_cast<int32_t>(s.cache.size()) >= spec_.context)
+    return finish(s, FinishReason::kLength);
+  s.pending = tok;
+  s.state = Slot::State::kGenerate;
+}
+
+void LocalModel::finish(Slot& s, FinishReason reason) {
+  std::shared_ptr<Job> job = std::move(s.job);
+  std::vector<Slot*> followers = std::move(s.followers);
+  std::unique_ptr<TextStream> text = std::move(s.text);
+  s.job.reset();
+  s.followers.clear();
+  s.state = Slot::State::kIdle;
+  s.sampler.reset();
+  s.last_used = ++tick_;
+  stat_active_.fetch_sub(1);
+  if (job && !job->done) {
+    Choice& choice = job->result.choices[static_cast<size_t>(s.choice)];
+    choice.index = s.choice;
+    choice.finish_reason = reason;
+    Delta last;
+    last.index = s.choice;
+    last.text = text ? text->flush() : std::string();
+    last.finish_reason = reason;
+    choice.text += last.text;
+    if (job->callbacks.on_delta && reason != FinishReason::kCancelled) job->callbacks.on_delta(std::move(last));
+    if (--job->running == 0) {
+      job->done = true;
+      stat_done_.fetch_add(1);
+      job->callbacks.on_done(std::move(job->result));
+    }
+  }
+  // Choices still waiting for this prefill end with it.
+  for (Slot* f : followers) finish(*f, reason);
 }
 
 }  // namespace llmpool::engine

@@ -1,21 +1,28 @@
 // LocalModel: a GGUF model loaded in-process through llama.cpp, with the one
-// engine thread that owns its llama_context.
+// engine thread that owns its llama_context and runs continuous batching.
 //
-// Requests reach the engine thread through a FIFO queue (submit() is
-// thread-safe and never blocks on the model); the result is delivered by
-// calling the request's callback on the engine thread, so the callback must
-// be quick and must not call back into this model synchronously (post to
-// an executor instead). This version runs one sequence at a time.
+// Up to `parallel` sequences run at once. Each engine step decodes one batch
+// holding every generating sequence's next token plus chunks of waiting
+// prompts, under a per-step token budget (`batch`), so a long prompt never
+// stalls the others for long. Requests wait in a bounded queue, ordered by
+// priority and FIFO within a priority. The KV cache is unified across
+// sequences: a new request starts from the longest cached prefix of any
+// sequence (same system prompt, same conversation), and n > 1 choices share
+// one prefill of the prompt.
+//
+// Threading: submit(), tokenize(), detokenize(), format_chat() and stats()
+// are thread-safe and never wait for the model. Callbacks run on the engine
+// thread: keep them quick and never call back into this model from them.
 //
 // Ownership: the caller owns the LocalModel. Destroying it closes the queue,
-// fails the requests still waiting with Unavailable, lets the current one
-// finish, and joins the engine thread.
+// fails waiting and running requests with Unavailable and joins the thread.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,68 +39,98 @@ namespace llmpool::engine {
 
 struct LocalModelSpec {
   std::string name;
-  std::string path;        // GGUF file
-  int32_t context = 4096;  // tokens
-  int32_t threads = 0;     // 0: hardware concurrency
-  int32_t max_queue = 64;  // waiting requests before ResourceExhausted
+  std::string path;         // GGUF file
+  int32_t context = 4096;   // tokens per sequence (prompt + output)
+  int32_t parallel = 4;     // sequences decoded together
+  int32_t batch = 512;      // per-step token budget (generation + prompt chunks)
+  int32_t threads = 0;      // 0: hardware concurrency
+  int32_t max_queue = 64;   // waiting requests before ResourceExhausted
+  int32_t deadline_ms = 0;  // > 0: a request ends (finish "length") this long after submit
 };
 
-struct GenerationRequest {
-  std::vector<ChatMessage> messages;  // formatted with the model's chat template
-  SamplingParams sampling;
+// A point-in-time view of the engine, for metrics and capacity reports.
+struct EngineStats {
+  int64_t queued = 0;             // requests waiting
+  int64_t active_sequences = 0;   // sequences generating or prefilling
+  int64_t requests_done = 0;
+  int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
+  int64_t cached_prompt_tokens = 0;  // of which taken from the prefix cache
+  int64_t generated_tokens = 0;
+  int64_t kv_cells_used = 0;      // tokens held in the KV cache (all sequences)
+  int64_t kv_cells_total = 0;
 };
-
-using GenerationCallback = std::function<void(Result<Completion>)>;
 
 class LocalModel {
  public:
-  // Loads the model and creates its context. Returns NotFound if the file
-  // is missing and InvalidArgument if llama.cpp cannot load it. Blocks while
-  // reading the file. Starts the engine thread.
+  // Loads the model and creates its context. NotFound if the file is
+  // missing, InvalidArgument if llama.cpp cannot load it or the spec is out
+  // of range. Blocks while reading the file. Starts the engine thread.
   static Result<std::unique_ptr<LocalModel>> load(const LocalModelSpec& spec);
 
   ~LocalModel();
   LocalModel(const LocalModel&) = delete;
   LocalModel& operator=(const LocalModel&) = delete;
 
-  // Queues a request. `done` is called exactly once, on the engine thread,
-  // with the completion or an error: InvalidArgument with code
-  // "context_length_exceeded" when the prompt does not fit the context,
-  // ResourceExhausted when the queue is full, Unavailable when shutting down.
-  void submit(GenerationRequest request, GenerationCallback done);
+  // Queues a request. Formatting, tokenizing and checks happen here, on the
+  // caller's thread; errors are reported through `callbacks.on_done` before
+  // this returns: InvalidArgument with code "context_length_exceeded" when
+  // the prompt does not fit, InvalidArgument (param response_format) for a
+  // bad schema, ResourceExhausted when the queue is full, Unavailable when
+  // shutting down. Otherwise deltas and the completion follow from the
+  // engine thread. Cancelling `cancel` ends the request at the next step
+  // (finish reason kCancelled) and frees its sequences.
+  void submit(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks);
 
-  const std::string& name() const { return spec_.name; }
-  int32_t context_size() const { return n_ctx_; }
-  uint64_t size_bytes() const { return size_bytes_; }
-
+  // Thread-safe: the vocabulary is read-only after loading.
+  Result<std::vector<int32_t>> tokenize(const std::string& text, bool add_special,
+                                        bool parse_special) const;
+  Result<std::string> detokenize(const std::vector<int32_t>& tokens) const;
   // Formats `messages` with the model's chat template (ChatML when the model
-  // has none), ending with the assistant's turn. Thread-safe (pure).
+  // has none), ending with the assistant's turn. Thread-safe.
   Result<std::string> format_chat(const std::vector<ChatMessage>& messages) const;
 
+  const std::string& name() const { return spec_.name; }
+  const LocalModelSpec& spec() const { return spec_; }
+  int32_t context_size() const { return spec_.context; }
+  uint64_t size_bytes() const { return size_bytes_; }
+  EngineStats stats() const;
+
  private:
-  struct Job {
-    GenerationRequest request;
-    GenerationCallback done;
-  };
+  struct Job;
+  struct Slot;
 
   explicit LocalModel(LocalModelSpec spec);
   void run();
-  Result<Completion> generate(const GenerationRequest& request);
-  Result<std::vector<int32_t>> tokenize(const std::string& text) const;
+  void step();
+  bool admit(const std::shared_ptr<Job>& job);
+  void sample(Slot& slot, int32_t logits_index);
+  void finish(Slot& slot, FinishReason reason);
+  void fail_job(const std::shared_ptr<Job>& job, const Status& status);
+  void reap_cancelled_and_expired();
 
   LocalModelSpec spec_;
   std::unique_ptr<llama_model, void (*)(llama_model*)> model_;
   std::unique_ptr<llama_context, void (*)(llama_context*)> ctx_;
   std::string chat_template_;
-  int32_t n_ctx_ = 0;
-  int32_t n_batch_ = 0;
+  int32_t n_vocab_ = 0;
   uint64_t size_bytes_ = 0;
 
-  std::mutex mu_;
+  // Owned by the engine thread.
+  std::vector<Slot> slots_;
+  uint64_t tick_ = 0;
+
+  mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;   // guarded by mu_
-  bool stopping_ = false;   // guarded by mu_
+  std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
+  bool stopping_ = false;                   // guarded by mu_
   std::thread thread_;
+
+  std::atomic<int64_t> stat_active_{0};
+  std::atomic<int64_t> stat_done_{0};
+  std::atomic<int64_t> stat_prompt_{0};
+  std::atomic<int64_t> stat_cached_{0};
+  std::atomic<int64_t> stat_generated_{0};
+  std::atomic<int64_t> stat_kv_used_{0};
 };
 
 }  // namespace llmpool::engine

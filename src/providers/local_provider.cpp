@@ -7,7 +7,11 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
   spec.name = config.name;
   spec.path = config.path;
   spec.context = config.context;
+  spec.parallel = config.parallel;
+  spec.batch = config.batch;
   spec.threads = config.threads;
+  spec.max_queue = config.max_queue;
+  spec.deadline_ms = config.deadline_ms;
   auto model = engine::LocalModel::load(spec);
   if (!model) return model.status();
   ModelInfo info{config.name, config.aliases, config.type, config.capabilities,
@@ -15,9 +19,32 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
   return ProviderPtr(new LocalProvider(std::move(info), std::move(model).value()));
 }
 
-void LocalProvider::chat(ChatRequest request, ChatCallback done) {
-  engine::GenerationRequest g{std::move(request.messages), std::move(request.sampling)};
-  model_->submit(std::move(g), std::move(done));
+void LocalProvider::generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {
+  model_->submit(std::move(request), std::move(cancel), std::move(callbacks));
+}
+
+Result<std::vector<int32_t>> LocalProvider::tokenize(const std::string& text, bool add_special) {
+  return model_->tokenize(text, add_special, true);
+}
+
+Result<std::string> LocalProvider::detokenize(const std::vector<int32_t>& tokens) {
+  return model_->detokenize(tokens);
+}
+
+ProviderStats LocalProvider::stats() const {
+  engine::EngineStats e = model_->stats();
+  ProviderStats s;
+  s.queued = e.queued;
+  s.active_sequences = e.active_sequences;
+  s.parallel = model_->spec().parallel;
+  s.requests_done = e.requests_done;
+  s.prompt_tokens = e.prompt_tokens;
+  s.cached_prompt_tokens = e.cached_prompt_tokens;
+  s.generated_tokens = e.generated_tokens;
+  s.kv_cells_used = e.kv_cells_used;
+  s.kv_cells_total = e.kv_cells_total;
+  s.memory_bytes = model_->size_bytes();
+  return s;
 }
 
 }  // namespace llmpool::providers

@@ -16,7 +16,10 @@ class LocalProvider : public Provider {
   static Result<ProviderPtr> create(const config::ModelConfig& config);
 
   const ModelInfo& info() const override { return info_; }
-  void chat(ChatRequest request, ChatCallback done) override;
+  void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) override;
+  Result<std::vector<int32_t>> tokenize(const std::string& text, bool add_special) override;
+  Result<std::string> detokenize(const std::vector<int32_t>& tokens) override;
+  ProviderStats stats() const override;
 
  private:
   LocalProvider(ModelInfo info, std::unique_ptr<engine::LocalModel> model)

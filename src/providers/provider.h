@@ -1,18 +1,16 @@
-// Provider: anything that can answer a chat request — a local GGUF model
-// run by the engine, or (later) a remote OpenAI-compatible or Ollama server.
-// The router and the API know models only through this interface.
+// Provider: anything that can answer a generation request — a local GGUF
+// model run by the engine, or (later) a remote OpenAI-compatible or Ollama
+// server. The router and the API know models only through this interface.
 //
-// Implementations are thread-safe: chat() may be called from any thread at
-// any time and never blocks on the model; `done` is called exactly once, on
-// a thread the provider chooses, so it must be quick and must post any real
-// work elsewhere.
+// Implementations are thread-safe: every method may be called from any
+// thread at any time, and generate() never blocks on the model. Callbacks
+// run on a thread the provider chooses (see GenerateCallbacks).
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "common/chat.h"
@@ -20,21 +18,49 @@
 
 namespace llmpool::providers {
 
-using ChatCallback = std::function<void(Result<Completion>)>;
-
 struct ModelInfo {
   std::string name;
   std::vector<std::string> aliases;
   std::string type;                       // the config's provider `type:`
   std::vector<std::string> capabilities;
-  int32_t context = 0;                    // tokens
+  int32_t context = 0;                    // tokens per request
+};
+
+// Load and activity figures, for metrics and capacity reports.
+struct ProviderStats {
+  int64_t queued = 0;
+  int64_t active_sequences = 0;
+  int64_t parallel = 0;                   // sequence capacity
+  int64_t requests_done = 0;
+  int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;       // prompt tokens served from the prefix cache
+  int64_t generated_tokens = 0;
+  int64_t kv_cells_used = 0;
+  int64_t kv_cells_total = 0;
+  uint64_t memory_bytes = 0;
 };
 
 class Provider {
  public:
   virtual ~Provider() = default;
   virtual const ModelInfo& info() const = 0;
-  virtual void chat(ChatRequest request, ChatCallback done) = 0;
+
+  // Starts a generation. `callbacks.on_done` is called exactly once; deltas
+  // come before it if `callbacks.on_delta` is set. Cancelling `cancel`
+  // ends the generation early and frees what it held.
+  virtual void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) = 0;
+
+  // Token ids for `text` (Unimplemented where the provider cannot tell).
+  virtual Result<std::vector<int32_t>> tokenize(const std::string& text, bool add_special) {
+    (void)text;
+    (void)add_special;
+    return Status::unimplemented("model '" + info().name + "' cannot tokenize");
+  }
+  virtual Result<std::string> detokenize(const std::vector<int32_t>& tokens) {
+    (void)tokens;
+    return Status::unimplemented("model '" + info().name + "' cannot detokenize");
+  }
+  virtual ProviderStats stats() const { return {}; }
 };
 
 using ProviderPtr = std::shared_ptr<Provider>;

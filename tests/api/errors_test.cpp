@@ -40,24 +40,24 @@ TEST(ErrorsTest, InvalidUtf8IsReplacedNotThrown) {
 
 TEST(RouterTest, UnknownPathIs404AndWrongMethodIs405) {
   HttpRouter router;
-  router.add("GET", "/health", [](const HttpRequest&, Responder respond) { respond(HttpResponse{}); });
-  HttpResponse got;
-  HttpRequest req{"GET", "/nope", "/nope", {}, ""};
-  router.dispatch(req, [&](HttpResponse r) { got = std::move(r); });
-  EXPECT_EQ(got.status, 404);
-  req = {"POST", "/health", "/health", {}, ""};
-  router.dispatch(req, [&](HttpResponse r) { got = std::move(r); });
-  EXPECT_EQ(got.status, 405);
-  EXPECT_EQ(got.headers["Allow"], "GET");
+  router.add("GET", "/health", [](const HttpRequest&, ResponseWriterPtr w) { w->respond(HttpResponse{}); });
+  auto w = std::make_shared<BufferedResponseWriter>();
+  router.dispatch({"GET", "/nope", "/nope", {}, ""}, w);
+  EXPECT_EQ(w->response().status, 404);
+  w = std::make_shared<BufferedResponseWriter>();
+  router.dispatch({"POST", "/health", "/health", {}, ""}, w);
+  EXPECT_EQ(w->response().status, 405);
+  EXPECT_EQ(w->response().headers["Allow"], "GET");
 }
 
 TEST(RouterTest, ExceptionInAHandlerBecomesA500ErrorJson) {
   HttpRouter router;
-  router.add("GET", "/boom", [](const HttpRequest&, Responder) { throw std::runtime_error("bad"); });
-  HttpResponse got;
-  router.dispatch({"GET", "/boom", "/boom", {}, ""}, [&](HttpResponse r) { got = std::move(r); });
-  EXPECT_EQ(got.status, 500);
-  EXPECT_EQ(nlohmann::json::parse(got.body)["error"]["type"], "server_error");
+  router.add("GET", "/boom", [](const HttpRequest&, ResponseWriterPtr) { throw std::runtime_error("bad"); });
+  auto w = std::make_shared<BufferedResponseWriter>();
+  router.dispatch({"GET", "/boom", "/boom", {}, ""}, w);
+  EXPECT_EQ(w->response().status, 500);
+  EXPECT_TRUE(w->finished());
+  EXPECT_EQ(nlohmann::json::parse(w->response().body)["error"]["type"], "server_error");
 }
 
 }  // namespace

@@ -5,41 +5,84 @@
 namespace llmpool::api {
 namespace {
 
-Status parse_error(const std::string& body) {
-  Result<ChatRequest> r = parse_chat_request(body);
+using nlohmann::json;
+
+Status parse_error(const std::string& body, Endpoint e = Endpoint::kChat) {
+  Result<ApiRequest> r = parse_request(body, e);
   EXPECT_FALSE(r.is_ok()) << body;
   return r.status();
 }
 
 TEST(OpenAiTest, ParsesAChatRequest) {
-  Result<ChatRequest> r = parse_chat_request(R"({
+  Result<ApiRequest> r = parse_request(R"({
     "model": "tiny",
     "messages": [{"role": "system", "content": "be brief"},
                  {"role": "user", "content": [{"type": "text", "text": "he"}, {"type": "text", "text": "llo"}]},
                  {"role": "assistant", "content": null}],
     "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 11,
-    "max_tokens": 32, "stop": ["\n\n", "END"], "n": 1, "stream": false, "user": "ignored"
-  })");
+    "presence_penalty": 0.5, "frequency_penalty": -0.5, "repeat_penalty": 1.1, "repeat_last_n": 32,
+    "max_tokens": 32, "stop": ["\n\n", "END"], "n": 3, "stream": true,
+    "stream_options": {"include_usage": true}, "logprobs": true, "top_logprobs": 2,
+    "logit_bias": {"42": -100, "7": 5.5}, "ignore_eos": true, "priority": 5, "user": "ignored"
+  })", Endpoint::kChat);
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_EQ(r->model, "tiny");
-  ASSERT_EQ(r->messages.size(), 3u);
-  EXPECT_EQ(r->messages[1].content, "hello");
-  EXPECT_EQ(r->messages[2].content, "");
-  EXPECT_FLOAT_EQ(r->sampling.temperature, 0.5f);
-  EXPECT_FLOAT_EQ(r->sampling.top_p, 0.9f);
-  EXPECT_EQ(r->sampling.top_k, 40);
-  EXPECT_FLOAT_EQ(r->sampling.min_p, 0.05f);
-  EXPECT_EQ(r->sampling.seed, 11u);
-  EXPECT_EQ(r->sampling.max_tokens, 32);
-  EXPECT_EQ(r->sampling.stop, (std::vector<std::string>{"\n\n", "END"}));
+  const GenerateRequest& g = r->generate;
+  EXPECT_EQ(g.model, "tiny");
+  ASSERT_EQ(g.messages.size(), 3u);
+  EXPECT_EQ(g.messages[1].content, "hello");
+  EXPECT_EQ(g.messages[2].content, "");
+  EXPECT_FALSE(g.prompt.has_value());
+  const SamplingParams& s = g.sampling;
+  EXPECT_FLOAT_EQ(s.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(s.top_p, 0.9f);
+  EXPECT_EQ(s.top_k, 40);
+  EXPECT_FLOAT_EQ(s.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(s.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(s.frequency_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(s.repeat_penalty, 1.1f);
+  EXPECT_EQ(s.penalty_last_n, 32);
+  EXPECT_EQ(s.seed, 11u);
+  EXPECT_EQ(s.max_tokens, 32);
+  EXPECT_EQ(s.stop, (std::vector<std::string>{"\n\n", "END"}));
+  EXPECT_EQ(s.top_logprobs, 2);
+  EXPECT_TRUE(s.ignore_eos);
+  EXPECT_EQ(s.logit_bias.size(), 2u);
+  EXPECT_EQ(g.n, 3);
+  EXPECT_EQ(g.priority, 5);
+  EXPECT_TRUE(r->stream);
+  EXPECT_TRUE(r->include_usage);
+}
+
+TEST(OpenAiTest, ParsesACompletionsRequest) {
+  Result<ApiRequest> r =
+      parse_request(R"({"model":"m","prompt":"Once upon","logprobs":3,"max_tokens":4})", Endpoint::kCompletions);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->generate.prompt, "Once upon");
+  EXPECT_EQ(r->generate.sampling.top_logprobs, 3);
+  EXPECT_EQ(parse_error(R"({"model":"m"})", Endpoint::kCompletions).param(), "prompt");
+  EXPECT_EQ(parse_error(R"({"model":"m","prompt":["a","b"]})", Endpoint::kCompletions).code(),
+            StatusCode::kUnimplemented);
+}
+
+TEST(OpenAiTest, ResponseFormatBecomesSchemaOrJsonObject) {
+  auto r = parse_request(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+    "response_format":{"type":"json_schema","json_schema":{"name":"t","schema":{"type":"object"}}}})",
+                         Endpoint::kChat);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(json::parse(r->generate.sampling.json_schema), json({{"type", "object"}}));
+  r = parse_request(R"({"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}})",
+                    Endpoint::kChat);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_TRUE(r->generate.sampling.json_object);
 }
 
 TEST(OpenAiTest, MaxCompletionTokensAndSingleStopString) {
-  Result<ChatRequest> r = parse_chat_request(
-      R"({"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"stop":"."})");
+  auto r = parse_request(
+      R"({"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":5,"stop":"."})",
+      Endpoint::kChat);
   ASSERT_TRUE(r.is_ok());
-  EXPECT_EQ(r->sampling.max_tokens, 5);
-  EXPECT_EQ(r->sampling.stop, std::vector<std::string>{"."});
+  EXPECT_EQ(r->generate.sampling.max_tokens, 5);
+  EXPECT_EQ(r->generate.sampling.stop, std::vector<std::string>{"."});
 }
 
 TEST(OpenAiTest, MalformedJsonIsInvalidJson) {
@@ -68,6 +111,9 @@ TEST(OpenAiTest, ErrorsNameTheField) {
       {R"({"model":"m",)" + msgs + R"(,"temperature":1e308})", "temperature"},
       {R"({"model":"m",)" + msgs + R"(,"top_p":1.5})", "top_p"},
       {R"({"model":"m",)" + msgs + R"(,"top_k":-1})", "top_k"},
+      {R"({"model":"m",)" + msgs + R"(,"presence_penalty":3})", "presence_penalty"},
+      {R"({"model":"m",)" + msgs + R"(,"frequency_penalty":"x"})", "frequency_penalty"},
+      {R"({"model":"m",)" + msgs + R"(,"repeat_penalty":0})", "repeat_penalty"},
       {R"({"model":"m",)" + msgs + R"(,"max_tokens":0})", "max_tokens"},
       {R"({"model":"m",)" + msgs + R"(,"max_tokens":2.5})", "max_tokens"},
       {R"({"model":"m",)" + msgs + R"(,"max_tokens":99999999999999999999})", "max_tokens"},
@@ -77,7 +123,18 @@ TEST(OpenAiTest, ErrorsNameTheField) {
       {R"({"model":"m",)" + msgs + R"(,"stop":["a","b","c","d","e"]})", "stop"},
       {R"({"model":"m",)" + msgs + R"(,"stop":""})", "stop"},
       {R"({"model":"m",)" + msgs + R"(,"stream":"yes"})", "stream"},
+      {R"({"model":"m",)" + msgs + R"(,"stream_options":{"include_usage":1}})", "stream_options.include_usage"},
       {R"({"model":"m",)" + msgs + R"(,"n":0})", "n"},
+      {R"({"model":"m",)" + msgs + R"(,"n":1000})", "n"},
+      {R"({"model":"m",)" + msgs + R"(,"logprobs":"yes"})", "logprobs"},
+      {R"({"model":"m",)" + msgs + R"(,"top_logprobs":3})", "top_logprobs"},
+      {R"({"model":"m",)" + msgs + R"(,"logprobs":true,"top_logprobs":50})", "top_logprobs"},
+      {R"({"model":"m",)" + msgs + R"(,"logit_bias":{"abc":1}})", "logit_bias"},
+      {R"({"model":"m",)" + msgs + R"(,"logit_bias":{"5":500}})", "logit_bias"},
+      {R"({"model":"m",)" + msgs + R"(,"logit_bias":[1]})", "logit_bias"},
+      {R"({"model":"m",)" + msgs + R"(,"response_format":{"type":"yaml"}})", "response_format"},
+      {R"({"model":"m",)" + msgs + R"(,"response_format":{"type":"json_schema"}})", "response_format"},
+      {R"({"model":"m",)" + msgs + R"(,"priority":1000})", "priority"},
   };
   for (const auto& c : cases) {
     Status s = parse_error(c.body);
@@ -86,23 +143,46 @@ TEST(OpenAiTest, ErrorsNameTheField) {
   }
 }
 
-TEST(OpenAiTest, UnsupportedOptionsAreUnimplemented) {
-  const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
-  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"n":2})").code(), StatusCode::kUnimplemented);
+TEST(OpenAiTest, UnsupportedContentIsUnimplemented) {
   EXPECT_EQ(parse_error(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})").param(),
             "messages[0].content[0].type");
 }
 
 TEST(OpenAiTest, CompletionJsonHasTheOpenAiShape) {
   Completion c;
-  c.text = "hi";
-  c.finish_reason = FinishReason::kLength;
-  c.usage = {12, 3};
-  nlohmann::json j = chat_completion_json("chatcmpl-1", "tiny", 1700000000, c);
+  c.choices.push_back({0, "hi", FinishReason::kLength, {{"hi", -0.5f, {{"hi", -0.5f}, {"yo", -1.5f}}}}});
+  c.usage = {12, 3, 4};
+  ResponseMeta meta{"chatcmpl-1", "tiny", 1700000000};
+  json j = completion_json(Endpoint::kChat, meta, c, true);
   EXPECT_EQ(j["object"], "chat.completion");
   EXPECT_EQ(j["choices"][0]["message"]["content"], "hi");
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["choices"][0]["logprobs"]["content"][0]["top_logprobs"][1]["token"], "yo");
   EXPECT_EQ(j["usage"]["total_tokens"], 15);
+  EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+  json t = completion_json(Endpoint::kCompletions, meta, c, true);
+  EXPECT_EQ(t["object"], "text_completion");
+  EXPECT_EQ(t["choices"][0]["text"], "hi");
+  EXPECT_EQ(t["choices"][0]["logprobs"]["tokens"][0], "hi");
+  EXPECT_TRUE(completion_json(Endpoint::kChat, meta, c, false)["choices"][0]["logprobs"].is_null());
+}
+
+TEST(OpenAiTest, ChunksCarryRoleFirstAndFinishReasonLast) {
+  ResponseMeta meta{"chatcmpl-1", "tiny", 1};
+  Delta d{1, "abc", {}, std::nullopt};
+  json first = chunk_json(Endpoint::kChat, meta, d, true, false);
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["index"], 1);
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(first["choices"][0]["delta"]["content"], "abc");
+  EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
+  Delta last{1, "", {}, FinishReason::kStop};
+  json end = chunk_json(Endpoint::kChat, meta, last, false, false);
+  EXPECT_FALSE(end["choices"][0]["delta"].contains("content"));
+  EXPECT_EQ(end["choices"][0]["finish_reason"], "stop");
+  json usage = usage_chunk_json(Endpoint::kChat, meta, {5, 2, 0});
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["total_tokens"], 7);
 }
 
 TEST(OpenAiTest, CompletionIdsAreUnique) {

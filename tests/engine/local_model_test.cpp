@@ -2,20 +2,57 @@
 #include "engine/local_model.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <thread>
 
 namespace llmpool::engine {
 namespace {
 
 const std::string kTiny = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-q8_0.gguf";
 
+// Collects deltas and the completion of one request.
+struct Collector {
+  std::vector<Delta> deltas;
+  std::promise<Result<Completion>> done;
+  std::future<Result<Completion>> future = done.get_future();
+
+  GenerateCallbacks callbacks(bool stream = true) {
+    GenerateCallbacks cb;
+    if (stream) cb.on_delta = [this](Delta d) { deltas.push_back(std::move(d)); };
+    cb.on_done = [this](Result<Completion> r) { done.set_value(std::move(r)); };
+    return cb;
+  }
+  std::string streamed_text(int32_t index = 0) const {
+    std::string s;
+    for (const auto& d : deltas)
+      if (d.index == index) s += d.text;
+    return s;
+  }
+};
+
+GenerateRequest request(std::string text, int32_t max_tokens, float temperature = 0.0f) {
+  GenerateRequest r;
+  r.messages = {{"user", std::move(text)}};
+  r.sampling.temperature = temperature;
+  r.sampling.max_tokens = max_tokens;
+  return r;
+}
+
 class LocalModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    LocalModelSpec spec{"tiny", kTiny, 256, 1, 4};
+    LocalModelSpec spec;
+    spec.name = "tiny";
+    spec.path = kTiny;
+    spec.context = 256;
+    spec.parallel = 4;
+    spec.batch = 64;
+    spec.threads = 1;
+    spec.max_queue = 4;
     auto m = LocalModel::load(spec);
     ASSERT_TRUE(m.is_ok()) << m.status().to_string();
     model_ = std::move(m).value().release();
@@ -25,19 +62,10 @@ class LocalModelTest : public ::testing::Test {
     model_ = nullptr;
   }
 
-  static Result<Completion> run(GenerationRequest req) {
-    std::promise<Result<Completion>> p;
-    auto f = p.get_future();
-    model_->submit(std::move(req), [&p](Result<Completion> r) { p.set_value(std::move(r)); });
-    return f.get();
-  }
-
-  static GenerationRequest request(std::string text, int32_t max_tokens, float temperature = 0.0f) {
-    GenerationRequest r;
-    r.messages = {{"user", std::move(text)}};
-    r.sampling.temperature = temperature;
-    r.sampling.max_tokens = max_tokens;
-    return r;
+  static Result<Completion> run(GenerateRequest req) {
+    Collector c;
+    model_->submit(std::move(req), nullptr, c.callbacks(false));
+    return c.future.get();
   }
 
   static LocalModel* model_;
@@ -50,22 +78,44 @@ TEST_F(LocalModelTest, FormatsChatsWithTheModelsTemplate) {
   EXPECT_EQ(*prompt, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n");
 }
 
-TEST_F(LocalModelTest, GeneratesAtMostMaxTokensAndCountsUsage) {
-  auto r = run(request("Hello there", 6));
+TEST_F(LocalModelTest, TokenizeAndDetokenizeRoundTrip) {
+  auto toks = model_->tokenize("Hello world", false, false);
+  ASSERT_TRUE(toks.is_ok());
+  EXPECT_FALSE(toks->empty());
+  auto text = model_->detokenize(*toks);
+  ASSERT_TRUE(text.is_ok());
+  EXPECT_NE(text->find("Hello world"), std::string::npos);
+  EXPECT_EQ(model_->detokenize({-1}).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(LocalModelTest, GeneratesExactlyMaxTokensWithIgnoreEosAndCountsUsage) {
+  auto req = request("Hello there", 6);
+  req.sampling.ignore_eos = true;
+  auto r = run(req);
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_GT(r->usage.prompt_tokens, 5);
-  EXPECT_GE(r->usage.completion_tokens, 1);
-  EXPECT_LE(r->usage.completion_tokens, 6);
-  if (r->finish_reason == FinishReason::kLength) {
-    EXPECT_EQ(r->usage.completion_tokens, 6);
-  }
+  EXPECT_EQ(r->usage.completion_tokens, 6);
+  ASSERT_EQ(r->choices.size(), 1u);
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kLength);
+}
+
+TEST_F(LocalModelTest, StreamedDeltasAddUpToTheCompletion) {
+  Collector c;
+  auto req = request("Stream this", 12);
+  req.sampling.ignore_eos = true;
+  model_->submit(req, nullptr, c.callbacks());
+  auto r = c.future.get();
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(c.streamed_text(), r->choices[0].text);
+  ASSERT_FALSE(c.deltas.empty());
+  EXPECT_EQ(c.deltas.back().finish_reason, FinishReason::kLength);
 }
 
 TEST_F(LocalModelTest, GreedyAndSeededSamplingAreDeterministic) {
   auto a = run(request("Count to ten", 10));
   auto b = run(request("Count to ten", 10));
   ASSERT_TRUE(a.is_ok() && b.is_ok());
-  EXPECT_EQ(a->text, b->text);
+  EXPECT_EQ(a->choices[0].text, b->choices[0].text);
   auto seeded = [] {
     auto r = request("Count to ten", 10, 1.0f);
     r.sampling.seed = 1234;
@@ -74,21 +124,110 @@ TEST_F(LocalModelTest, GreedyAndSeededSamplingAreDeterministic) {
   auto c = run(seeded());
   auto d = run(seeded());
   ASSERT_TRUE(c.is_ok() && d.is_ok());
-  EXPECT_EQ(c->text, d->text);
+  EXPECT_EQ(c->choices[0].text, d->choices[0].text);
+}
+
+TEST_F(LocalModelTest, BatchedRequestsGiveTheSameTextAsRequestsAlone) {
+  // Continuous batching must not change results: run 4 different greedy
+  // prompts alone, then all at once, and compare.
+  std::vector<std::string> prompts = {"alpha beta", "gamma delta epsilon", "zeta", "eta theta iota kappa"};
+  std::vector<std::string> alone;
+  for (const auto& p : prompts) {
+    auto r = run(request(p, 16));
+    ASSERT_TRUE(r.is_ok());
+    alone.push_back(r->choices[0].text);
+  }
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (const auto& p : prompts) {
+    cs.push_back(std::make_unique<Collector>());
+    model_->submit(request(p, 16), nullptr, cs.back()->callbacks());
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto r = cs[i]->future.get();
+    ASSERT_TRUE(r.is_ok());
+    EXPECT_EQ(r->choices[0].text, alone[i]) << prompts[i];
+  }
+}
+
+TEST_F(LocalModelTest, RepeatedPromptReusesThePrefixCacheAndAnswersTheSame) {
+  std::string system(400, 'x');
+  auto make = [&] {
+    GenerateRequest r = request("same question", 8);
+    r.messages.insert(r.messages.begin(), {"system", "You are a helpful assistant. Think step by step."});
+    return r;
+  };
+  auto first = run(make());
+  auto second = run(make());
+  ASSERT_TRUE(first.is_ok() && second.is_ok());
+  EXPECT_EQ(first->choices[0].text, second->choices[0].text);
+  EXPECT_GE(second->usage.cached_prompt_tokens, second->usage.prompt_tokens - 1);
+  EXPECT_GT(model_->stats().cached_prompt_tokens, 0);
+}
+
+TEST_F(LocalModelTest, SeveralChoicesShareOnePrefillAndDifferBySeed) {
+  auto req = request("Pick a word", 8, 1.0f);
+  req.n = 3;
+  req.sampling.seed = 99;
+  req.sampling.ignore_eos = true;
+  Collector c;
+  model_->submit(req, nullptr, c.callbacks());
+  auto r = c.future.get();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_EQ(r->choices.size(), 3u);
+  EXPECT_EQ(r->usage.completion_tokens, 24);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(r->choices[static_cast<size_t>(i)].index, i);
+    EXPECT_EQ(c.streamed_text(i), r->choices[static_cast<size_t>(i)].text);
+  }
+  EXPECT_FALSE(r->choices[0].text == r->choices[1].text && r->choices[1].text == r->choices[2].text);
+  req.n = 5;  // more than the parallel sequences
+  EXPECT_EQ(run(req).status().param(), "n");
+}
+
+TEST_F(LocalModelTest, LogprobsAreNegativeWithSortedAlternatives) {
+  auto req = request("Logprobs please", 4);
+  req.sampling.top_logprobs = 3;
+  req.sampling.ignore_eos = true;
+  auto r = run(req);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_EQ(r->choices[0].logprobs.size(), 4u);
+  for (const auto& lp : r->choices[0].logprobs) {
+    EXPECT_LE(lp.logprob, 0.0f);
+    ASSERT_EQ(lp.top.size(), 3u);
+    EXPECT_GE(lp.top[0].logprob, lp.top[1].logprob);
+    EXPECT_GE(lp.top[1].logprob, lp.top[2].logprob);
+    EXPECT_LE(lp.logprob, lp.top[0].logprob + 1e-4f);  // greedy picks the top one
+  }
+}
+
+TEST_F(LocalModelTest, JsonSchemaConstrainsTheOutputToValidJson) {
+  auto req = request("Answer in JSON", 64);
+  req.sampling.json_schema =
+      R"({"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer","minimum":0,"maximum":9}},"required":["ok","n"],"additionalProperties":false})";
+  auto r = run(req);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  auto j = nlohmann::json::parse(r->choices[0].text, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r->choices[0].text;
+  EXPECT_TRUE(j["ok"].is_boolean());
+  EXPECT_TRUE(j["n"].is_number_integer());
+  req.sampling.json_schema = "{not json";
+  EXPECT_EQ(run(req).status().param(), "response_format");
 }
 
 TEST_F(LocalModelTest, StopStringEndsGenerationAndIsNotReturned) {
-  // Learn what greedy decoding produces, then stop on a piece of it.
-  auto full = run(request("Tell me a story", 24));
+  auto base = request("Tell me a story", 24);
+  base.sampling.ignore_eos = true;
+  auto full = run(base);
   ASSERT_TRUE(full.is_ok());
-  ASSERT_GE(full->text.size(), 4u);
-  std::string stop = full->text.substr(full->text.size() / 2, 2);
-  auto req = request("Tell me a story", 24);
+  const std::string& text = full->choices[0].text;
+  ASSERT_GE(text.size(), 4u);
+  std::string stop = text.substr(text.size() / 2, 2);
+  auto req = base;
   req.sampling.stop = {stop};
   auto cut = run(req);
   ASSERT_TRUE(cut.is_ok());
-  EXPECT_EQ(cut->finish_reason, FinishReason::kStop);
-  EXPECT_EQ(cut->text, full->text.substr(0, full->text.find(stop)));
+  EXPECT_EQ(cut->choices[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ(cut->choices[0].text, text.substr(0, text.find(stop)));
 }
 
 TEST_F(LocalModelTest, PromptLongerThanContextIsContextLengthExceeded) {
@@ -101,33 +240,52 @@ TEST_F(LocalModelTest, PromptLongerThanContextIsContextLengthExceeded) {
 }
 
 TEST_F(LocalModelTest, GenerationStopsAtTheEndOfTheContext) {
-  auto r = run(request("Hi", 100000));
+  auto req = request("Hi", 100000);
+  req.sampling.ignore_eos = true;
+  auto r = run(req);
   ASSERT_TRUE(r.is_ok());
-  EXPECT_LE(r->usage.prompt_tokens + r->usage.completion_tokens, model_->context_size());
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kLength);
+  EXPECT_LE(r->usage.prompt_tokens + r->usage.completion_tokens, model_->context_size() + 1);
+}
+
+TEST_F(LocalModelTest, CancelEndsARequestAndFreesItsSequence) {
+  auto cancel = std::make_shared<CancelToken>();
+  Collector c;
+  auto req = request("Go on forever", 100000);
+  req.sampling.ignore_eos = true;
+  model_->submit(req, cancel, c.callbacks());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  cancel->cancel();
+  auto r = c.future.get();
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kCancelled);
+  for (int i = 0; i < 100 && model_->stats().active_sequences > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(model_->stats().active_sequences, 0);
 }
 
 TEST_F(LocalModelTest, FullQueueIsResourceExhausted) {
-  std::vector<std::future<Result<Completion>>> futures;
-  std::vector<std::shared_ptr<std::promise<Result<Completion>>>> promises;
-  for (int i = 0; i < 12; ++i) {
-    auto p = std::make_shared<std::promise<Result<Completion>>>();
-    futures.push_back(p->get_future());
-    model_->submit(request("queue", 16), [p](Result<Completion> r) { p->set_value(std::move(r)); });
-    promises.push_back(p);
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (int i = 0; i < 16; ++i) {
+    cs.push_back(std::make_unique<Collector>());
+    auto req = request("queue " + std::to_string(i), 16);
+    req.sampling.ignore_eos = true;
+    model_->submit(req, nullptr, cs.back()->callbacks(false));
   }
   int rejected = 0;
-  for (auto& f : futures) {
-    auto r = f.get();
+  for (auto& c : cs) {
+    auto r = c->future.get();
     if (!r.is_ok()) {
       EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
       ++rejected;
     }
   }
-  EXPECT_GE(rejected, 12 - 4 - 1);  // queue of 4, plus the one running
+  EXPECT_GE(rejected, 16 - 4 - 4);  // 4 running, 4 waiting
 }
 
 TEST(LocalModelLoadTest, MissingFileIsNotFound) {
-  auto m = LocalModel::load({"x", "/no/such/model.gguf", 256, 1, 4});
+  LocalModelSpec spec{"x", "/no/such/model.gguf"};
+  auto m = LocalModel::load(spec);
   ASSERT_FALSE(m.is_ok());
   EXPECT_EQ(m.status().code(), StatusCode::kNotFound);
 }
@@ -136,33 +294,54 @@ TEST(LocalModelLoadTest, NonGgufFileIsInvalidArgument) {
   std::string path = std::string(LLMPOOL_TEST_MODELS_DIR) + "/not-a-model.gguf";
   std::filesystem::create_directories(LLMPOOL_TEST_MODELS_DIR);
   std::ofstream(path) << "this is not a GGUF file";
-  auto m = LocalModel::load({"x", path, 256, 1, 4});
+  LocalModelSpec spec{"x", path};
+  auto m = LocalModel::load(spec);
   ASSERT_FALSE(m.is_ok());
   EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(LocalModelLoadTest, DestroyingFailsQueuedRequestsWithUnavailable) {
-  auto m = LocalModel::load({"tiny", kTiny, 256, 1, 16});
+TEST(LocalModelLoadTest, DeadlineEndsARequestCleanly) {
+  LocalModelSpec spec{"tiny", kTiny};
+  spec.context = 4096;
+  spec.parallel = 1;
+  spec.threads = 1;
+  spec.deadline_ms = 100;
+  auto m = LocalModel::load(spec);
   ASSERT_TRUE(m.is_ok());
-  std::vector<std::future<Result<Completion>>> futures;
+  Collector c;
+  auto req = request("long", 100000);
+  req.sampling.ignore_eos = true;
+  (*m)->submit(req, nullptr, c.callbacks());
+  auto r = c.future.get();
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kLength);
+  EXPECT_LT(r->usage.completion_tokens, 4000);
+}
+
+TEST(LocalModelLoadTest, DestroyingFailsQueuedAndRunningRequestsWithUnavailable) {
+  LocalModelSpec spec{"tiny", kTiny};
+  spec.context = 256;
+  spec.parallel = 1;
+  spec.threads = 1;
+  auto m = LocalModel::load(spec);
+  ASSERT_TRUE(m.is_ok());
+  std::vector<std::unique_ptr<Collector>> cs;
   for (int i = 0; i < 6; ++i) {
-    auto p = std::make_shared<std::promise<Result<Completion>>>();
-    futures.push_back(p->get_future());
-    GenerationRequest r;
-    r.messages = {{"user", "hi"}};
-    r.sampling.max_tokens = 32;
-    (*m)->submit(std::move(r), [p](Result<Completion> res) { p->set_value(std::move(res)); });
+    cs.push_back(std::make_unique<Collector>());
+    auto req = request("hi", 200);
+    req.sampling.ignore_eos = true;
+    (*m)->submit(req, nullptr, cs.back()->callbacks());
   }
   m.value().reset();
   int unavailable = 0;
-  for (auto& f : futures) {
-    auto r = f.get();  // every callback runs exactly once
+  for (auto& c : cs) {
+    auto r = c->future.get();  // every request is answered exactly once
     if (!r.is_ok()) {
       EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
       ++unavailable;
     }
   }
-  EXPECT_GE(unavailable, 1);
+  EXPECT_GE(unavailable, 5);
 }
 
 }  // namespace

@@ -1,0 +1,91 @@
+#include "engine/sampling.h"
+
+#include <llama.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "engine/grammar.h"
+
+namespace llmpool::engine {
+
+void SamplerDeleter::operator()(llama_sampler* s) const { llama_sampler_free(s); }
+
+Result<std::string> grammar_for(const SamplingParams& p) {
+  if (!p.json_schema.empty()) return json_schema_grammar(p.json_schema);
+  if (p.json_object) return json_schema_grammar(R"({"type":"object"})");
+  return std::string();
+}
+
+Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& p,
+                                const std::string& grammar, uint32_t seed) {
+  const llama_vocab* vocab = llama_model_get_vocab(model);
+  const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+  auto add = [&](llama_sampler* s) { llama_sampler_chain_add(chain.get(), s); };
+
+  if (!p.logit_bias.empty()) {
+    std::vector<llama_logit_bias> bias;
+    for (const auto& [tok, b] : p.logit_bias) {
+      if (tok < 0 || tok >= n_vocab)
+        return Status::invalid_argument("logit_bias token id " + std::to_string(tok) +
+                                            " is outside the vocabulary (0-" + std::to_string(n_vocab - 1) + ")",
+                                        "logit_bias");
+      bias.push_back({tok, b});
+    }
+    add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(bias.size()), bias.data()));
+  }
+  if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)
+    add(llama_sampler_init_penalties(n_vocab, p.penalty_last_n, p.repeat_penalty, p.frequency_penalty,
+                                     p.presence_penalty));
+  if (!grammar.empty()) {
+    llama_sampler* g = llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
+    if (!g) return Status::invalid_argument("the response_format grammar could not be parsed", "response_format");
+    add(g);
+  }
+  if (p.temperature <= 0.0f) {
+    add(llama_sampler_init_greedy());
+    return chain;
+  }
+  if (p.top_k > 0) add(llama_sampler_init_top_k(p.top_k));
+  if (p.top_p < 1.0f) add(llama_sampler_init_top_p(p.top_p, 1));
+  if (p.min_p > 0.0f) add(llama_sampler_init_min_p(p.min_p, 1));
+  add(llama_sampler_init_temp(p.temperature));
+  add(llama_sampler_init_dist(seed));
+  return chain;
+}
+
+TokenLogprob token_logprob(const llama_vocab* vocab, const float* logits, int32_t n_vocab,
+                           int32_t token, int32_t top_n) {
+  float max = *std::max_element(logits, logits + n_vocab);
+  double sum = 0.0;
+  for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
+  const float log_z = max + static_cast<float>(std::log(sum));
+  TokenLogprob out;
+  out.token = token_piece(vocab, token);
+  out.logprob = logits[token] - log_z;
+  if (top_n > 0) {
+    top_n = std::min(top_n, n_vocab);
+    std::vector<int32_t> idx(static_cast<size_t>(n_vocab));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + top_n, idx.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    for (int32_t i = 0; i < top_n; ++i)
+      out.top.push_back({token_piece(vocab, idx[static_cast<size_t>(i)]), logits[idx[static_cast<size_t>(i)]] - log_z});
+  }
+  return out;
+}
+
+std::string token_piece(const llama_vocab* vocab, int32_t token) {
+  char buf[256];
+  int32_t n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, false);
+  if (n >= 0) return std::string(buf, static_cast<size_t>(n));
+  std::string big(static_cast<size_t>(-n), '\0');
+  n = llama_token_to_piece(vocab, token, big.data(), static_cast<int32_t>(big.size()), 0, false);
+  big.resize(static_cast<size_t>(std::max(n, 0)));
+  return big;
+}
+
+}  // namespace llmpool::engine

@@ -1,0 +1,44 @@
+// Sampler chains and log-probabilities for the engine. Engine-internal:
+// called only on a model's engine thread (sampler state is per sequence).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/chat.h"
+#include "common/status.h"
+
+struct llama_model;
+struct llama_sampler;
+struct llama_vocab;
+
+namespace llmpool::engine {
+
+struct SamplerDeleter {
+  void operator()(llama_sampler* s) const;
+};
+using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
+
+// The GBNF grammar that response_format asks for: from `json_schema`
+// (converted by llama.cpp's converter), any JSON object for `json_object`,
+// or "" when unconstrained. InvalidArgument (param response_format) when
+// the schema cannot be converted.
+Result<std::string> grammar_for(const SamplingParams& params);
+
+// Builds the sampler chain: logit bias, penalties, grammar, then greedy or
+// top-k / top-p / min-p / temperature / seeded draw. `seed` is the seed to
+// use for this choice. InvalidArgument when the grammar does not parse or a
+// logit_bias token id is outside the vocabulary.
+Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& params,
+                                const std::string& grammar, uint32_t seed);
+
+// The log-probability of `token` under the raw distribution `logits`
+// (n_vocab values), with the `top_n` most likely alternatives.
+TokenLogprob token_logprob(const llama_vocab* vocab, const float* logits, int32_t n_vocab,
+                           int32_t token, int32_t top_n);
+
+// The token's text (raw bytes; may be part of a UTF-8 character).
+std::string token_piece(const llama_vocab* vocab, int32_t token);
+
+}  // namespace llmpool::engine
