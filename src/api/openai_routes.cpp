@@ -1,5 +1,6 @@
 #include "api/openai_routes.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "api/errors.h"
@@ -111,7 +112,12 @@ struct Generation {
     const Completion& c = *r;
     metrics->prompt_tokens->inc(c.usage.prompt_tokens);
     metrics->completion_tokens->inc(c.usage.completion_tokens);
-    count_request(*metrics->registry, meta.model, endpoint_name(), 200);
+    bool cancelled = !c.choices.empty() && std::all_of(c.choices.begin(), c.choices.end(), [](const Choice& ch) {
+      return ch.finish_reason == FinishReason::kCancelled;
+    });
+    // 499: the client closed the request (nginx's convention); nobody reads the answer.
+    count_request(*metrics->registry, meta.model, endpoint_name(), cancelled ? 499 : 200);
+    if (cancelled) return writer->end();
     if (!stream) {
       writer->respond(json_response(completion_json(endpoint, meta, c, with_logprobs)));
       return;

@@ -19,6 +19,7 @@ models:
     type: local
     path: ${TINY_MODEL}
     context: 512
+    parallel: 4
     threads: 1
     capabilities: [general, fast]
 `);
@@ -153,4 +154,165 @@ test('a prompt longer than the context is a 400 context_length_exceeded', async 
       return true;
     },
   );
+});
+
+// Reads a Prometheus gauge for the tiny model from /metrics.
+async function gauge(name) {
+  const text = await (await fetch(`${server.baseURL}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name}\\{model="tiny"\\} (\\S+)$`, 'm'));
+  return m ? Number(m[1]) : undefined;
+}
+
+test('streams a chat completion chunk by chunk with usage at the end', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'tiny',
+    messages: [{ role: 'user', content: 'Stream please.' }],
+    max_tokens: 10,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+    ignore_eos: true,
+  });
+  let text = '';
+  let chunks = 0;
+  let finish = null;
+  let usage = null;
+  let role = null;
+  for await (const chunk of stream) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      chunks++;
+      role ??= c.delta.role;
+      text += c.delta.content ?? '';
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  assert.equal(role, 'assistant');
+  assert.ok(chunks >= 2, `chunks ${chunks}`);
+  assert.equal(finish, 'length');
+  assert.equal(usage.completion_tokens, 10);
+  // The same request without streaming gives the same text.
+  const whole = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'Stream please.' }], max_tokens: 10, temperature: 0, ignore_eos: true,
+  });
+  assert.equal(whole.choices[0].message.content, text);
+});
+
+test('n > 1 returns n choices from one prompt', async () => {
+  const res = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'Three ways.' }], max_tokens: 6, n: 3, seed: 5, ignore_eos: true,
+  });
+  assert.equal(res.choices.length, 3);
+  assert.deepEqual(res.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(res.usage.completion_tokens, 18);
+});
+
+test('a stop string ends the answer before it', async () => {
+  const base = { model: 'tiny', messages: [{ role: 'user', content: 'Story.' }], max_tokens: 20, temperature: 0, ignore_eos: true };
+  const full = (await client.chat.completions.create(base)).choices[0].message.content;
+  const stop = full.slice(Math.floor(full.length / 2), Math.floor(full.length / 2) + 2);
+  const cut = await client.chat.completions.create({ ...base, stop: [stop] });
+  assert.equal(cut.choices[0].finish_reason, 'stop');
+  assert.equal(cut.choices[0].message.content, full.slice(0, full.indexOf(stop)));
+});
+
+test('logprobs come with top alternatives', async () => {
+  const res = await client.chat.completions.create({
+    model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3, temperature: 0,
+    logprobs: true, top_logprobs: 2, ignore_eos: true,
+  });
+  const content = res.choices[0].logprobs.content;
+  assert.equal(content.length, 3);
+  for (const t of content) {
+    assert.ok(t.logprob <= 0);
+    assert.equal(t.top_logprobs.length, 2);
+    assert.ok(Array.isArray(t.bytes));
+  }
+});
+
+test('json_schema response_format gives JSON that matches the schema', async () => {
+  const res = await client.chat.completions.create({
+    model: 'tiny',
+    messages: [{ role: 'user', content: 'Give me JSON.' }],
+    max_tokens: 64,
+    response_format: {
+      type: 'json_schema',
+      json_schema: {
+        name: 'answer',
+        schema: {
+          type: 'object',
+          properties: { ok: { type: 'boolean' }, color: { enum: ['red', 'green'] } },
+          required: ['ok', 'color'],
+          additionalProperties: false,
+        },
+      },
+    },
+  });
+  const parsed = JSON.parse(res.choices[0].message.content);
+  assert.equal(typeof parsed.ok, 'boolean');
+  assert.ok(['red', 'green'].includes(parsed.color));
+});
+
+test('legacy completions work, streaming and not', async () => {
+  const res = await client.completions.create({ model: 'tiny', prompt: 'Once upon a time', max_tokens: 5, temperature: 0, ignore_eos: true, logprobs: 1 });
+  assert.equal(res.object, 'text_completion');
+  assert.equal(res.usage.completion_tokens, 5);
+  assert.equal(res.choices[0].logprobs.tokens.length, 5);
+  const stream = await client.completions.create({ model: 'tiny', prompt: 'Once upon a time', max_tokens: 5, temperature: 0, ignore_eos: true, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+  assert.equal(text, res.choices[0].text);
+});
+
+test('tokenize and detokenize round-trip', async () => {
+  const tok = await (await fetch(`${server.baseURL}/tokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny', content: 'Hello world' }) })).json();
+  assert.ok(tok.tokens.length >= 2);
+  const det = await (await fetch(`${server.baseURL}/detokenize`, { method: 'POST', body: JSON.stringify({ model: 'tiny', tokens: tok.tokens }) })).json();
+  assert.match(det.content, /Hello world/);
+});
+
+test('a client that disconnects mid-stream frees its sequence', async () => {
+  const controller = new AbortController();
+  const stream = await client.chat.completions.create(
+    { model: 'tiny', messages: [{ role: 'user', content: 'Never stop.' }], max_tokens: 100000, stream: true, ignore_eos: true },
+    { signal: controller.signal },
+  );
+  let got = 0;
+  try {
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta?.content) got++;
+      if (got === 3) {
+        controller.abort();  // the client closes the connection
+        break;
+      }
+    }
+  } catch (err) {
+    assert.ok(err instanceof OpenAI.APIUserAbortError || err.name === 'AbortError', `got ${err}`);
+  }
+  assert.equal(got, 3);
+  // The engine notices and frees the sequence (bounded wait, not a timing assertion).
+  let active = await gauge('llmpool_active_sequences');
+  for (let i = 0; i < 100 && active > 0; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    active = await gauge('llmpool_active_sequences');
+  }
+  assert.equal(active, 0);
+  // It was cancelled, not run to its end: counted as 499 (client closed request).
+  const text = await (await fetch(`${server.baseURL}/metrics`)).text();
+  assert.match(text, /^llmpool_requests_total\{model="tiny",endpoint="chat.completions",status="499"\} 1$/m);
+  // And the server still answers.
+  const res = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+  assert.equal(res.choices.length, 1);
+});
+
+test('metrics expose requests, tokens, latency histograms and the prefix cache', async () => {
+  const text = await (await fetch(`${server.baseURL}/metrics`)).text();
+  assert.match(text, /^llmpool_requests_total\{model="tiny",endpoint="chat.completions",status="200"\} \d+/m);
+  assert.match(text, /^llmpool_requests_total\{model="tiny",endpoint="chat.completions",status="404"\}|llmpool_completion_tokens_total\{model="tiny"\} \d+/m);
+  assert.match(text, /^llmpool_time_to_first_token_seconds_bucket\{model="tiny",le="\+Inf"\} \d+/m);
+  assert.match(text, /^llmpool_inter_token_latency_seconds_count\{model="tiny"\} \d+/m);
+  assert.match(text, /^llmpool_prefix_cache_hit_tokens_total\{model="tiny"\} \d+/m);
+  assert.match(text, /^llmpool_kv_cache_total_cells\{model="tiny"\} 2048/m);
+  assert.ok((await gauge('llmpool_prefix_cache_hit_ratio')) > 0, 'repeated prompts hit the prefix cache');
 });
