@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 
 #include "api/errors.h"
 #include "api/openai.h"
@@ -132,54 +133,61 @@ struct Generation {
   }
 };
 
-class OpenAiRoutes {
+class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
  public:
-  OpenAiRoutes(std::shared_ptr<const providers::ModelRegistry> registry, obs::MetricsRegistry& metrics)
-      : registry_(std::move(registry)), metrics_(metrics) {
-    for (const auto& p : registry_->all())
-      request_metrics_[p->info().name] = std::make_shared<RequestMetrics>(metrics_, p->info().name);
-  }
+  OpenAiRoutes(std::shared_ptr<providers::ModelDirectory> models, obs::MetricsRegistry& metrics)
+      : models_(std::move(models)), metrics_(metrics) {}
 
   void generate(Endpoint endpoint, const HttpRequest& req, const ResponseWriterPtr& writer) {
     Result<ApiRequest> parsed = parse_request(req.body, endpoint);
     if (!parsed) return writer->respond(error_response(parsed.status()));
-    providers::ProviderPtr provider = find(parsed->generate.model, writer);
-    if (!provider) return;
+    std::string model = parsed->generate.model;
+    auto self = shared_from_this();
+    auto request = std::make_shared<ApiRequest>(std::move(parsed).value());
+    models_->acquire(model, [self, endpoint, request, writer](Result<providers::ProviderPtr> p) {
+      if (!p) return writer->respond(error_response(p.status()));
+      self->start(endpoint, std::move(*request), *p, writer);
+    });
+  }
+
+  void start(Endpoint endpoint, ApiRequest parsed, const providers::ProviderPtr& provider,
+             const ResponseWriterPtr& writer) {
     auto g = std::make_shared<Generation>();
     g->endpoint = endpoint;
     g->meta = {new_completion_id(endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl"), provider->info().name,
                unix_now()};
-    g->stream = parsed->stream;
-    g->include_usage = parsed->include_usage;
-    g->with_logprobs = parsed->generate.sampling.top_logprobs >= 0;
+    g->stream = parsed.stream;
+    g->include_usage = parsed.include_usage;
+    g->with_logprobs = parsed.generate.sampling.top_logprobs >= 0;
     g->writer = writer;
-    g->metrics = request_metrics_.at(provider->info().name);
+    g->metrics = metrics_for(provider->info().name);
     GenerateCallbacks cb;
     cb.on_delta = [g](Delta d) { g->on_delta(std::move(d)); };
     cb.on_done = [g](Result<Completion> r) { g->on_done(std::move(r)); };
-    provider->generate(std::move(parsed->generate), writer->cancel_token(), std::move(cb));
+    provider->generate(std::move(parsed.generate), writer->cancel_token(), std::move(cb));
   }
 
   void tokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
     json j = json::parse(req.body, nullptr, false);
     if (j.is_discarded() || !j.is_object())
       return writer->respond(error_response(Status::invalid_argument("the request body is not a JSON object", "", "invalid_json")));
-    auto provider = model_of(j, writer);
-    if (!provider) return;
     if (!j.contains("content") || !j["content"].is_string())
       return writer->respond(error_response(Status::invalid_argument("'content' must be a string", "content")));
+    if (j.contains("add_special") && !j["add_special"].is_boolean())
+      return writer->respond(error_response(Status::invalid_argument("'add_special' must be a boolean", "add_special")));
+    std::string content = j["content"].get<std::string>();
     bool add_special = j.value("add_special", false);
-    auto tokens = provider->tokenize(j["content"].get<std::string>(), add_special);
-    if (!tokens) return writer->respond(error_response(tokens.status()));
-    writer->respond(json_response({{"tokens", *tokens}}));
+    with_model(j, writer, [content, add_special, writer](const providers::ProviderPtr& p) {
+      auto tokens = p->tokenize(content, add_special);
+      if (!tokens) return writer->respond(error_response(tokens.status()));
+      writer->respond(json_response({{"tokens", *tokens}}));
+    });
   }
 
   void detokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
     json j = json::parse(req.body, nullptr, false);
     if (j.is_discarded() || !j.is_object())
       return writer->respond(error_response(Status::invalid_argument("the request body is not a JSON object", "", "invalid_json")));
-    auto provider = model_of(j, writer);
-    if (!provider) return;
     if (!j.contains("tokens") || !j["tokens"].is_array())
       return writer->respond(error_response(Status::invalid_argument("'tokens' must be an array of token ids", "tokens")));
     std::vector<int32_t> tokens;
@@ -188,46 +196,61 @@ class OpenAiRoutes {
         return writer->respond(error_response(Status::invalid_argument("'tokens' must hold integers", "tokens")));
       tokens.push_back(t.get<int32_t>());
     }
-    auto text = provider->detokenize(tokens);
-    if (!text) return writer->respond(error_response(text.status()));
-    writer->respond(json_response({{"content", *text}}));
+    with_model(j, writer, [tokens, writer](const providers::ProviderPtr& p) {
+      auto text = p->detokenize(tokens);
+      if (!text) return writer->respond(error_response(text.status()));
+      writer->respond(json_response({{"content", *text}}));
+    });
   }
 
   void list_models(const ResponseWriterPtr& writer) {
     json data = json::array();
-    for (const auto& p : registry_->all()) data.push_back(model_json(p->info(), started_));
+    for (const auto& e : models_->list()) {
+      json m = model_json(e.info, started_);
+      m["state"] = e.state;
+      data.push_back(std::move(m));
+    }
     writer->respond(json_response({{"object", "list"}, {"data", data}}));
   }
 
  private:
-  providers::ProviderPtr find(const std::string& model, const ResponseWriterPtr& writer) {
-    providers::ProviderPtr p = registry_->find(model);
-    if (!p)
-      writer->respond(error_response(
-          Status::not_found("The model '" + model + "' does not exist", "model", "model_not_found")));
-    return p;
+  std::shared_ptr<RequestMetrics> metrics_for(const std::string& model) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& m = request_metrics_[model];
+    if (!m) m = std::make_shared<RequestMetrics>(metrics_, model);
+    return m;
   }
 
   // /tokenize and /detokenize: `model` is optional when one model is served.
-  providers::ProviderPtr model_of(const json& j, const ResponseWriterPtr& writer) {
+  template <typename F>
+  void with_model(const json& j, const ResponseWriterPtr& writer, F&& f) {
+    std::string name;
     if (j.contains("model")) {
       if (!j["model"].is_string())
-        return writer->respond(error_response(Status::invalid_argument("'model' must be a string", "model"))), nullptr;
-      return find(j["model"].get<std::string>(), writer);
+        return writer->respond(error_response(Status::invalid_argument("'model' must be a string", "model")));
+      name = j["model"].get<std::string>();
+    } else {
+      auto all = models_->list();
+      if (all.size() != 1)
+        return writer->respond(
+            error_response(Status::invalid_argument("'model' is required when several models are served", "model")));
+      name = all.front().info.name;
     }
-    if (registry_->all().size() == 1) return registry_->all().front();
-    writer->respond(error_response(Status::invalid_argument("'model' is required when several models are served", "model")));
-    return nullptr;
+    models_->acquire(name, [writer, f = std::forward<F>(f)](Result<providers::ProviderPtr> p) {
+      if (!p) return writer->respond(error_response(p.status()));
+      f(*p);
+    });
   }
 
-  std::shared_ptr<const providers::ModelRegistry> registry_;
+  std::shared_ptr<providers::ModelDirectory> models_;
   obs::MetricsRegistry& metrics_;
-  std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;  // guarded by mu_
   int64_t started_ = unix_now();
 };
 
 // Scrape-time figures from every provider.
-void collect_provider_stats(const providers::ModelRegistry& registry, std::string& out) {
+void collect_provider_stats(const providers::ModelDirectory& models, std::string& out) {
   struct Field {
     const char* name;
     const char* help;
@@ -259,7 +282,7 @@ void collect_provider_stats(const providers::ModelRegistry& registry, std::strin
        [](const providers::ProviderStats& s) { return double(s.memory_bytes); }},
   };
   std::vector<std::pair<std::string, providers::ProviderStats>> stats;
-  for (const auto& p : registry.all()) stats.emplace_back(p->info().name, p->stats());
+  for (const auto& e : models.list()) stats.emplace_back(e.info.name, e.stats);
   for (const auto& f : kFields) {
     std::vector<std::pair<obs::Labels, double>> samples;
     for (const auto& [name, s] : stats) samples.push_back({{{"model", name}}, f.get(s)});
@@ -269,10 +292,10 @@ void collect_provider_stats(const providers::ModelRegistry& registry, std::strin
 
 }  // namespace
 
-void add_openai_routes(HttpRouter& router, std::shared_ptr<const providers::ModelRegistry> registry,
+void add_openai_routes(HttpRouter& router, std::shared_ptr<providers::ModelDirectory> models,
                        obs::MetricsRegistry& metrics) {
-  auto routes = std::make_shared<OpenAiRoutes>(registry, metrics);
-  metrics.add_collector([registry](std::string& out) { collect_provider_stats(*registry, out); });
+  auto routes = std::make_shared<OpenAiRoutes>(models, metrics);
+  metrics.add_collector([models](std::string& out) { collect_provider_stats(*models, out); });
 
   router.add("GET", "/health", [](const HttpRequest&, ResponseWriterPtr w) {
     w->respond(json_response({{"status", "ok"}}));

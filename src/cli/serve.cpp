@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "obs/metrics.h"
-#include "providers/local_provider.h"
+#include "providers/factory.h"
 #include "providers/registry.h"
 
 namespace llmpool::cli {
@@ -49,7 +49,7 @@ int serve(const ServeOptions& opts) {
 
   auto registry = std::make_shared<providers::ModelRegistry>();
   for (const auto& m : cfg.models) {
-    auto provider = providers::LocalProvider::create(m);
+    auto provider = providers::create_provider(m);
     if (!provider) {
       spdlog::error("{}:{}: model '{}': {}", cfg.path, m.line, m.name, provider.status().message());
       return 1;

@@ -28,8 +28,15 @@ struct ServerConfig {
 struct ModelConfig {
   std::string name;
   std::vector<std::string> aliases;
-  std::string type = "local";             // provider type: "local"
+  std::string type = "local";             // provider type: "local", "openai", "ollama"
   std::string path;                       // local: GGUF file (absolute after load)
+  // Remote providers ("openai": any OpenAI-compatible server; "ollama").
+  std::string base_url;                   // e.g. http://127.0.0.1:8000/v1 or http://127.0.0.1:11434
+  std::string upstream_model;             // the model's name upstream; default: `name`
+  std::string api_key_env;                // environment variable holding the API key (never the key)
+  int32_t connect_timeout_ms = 5000;
+  int32_t read_timeout_ms = 120000;       // longest silence while waiting for bytes
+  int32_t max_concurrent = 0;             // requests in flight at once; 0: unlimited (local: parallel)
   int32_t context = 4096;                 // context window in tokens, per request
   int32_t parallel = 4;                   // local: sequences decoded together
   int32_t batch = 512;                    // local: per-step token budget

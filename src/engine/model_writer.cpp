@@ -19,15 +19,6 @@
 
 namespace llmpool::engine {
 
-// Qwen2-Instruct's template, byte for byte as in ggml-vocab-qwen2.gguf.
-// llama.cpp's template detection maps any text containing <|im_start|> (and
-// neither <|im_sep|> nor <end_of_utterance>) to its built-in chatml.
-const std::string_view kChatMlTemplate =
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-
 namespace {
 
 constexpr uint32_t kQuantBlock = 32;  // QK8_0 == QK4_0 == 32

@@ -2,6 +2,10 @@
 
 namespace llmpool::providers {
 
+Status model_not_found(const std::string& name) {
+  return Status::not_found("The model '" + name + "' does not exist", "model", "model_not_found");
+}
+
 Status ModelRegistry::add(ProviderPtr provider) {
   const ModelInfo& info = provider->info();
   std::vector<std::string> names{info.name};
@@ -16,6 +20,18 @@ Status ModelRegistry::add(ProviderPtr provider) {
 ProviderPtr ModelRegistry::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
+}
+
+void ModelRegistry::acquire(const std::string& name, std::function<void(Result<ProviderPtr>)> done) {
+  ProviderPtr p = find(name);
+  if (!p) return done(model_not_found(name));
+  done(std::move(p));
+}
+
+std::vector<ModelEntry> ModelRegistry::list() const {
+  std::vector<ModelEntry> out;
+  for (const auto& p : ordered_) out.push_back({p->info(), "ready", p->stats(), ""});
+  return out;
 }
 
 }  // namespace llmpool::providers

@@ -396,6 +396,14 @@ TEST(ModelPresetTest, UnknownPresetIsNotFoundListingKnownNames) {
   EXPECT_NE(p.status().message().find("bench-0.5b"), std::string::npos);
 }
 
+TEST(ChatTemplateTest, MatchesTheQwen2VocabTemplate) {
+  auto g = open_gguf(vocab_file_path(LLMPOOL_VOCAB_DIR, "qwen2"));
+  ASSERT_TRUE(g);
+  const int64_t id = gguf_find_key(g.get(), "tokenizer.chat_template");
+  ASSERT_GE(id, 0);
+  EXPECT_EQ(std::string_view(gguf_get_val_str(g.get(), id)), kChatMlTemplate);
+}
+
 TEST(WeightTypeTest, NamesRoundTrip) {
   for (WeightType t : {WeightType::kF16, WeightType::kQ8_0, WeightType::kQ4_0, WeightType::kF32}) {
     auto parsed = parse_weight_type(weight_type_name(t));

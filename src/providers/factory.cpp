@@ -1,0 +1,31 @@
+#include "providers/factory.h"
+
+#include "providers/local_provider.h"
+
+namespace llmpool::providers {
+namespace {
+
+class LocalFactory : public ProviderFactory {
+ public:
+  std::string_view type() const override { return "local"; }
+  Result<ProviderPtr> create(const config::ModelConfig& config) override { return LocalProvider::create(config); }
+};
+
+}  // namespace
+
+const std::vector<std::unique_ptr<ProviderFactory>>& provider_factories() {
+  static const auto* factories = [] {
+    auto* v = new std::vector<std::unique_ptr<ProviderFactory>>();
+    v->push_back(std::make_unique<LocalFactory>());
+    return v;
+  }();
+  return *factories;
+}
+
+Result<ProviderPtr> create_provider(const config::ModelConfig& config) {
+  for (const auto& f : provider_factories())
+    if (f->type() == config.type) return f->create(config);
+  return Status::invalid_argument("unknown provider type '" + config.type + "'", "type");
+}
+
+}  // namespace llmpool::providers
