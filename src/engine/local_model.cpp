@@ -250,7 +250,7 @@ void LocalModel::run() {
   for (auto& j : waiting) fail_job(j, gone);
 }
 
-void LocalModel::fail_job(const std::shared_ptr<Job>& job, const Status& status) {
+void LocalModel::fail_job(std::shared_ptr<Job> job, const Status& status) {
   for (auto& s : slots_) {
     if (s.job != job) continue;
     llama_memory_seq_rm(llama_get_memory(ctx_.get()), s.id, -1, -1);

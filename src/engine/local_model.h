@@ -105,7 +105,7 @@ class LocalModel {
   bool admit(const std::shared_ptr<Job>& job);
   void sample(Slot& slot, int32_t logits_index);
   void finish(Slot& slot, FinishReason reason);
-  void fail_job(const std::shared_ptr<Job>& job, const Status& status);
+  void fail_job(std::shared_ptr<Job> job, const Status& status);  // by value: callers pass slot.job, which it resets
   void reap_cancelled_and_expired();
 
   LocalModelSpec spec_;
