@@ -1,6 +1,7 @@
 #include "api/openai.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 
@@ -341,6 +342,87 @@ json usage_chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Usage& 
   json out = envelope(endpoint, meta, true, json::array());
   out["usage"] = usage_json(usage);
   return out;
+}
+
+Result<EmbeddingsRequest> parse_embeddings_request(std::string_view body) {
+  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_discarded())
+    return Status::invalid_argument("the request body is not valid JSON", "", "invalid_json");
+  if (!j.is_object()) return bad("", "the request body must be a JSON object");
+  EmbeddingsRequest out;
+  auto model = j.find("model");
+  if (model == j.end() || !model->is_string() || model->get<std::string>().empty())
+    return bad("model", "'model' is required and must be a non-empty string");
+  out.model = model->get<std::string>();
+  if (out.model.size() > kMaxModelNameLength) return bad("model", "'model' is too long");
+  auto input = j.find("input");
+  if (input == j.end() || input->is_null()) return bad("input", "'input' is required");
+  if (input->is_string()) {
+    out.inputs.push_back(input->get<std::string>());
+  } else if (input->is_array()) {
+    if (input->empty()) return bad("input", "'input' must not be an empty array");
+    if (input->size() > kMaxEmbeddingInputs)
+      return bad("input", "'input' may hold at most " + std::to_string(kMaxEmbeddingInputs) + " entries");
+    for (const auto& e : *input) {
+      if (e.is_string()) {
+        out.inputs.push_back(e.get<std::string>());
+      } else if (e.is_number_integer() || e.is_array()) {
+        return Status::unimplemented("'input' as token ids is not supported; send strings", "input");
+      } else {
+        return bad("input", "'input' must be a string or an array of strings");
+      }
+    }
+  } else {
+    return bad("input", "'input' must be a string or an array of strings");
+  }
+  auto fmt = j.find("encoding_format");
+  if (fmt != j.end() && !fmt->is_null()) {
+    if (!fmt->is_string() || (*fmt != "float" && *fmt != "base64"))
+      return bad("encoding_format", "'encoding_format' must be 'float' or 'base64'");
+    out.base64 = *fmt == "base64";
+  }
+  int64_t v = 0;
+  bool present = false;
+  if (Status st = read_int(j, "dimensions", 1, 1 << 16, &v, &present); !st) return st;
+  if (present) out.dimensions = static_cast<int32_t>(v);
+  return out;
+}
+
+namespace {
+std::string base64_floats(const std::vector<float>& v) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string bytes(v.size() * sizeof(float), '\0');
+  for (size_t i = 0; i < v.size(); ++i) {  // little-endian float32, as the OpenAI API sends
+    uint32_t bits;
+    std::memcpy(&bits, &v[i], sizeof(bits));
+    for (int b = 0; b < 4; ++b) bytes[i * 4 + static_cast<size_t>(b)] = static_cast<char>((bits >> (8 * b)) & 0xFF);
+  }
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t n = static_cast<uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
+    if (i + 1 < bytes.size()) n |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
+    if (i + 2 < bytes.size()) n |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[i + 2]));
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
+  }
+  return out;
+}
+}  // namespace
+
+json embeddings_json(const std::string& model, const Embeddings& e, bool base64) {
+  json data = json::array();
+  for (size_t i = 0; i < e.vectors.size(); ++i) {
+    data.push_back({{"object", "embedding"},
+                    {"index", i},
+                    {"embedding", base64 ? json(base64_floats(e.vectors[i])) : json(e.vectors[i])}});
+  }
+  return {{"object", "list"},
+          {"data", data},
+          {"model", model},
+          {"usage", {{"prompt_tokens", e.prompt_tokens}, {"total_tokens", e.prompt_tokens}}}};
 }
 
 json model_json(const providers::ModelInfo& info, int64_t created) {

@@ -39,6 +39,22 @@ struct ApiRequest {
 // out-of-range values; Unimplemented for options not supported.
 Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint);
 
+inline constexpr size_t kMaxEmbeddingInputs = 2048;
+
+struct EmbeddingsRequest {
+  std::string model;
+  std::vector<std::string> inputs;
+  bool base64 = false;             // encoding_format "base64"
+  std::optional<int32_t> dimensions;
+};
+
+// Parses a /v1/embeddings body (input: a string or an array of strings).
+Result<EmbeddingsRequest> parse_embeddings_request(std::string_view body);
+
+// {"object":"list","data":[{"object":"embedding","index":i,"embedding":...}],"model","usage"}
+// With `base64`, each embedding is the base64 of its little-endian float32s.
+nlohmann::json embeddings_json(const std::string& model, const Embeddings& e, bool base64);
+
 // Identity of one response: its id, model and creation time.
 struct ResponseMeta {
   std::string id;

@@ -167,6 +167,30 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     provider->generate(std::move(parsed.generate), writer->cancel_token(), std::move(cb));
   }
 
+  void embeddings(const HttpRequest& req, const ResponseWriterPtr& writer) {
+    auto parsed = parse_embeddings_request(req.body);
+    if (!parsed) return writer->respond(error_response(parsed.status()));
+    auto request = std::make_shared<EmbeddingsRequest>(std::move(parsed).value());
+    auto self = shared_from_this();
+    models_->acquire(request->model, [self, request, writer](Result<providers::ProviderPtr> p) {
+      if (!p) return writer->respond(error_response(p.status()));
+      std::string model = (*p)->info().name;
+      auto start = Clock::now();
+      (*p)->embed(std::move(request->inputs), [self, request, writer, model, start](Result<Embeddings> e) {
+        self->metrics_for(model)->duration->observe(seconds_since(start));
+        if (e && request->dimensions && !e->vectors.empty() &&
+            static_cast<size_t>(*request->dimensions) != e->vectors.front().size())
+          e = Status::invalid_argument("'dimensions' must be " + std::to_string(e->vectors.front().size()) +
+                                           " for model '" + model + "' (it cannot be reduced)",
+                                       "dimensions");
+        count_request(self->metrics_, model, "embeddings", e ? 200 : http_status_for(e.status().code()));
+        if (!e) return writer->respond(error_response(e.status()));
+        self->metrics_for(model)->prompt_tokens->inc(e->prompt_tokens);
+        writer->respond(json_response(embeddings_json(model, *e, request->base64)));
+      });
+    });
+  }
+
   void tokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
     json j = json::parse(req.body, nullptr, false);
     if (j.is_discarded() || !j.is_object())
@@ -307,6 +331,7 @@ void add_openai_routes(HttpRouter& router, std::shared_ptr<providers::ModelDirec
   router.add("POST", "/v1/completions", [routes](const HttpRequest& r, ResponseWriterPtr w) {
     routes->generate(Endpoint::kCompletions, r, w);
   });
+  router.add("POST", "/v1/embeddings", [routes](const HttpRequest& r, ResponseWriterPtr w) { routes->embeddings(r, w); });
   router.add("POST", "/tokenize", [routes](const HttpRequest& r, ResponseWriterPtr w) { routes->tokenize(r, w); });
   router.add("POST", "/detokenize", [routes](const HttpRequest& r, ResponseWriterPtr w) { routes->detokenize(r, w); });
   router.add("GET", "/metrics", [&metrics](const HttpRequest&, ResponseWriterPtr w) {

@@ -96,6 +96,13 @@ struct Delta {
   std::optional<FinishReason> finish_reason;
 };
 
+// Embeddings of several inputs, in input order, L2-normalised.
+struct Embeddings {
+  std::vector<std::vector<float>> vectors;
+  int32_t prompt_tokens = 0;
+};
+using EmbedCallback = std::function<void(Result<Embeddings>)>;
+
 // Shared between the requester and the generator: the requester cancels
 // (client gone, deadline), the generator polls. Thread-safe.
 class CancelToken {

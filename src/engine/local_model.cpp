@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <filesystem>
 #include <random>
 
@@ -84,8 +86,19 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   cp.kv_unified = true;  // sequences share cells: prefix copies are free
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
+  if (spec.embedding) {
+    // A whole input must fit one micro-batch for pooling.
+    cp.embeddings = true;
+    cp.n_batch = cp.n_ubatch = static_cast<uint32_t>(spec.context);
+    cp.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;  // the model's own (mean, cls, last)
+  }
   m->ctx_.reset(llama_init_from_model(m->model_.get(), cp));
+  if (m->ctx_ && spec.embedding && llama_pooling_type(m->ctx_.get()) == LLAMA_POOLING_TYPE_NONE) {
+    cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;  // a generative model used for embeddings
+    m->ctx_.reset(llama_init_from_model(m->model_.get(), cp));
+  }
   if (!m->ctx_) return Status::invalid_argument("llama.cpp cannot create a context for " + spec.path);
+  m->n_embd_ = llama_model_n_embd(m->model_.get());
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
@@ -115,7 +128,7 @@ EngineStats LocalModel::stats() const {
   EngineStats s;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    s.queued = static_cast<int64_t>(queue_.size());
+    s.queued = static_cast<int64_t>(queue_.size() + embed_queue_.size());
   }
   s.active_sequences = stat_active_.load();
   s.requests_done = stat_done_.load();
@@ -175,10 +188,96 @@ Result<std::string> LocalModel::detokenize(const std::vector<int32_t>& tokens) c
   return out;
 }
 
+void LocalModel::embed(std::vector<std::string> inputs, EmbedCallback done) {
+  if (!spec_.embedding)
+    return done(Status::invalid_argument("model '" + spec_.name +
+                                             "' does not produce embeddings (give it the capability 'embedding')",
+                                         "model"));
+  if (inputs.empty()) return done(Status::invalid_argument("'input' must not be empty", "input"));
+  EmbedJob job;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    auto tokens = tokenize(inputs[i], true, false);
+    if (!tokens) return done(tokens.status());
+    if (tokens->empty())
+      return done(Status::invalid_argument("input " + std::to_string(i) + " is empty", "input"));
+    if (static_cast<int32_t>(tokens->size()) > spec_.context)
+      return done(Status::invalid_argument("input " + std::to_string(i) + " is " + std::to_string(tokens->size()) +
+                                               " tokens; this model's maximum context length is " +
+                                               std::to_string(spec_.context),
+                                           "input", "context_length_exceeded"));
+    job.inputs.push_back(std::move(tokens).value());
+  }
+  job.done = std::move(done);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return job.done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
+    if (static_cast<int32_t>(embed_queue_.size()) >= spec_.max_queue)
+      return job.done(Status::resource_exhausted("model '" + spec_.name + "' queue is full; retry later"));
+    embed_queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void LocalModel::run_embedding(EmbedJob& job) {
+  Embeddings out;
+  out.vectors.resize(job.inputs.size());
+  const int32_t max_seqs = spec_.parallel;
+  llama_batch batch = llama_batch_init(spec_.context, 0, 1);
+  size_t next = 0;
+  Status failed;
+  while (next < job.inputs.size() && failed) {
+    // Pack whole inputs into one batch, one sequence each.
+    llama_memory_clear(llama_get_memory(ctx_.get()), true);
+    batch.n_tokens = 0;
+    std::vector<size_t> packed;
+    while (next < job.inputs.size() && static_cast<int32_t>(packed.size()) < max_seqs &&
+           batch.n_tokens + static_cast<int32_t>(job.inputs[next].size()) <= spec_.context) {
+      const auto& toks = job.inputs[next];
+      const int32_t seq = static_cast<int32_t>(packed.size());
+      for (size_t p = 0; p < toks.size(); ++p) {
+        int32_t i = batch.n_tokens++;
+        batch.token[i] = toks[p];
+        batch.pos[i] = static_cast<llama_pos>(p);
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = seq;
+        batch.logits[i] = true;
+      }
+      packed.push_back(next++);
+      out.prompt_tokens += static_cast<int32_t>(toks.size());
+    }
+    int32_t rc = llama_model_has_encoder(model_.get()) && !llama_model_has_decoder(model_.get())
+                     ? llama_encode(ctx_.get(), batch)
+                     : llama_decode(ctx_.get(), batch);
+    failed = decode_status(rc, "model '" + spec_.name + "' embeddings");
+    if (!failed) break;
+    for (size_t k = 0; k < packed.size(); ++k) {
+      const float* e = llama_get_embeddings_seq(ctx_.get(), static_cast<llama_seq_id>(k));
+      if (!e) {
+        failed = Status::internal("llama.cpp returned no pooled embedding");
+        break;
+      }
+      std::vector<float> v(e, e + n_embd_);
+      double norm = 0.0;
+      for (float x : v) norm += static_cast<double>(x) * x;
+      norm = std::sqrt(norm);
+      if (norm > 0.0)
+        for (float& x : v) x = static_cast<float>(x / norm);
+      out.vectors[packed[k]] = std::move(v);
+    }
+  }
+  llama_batch_free(batch);
+  stat_done_.fetch_add(1);
+  if (!failed) return job.done(failed);
+  job.done(std::move(out));
+}
+
 void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {
   auto job = std::make_shared<Job>();
   job->cancel = cancel ? std::move(cancel) : std::make_shared<CancelToken>();
   job->callbacks = std::move(callbacks);
+  if (spec_.embedding)
+    return job->callbacks.on_done(Status::invalid_argument(
+        "model '" + spec_.name + "' is an embedding model; use /v1/embeddings", "model"));
 
   Result<std::string> prompt = request.prompt ? Result<std::string>(*request.prompt)
                                               : format_chat(request.messages);
@@ -224,11 +323,24 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
 
 void LocalModel::run() {
   for (;;) {
+    std::optional<EmbedJob> embed_job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (stat_active_.load() == 0)
-        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty() || !embed_queue_.empty(); });
       if (stopping_) break;
+      if (!embed_queue_.empty()) {
+        embed_job = std::move(embed_queue_.front());
+        embed_queue_.pop_front();
+      }
+    }
+    if (embed_job) {
+      try {
+        run_embedding(*embed_job);
+      } catch (const std::exception& e) {
+        embed_job->done(Status::internal(std::string("embedding failed: ") + e.what()));
+      }
+      continue;
     }
     try {
       step();
@@ -240,11 +352,14 @@ void LocalModel::run() {
   }
   // Shutting down: nothing more runs.
   std::deque<std::shared_ptr<Job>> waiting;
+  std::deque<EmbedJob> waiting_embeds;
   {
     std::lock_guard<std::mutex> lock(mu_);
     waiting.swap(queue_);
+    waiting_embeds.swap(embed_queue_);
   }
   Status gone = Status::unavailable("model '" + spec_.name + "' is shutting down");
+  for (auto& e : waiting_embeds) e.done(gone);
   for (auto& s : slots_)
     if (s.job) fail_job(s.job, gone);
   for (auto& j : waiting) fail_job(j, gone);

@@ -46,6 +46,7 @@ struct LocalModelSpec {
   int32_t threads = 0;      // 0: hardware concurrency
   int32_t max_queue = 64;   // waiting requests before ResourceExhausted
   int32_t deadline_ms = 0;  // > 0: a request ends (finish "length") this long after submit
+  bool embedding = false;   // run with pooling for /v1/embeddings; no text generation
 };
 
 // A point-in-time view of the engine, for metrics and capacity reports.
@@ -81,6 +82,13 @@ class LocalModel {
   // (finish reason kCancelled) and frees its sequences.
   void submit(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks);
 
+  // Embeds `inputs` (embedding models only). `done` is called once, on the
+  // engine thread or before this returns: InvalidArgument (param "input")
+  // for an empty input or one longer than the context, or when this is not
+  // an embedding model; ResourceExhausted when the queue is full.
+  void embed(std::vector<std::string> inputs, EmbedCallback done);
+  int32_t embedding_size() const { return n_embd_; }
+
   // Thread-safe: the vocabulary is read-only after loading.
   Result<std::vector<int32_t>> tokenize(const std::string& text, bool add_special,
                                         bool parse_special) const;
@@ -98,6 +106,10 @@ class LocalModel {
  private:
   struct Job;
   struct Slot;
+  struct EmbedJob {
+    std::vector<std::vector<int32_t>> inputs;
+    EmbedCallback done;
+  };
 
   explicit LocalModel(LocalModelSpec spec);
   void run();
@@ -107,12 +119,14 @@ class LocalModel {
   void finish(Slot& slot, FinishReason reason);
   void fail_job(std::shared_ptr<Job> job, const Status& status);  // by value: callers pass slot.job, which it resets
   void reap_cancelled_and_expired();
+  void run_embedding(EmbedJob& job);
 
   LocalModelSpec spec_;
   std::unique_ptr<llama_model, void (*)(llama_model*)> model_;
   std::unique_ptr<llama_context, void (*)(llama_context*)> ctx_;
   std::string chat_template_;
   int32_t n_vocab_ = 0;
+  int32_t n_embd_ = 0;
   uint64_t size_bytes_ = 0;
 
   // Owned by the engine thread.
@@ -122,6 +136,7 @@ class LocalModel {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
+  std::deque<EmbedJob> embed_queue_;        // guarded by mu_
   bool stopping_ = false;                   // guarded by mu_
   std::thread thread_;
 

@@ -1,5 +1,7 @@
 #include "providers/local_provider.h"
 
+#include <algorithm>
+
 namespace llmpool::providers {
 
 Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
@@ -12,6 +14,9 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
   spec.threads = config.threads;
   spec.max_queue = config.max_queue;
   spec.deadline_ms = config.deadline_ms;
+  // A model tagged `embedding` runs with pooling and serves /v1/embeddings.
+  spec.embedding = std::find(config.capabilities.begin(), config.capabilities.end(), "embedding") !=
+                   config.capabilities.end();
   auto model = engine::LocalModel::load(spec);
   if (!model) return model.status();
   ModelInfo info{config.name, config.aliases, config.type, config.capabilities,
@@ -21,6 +26,10 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
 
 void LocalProvider::generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {
   model_->submit(std::move(request), std::move(cancel), std::move(callbacks));
+}
+
+void LocalProvider::embed(std::vector<std::string> inputs, EmbedCallback done) {
+  model_->embed(std::move(inputs), std::move(done));
 }
 
 Result<std::vector<int32_t>> LocalProvider::tokenize(const std::string& text, bool add_special) {

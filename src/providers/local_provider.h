@@ -17,6 +17,7 @@ class LocalProvider : public Provider {
 
   const ModelInfo& info() const override { return info_; }
   void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) override;
+  void embed(std::vector<std::string> inputs, EmbedCallback done) override;
   Result<std::vector<int32_t>> tokenize(const std::string& text, bool add_special) override;
   Result<std::string> detokenize(const std::vector<int32_t>& tokens) override;
   ProviderStats stats() const override;

@@ -50,6 +50,13 @@ class Provider {
   // ends the generation early and frees what it held.
   virtual void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) = 0;
 
+  // Embeddings of `inputs`; `done` is called exactly once (Unimplemented
+  // where the provider has none).
+  virtual void embed(std::vector<std::string> inputs, EmbedCallback done) {
+    (void)inputs;
+    done(Status::unimplemented("model '" + info().name + "' does not produce embeddings"));
+  }
+
   // Token ids for `text` (Unimplemented where the provider cannot tell).
   virtual Result<std::vector<int32_t>> tokenize(const std::string& text, bool add_special) {
     (void)text;

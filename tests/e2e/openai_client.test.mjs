@@ -22,6 +22,13 @@ models:
     parallel: 4
     threads: 1
     capabilities: [general, fast]
+  - name: tiny-embed
+    type: local
+    path: ${TINY_MODEL}
+    context: 256
+    parallel: 2
+    threads: 1
+    capabilities: [embedding]
 `);
   server = await startServer(config);
   client = new OpenAI({ baseURL: `${server.baseURL}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
@@ -37,7 +44,7 @@ after(async () => {
 test('lists the configured model with its aliases and capabilities', async () => {
   const page = await client.models.list();
   const ids = page.data.map((m) => m.id);
-  assert.deepEqual(ids, ['tiny']);
+  assert.deepEqual(ids, ['tiny', 'tiny-embed']);
   assert.deepEqual(page.data[0].aliases, ['tiny-chat']);
   assert.deepEqual(page.data[0].capabilities, ['general', 'fast']);
   assert.equal(page.data[0].object, 'model');
@@ -263,6 +270,25 @@ test('legacy completions work, streaming and not', async () => {
   let text = '';
   for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
   assert.equal(text, res.choices[0].text);
+});
+
+test('embeddings: float and base64 encodings agree, vectors are unit length', async () => {
+  const input = ['The quick brown fox', 'jumps over the lazy dog'];
+  const b64 = await client.embeddings.create({ model: 'tiny-embed', input });  // the client asks for base64
+  const flt = await client.embeddings.create({ model: 'tiny-embed', input, encoding_format: 'float' });
+  assert.equal(b64.data.length, 2);
+  assert.equal(b64.object, 'list');
+  assert.ok(b64.usage.prompt_tokens > 4);
+  for (let i = 0; i < 2; i++) {
+    assert.equal(b64.data[i].index, i);
+    assert.equal(b64.data[i].embedding.length, 64);
+    const norm = Math.hypot(...flt.data[i].embedding);
+    assert.ok(Math.abs(norm - 1) < 1e-3, `norm ${norm}`);
+    for (let k = 0; k < 64; k++) assert.ok(Math.abs(b64.data[i].embedding[k] - flt.data[i].embedding[k]) < 1e-6);
+  }
+  await assert.rejects(client.embeddings.create({ model: 'tiny', input: 'x' }), (err) => err.status === 400 && err.param === 'model');
+  await assert.rejects(client.chat.completions.create({ model: 'tiny-embed', messages: [{ role: 'user', content: 'x' }] }),
+    (err) => err.status === 400);
 });
 
 test('tokenize and detokenize round-trip', async () => {

@@ -346,3 +346,56 @@ TEST(LocalModelLoadTest, DestroyingFailsQueuedAndRunningRequestsWithUnavailable)
 
 }  // namespace
 }  // namespace llmpool::engine
+
+namespace llmpool::engine {
+namespace {
+
+TEST(LocalModelEmbeddingTest, EmbedsWithPoolingNormalisedAndDeterministic) {
+  LocalModelSpec spec{"tiny-embed", kTiny};
+  spec.context = 128;
+  spec.parallel = 2;
+  spec.threads = 1;
+  spec.embedding = true;
+  auto m = LocalModel::load(spec);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  std::promise<Result<Embeddings>> p;
+  (*m)->embed({"hello world", "hello world", "something else entirely"},
+              [&p](Result<Embeddings> r) { p.set_value(std::move(r)); });
+  auto r = p.get_future().get();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_EQ(r->vectors.size(), 3u);
+  EXPECT_GT(r->prompt_tokens, 6);
+  for (const auto& v : r->vectors) {
+    ASSERT_EQ(static_cast<int32_t>(v.size()), (*m)->embedding_size());
+    double norm = 0;
+    for (float x : v) norm += double(x) * x;
+    EXPECT_NEAR(norm, 1.0, 1e-4);
+  }
+  EXPECT_EQ(r->vectors[0], r->vectors[1]);  // the same input in another sequence
+  EXPECT_NE(r->vectors[0], r->vectors[2]);
+
+  std::promise<Result<Embeddings>> too_long;
+  (*m)->embed({std::string(2000, 'x') + " y z"}, [&](Result<Embeddings> e) { too_long.set_value(std::move(e)); });
+  EXPECT_EQ(too_long.get_future().get().status().error_code(), "context_length_exceeded");
+
+  Collector c;  // an embedding model does not generate
+  (*m)->submit(request("hi", 4), nullptr, c.callbacks());
+  EXPECT_EQ(c.future.get().status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(LocalModelEmbeddingTest, GenerativeModelRefusesEmbeddings) {
+  LocalModelSpec spec{"tiny", kTiny};
+  spec.context = 128;
+  spec.parallel = 1;
+  spec.threads = 1;
+  auto m = LocalModel::load(spec);
+  ASSERT_TRUE(m.is_ok());
+  std::promise<Result<Embeddings>> p;
+  (*m)->embed({"x"}, [&p](Result<Embeddings> r) { p.set_value(std::move(r)); });
+  auto r = p.get_future().get();
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().param(), "model");
+}
+
+}  // namespace
+}  // namespace llmpool::engine
