@@ -540,17 +540,27 @@ void LocalModel::step() {
     s.logits_index = -1;
     if (s.state == Slot::State::kGenerate && batch.n_tokens < budget) add(s, s.pending, true);
   }
-  // Prefill in admission order (oldest first).
+  // Prompt chunks. Shortest remaining prompt first, so short requests are
+  // not stuck behind a long one (TTFT); the oldest prompt still gets a
+  // quarter of the budget every step, so a long prompt is never starved.
   std::vector<Slot*> prefill;
   for (auto& s : slots_)
     if (s.state == Slot::State::kPrefill) prefill.push_back(&s);
-  std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->last_used < b->last_used; });
-  for (Slot* s : prefill) {
+  auto feed = [&](Slot* s, int32_t limit) {
     const auto& prompt = s->job->prompt;
-    while (s->prefill_pos < prompt.size() && batch.n_tokens < budget) {
+    while (s->prefill_pos < prompt.size() && batch.n_tokens < limit) {
       bool last = s->prefill_pos + 1 == prompt.size();
       add(*s, prompt[s->prefill_pos++], last);
     }
+  };
+  if (!prefill.empty()) {
+    Slot* oldest = *std::min_element(prefill.begin(), prefill.end(),
+                                     [](Slot* a, Slot* b) { return a->last_used < b->last_used; });
+    feed(oldest, std::min(budget, batch.n_tokens + std::max(1, budget / 4)));
+    std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) {
+      return a->job->prompt.size() - a->prefill_pos < b->job->prompt.size() - b->prefill_pos;
+    });
+    for (Slot* s : prefill) feed(s, budget);
   }
   if (batch.n_tokens == 0) return;
 
