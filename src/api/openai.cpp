@@ -104,11 +104,100 @@ Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint) {
       if (!kRoles.count(role->get<std::string>()))
         return bad(p + ".role", "'" + p + ".role' must be one of system, developer, user, assistant, tool; got '" +
                                     role->get<std::string>() + "'");
+      ChatMessage msg;
+      msg.role = role->get<std::string>();
+      auto calls = m.find("tool_calls");
       auto content = m.find("content");
-      if (content == m.end()) return bad(p + ".content", "'" + p + ".content' is required");
-      Result<std::string> text = read_content(*content, p + ".content");
-      if (!text) return text.status();
-      req.messages.push_back({role->get<std::string>(), std::move(text).value()});
+      bool has_calls = calls != m.end() && !calls->is_null();
+      if (content == m.end() && !has_calls) return bad(p + ".content", "'" + p + ".content' is required");
+      if (content != m.end()) {
+        Result<std::string> text = read_content(*content, p + ".content");
+        if (!text) return text.status();
+        msg.content = std::move(text).value();
+      }
+      if (has_calls) {
+        if (msg.role != "assistant" || !calls->is_array())
+          return bad(p + ".tool_calls", "'" + p + ".tool_calls' must be an array, on assistant messages only");
+        for (size_t c = 0; c < calls->size(); ++c) {
+          const json& call = (*calls)[c];
+          std::string cp = p + ".tool_calls[" + std::to_string(c) + "]";
+          if (!call.is_object() || !call.contains("function") || !call["function"].is_object() ||
+              !call["function"].contains("name") || !call["function"]["name"].is_string())
+            return bad(cp, "'" + cp + "' must be {id, type: function, function: {name, arguments}}");
+          const json& fn = call["function"];
+          ToolCall tc;
+          tc.id = call.value("id", std::string());
+          tc.name = fn["name"].get<std::string>();
+          if (fn.contains("arguments")) {
+            if (fn["arguments"].is_string()) tc.arguments = fn["arguments"].get<std::string>();
+            else tc.arguments = fn["arguments"].dump();
+          }
+          msg.tool_calls.push_back(std::move(tc));
+        }
+      }
+      auto tcid = m.find("tool_call_id");
+      if (tcid != m.end() && !tcid->is_null()) {
+        if (!tcid->is_string()) return bad(p + ".tool_call_id", "'" + p + ".tool_call_id' must be a string");
+        msg.tool_call_id = tcid->get<std::string>();
+      }
+      auto rc = m.find("reasoning_content");
+      if (rc != m.end() && rc->is_string()) msg.reasoning_content = rc->get<std::string>();
+      req.messages.push_back(std::move(msg));
+    }
+
+    auto tools = j.find("tools");
+    if (tools != j.end() && !tools->is_null()) {
+      if (!tools->is_array()) return bad("tools", "'tools' must be an array");
+      if (tools->size() > kMaxTools) return bad("tools", "'tools' may hold at most " + std::to_string(kMaxTools) + " tools");
+      for (size_t t = 0; t < tools->size(); ++t) {
+        const json& tool = (*tools)[t];
+        std::string tp = "tools[" + std::to_string(t) + "]";
+        if (!tool.is_object() || tool.value("type", std::string()) != "function" || !tool.contains("function") ||
+            !tool["function"].is_object())
+          return bad(tp, "'" + tp + "' must be {\"type\": \"function\", \"function\": {...}}");
+        const json& fn = tool["function"];
+        if (!fn.contains("name") || !fn["name"].is_string() || fn["name"].get<std::string>().empty())
+          return bad(tp + ".function.name", "'" + tp + ".function.name' is required");
+        ToolSpec spec;
+        spec.name = fn["name"].get<std::string>();
+        if (fn.contains("description") && fn["description"].is_string()) spec.description = fn["description"];
+        if (fn.contains("parameters")) {
+          if (!fn["parameters"].is_object())
+            return bad(tp + ".function.parameters", "'" + tp + ".function.parameters' must be a JSON schema object");
+          spec.parameters = fn["parameters"].dump();
+        } else {
+          spec.parameters = R"({"type":"object","properties":{}})";
+        }
+        req.tools.push_back(std::move(spec));
+      }
+    }
+    auto choice = j.find("tool_choice");
+    if (choice != j.end() && !choice->is_null()) {
+      if (choice->is_string()) {
+        std::string c = choice->get<std::string>();
+        if (c != "auto" && c != "none" && c != "required")
+          return bad("tool_choice", "'tool_choice' must be auto, none, required or a function; got '" + c + "'");
+        req.tool_choice = c;
+      } else if (choice->is_object() && choice->contains("function") && (*choice)["function"].is_object() &&
+                 (*choice)["function"].contains("name") && (*choice)["function"]["name"].is_string()) {
+        // A named function: only that tool, and it must be called.
+        std::string name = (*choice)["function"]["name"];
+        std::vector<ToolSpec> only;
+        for (auto& t : req.tools)
+          if (t.name == name) only.push_back(t);
+        if (only.empty()) return bad("tool_choice", "'tool_choice' names '" + name + "', which is not in 'tools'");
+        req.tools = std::move(only);
+        req.tool_choice = "required";
+      } else {
+        return bad("tool_choice", "'tool_choice' must be auto, none, required or {type: function, function: {name}}");
+      }
+      if (req.tool_choice == "required" && req.tools.empty())
+        return bad("tool_choice", "'tool_choice' is required but no 'tools' are given");
+    }
+    auto ptc = j.find("parallel_tool_calls");
+    if (ptc != j.end() && !ptc->is_null()) {
+      if (!ptc->is_boolean()) return bad("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
+      req.parallel_tool_calls = ptc->get<bool>();
     }
   } else {
     auto prompt = j.find("prompt");
@@ -311,9 +400,18 @@ json completion_json(Endpoint endpoint, const ResponseMeta& meta, const Completi
   json choices = json::array();
   for (const auto& ch : c.choices) {
     json choice = {{"index", ch.index}, {"finish_reason", finish_reason_name(ch.finish_reason)}};
-    if (endpoint == Endpoint::kChat)
-      choice["message"] = {{"role", "assistant"}, {"content", ch.text}};
-    else
+    if (endpoint == Endpoint::kChat) {
+      json message = {{"role", "assistant"}, {"content", ch.text}};
+      if (!ch.reasoning_content.empty()) message["reasoning_content"] = ch.reasoning_content;
+      if (!ch.tool_calls.empty()) {
+        json calls = json::array();
+        for (const auto& c : ch.tool_calls)
+          calls.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        message["tool_calls"] = calls;
+        if (ch.text.empty()) message["content"] = nullptr;
+      }
+      choice["message"] = std::move(message);
+    } else
       choice["text"] = ch.text;
     choice["logprobs"] = with_logprobs ? logprobs_json(endpoint, ch.logprobs) : json();
     choices.push_back(std::move(choice));
@@ -330,6 +428,20 @@ json chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Delta& d, boo
     json delta = json::object();
     if (first) delta["role"] = "assistant";
     if (!d.text.empty() || first) delta["content"] = d.text;
+    if (!d.reasoning_content.empty()) delta["reasoning_content"] = d.reasoning_content;
+    if (!d.tool_calls.empty()) {
+      json calls = json::array();
+      for (const auto& c : d.tool_calls) {
+        json call = {{"index", c.index}, {"function", {{"arguments", c.arguments}}}};
+        if (!c.id.empty()) call["id"] = c.id;
+        if (!c.name.empty()) {
+          call["type"] = "function";
+          call["function"]["name"] = c.name;
+        }
+        calls.push_back(std::move(call));
+      }
+      delta["tool_calls"] = std::move(calls);
+    }
     choice["delta"] = std::move(delta);
   } else {
     choice["text"] = d.text;

@@ -25,6 +25,7 @@ inline constexpr int32_t kMaxTokensLimit = 1 << 20;
 inline constexpr int32_t kMaxChoices = 16;
 inline constexpr int32_t kMaxTopLogprobs = 20;
 inline constexpr size_t kMaxLogitBias = 1024;
+inline constexpr size_t kMaxTools = 128;
 
 enum class Endpoint { kChat, kCompletions };
 

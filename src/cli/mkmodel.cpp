@@ -2,6 +2,9 @@
 // real tokenizer (engine/model_writer.h).
 #include <CLI/CLI.hpp>
 
+#include <fstream>
+#include <sstream>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +31,8 @@ struct MkmodelArgs {
   std::string vocab;
   std::string vocab_name;
   std::string name;
+  std::string chat_template;       // a template name from llama.cpp's models/templates
+  std::string chat_template_file;  // or any Jinja file
   bool tie_embeddings = false;
   unsigned threads = 0;
   std::optional<uint32_t> n_embd, n_layer, n_head, n_head_kv, n_ff, ctx;
@@ -73,6 +78,20 @@ Result<engine::ModelWriterOptions> make_options(const MkmodelArgs& args) {
     }
     const std::string vocab_name = !args.vocab_name.empty() ? args.vocab_name : std::string(preset->vocab_name);
     options.vocab_path = engine::vocab_file_path(dir, vocab_name);
+  }
+
+  std::string template_path = args.chat_template_file;
+  if (!args.chat_template.empty()) {
+    const std::string dir = vocab_dir();
+    if (dir.empty()) return Status::invalid_argument("no vocab directory to find templates in", "chat-template");
+    template_path = dir + "/templates/" + args.chat_template + ".jinja";
+  }
+  if (!template_path.empty()) {
+    std::ifstream in(template_path, std::ios::binary);
+    if (!in) return Status::not_found("cannot read chat template " + template_path, "chat-template");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    options.chat_template = ss.str();
   }
   return options;
 }
@@ -128,6 +147,11 @@ void add_mkmodel_command(CLI::App& app, int* exit_code) {
                   "(default: the preset's)")
       ->excludes(vocab);
   cmd->add_option("--name", args->name, "general.name (default: llmpool-<preset>-<type>)");
+  auto* tmpl = cmd->add_option("--chat-template", args->chat_template,
+                                "Chat template by name from llama.cpp's models/templates (e.g. Qwen-Qwen3-0.6B: tools "
+                                "and thinking); default ChatML");
+  cmd->add_option("--chat-template-file", args->chat_template_file, "Chat template from a Jinja file")
+      ->excludes(tmpl);
   cmd->add_flag("--tie-embeddings", args->tie_embeddings, "Omit output.weight (reuse token_embd)");
   cmd->add_option("--threads", args->threads, "Worker threads (default: all hardware threads)");
   cmd->add_option("--n-embd", args->n_embd, "Override the embedding width");

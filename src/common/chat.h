@@ -19,9 +19,28 @@
 
 namespace llmpool {
 
+struct ToolCall {
+  std::string id;
+  std::string name;
+  std::string arguments;  // JSON text, as the model wrote it
+};
+
 struct ChatMessage {
+  ChatMessage() = default;
+  ChatMessage(std::string r, std::string c) : role(std::move(r)), content(std::move(c)) {}
+
   std::string role;     // "system", "user", "assistant", "tool", "developer"
   std::string content;  // text; multi-part text content is joined
+  std::vector<ToolCall> tool_calls;  // assistant messages that called tools
+  std::string tool_call_id;          // tool messages: the call answered
+  std::string reasoning_content;     // assistant messages: earlier thinking
+};
+
+// A function the model may call (OpenAI `tools` entry of type "function").
+struct ToolSpec {
+  std::string name;
+  std::string description;
+  std::string parameters;  // JSON schema text
 };
 
 // Sampling and stopping, as the OpenAI API defines them plus llama.cpp's
@@ -52,9 +71,13 @@ struct GenerateRequest {
   SamplingParams sampling;
   int32_t n = 1;                       // choices, sharing the prompt's KV
   int32_t priority = 0;                // higher first; FIFO within a priority
+  std::vector<ToolSpec> tools;
+  std::string tool_choice = "auto";    // auto, none, required
+  bool parallel_tool_calls = true;
+  bool parse_reasoning = true;         // thinking goes to reasoning_content, not content
 };
 
-enum class FinishReason { kStop, kLength, kCancelled };
+enum class FinishReason { kStop, kLength, kToolCalls, kCancelled };
 const char* finish_reason_name(FinishReason reason);
 
 struct TopLogprob {
@@ -76,7 +99,9 @@ struct Usage {
 
 struct Choice {
   int32_t index = 0;
-  std::string text;
+  std::string text;                    // the answer (content), without thinking or tool calls
+  std::string reasoning_content;       // the model's thinking, when it separates it
+  std::vector<ToolCall> tool_calls;
   FinishReason finish_reason = FinishReason::kStop;
   std::vector<TokenLogprob> logprobs;  // when requested
 };
@@ -89,9 +114,18 @@ struct Completion {
 // A piece of one choice's output, delivered while it is generated. The
 // text is whole UTF-8 characters and never part of a stop string.
 // The last delta of a choice carries its finish reason.
+struct ToolCallDelta {
+  int32_t index = 0;        // which call of the choice
+  std::string id;           // set on the call's first delta
+  std::string name;         // set on the call's first delta
+  std::string arguments;    // the next piece of the arguments' JSON text
+};
+
 struct Delta {
   int32_t index = 0;
   std::string text;
+  std::string reasoning_content;
+  std::vector<ToolCallDelta> tool_calls;
   std::vector<TokenLogprob> logprobs;
   std::optional<FinishReason> finish_reason;
 };

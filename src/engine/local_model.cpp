@@ -34,7 +34,8 @@ struct LocalModel::Job {
   CancelTokenPtr cancel;
   GenerateCallbacks callbacks;
   std::vector<llama_token> prompt;
-  std::string grammar;
+  GrammarSpec grammar;
+  std::function<std::unique_ptr<OutputParser>()> make_parser;
   Clock::time_point deadline = Clock::time_point::max();
   Completion result;
   int32_t running = 0;  // choices not finished
@@ -57,6 +58,8 @@ struct LocalModel::Slot {
   std::vector<Slot*> followers;    // n > 1: choices waiting for this prefill
   SamplerPtr sampler;
   std::unique_ptr<TextStream> text;
+  std::unique_ptr<OutputParser> parser;  // tools / thinking: splits the raw output
+  std::string raw;                       // raw output so far, when parsed
   uint64_t last_used = 0;
 };
 
@@ -106,6 +109,13 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->size_bytes_ = llama_model_size(m->model_.get());
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
+  auto jinja = ChatTemplate::create(m->model_.get());
+  if (jinja) {
+    m->jinja_ = std::move(jinja).value();
+  } else {
+    spdlog::warn("model '{}': {}; using built-in formatting without tool calls", spec.name,
+                 jinja.status().message());
+  }
   m->slots_.resize(static_cast<size_t>(spec.parallel));
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
@@ -279,8 +289,23 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
     return job->callbacks.on_done(Status::invalid_argument(
         "model '" + spec_.name + "' is an embedding model; use /v1/embeddings", "model"));
 
-  Result<std::string> prompt = request.prompt ? Result<std::string>(*request.prompt)
-                                              : format_chat(request.messages);
+  Result<std::string> prompt = std::string();
+  std::vector<std::string> extra_stops;
+  if (request.prompt) {
+    prompt = *request.prompt;
+  } else if (jinja_) {
+    auto formatted = jinja_->apply(request);
+    if (!formatted) return job->callbacks.on_done(formatted.status());
+    prompt = std::move(formatted->prompt);
+    job->grammar = std::move(formatted->grammar);
+    job->make_parser = std::move(formatted->make_parser);
+    extra_stops = std::move(formatted->extra_stops);
+  } else {
+    if (!request.tools.empty())
+      return job->callbacks.on_done(Status::unimplemented(
+          "model '" + spec_.name + "' has no usable Jinja chat template, so it cannot call tools", "tools"));
+    prompt = format_chat(request.messages);
+  }
   if (!prompt) return job->callbacks.on_done(prompt.status());
   // Chat prompts carry the template's special tokens as text; raw
   // completion prompts are plain text.
@@ -297,10 +322,29 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
     return job->callbacks.on_done(Status::invalid_argument(
         "'n' must be between 1 and " + std::to_string(spec_.parallel) + " (the model's parallel sequences)", "n"));
   }
-  auto grammar = grammar_for(request.sampling);
-  if (!grammar) return job->callbacks.on_done(grammar.status());
-  job->grammar = std::move(grammar).value();
+  if (job->grammar.grammar.empty()) {
+    auto grammar = grammar_for(request.sampling);
+    if (!grammar) return job->callbacks.on_done(grammar.status());
+    job->grammar.grammar = std::move(grammar).value();
+  }
+  for (auto& s : extra_stops)
+    if (std::find(request.sampling.stop.begin(), request.sampling.stop.end(), s) == request.sampling.stop.end())
+      request.sampling.stop.push_back(std::move(s));
   job->prompt = std::move(tokens).value();
+  if (!job->grammar.prefill_text.empty()) {
+    // The prompt's last tokens that spell the generation prompt (tokenizing
+    // it alone could split or merge differently at its start).
+    const llama_vocab* vocab = llama_model_get_vocab(model_.get());
+    std::string tail;
+    size_t i = job->prompt.size();
+    while (i > 0 && tail.size() < job->grammar.prefill_text.size())
+      tail = token_piece(vocab, job->prompt[--i]) + tail;
+    if (tail != job->grammar.prefill_text)
+      return job->callbacks.on_done(Status::unimplemented(
+          "model '" + spec_.name + "': its tokenizer splits the chat template's generation prompt, so tool calls "
+          "cannot be constrained", "tools"));
+    job->grammar.prefill_tokens.assign(job->prompt.begin() + static_cast<std::ptrdiff_t>(i), job->prompt.end());
+  }
   if (spec_.deadline_ms > 0) job->deadline = Clock::now() + std::chrono::milliseconds(spec_.deadline_ms);
   job->request = std::move(request);
   job->result.choices.resize(static_cast<size_t>(job->request.n));
@@ -345,9 +389,21 @@ void LocalModel::run() {
     try {
       step();
     } catch (const std::exception& e) {
+      // Fail everything the step touched, including the request it was
+      // admitting, so one bad request can never wedge the engine.
       spdlog::error("model '{}': engine step failed: {}", spec_.name, e.what());
+      Status st = Status::internal(std::string("engine step failed: ") + e.what());
       for (auto& s : slots_)
-        if (s.job) fail_job(s.job, Status::internal(std::string("engine step failed: ") + e.what()));
+        if (s.job) fail_job(s.job, st);
+      std::shared_ptr<Job> head;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!queue_.empty()) {
+          head = queue_.front();
+          queue_.pop_front();
+        }
+      }
+      if (head) fail_job(head, st);
     }
   }
   // Shutting down: nothing more runs.
@@ -422,6 +478,8 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     leader->cache.resize(reuse);
   }
 
+  spdlog::debug("model '{}': admit {} prompt tokens ({} cached), grammar {} bytes{}", spec_.name,
+                job->prompt.size(), reuse, job->grammar.grammar.size(), job->grammar.lazy ? " (lazy)" : "");
   job->result.usage.cached_prompt_tokens = static_cast<int32_t>(reuse);
   stat_prompt_.fetch_add(static_cast<int64_t>(job->prompt.size()));
   stat_cached_.fetch_add(static_cast<int64_t>(reuse));
@@ -433,7 +491,12 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   if (sp.max_tokens) budget = std::min(budget, *sp.max_tokens);
 
   auto start = [&](Slot* s, int32_t choice) -> Status {
-    auto sampler = make_sampler(model_.get(), sp, job->grammar, seed + static_cast<uint32_t>(choice));
+    Result<SamplerPtr> sampler = Status::internal("sampler not built");
+    try {
+      sampler = make_sampler(model_.get(), sp, job->grammar, seed + static_cast<uint32_t>(choice));
+    } catch (const std::exception& e) {
+      sampler = Status::internal(std::string("cannot build the sampler: ") + e.what());
+    }
     if (!sampler) return sampler.status();
     s->sampler = std::move(sampler).value();
     s->job = job;
@@ -444,6 +507,8 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     s->logits_index = -1;
     s->followers.clear();
     s->text = std::make_unique<TextStream>(sp.stop);
+    s->parser = job->make_parser ? job->make_parser() : nullptr;
+    s->raw.clear();
     s->last_used = ++tick_;
     stat_active_.fetch_add(1);
     return Status::ok();
@@ -615,9 +680,18 @@ void LocalModel::sample(Slot& s, int32_t logits_index) {
   stat_generated_.fetch_add(1);
   delta.text = s.text->push(token_piece(vocab, tok));
   Choice& choice = job.result.choices[static_cast<size_t>(s.choice)];
+  if (s.parser && !delta.text.empty()) {
+    s.raw += delta.text;
+    Delta parsed = s.parser->update(s.raw, false);
+    delta.text = std::move(parsed.text);
+    delta.reasoning_content = std::move(parsed.reasoning_content);
+    delta.tool_calls = std::move(parsed.tool_calls);
+  }
   choice.text += delta.text;
+  choice.reasoning_content += delta.reasoning_content;
   for (const auto& lp : delta.logprobs) choice.logprobs.push_back(lp);
-  if (job.callbacks.on_delta && (!delta.text.empty() || !delta.logprobs.empty()))
+  if (job.callbacks.on_delta && (!delta.text.empty() || !delta.logprobs.empty() ||
+                                 !delta.reasoning_content.empty() || !delta.tool_calls.empty()))
     job.callbacks.on_delta(std::move(delta));
   if (s.text->stopped()) return finish(s, FinishReason::kStop);
   if (s.produced >= s.budget || static_cast<int32_t>(s.cache.size()) >= spec_.context)
@@ -630,6 +704,7 @@ void LocalModel::finish(Slot& s, FinishReason reason) {
   std::shared_ptr<Job> job = std::move(s.job);
   std::vector<Slot*> followers = std::move(s.followers);
   std::unique_ptr<TextStream> text = std::move(s.text);
+  std::unique_ptr<OutputParser> parser = std::move(s.parser);
   s.job.reset();
   s.followers.clear();
   s.state = Slot::State::kIdle;
@@ -639,12 +714,24 @@ void LocalModel::finish(Slot& s, FinishReason reason) {
   if (job && !job->done) {
     Choice& choice = job->result.choices[static_cast<size_t>(s.choice)];
     choice.index = s.choice;
-    choice.finish_reason = reason;
     Delta last;
     last.index = s.choice;
     last.text = text ? text->flush() : std::string();
+    if (parser) {
+      s.raw += last.text;
+      Delta parsed = parser->update(s.raw, true);
+      last.text = std::move(parsed.text);
+      last.reasoning_content = std::move(parsed.reasoning_content);
+      last.tool_calls = std::move(parsed.tool_calls);
+      choice.text = parser->content();
+      choice.reasoning_content = parser->reasoning();
+      choice.tool_calls = parser->tool_calls();
+      if (reason == FinishReason::kStop && !choice.tool_calls.empty()) reason = FinishReason::kToolCalls;
+    } else {
+      choice.text += last.text;
+    }
+    choice.finish_reason = reason;
     last.finish_reason = reason;
-    choice.text += last.text;
     if (job->callbacks.on_delta && reason != FinishReason::kCancelled) job->callbacks.on_delta(std::move(last));
     if (--job->running == 0) {
       job->done = true;

@@ -31,6 +31,7 @@
 
 #include "common/chat.h"
 #include "common/status.h"
+#include "engine/chat_template.h"
 
 struct llama_model;
 struct llama_context;
@@ -124,7 +125,8 @@ class LocalModel {
   LocalModelSpec spec_;
   std::unique_ptr<llama_model, void (*)(llama_model*)> model_;
   std::unique_ptr<llama_context, void (*)(llama_context*)> ctx_;
-  std::string chat_template_;
+  std::string chat_template_;                 // builtin formatting (fallback)
+  std::unique_ptr<ChatTemplate> jinja_;      // the model's Jinja template, when it parses
   int32_t n_vocab_ = 0;
   int32_t n_embd_ = 0;
   uint64_t size_bytes_ = 0;

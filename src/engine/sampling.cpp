@@ -20,7 +20,7 @@ Result<std::string> grammar_for(const SamplingParams& p) {
 }
 
 Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& p,
-                                const std::string& grammar, uint32_t seed) {
+                                const GrammarSpec& grammar, uint32_t seed) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   const int32_t n_vocab = llama_vocab_n_tokens(vocab);
   SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
@@ -40,9 +40,24 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
   if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)
     add(llama_sampler_init_penalties(n_vocab, p.penalty_last_n, p.repeat_penalty, p.frequency_penalty,
                                      p.presence_penalty));
-  if (!grammar.empty()) {
-    llama_sampler* g = llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
-    if (!g) return Status::invalid_argument("the response_format grammar could not be parsed", "response_format");
+  if (!grammar.grammar.empty()) {
+    llama_sampler* g = nullptr;
+    if (grammar.lazy) {
+      std::vector<const char*> patterns;
+      for (const auto& t : grammar.trigger_patterns) patterns.push_back(t.c_str());
+      g = llama_sampler_init_grammar_lazy_patterns(vocab, grammar.grammar.c_str(), "root", patterns.data(),
+                                                   patterns.size(), grammar.trigger_tokens.data(),
+                                                   grammar.trigger_tokens.size());
+    } else {
+      g = llama_sampler_init_grammar(vocab, grammar.grammar.c_str(), "root");
+    }
+    if (!g) return Status::invalid_argument("the output grammar could not be parsed", "response_format");
+    try {
+      for (int32_t tok : grammar.prefill_tokens) llama_sampler_accept(g, tok);
+    } catch (const std::exception& e) {
+      llama_sampler_free(g);
+      return Status::internal(std::string("the tool-call grammar rejects the template's generation prompt: ") + e.what());
+    }
     add(g);
   }
   if (p.temperature <= 0.0f) {

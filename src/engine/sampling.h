@@ -8,6 +8,7 @@
 
 #include "common/chat.h"
 #include "common/status.h"
+#include "engine/chat_template.h"
 
 struct llama_model;
 struct llama_sampler;
@@ -31,7 +32,7 @@ Result<std::string> grammar_for(const SamplingParams& params);
 // use for this choice. InvalidArgument when the grammar does not parse or a
 // logit_bias token id is outside the vocabulary.
 Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& params,
-                                const std::string& grammar, uint32_t seed);
+                                const GrammarSpec& grammar, uint32_t seed);
 
 // The log-probability of `token` under the raw distribution `logits`
 // (n_vocab values), with the `top_n` most likely alternatives.

@@ -150,7 +150,11 @@ TEST(OpenAiTest, UnsupportedContentIsUnimplemented) {
 
 TEST(OpenAiTest, CompletionJsonHasTheOpenAiShape) {
   Completion c;
-  c.choices.push_back({0, "hi", FinishReason::kLength, {{"hi", -0.5f, {{"hi", -0.5f}, {"yo", -1.5f}}}}});
+  Choice ch;
+  ch.text = "hi";
+  ch.finish_reason = FinishReason::kLength;
+  ch.logprobs = {{"hi", -0.5f, {{"hi", -0.5f}, {"yo", -1.5f}}}};
+  c.choices.push_back(ch);
   c.usage = {12, 3, 4};
   ResponseMeta meta{"chatcmpl-1", "tiny", 1700000000};
   json j = completion_json(Endpoint::kChat, meta, c, true);
@@ -169,20 +173,86 @@ TEST(OpenAiTest, CompletionJsonHasTheOpenAiShape) {
 
 TEST(OpenAiTest, ChunksCarryRoleFirstAndFinishReasonLast) {
   ResponseMeta meta{"chatcmpl-1", "tiny", 1};
-  Delta d{1, "abc", {}, std::nullopt};
+  Delta d;
+  d.index = 1;
+  d.text = "abc";
   json first = chunk_json(Endpoint::kChat, meta, d, true, false);
   EXPECT_EQ(first["object"], "chat.completion.chunk");
   EXPECT_EQ(first["choices"][0]["index"], 1);
   EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
   EXPECT_EQ(first["choices"][0]["delta"]["content"], "abc");
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
-  Delta last{1, "", {}, FinishReason::kStop};
+  Delta last;
+  last.index = 1;
+  last.finish_reason = FinishReason::kStop;
   json end = chunk_json(Endpoint::kChat, meta, last, false, false);
   EXPECT_FALSE(end["choices"][0]["delta"].contains("content"));
   EXPECT_EQ(end["choices"][0]["finish_reason"], "stop");
   json usage = usage_chunk_json(Endpoint::kChat, meta, {5, 2, 0});
   EXPECT_TRUE(usage["choices"].empty());
   EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
+TEST(OpenAiTest, ParsesToolsToolChoiceAndToolMessages) {
+  auto r = parse_request(R"({"model":"m","messages":[
+      {"role":"user","content":"weather?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+        "function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},
+      {"role":"tool","tool_call_id":"call_1","content":"sunny"}],
+    "tools":[{"type":"function","function":{"name":"get_weather","description":"d","parameters":{"type":"object"}}},
+             {"type":"function","function":{"name":"other"}}],
+    "tool_choice":{"type":"function","function":{"name":"get_weather"}},"parallel_tool_calls":false})",
+                         Endpoint::kChat);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  const GenerateRequest& g = r->generate;
+  ASSERT_EQ(g.messages.size(), 3u);
+  ASSERT_EQ(g.messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(g.messages[1].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(g.messages[1].tool_calls[0].arguments, R"({"city":"Paris"})");
+  EXPECT_EQ(g.messages[2].tool_call_id, "call_1");
+  ASSERT_EQ(g.tools.size(), 1u);  // a named tool_choice keeps only that tool, required
+  EXPECT_EQ(g.tools[0].name, "get_weather");
+  EXPECT_EQ(g.tool_choice, "required");
+  EXPECT_FALSE(g.parallel_tool_calls);
+
+  const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
+  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tools":[{"type":"code"}]})").param(), "tools[0]");
+  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tool_choice":"maybe"})").param(), "tool_choice");
+  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tool_choice":"required"})").param(), "tool_choice");
+  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs +
+                        R"(,"tools":[{"type":"function","function":{"name":"a"}}],"tool_choice":{"type":"function","function":{"name":"b"}}})")
+                .param(),
+            "tool_choice");
+}
+
+TEST(OpenAiTest, ToolCallsAndReasoningInResponsesAndChunks) {
+  Completion c;
+  Choice ch;
+  ch.finish_reason = FinishReason::kToolCalls;
+  ch.reasoning_content = "thinking";
+  ch.tool_calls = {{"call_9", "get_weather", R"({"city":"Rome"})"}};
+  c.choices.push_back(ch);
+  ResponseMeta meta{"chatcmpl-1", "m", 1};
+  json j = completion_json(Endpoint::kChat, meta, c, false);
+  const json& msg = j["choices"][0]["message"];
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_TRUE(msg["content"].is_null());
+  EXPECT_EQ(msg["reasoning_content"], "thinking");
+  EXPECT_EQ(msg["tool_calls"][0]["id"], "call_9");
+  EXPECT_EQ(msg["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(msg["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(msg["tool_calls"][0]["function"]["arguments"], R"({"city":"Rome"})");
+
+  Delta d;
+  d.reasoning_content = "hm";
+  d.tool_calls = {{0, "call_9", "get_weather", "{\"ci"}};
+  json chunk = chunk_json(Endpoint::kChat, meta, d, false, false);
+  const json& delta = chunk["choices"][0]["delta"];
+  EXPECT_EQ(delta["reasoning_content"], "hm");
+  EXPECT_EQ(delta["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(delta["tool_calls"][0]["id"], "call_9");
+  EXPECT_EQ(delta["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(delta["tool_calls"][0]["function"]["arguments"], "{\"ci");
 }
 
 TEST(OpenAiTest, CompletionIdsAreUnique) {

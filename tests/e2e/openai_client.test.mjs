@@ -29,6 +29,13 @@ models:
     parallel: 2
     threads: 1
     capabilities: [embedding]
+  - name: tiny-tools
+    type: local
+    path: ${process.env.LLMPOOL_TINY_QWEN3_MODEL}
+    context: 1024
+    parallel: 2
+    threads: 1
+    capabilities: [general]
 `);
   server = await startServer(config);
   client = new OpenAI({ baseURL: `${server.baseURL}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
@@ -44,7 +51,7 @@ after(async () => {
 test('lists the configured model with its aliases and capabilities', async () => {
   const page = await client.models.list();
   const ids = page.data.map((m) => m.id);
-  assert.deepEqual(ids, ['tiny', 'tiny-embed']);
+  assert.deepEqual(ids, ['tiny', 'tiny-embed', 'tiny-tools']);
   assert.deepEqual(page.data[0].aliases, ['tiny-chat']);
   assert.deepEqual(page.data[0].capabilities, ['general', 'fast']);
   assert.equal(page.data[0].object, 'model');
@@ -341,4 +348,33 @@ test('metrics expose requests, tokens, latency histograms and the prefix cache',
   assert.match(text, /^llmpool_prefix_cache_hit_tokens_total\{model="tiny"\} \d+/m);
   assert.match(text, /^llmpool_kv_cache_total_cells\{model="tiny"\} 2048/m);
   assert.ok((await gauge('llmpool_prefix_cache_hit_ratio')) > 0, 'repeated prompts hit the prefix cache');
+});
+
+test('tools go through the model\'s template; tool results come back as a conversation', async () => {
+  const tools = [{
+    type: 'function',
+    function: { name: 'get_weather', description: 'Get the weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } },
+  }];
+  const messages = [{ role: 'user', content: 'Weather in Paris?' }];
+  const plain = await client.chat.completions.create({ model: 'tiny-tools', messages, max_tokens: 4, ignore_eos: true });
+  const withTools = await client.chat.completions.create({ model: 'tiny-tools', messages, tools, max_tokens: 4, ignore_eos: true });
+  assert.ok(withTools.usage.prompt_tokens > plain.usage.prompt_tokens + 50, 'the tool signatures are in the prompt');
+  assert.equal(withTools.choices[0].message.role, 'assistant');
+  // A whole tool round trip is accepted: assistant tool_calls, then the tool's answer.
+  const followUp = await client.chat.completions.create({
+    model: 'tiny-tools',
+    tools,
+    max_tokens: 4,
+    ignore_eos: true,
+    messages: [
+      ...messages,
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: 'sunny, 21 C' },
+    ],
+  });
+  assert.ok(followUp.usage.prompt_tokens > withTools.usage.prompt_tokens);
+  await assert.rejects(
+    client.chat.completions.create({ model: 'tiny-tools', messages, tool_choice: 'required', max_tokens: 4 }),
+    (err) => err.status === 400 && err.param === 'tool_choice',
+  );
 });

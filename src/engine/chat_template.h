@@ -1,0 +1,75 @@
+// ChatTemplate: the model's Jinja chat template, applied and parsed the way
+// llama-server does (through llama.cpp's common chat library): messages and
+// tools become the prompt; the template's format decides the grammar that
+// constrains tool calls (lazy, triggered by e.g. "<tool_call>", or forced
+// for tool_choice "required") and the parser that splits the output into
+// content, reasoning_content (thinking) and tool calls.
+//
+// Engine-internal. ChatTemplate is immutable after create() and thread-safe;
+// an OutputParser belongs to one choice and is used by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/chat.h"
+#include "common/status.h"
+
+struct llama_model;
+struct llama_vocab;
+
+namespace llmpool::engine {
+
+// How to constrain sampling for one request.
+struct GrammarSpec {
+  std::string grammar;                        // GBNF; empty: unconstrained
+  bool lazy = false;                          // only after a trigger appears
+  std::vector<std::string> trigger_patterns;  // regexes over the output
+  std::vector<int32_t> trigger_tokens;
+  std::string prefill_text;                   // the prompt's tail the grammar starts with
+  std::vector<int32_t> prefill_tokens;        // its tokens, fed to the grammar before sampling
+};
+
+// Splits one choice's raw output as it grows. Engine thread only.
+class OutputParser {
+ public:
+  virtual ~OutputParser() = default;
+  // Parses the whole raw output so far and returns what is new since the
+  // previous call (content, reasoning and tool-call pieces). `final` is
+  // true once the output is complete.
+  virtual Delta update(const std::string& raw, bool final) = 0;
+  // The parsed result after the final update.
+  virtual const std::string& content() const = 0;
+  virtual const std::string& reasoning() const = 0;
+  virtual const std::vector<ToolCall>& tool_calls() const = 0;
+};
+
+struct FormattedChat {
+  std::string prompt;
+  GrammarSpec grammar;                      // from tools; empty without tools
+  std::vector<std::string> extra_stops;     // the template's end markers
+  // Makes a parser for one choice; null when the output needs no parsing.
+  std::function<std::unique_ptr<OutputParser>()> make_parser;
+};
+
+class ChatTemplate {
+ public:
+  // Reads the model's template (ChatML when the model has none).
+  // InvalidArgument if the template does not parse.
+  static Result<std::unique_ptr<ChatTemplate>> create(const llama_model* model);
+  ~ChatTemplate();
+
+  // Formats `request.messages` with its tools, ending with the assistant's
+  // turn. InvalidArgument (param "messages" or "tools") when the template
+  // rejects them. Thread-safe.
+  Result<FormattedChat> apply(const GenerateRequest& request) const;
+
+ private:
+  struct Impl;
+  explicit ChatTemplate(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llmpool::engine
