@@ -1,0 +1,170 @@
+// FakeProvider: a scripted providers::Provider for ensemble and router
+// tests. Each generate() call takes the next script (the last one repeats):
+// after `latency` on the injected Timer it answers `text` (or `choices`, or
+// fails with `error`); `stall` never answers until cancelled. A cancelled
+// request answers with FinishReason::kCancelled when it is noticed: at its
+// due time, or at the next poll for a stalled one. latency 0 answers inside
+// generate(), like a provider that calls back synchronously.
+// Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "providers/provider.h"
+#include "qos/timer.h"
+
+namespace llmpool::ensemble::testing {
+
+struct Script {
+  std::chrono::milliseconds latency{0};
+  std::string text;
+  std::vector<std::string> choices;  // for n > 1; cycles; empty: `text` for every choice
+  Status error;                      // not ok: fail with it
+  bool stall = false;
+  std::vector<ToolCall> tool_calls;
+  Usage usage{10, 5, 0};
+};
+
+inline Script answer(std::string text, int ms = 100) {
+  Script s;
+  s.text = std::move(text);
+  s.latency = std::chrono::milliseconds(ms);
+  return s;
+}
+inline Script failure(Status error, int ms = 50) {
+  Script s;
+  s.error = std::move(error);
+  s.latency = std::chrono::milliseconds(ms);
+  return s;
+}
+inline Script stall() {
+  Script s;
+  s.stall = true;
+  return s;
+}
+
+class FakeProvider : public providers::Provider {
+ public:
+  FakeProvider(std::string name, qos::Timer& timer, std::vector<Script> scripts,
+               std::chrono::milliseconds poll = std::chrono::milliseconds(5))
+      : timer_(timer), scripts_(scripts.begin(), scripts.end()), poll_(poll) {
+    info_.name = std::move(name);
+    info_.type = "fake";
+    info_.capabilities = {"general"};
+    info_.context = 8192;
+  }
+
+  const providers::ModelInfo& info() const override { return info_; }
+
+  void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) override {
+    Script s;
+    {
+      std::lock_guard lock(mu_);
+      ++calls_;
+      requests_.push_back(request);
+      cancels_.push_back(cancel);
+      s = scripts_.size() > 1 ? pop() : (scripts_.empty() ? Script{} : scripts_.front());
+    }
+    auto done = std::make_shared<GenerateCallbacks>(std::move(callbacks));
+    const int32_t n = std::max(1, request.n);
+    if (s.stall) {
+      poll(cancel, done, n);
+      return;
+    }
+    if (s.latency.count() == 0) {
+      deliver(s, cancel, *done, n);
+      return;
+    }
+    timer_.schedule_after(s.latency, [this, s, cancel, done, n] { deliver(s, cancel, *done, n); });
+  }
+
+  int calls() const {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  GenerateRequest request(size_t i) const {
+    std::lock_guard lock(mu_);
+    return requests_.at(i);
+  }
+  bool cancelled(size_t i) const {
+    std::lock_guard lock(mu_);
+    return cancels_.at(i)->cancelled();
+  }
+  int answered() const {
+    std::lock_guard lock(mu_);
+    return answered_;
+  }
+
+ private:
+  Script pop() {
+    Script s = scripts_.front();
+    scripts_.pop_front();
+    return s;
+  }
+
+  void poll(CancelTokenPtr cancel, std::shared_ptr<GenerateCallbacks> done, int32_t n) {
+    timer_.schedule_after(poll_, [this, cancel, done, n] {
+      if (cancel->cancelled()) {
+        finish_cancelled(*done, n);
+      } else {
+        poll(cancel, done, n);
+      }
+    });
+  }
+
+  void finish_cancelled(GenerateCallbacks& cb, int32_t n) {
+    Completion c;
+    for (int32_t i = 0; i < n; ++i) {
+      Choice ch;
+      ch.index = i;
+      ch.finish_reason = FinishReason::kCancelled;
+      c.choices.push_back(ch);
+    }
+    count_answer();
+    cb.on_done(std::move(c));
+  }
+
+  void deliver(const Script& s, const CancelTokenPtr& cancel, GenerateCallbacks& cb, int32_t n) {
+    if (cancel->cancelled()) {
+      finish_cancelled(cb, n);
+      return;
+    }
+    count_answer();
+    if (!s.error.is_ok()) {
+      cb.on_done(s.error);
+      return;
+    }
+    Completion c;
+    for (int32_t i = 0; i < n; ++i) {
+      Choice ch;
+      ch.index = i;
+      ch.text = s.choices.empty() ? s.text : s.choices[static_cast<size_t>(i) % s.choices.size()];
+      ch.tool_calls = s.tool_calls;
+      if (!s.tool_calls.empty()) ch.finish_reason = FinishReason::kToolCalls;
+      c.choices.push_back(std::move(ch));
+    }
+    c.usage = s.usage;
+    cb.on_done(std::move(c));
+  }
+
+  void count_answer() {
+    std::lock_guard lock(mu_);
+    ++answered_;
+  }
+
+  providers::ModelInfo info_;
+  qos::Timer& timer_;
+  mutable std::mutex mu_;
+  std::deque<Script> scripts_;
+  std::chrono::milliseconds poll_;
+  int calls_ = 0;
+  int answered_ = 0;
+  std::vector<GenerateRequest> requests_;
+  std::vector<CancelTokenPtr> cancels_;
+};
+
+}  // namespace llmpool::ensemble::testing
