@@ -1,6 +1,8 @@
 #include "providers/factory.h"
 
 #include "providers/local_provider.h"
+#include "providers/ollama_provider.h"
+#include "providers/openai_provider.h"
 
 namespace llmpool::providers {
 namespace {
@@ -11,12 +13,26 @@ class LocalFactory : public ProviderFactory {
   Result<ProviderPtr> create(const config::ModelConfig& config) override { return LocalProvider::create(config); }
 };
 
+class OpenAiFactory : public ProviderFactory {
+ public:
+  std::string_view type() const override { return "openai"; }
+  Result<ProviderPtr> create(const config::ModelConfig& config) override { return OpenAiProvider::create(config); }
+};
+
+class OllamaFactory : public ProviderFactory {
+ public:
+  std::string_view type() const override { return "ollama"; }
+  Result<ProviderPtr> create(const config::ModelConfig& config) override { return OllamaProvider::create(config); }
+};
+
 }  // namespace
 
 const std::vector<std::unique_ptr<ProviderFactory>>& provider_factories() {
   static const auto* factories = [] {
     auto* v = new std::vector<std::unique_ptr<ProviderFactory>>();
     v->push_back(std::make_unique<LocalFactory>());
+    v->push_back(std::make_unique<OpenAiFactory>());
+    v->push_back(std::make_unique<OllamaFactory>());
     return v;
   }();
   return *factories;

@@ -1,0 +1,615 @@
+// The providers' only translation unit that includes Beast (each costs ~15 s
+// to build).
+#include <utility>  // before Asio with g++ 12 (DESIGN.md)
+
+#include "providers/http_client.h"
+
+#include <poll.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace llmpool::providers {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// How often a request checks its cancel token, its deadline and shutdown.
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr uint32_t kHeaderLimit = 64 * 1024;
+// How long the destructor waits for requests to wind down before it stops
+// the I/O threads the hard way.
+constexpr auto kStopGrace = std::chrono::seconds(5);
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string host_for_url(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+}  // namespace
+
+std::string HttpUrl::origin() const {
+  std::string s = scheme + "://" + host_for_url(host);
+  if (port != 80) s += ":" + std::to_string(port);
+  return s;
+}
+
+std::string HttpUrl::to_string() const { return origin() + path; }
+
+Result<HttpUrl> parse_http_url(std::string_view url) {
+  auto bad = [&](const std::string& why) {
+    return Status::invalid_argument("'" + std::string(url) + "' is not a usable URL: " + why);
+  };
+  auto sep = url.find("://");
+  if (sep == std::string_view::npos) return bad("it must start with http://");
+  HttpUrl out;
+  out.scheme = lower(std::string(url.substr(0, sep)));
+  if (out.scheme == "https")
+    return Status::unimplemented("https is not supported yet (URL '" + std::string(url) + "'); use http://");
+  if (out.scheme != "http") return bad("the scheme must be http");
+  std::string_view rest = url.substr(sep + 3);
+  if (rest.find('#') != std::string_view::npos) return bad("fragments (#) are not allowed");
+  for (char c : rest)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return bad("it contains spaces or control characters");
+  size_t end = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, end);
+  std::string_view path = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+  if (authority.find('@') != std::string_view::npos) return bad("user names and passwords in URLs are not supported");
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return bad("unterminated IPv6 address");
+    out.host = std::string(authority.substr(1, close - 1));
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return bad("garbage after the IPv6 address");
+      port = after.substr(1);
+      if (port.empty()) return bad("empty port");
+    }
+  } else {
+    size_t colon = authority.rfind(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+      if (port.empty()) return bad("empty port");
+    }
+  }
+  if (out.host.empty()) return bad("the host is missing");
+  if (!port.empty()) {
+    uint32_t p = 0;
+    for (char c : port) {
+      if (c < '0' || c > '9' || p > 65535) return bad("the port must be a number between 1 and 65535");
+      p = p * 10 + static_cast<uint32_t>(c - '0');
+    }
+    if (p == 0 || p > 65535) return bad("the port must be a number between 1 and 65535");
+    out.port = static_cast<uint16_t>(p);
+  }
+  out.path = path.empty() ? "/" : std::string(path);
+  if (out.path.front() == '?') out.path = "/" + out.path;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+
+namespace {
+
+enum class Abort { kNone, kCancelled, kTimeout, kShutdown };
+enum class Phase { kConnect, kWrite, kReadHead, kReadBody };
+
+const char* phase_text(Phase p) {
+  switch (p) {
+    case Phase::kConnect: return "connecting";
+    case Phase::kWrite: return "sending the request";
+    case Phase::kReadHead: return "waiting for the answer";
+    case Phase::kReadBody: return "reading the answer";
+  }
+  return "";
+}
+
+// One request in flight. Everything but construction happens on `strand`:
+// the request coroutine and its watcher never run at the same time.
+struct Exchange {
+  Exchange(asio::io_context& ioc, HttpClientRequest r, HttpUrl u, CancelTokenPtr c, HttpStreamCallbacks cb)
+      : strand(asio::make_strand(ioc)),
+        timer(strand),
+        resolver(strand),
+        socket(ioc),
+        req(std::move(r)),
+        url(std::move(u)),
+        key(url.host + ":" + std::to_string(url.port)),
+        cancel(std::move(c)),
+        callbacks(std::move(cb)) {}
+
+  // on_done is owed exactly once, also when the I/O context is torn down
+  // with this request's coroutine still suspended.
+  ~Exchange() {
+    if (!done_called) finish(Status::unavailable("the HTTP client stopped before " + url.to_string() + " answered"));
+  }
+
+  void finish(Status st) {
+    if (done_called) return;
+    done_called = true;
+    auto on_done = std::move(callbacks.on_done);
+    callbacks = {};
+    if (!on_done) return;
+    try {
+      on_done(std::move(st));
+    } catch (const std::exception& e) {
+      spdlog::error("HTTP client: on_done threw: {}", e.what());
+    } catch (...) {
+      spdlog::error("HTTP client: on_done threw");
+    }
+  }
+
+  void arm(int32_t timeout_ms, Phase p) {
+    phase = p;
+    deadline = timeout_ms > 0 ? Clock::now() + std::chrono::milliseconds(timeout_ms) : Clock::time_point::max();
+  }
+
+  void close_now() {
+    beast::error_code ignored;
+    resolver.cancel();
+    socket.cancel(ignored);
+    socket.close(ignored);
+  }
+
+  asio::strand<asio::io_context::executor_type> strand;
+  asio::steady_timer timer;
+  tcp::resolver resolver;
+  tcp::socket socket;
+  HttpClientRequest req;
+  HttpUrl url;
+  std::string key;  // pool key: host:port
+  CancelTokenPtr cancel;
+  HttpStreamCallbacks callbacks;
+  Clock::time_point deadline = Clock::time_point::max();
+  Phase phase = Phase::kConnect;
+  Abort abort = Abort::kNone;
+  bool finished = false;
+  bool done_called = false;
+};
+
+bool is_closed_error(const beast::error_code& ec) {
+  return ec == asio::error::eof || ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+}
+
+// An idle keep-alive connection has nothing to say: if it is readable, the
+// server closed it (or sent garbage) and it must not be reused.
+bool idle_socket_usable(tcp::socket& s) {
+  if (!s.is_open()) return false;
+  pollfd p{};
+  p.fd = s.native_handle();
+  p.events = POLLIN | POLLRDHUP;
+  return ::poll(&p, 1, 0) == 0;
+}
+
+}  // namespace
+
+struct HttpClient::Impl {
+  explicit Impl(HttpClientOptions o) : options(o), work(asio::make_work_guard(ioc)) {}
+
+  HttpClientOptions options;
+  asio::io_context ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+  std::vector<std::thread::id> thread_ids;
+  std::atomic<bool> stopping{false};
+  std::atomic<int64_t> active{0};
+
+  struct IdleConnection {
+    tcp::socket socket;
+    Clock::time_point since;
+  };
+  mutable std::mutex pool_mu;
+  std::map<std::string, std::deque<IdleConnection>> pool;  // guarded by pool_mu
+
+  std::optional<tcp::socket> take_idle(const std::string& key) {
+    std::lock_guard<std::mutex> lock(pool_mu);
+    auto it = pool.find(key);
+    if (it == pool.end()) return std::nullopt;
+    auto& q = it->second;
+    const auto too_old = Clock::now() - std::chrono::milliseconds(options.idle_timeout_ms);
+    while (!q.empty()) {
+      IdleConnection c = std::move(q.back());  // the most recently used is the likeliest alive
+      q.pop_back();
+      if (c.since >= too_old && idle_socket_usable(c.socket)) return std::move(c.socket);
+      beast::error_code ignored;
+      c.socket.close(ignored);
+    }
+    return std::nullopt;
+  }
+
+  void put_idle(const std::string& key, tcp::socket socket) {
+    beast::error_code ignored;
+    if (stopping.load() || options.max_idle_per_host <= 0) {
+      socket.close(ignored);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(pool_mu);
+    auto& q = pool[key];
+    q.push_back({std::move(socket), Clock::now()});
+    while (q.size() > static_cast<size_t>(options.max_idle_per_host)) {
+      q.front().socket.close(ignored);
+      q.pop_front();
+    }
+  }
+
+  void clear_pool() {
+    std::lock_guard<std::mutex> lock(pool_mu);
+    beast::error_code ignored;
+    for (auto& [key, q] : pool)
+      for (auto& c : q) c.socket.close(ignored);
+    pool.clear();
+  }
+
+  Status error_status(const Exchange& ex, const beast::error_code& ec) const {
+    const std::string where = ex.url.to_string();
+    switch (ex.abort) {
+      case Abort::kCancelled:
+        return Status::unavailable("the request to " + where + " was cancelled");
+      case Abort::kShutdown:
+        return Status::unavailable("the HTTP client is shutting down; the request to " + where + " was abandoned");
+      case Abort::kTimeout:
+        if (ex.phase == Phase::kConnect)
+          return Status::deadline_exceeded("cannot connect to " + ex.url.origin() + " within " +
+                                           std::to_string(ex.req.connect_timeout_ms) + " ms");
+        return Status::deadline_exceeded("no data from " + where + " for " + std::to_string(ex.req.read_timeout_ms) +
+                                         " ms while " + phase_text(ex.phase));
+      case Abort::kNone:
+        break;
+    }
+    if (ex.phase == Phase::kConnect) return Status::unavailable("cannot connect to " + ex.url.origin() + ": " + ec.message());
+    if (is_closed_error(ec) || ec == http::error::partial_message)
+      return Status::unavailable("the connection to " + ex.url.origin() + " closed while " + phase_text(ex.phase) +
+                                 " (" + ec.message() + ")");
+    if (ec.category() == http::make_error_code(http::error::bad_version).category())
+      return Status::unavailable("malformed HTTP answer from " + where + ": " + ec.message());
+    return Status::unavailable("HTTP request to " + where + " failed while " + phase_text(ex.phase) + ": " +
+                               ec.message());
+  }
+
+  // Closes the connection when the request is cancelled, passes its
+  // deadline or the client stops. Ends once the request is finished.
+  asio::awaitable<void> watch(std::shared_ptr<Exchange> ex) {
+    for (;;) {
+      auto wake = std::min(Clock::now() + kPollInterval, ex->deadline);
+      ex->timer.expires_at(wake);
+      beast::error_code ec;
+      co_await ex->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ex->finished) co_return;
+      if (ex->abort == Abort::kNone) {
+        if (ex->cancel && ex->cancel->cancelled())
+          ex->abort = Abort::kCancelled;
+        else if (stopping.load())
+          ex->abort = Abort::kShutdown;
+        else if (Clock::now() >= ex->deadline)
+          ex->abort = Abort::kTimeout;
+      }
+      if (ex->abort != Abort::kNone) {
+        ex->deadline = Clock::time_point::max();
+        ex->close_now();  // again on every tick: a range connect reopens the socket
+      }
+    }
+  }
+
+  asio::awaitable<Status> connect(Exchange& ex) {
+    ex.arm(ex.req.connect_timeout_ms, Phase::kConnect);
+    beast::error_code ec;
+    auto endpoints = co_await ex.resolver.async_resolve(ex.url.host, std::to_string(ex.url.port),
+                                                         asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ex.abort != Abort::kNone) co_return error_status(ex, ec);
+      co_return Status::unavailable("cannot resolve '" + ex.url.host + "' for " + ex.url.origin() + ": " +
+                                    ec.message());
+    }
+    Exchange* exp = &ex;
+    co_await asio::async_connect(
+        ex.socket, endpoints, [exp](const beast::error_code&, const tcp::endpoint&) { return exp->abort == Abort::kNone; },
+        asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && ex.abort != Abort::kNone) ec = asio::error::operation_aborted;
+    if (ec) co_return error_status(ex, ec);
+    beast::error_code ignored;
+    ex.socket.set_option(tcp::no_delay(true), ignored);
+    co_return Status::ok();
+  }
+
+  asio::awaitable<Status> exchange(Exchange& ex) {
+    http::verb verb = http::string_to_verb(ex.req.method);
+    if (verb == http::verb::unknown) co_return Status::invalid_argument("unknown HTTP method '" + ex.req.method + "'");
+    http::request<http::string_body> req{verb, ex.url.path, 11};
+    req.set(http::field::host, ex.url.port == 80 ? host_for_url(ex.url.host)
+                                                 : host_for_url(ex.url.host) + ":" + std::to_string(ex.url.port));
+    req.set(http::field::user_agent, "llmpool");
+    if (!ex.req.body.empty() || verb == http::verb::post) req.set(http::field::content_type, ex.req.content_type);
+    for (const auto& [name, value] : ex.req.headers) {
+      if (name.find_first_of("\r\n:") != std::string::npos || value.find_first_of("\r\n") != std::string::npos)
+        co_return Status::invalid_argument("HTTP header '" + name + "' has a forbidden character");
+      req.set(name, value);
+    }
+    req.body() = ex.req.body;
+    req.keep_alive(true);
+    req.prepare_payload();
+
+    for (int attempt = 0;; ++attempt) {
+      bool reused = false;
+      if (auto idle = take_idle(ex.key)) {
+        ex.socket = std::move(*idle);
+        reused = true;
+      } else {
+        Status st = co_await connect(ex);
+        if (!st) co_return st;
+      }
+      beast::flat_buffer buffer;
+      http::response_parser<http::buffer_body> parser;
+      // Streams are as long as they are; silence is what is bounded. (Not
+      // boost::none: Beast 1.74 then rejects every Content-Length body.)
+      parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+      parser.header_limit(kHeaderLimit);
+      beast::error_code ec;
+      ex.arm(ex.req.read_timeout_ms, Phase::kWrite);
+      co_await http::async_write(ex.socket, req, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {
+        ex.arm(ex.req.read_timeout_ms, Phase::kReadHead);
+        co_await http::async_read_header(ex.socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (ec) {
+        // The server may close an idle connection just as we reuse it; the
+        // request never reached it, so one retry on a new connection is safe.
+        if (reused && attempt == 0 && ex.abort == Abort::kNone && !parser.got_some() && is_closed_error(ec)) {
+          beast::error_code ignored;
+          ex.socket.close(ignored);
+          continue;
+        }
+        co_return error_status(ex, ec);
+      }
+
+      HttpResponseHead head;
+      head.status = static_cast<int>(parser.get().result_int());
+      for (const auto& f : parser.get()) head.headers[lower(std::string(f.name_string()))] = std::string(f.value());
+      if (ex.callbacks.on_head) ex.callbacks.on_head(head);
+
+      bool stopped = false;
+      char chunk[kReadChunk];
+      // Not eager: an eager parser that ends a chunk goes on into the next
+      // chunk's header, and with that still missing async_read_some waits
+      // for the socket instead of handing over the chunk it has.
+      while (!parser.is_done()) {
+        parser.get().body().data = chunk;
+        parser.get().body().size = sizeof chunk;
+        ex.arm(ex.req.read_timeout_ms, Phase::kReadBody);
+        co_await http::async_read_some(ex.socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec == http::error::need_buffer) ec = {};
+        size_t n = sizeof chunk - parser.get().body().size;
+        // Bytes that arrived before a cut are still delivered.
+        if (n > 0 && ex.callbacks.on_body && !ex.callbacks.on_body(std::string_view(chunk, n))) {
+          stopped = true;
+          break;
+        }
+        if (ec) co_return error_status(ex, ec);
+      }
+      ex.arm(0, Phase::kReadBody);
+      bool reusable = !stopped && parser.is_done() && parser.keep_alive() && buffer.size() == 0 &&
+                      ex.abort == Abort::kNone;
+      if (reusable) {
+        put_idle(ex.key, std::move(ex.socket));
+      } else {
+        beast::error_code ignored;
+        ex.socket.close(ignored);
+      }
+      co_return Status::ok();
+    }
+  }
+
+  asio::awaitable<void> run(std::shared_ptr<Exchange> ex) {
+    asio::co_spawn(ex->strand, watch(ex), asio::detached);
+    Status st;
+    try {
+      st = co_await exchange(*ex);
+    } catch (const std::exception& e) {
+      st = Status::internal(std::string("HTTP client failure: ") + e.what());
+    } catch (...) {
+      st = Status::internal("HTTP client failure");
+    }
+    ex->finished = true;
+    ex->timer.cancel();
+    if (ex->socket.is_open()) {
+      beast::error_code ignored;
+      ex->socket.close(ignored);
+    }
+    ex->finish(std::move(st));
+    active.fetch_sub(1);
+  }
+
+  asio::awaitable<void> delayed(std::chrono::milliseconds delay, std::function<void()> fn) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    const auto due = Clock::now() + delay;
+    // In slices, so that a stopping client is never held up by a timer.
+    while (Clock::now() < due) {
+      if (stopping.load()) co_return;
+      timer.expires_at(std::min(due, Clock::now() + kPollInterval));
+      beast::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (stopping.load()) co_return;
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      spdlog::error("HTTP client: timer task threw: {}", e.what());
+    } catch (...) {
+      spdlog::error("HTTP client: timer task threw");
+    }
+  }
+};
+
+HttpClient::HttpClient(HttpClientOptions options) : impl_(std::make_shared<Impl>(options)) {
+  int n = std::max(1, options.io_threads);
+  for (int i = 0; i < n; ++i) {
+    // Each thread keeps the Impl alive, so that a client destroyed on one of
+    // its own threads can let them finish instead of joining itself.
+    impl_->threads.emplace_back([impl = impl_] {
+      for (;;) {
+        try {
+          impl->ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          spdlog::error("HTTP client I/O thread: {}", e.what());
+        } catch (...) {
+          spdlog::error("HTTP client I/O thread: unknown exception");
+        }
+      }
+    });
+    impl_->thread_ids.push_back(impl_->threads.back().get_id());
+  }
+}
+
+HttpClient::~HttpClient() {
+  std::shared_ptr<Impl> impl = impl_;
+  impl->stopping.store(true);
+  impl->clear_pool();
+  impl->work.reset();
+  const auto self = std::this_thread::get_id();
+  if (std::find(impl->thread_ids.begin(), impl->thread_ids.end(), self) != impl->thread_ids.end()) {
+    for (auto& t : impl->threads) t.detach();
+    return;
+  }
+  // Requests notice `stopping` within a poll interval and end with
+  // Unavailable; then the I/O context runs out of work and its threads return.
+  const auto deadline = Clock::now() + kStopGrace;
+  while (!impl->ioc.stopped() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!impl->ioc.stopped()) {
+    spdlog::warn("HTTP client: {} requests did not end in time; stopping anyway", impl->active.load());
+    impl->ioc.stop();
+  }
+  for (auto& t : impl->threads) t.join();
+}
+
+void HttpClient::stream(HttpClientRequest request, CancelTokenPtr cancel, HttpStreamCallbacks callbacks) {
+  Result<HttpUrl> url = parse_http_url(request.url);
+  if (!url) {
+    if (callbacks.on_done) callbacks.on_done(url.status());
+    return;
+  }
+  if (impl_->stopping.load()) {
+    if (callbacks.on_done) callbacks.on_done(Status::unavailable("the HTTP client is shutting down"));
+    return;
+  }
+  auto ex = std::make_shared<Exchange>(impl_->ioc, std::move(request), std::move(url).value(), std::move(cancel),
+                                       std::move(callbacks));
+  impl_->active.fetch_add(1);
+  auto strand = ex->strand;
+  asio::co_spawn(strand, impl_->run(std::move(ex)), asio::detached);
+}
+
+void HttpClient::fetch(HttpClientRequest request, CancelTokenPtr cancel,
+                       std::function<void(Result<HttpClientResponse>)> done, size_t max_body_bytes) {
+  struct State {
+    HttpClientResponse response;
+    bool too_big = false;
+  };
+  auto state = std::make_shared<State>();
+  std::string url = request.url;
+  HttpStreamCallbacks cb;
+  cb.on_head = [state](const HttpResponseHead& head) { state->response.head = head; };
+  cb.on_body = [state, max_body_bytes](std::string_view bytes) {
+    if (state->response.body.size() + bytes.size() > max_body_bytes) {
+      state->too_big = true;
+      return false;
+    }
+    state->response.body.append(bytes);
+    return true;
+  };
+  cb.on_done = [state, done = std::move(done), url, max_body_bytes](Status st) {
+    if (!st) return done(std::move(st));
+    if (state->too_big)
+      return done(Status::invalid_argument("the answer from " + url + " is larger than " +
+                                           std::to_string(max_body_bytes) + " bytes"));
+    done(std::move(state->response));
+  };
+  stream(std::move(request), std::move(cancel), std::move(cb));
+}
+
+void HttpClient::post_after(std::chrono::milliseconds delay, std::function<void()> fn) {
+  if (impl_->stopping.load()) return;
+  asio::co_spawn(impl_->ioc, impl_->delayed(delay, std::move(fn)), asio::detached);
+}
+
+size_t HttpClient::idle_connections() const {
+  std::lock_guard<std::mutex> lock(impl_->pool_mu);
+  size_t n = 0;
+  for (const auto& [key, q] : impl_->pool) n += q.size();
+  return n;
+}
+
+int64_t HttpClient::active_requests() const { return impl_->active.load(); }
+
+// ---------------------------------------------------------------------------
+
+Status upstream_error_status(int http_status, std::string_view body, const std::string& url) {
+  using nlohmann::json;
+  std::string message, param, code;
+  auto str = [](const json& o, const char* key) -> std::string {
+    auto it = o.find(key);
+    return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  if (j.is_object()) {
+    const json* e = &j;
+    auto it = j.find("error");
+    if (it != j.end() && it->is_string()) message = it->get<std::string>();
+    if (it != j.end() && it->is_object()) e = &*it;
+    if (message.empty()) {
+      message = str(*e, "message");
+      param = str(*e, "param");
+      code = str(*e, "code");  // numeric codes only echo the HTTP status
+    }
+    if (message.empty()) message = str(j, "detail");  // FastAPI-style servers
+  }
+  if (message.empty()) {
+    std::string raw(body.substr(0, 512));
+    while (!raw.empty() && std::isspace(static_cast<unsigned char>(raw.back()))) raw.pop_back();
+    message = raw.empty() ? "no details given" : raw;
+  }
+  const std::string prefix = "upstream " + url + " answered HTTP " + std::to_string(http_status) + ": ";
+  switch (http_status) {
+    case 401: return Status::unauthenticated(prefix + message);
+    case 403: return Status::permission_denied(prefix + message);
+    case 404: return Status::not_found(message, param, code);
+    case 408: return Status::deadline_exceeded(prefix + message);
+    case 429: return Status::resource_exhausted(prefix + message);
+    case 501: return Status::unimplemented(message, param);
+    default: break;
+  }
+  if (http_status >= 400 && http_status < 500) return Status::invalid_argument(message, param, code);
+  if (http_status >= 500) return Status::unavailable(prefix + message);
+  return Status::unavailable(prefix + "unexpected status");
+}
+
+}  // namespace llmpool::providers

@@ -1,0 +1,152 @@
+// HttpClient: an asynchronous HTTP/1.1 client for talking to upstream model
+// servers (OpenAI-compatible, Ollama). Plain http only for now: an https URL
+// fails with Unimplemented("https is not supported yet").
+//
+// What it does:
+// - Owns its I/O: `io_threads` Asio threads that run every request as a
+//   coroutine. Boost.Beast stays inside http_client.cpp; this header has
+//   only plain types and std::function callbacks.
+// - Keeps a pool of idle keep-alive connections per host:port (at most
+//   `max_idle_per_host`, each idle for at most `idle_timeout_ms`) and reuses
+//   them. A request that finds a pooled connection closed by the server
+//   before any byte of the answer arrived is retried once on a new one.
+// - Timeouts: `connect_timeout_ms` bounds resolving plus connecting;
+//   `read_timeout_ms` is the longest silence allowed, measured per read (and
+//   per write), so a long stream that keeps sending is never cut.
+// - Cancellation: the request's CancelToken is polled every ~50 ms; when it
+//   is set the connection is closed and on_done reports it.
+// - Streaming: the body is delivered to on_body chunk by chunk as it arrives.
+//
+// Thread-safety: every method may be called from any thread. The callbacks
+// of one request run on the client's I/O threads, one at a time and in
+// order (on_head, on_body..., on_done); keep them quick. on_done is called
+// exactly once, also when the client is destroyed with the request in
+// flight (Unavailable). The destructor closes every connection and joins
+// the I/O threads; it may run on one of them (e.g. when the last owner
+// drops its pointer inside a callback), in which case the threads finish
+// on their own.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/chat.h"
+#include "common/status.h"
+
+namespace llmpool::providers {
+
+// An absolute http URL split into parts: http://host[:port][/path].
+struct HttpUrl {
+  std::string scheme;  // "http"
+  std::string host;    // name or IP; IPv6 without brackets
+  uint16_t port = 80;
+  std::string path;    // "/v1/chat/completions"; "/" when empty
+
+  // "http://host:port" (no path), for messages and pool keys.
+  std::string origin() const;
+  // origin() + path.
+  std::string to_string() const;
+};
+
+// Parses `url`. InvalidArgument for anything but http://host[:port][/path]
+// (no user info, no fragment); Unimplemented("https is not supported yet")
+// for https URLs.
+Result<HttpUrl> parse_http_url(std::string_view url);
+
+struct HttpClientOptions {
+  int32_t io_threads = 1;
+  int32_t max_idle_per_host = 8;     // pooled keep-alive connections per host:port
+  int32_t idle_timeout_ms = 30000;   // pooled connections older than this are closed
+};
+
+struct HttpClientRequest {
+  std::string method = "POST";
+  std::string url;                             // http://host:port/path?query
+  std::map<std::string, std::string> headers;  // extra headers (Authorization, ...)
+  std::string content_type = "application/json";
+  std::string body;
+  int32_t connect_timeout_ms = 5000;
+  int32_t read_timeout_ms = 120000;
+};
+
+struct HttpResponseHead {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names lower-cased
+
+  std::string header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+// A whole response, for fetch().
+struct HttpClientResponse {
+  HttpResponseHead head;
+  std::string body;
+};
+
+struct HttpStreamCallbacks {
+  // The status line and headers, once, before any body bytes.
+  std::function<void(const HttpResponseHead&)> on_head;
+  // Body bytes as they arrive (chunked encoding already removed). Return
+  // false to stop reading: the connection is closed and on_done gets ok.
+  std::function<bool(std::string_view)> on_body;
+  // Exactly once. Ok when the whole response arrived (or on_body stopped
+  // it). Otherwise: InvalidArgument for a malformed URL or request,
+  // Unimplemented for https, Unavailable when the host cannot be resolved
+  // or connected to, the connection broke, the response was malformed, the
+  // request was cancelled (the caller's token tells) or the client is
+  // shutting down; DeadlineExceeded when connecting or a read took longer
+  // than its timeout. Messages name the URL.
+  std::function<void(Status)> on_done;
+};
+
+class HttpClient {
+ public:
+  explicit HttpClient(HttpClientOptions options = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Sends `request` and streams the answer to `callbacks` (see above).
+  // `cancel` may be null. Never blocks; errors come through on_done, which
+  // may run before this returns (e.g. for a malformed URL).
+  void stream(HttpClientRequest request, CancelTokenPtr cancel, HttpStreamCallbacks callbacks);
+
+  // Sends `request` and collects the whole answer (at most `max_body_bytes`,
+  // else InvalidArgument). Any HTTP status is a success here; the caller
+  // reads head.status. Same errors as stream().
+  void fetch(HttpClientRequest request, CancelTokenPtr cancel,
+             std::function<void(Result<HttpClientResponse>)> done, size_t max_body_bytes = 16 << 20);
+
+  // Runs `fn` on an I/O thread after `delay` (timers for callers that have
+  // no thread of their own). Dropped without running if the client stops.
+  void post_after(std::chrono::milliseconds delay, std::function<void()> fn);
+
+  // Idle pooled connections, over all hosts (for tests and stats).
+  size_t idle_connections() const;
+  // Requests in flight.
+  int64_t active_requests() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// The Status for an upstream's non-2xx answer: `http_status` picks the code
+// (400/413/422 and other 4xx InvalidArgument, 401 Unauthenticated, 403
+// PermissionDenied, 404 NotFound, 408 DeadlineExceeded, 429
+// ResourceExhausted, 501 Unimplemented, other 5xx Unavailable) and the
+// message, param and code come from the upstream's error JSON in any of the
+// usual shapes ({"error":{"message","param","code"}} from OpenAI and
+// llama-server, {"message",...} from older vLLM, {"error":"..."} from
+// Ollama), or from the raw body. Client errors keep the upstream's message
+// as is; the others say which upstream (`url`) answered what.
+Status upstream_error_status(int http_status, std::string_view body, const std::string& url);
+
+}  // namespace llmpool::providers

@@ -1,0 +1,676 @@
+#include "providers/openai_provider.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+
+namespace llmpool::providers {
+
+using nlohmann::json;
+
+namespace {
+
+// Longest line (SSE or NDJSON) and largest whole-JSON answer we buffer.
+constexpr size_t kMaxLineBytes = 16u << 20;
+constexpr size_t kMaxWholeBytes = 64u << 20;
+// How much of an upstream's error answer we keep for its message.
+constexpr size_t kMaxErrorBody = 64u << 10;
+// Highest choice index accepted from an upstream.
+constexpr int64_t kMaxChoiceIndex = 1024;
+// How often waiting requests are checked for cancellation.
+constexpr auto kSweepInterval = std::chrono::milliseconds(50);
+
+// 0.7f as 0.7, not 0.699999988079071: the shortest decimal of the float.
+double clean(float f) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, f);
+  if (ec != std::errc()) return f;
+  *end = '\0';
+  return std::strtod(buf, nullptr);
+}
+
+std::string string_field(const json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+int32_t int_field(const json& o, const char* key) {
+  auto it = o.find(key);
+  if (it == o.end() || !it->is_number_integer()) return 0;
+  int64_t v = it->get<int64_t>();
+  return static_cast<int32_t>(std::clamp<int64_t>(v, 0, INT32_MAX));
+}
+
+float float_field(const json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_number() ? it->get<float>() : 0.0f;
+}
+
+FinishReason finish_reason_from(const std::string& s) {
+  return s == "length" ? FinishReason::kLength : FinishReason::kStop;
+}
+
+std::string excerpt(std::string_view s) {
+  std::string out(s.substr(0, 200));
+  if (s.size() > 200) out += "...";
+  return out;
+}
+
+// Chat format {"content":[{token, logprob, top_logprobs:[...]}]} (also what
+// llama-server sends for /completions), or the legacy completions format
+// {"tokens", "token_logprobs", "top_logprobs":[{token: logprob}]}.
+std::vector<TokenLogprob> parse_logprobs(const json& lp) {
+  std::vector<TokenLogprob> out;
+  if (!lp.is_object()) return out;
+  auto content = lp.find("content");
+  if (content != lp.end() && content->is_array()) {
+    for (const auto& e : *content) {
+      if (!e.is_object()) continue;
+      TokenLogprob t;
+      t.token = string_field(e, "token");
+      t.logprob = float_field(e, "logprob");
+      auto top = e.find("top_logprobs");
+      if (top != e.end() && top->is_array())
+        for (const auto& a : *top)
+          if (a.is_object()) t.top.push_back({string_field(a, "token"), float_field(a, "logprob")});
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+  auto tokens = lp.find("tokens");
+  if (tokens == lp.end() || !tokens->is_array()) return out;
+  auto values = lp.find("token_logprobs");
+  auto tops = lp.find("top_logprobs");
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    TokenLogprob t;
+    if ((*tokens)[i].is_string()) t.token = (*tokens)[i].get<std::string>();
+    if (values != lp.end() && values->is_array() && i < values->size() && (*values)[i].is_number())
+      t.logprob = (*values)[i].get<float>();
+    if (tops != lp.end() && tops->is_array() && i < tops->size() && (*tops)[i].is_object())
+      for (auto it = (*tops)[i].begin(); it != (*tops)[i].end(); ++it)
+        if (it.value().is_number()) t.top.push_back({it.key(), it.value().get<float>()});
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+Usage parse_usage(const json& u) {
+  Usage out;
+  out.prompt_tokens = int_field(u, "prompt_tokens");
+  out.completion_tokens = int_field(u, "completion_tokens");
+  auto details = u.find("prompt_tokens_details");
+  if (details != u.end() && details->is_object()) out.cached_prompt_tokens = int_field(*details, "cached_tokens");
+  return out;
+}
+
+// An "error" object inside a 200 stream: its numeric code, when it looks
+// like an HTTP status, picks the Status code; otherwise it is the
+// upstream's fault.
+Status in_stream_error(const json& j, std::string_view raw, const std::string& url) {
+  int http_status = 500;
+  const json& e = j["error"];
+  if (e.is_object()) {
+    auto c = e.find("code");
+    if (c != e.end() && c->is_number_integer() && c->get<int64_t>() >= 400 && c->get<int64_t>() < 600)
+      http_status = static_cast<int>(c->get<int64_t>());
+  }
+  return upstream_error_status(http_status, raw, url);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// UpstreamDecoder
+
+void UpstreamDecoder::deliver(Delta d) {
+  size_t i = static_cast<size_t>(std::max(0, d.index));
+  if (completion_.choices.size() <= i) {
+    size_t old = completion_.choices.size();
+    completion_.choices.resize(i + 1);
+    for (size_t k = old; k <= i; ++k) completion_.choices[k].index = static_cast<int32_t>(k);
+  }
+  Choice& c = completion_.choices[i];
+  c.text += d.text;
+  c.logprobs.insert(c.logprobs.end(), d.logprobs.begin(), d.logprobs.end());
+  if (d.finish_reason) c.finish_reason = *d.finish_reason;
+  if (on_delta) on_delta(std::move(d));
+}
+
+void UpstreamDecoder::add_usage(const Usage& u) {
+  Usage& t = completion_.usage;
+  t.prompt_tokens = std::max(t.prompt_tokens, u.prompt_tokens);
+  t.cached_prompt_tokens = std::max(t.cached_prompt_tokens, u.cached_prompt_tokens);
+  t.completion_tokens += u.completion_tokens;
+}
+
+Completion UpstreamDecoder::completion() const {
+  Completion c = completion_;
+  size_t n = static_cast<size_t>(std::max(1, n_));
+  if (c.choices.size() < n) c.choices.resize(n);
+  for (size_t i = 0; i < c.choices.size(); ++i) c.choices[i].index = static_cast<int32_t>(i);
+  return c;
+}
+
+// ---------------------------------------------------------------------------
+// OpenAiStreamDecoder
+
+void OpenAiStreamDecoder::start(const HttpResponseHead& head) {
+  // An upstream that ignores "stream": true answers with one JSON object.
+  whole_json_ = head.header("content-type").find("application/json") != std::string::npos;
+}
+
+Status OpenAiStreamDecoder::feed(std::string_view bytes) {
+  if (whole_json_) {
+    if (buffer_.size() + bytes.size() > kMaxWholeBytes)
+      return Status::unavailable("upstream " + url() + " sent an answer larger than 64 MiB");
+    buffer_.append(bytes);
+    return Status::ok();
+  }
+  buffer_.append(bytes);
+  size_t start = 0;
+  for (size_t nl; (nl = buffer_.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::string_view l(buffer_.data() + start, nl - start);
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+    Status st = line(l);
+    if (!st) {
+      buffer_.clear();
+      return st;
+    }
+  }
+  buffer_.erase(0, start);
+  if (buffer_.size() > kMaxLineBytes)
+    return Status::unavailable("upstream " + url() + " sent a stream line longer than 16 MiB");
+  return Status::ok();
+}
+
+Status OpenAiStreamDecoder::line(std::string_view text) {
+  if (text.empty()) {  // the blank line that ends an event
+    if (!has_data_) return Status::ok();
+    std::string data = std::move(data_);
+    data_.clear();
+    has_data_ = false;
+    return event(data);
+  }
+  if (text.front() == ':') return Status::ok();  // a comment (keep-alive ping)
+  size_t colon = text.find(':');
+  std::string_view field = text.substr(0, colon);
+  std::string_view value = colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
+  if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  if (field == "data") {
+    if (has_data_) data_ += '\n';
+    data_.append(value);
+    has_data_ = true;
+  }
+  return Status::ok();  // event:, id:, retry: carry nothing we use
+}
+
+Status OpenAiStreamDecoder::event(const std::string& data) {
+  if (ended_) return Status::ok();
+  if (data == "[DONE]") {
+    ended_ = true;
+    return Status::ok();
+  }
+  json j = json::parse(data, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return Status::unavailable("upstream " + url() + " sent an unreadable stream event: " + excerpt(data));
+  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, data, url());
+  return chunk(j);
+}
+
+Status OpenAiStreamDecoder::chunk(const json& j) {
+  auto choices = j.find("choices");
+  if (choices != j.end() && choices->is_array()) {
+    for (const auto& c : *choices) {
+      if (!c.is_object()) continue;
+      Delta d;
+      auto idx = c.find("index");
+      if (idx != c.end() && idx->is_number_integer()) {
+        int64_t i = idx->get<int64_t>();
+        if (i < 0 || i >= kMaxChoiceIndex)
+          return Status::unavailable("upstream " + url() + " sent choice index " + std::to_string(i));
+        d.index = static_cast<int32_t>(i);
+      }
+      if (chat_) {
+        auto delta = c.find("delta");
+        if (delta != c.end() && delta->is_object()) d.text = string_field(*delta, "content");
+      } else {
+        d.text = string_field(c, "text");
+      }
+      auto fr = c.find("finish_reason");
+      if (fr != c.end() && fr->is_string()) d.finish_reason = finish_reason_from(fr->get<std::string>());
+      auto lp = c.find("logprobs");
+      if (lp != c.end()) d.logprobs = parse_logprobs(*lp);
+      if (!d.text.empty() || d.finish_reason || !d.logprobs.empty()) deliver(std::move(d));
+    }
+  }
+  auto usage = j.find("usage");
+  if (usage != j.end() && usage->is_object()) add_usage(parse_usage(*usage));
+  return Status::ok();
+}
+
+Status OpenAiStreamDecoder::whole(const json& j) {
+  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, j.dump(), url());
+  auto choices = j.find("choices");
+  if (choices == j.end() || !choices->is_array())
+    return Status::unavailable("upstream " + url() + " answered without 'choices': " + excerpt(j.dump()));
+  for (const auto& c : *choices) {
+    if (!c.is_object()) continue;
+    Delta d;
+    auto idx = c.find("index");
+    if (idx != c.end() && idx->is_number_integer()) {
+      int64_t i = idx->get<int64_t>();
+      if (i < 0 || i >= kMaxChoiceIndex)
+        return Status::unavailable("upstream " + url() + " sent choice index " + std::to_string(i));
+      d.index = static_cast<int32_t>(i);
+    }
+    if (chat_) {
+      auto m = c.find("message");
+      if (m != c.end() && m->is_object()) d.text = string_field(*m, "content");
+    } else {
+      d.text = string_field(c, "text");
+    }
+    d.finish_reason = finish_reason_from(string_field(c, "finish_reason"));
+    auto lp = c.find("logprobs");
+    if (lp != c.end()) d.logprobs = parse_logprobs(*lp);
+    deliver(std::move(d));
+  }
+  auto usage = j.find("usage");
+  if (usage != j.end() && usage->is_object()) add_usage(parse_usage(*usage));
+  ended_ = true;
+  return Status::ok();
+}
+
+Status OpenAiStreamDecoder::finish() {
+  if (whole_json_) {
+    json j = json::parse(buffer_, nullptr, false);
+    buffer_.clear();
+    if (j.is_discarded() || !j.is_object())
+      return Status::unavailable("upstream " + url() + " sent an unreadable answer");
+    return whole(j);
+  }
+  // Be lenient with a last line or event that lacks its terminating newline;
+  // a truncated event is dropped (the missing [DONE] tells).
+  if (!buffer_.empty()) {
+    std::string rest = std::move(buffer_);
+    buffer_.clear();
+    if (!rest.empty() && rest.back() == '\r') rest.pop_back();
+    line(rest);
+  }
+  if (has_data_) {
+    std::string data = std::move(data_);
+    has_data_ = false;
+    if (data == "[DONE]" || json::accept(data)) return event(data);
+  }
+  return Status::ok();
+}
+
+// ---------------------------------------------------------------------------
+// Settings
+
+std::string RemoteSettings::url(std::string_view path) const { return base.origin() + base.path + std::string(path); }
+
+Result<RemoteSettings> read_remote_settings(const config::ModelConfig& config) {
+  const std::string who = "model '" + config.name + "': ";
+  if (config.base_url.empty())
+    return Status::invalid_argument(who + "base_url is required for type '" + config.type + "'", "base_url");
+  Result<HttpUrl> url = parse_http_url(config.base_url);
+  if (!url) {
+    if (url.status().code() == StatusCode::kUnimplemented)
+      return Status::unimplemented(who + "base_url: " + url.status().message(), "base_url");
+    return Status::invalid_argument(who + "base_url: " + url.status().message(), "base_url");
+  }
+  RemoteSettings s;
+  s.base = std::move(url).value();
+  if (s.base.path.find('?') != std::string::npos)
+    return Status::invalid_argument(who + "base_url must not have a query string", "base_url");
+  while (!s.base.path.empty() && s.base.path.back() == '/') s.base.path.pop_back();
+  s.upstream_model = config.upstream_model.empty() ? config.name : config.upstream_model;
+  if (!config.api_key_env.empty()) {
+    const char* key = std::getenv(config.api_key_env.c_str());
+    if (key == nullptr || *key == '\0')
+      return Status::invalid_argument(who + "the environment variable '" + config.api_key_env +
+                                          "' named by api_key_env is not set",
+                                      "api_key_env");
+    s.headers["Authorization"] = std::string("Bearer ") + key;
+  }
+  s.connect_timeout_ms = config.connect_timeout_ms;
+  s.read_timeout_ms = config.read_timeout_ms;
+  s.max_concurrent = std::max(0, config.max_concurrent);
+  s.max_queue = std::max(0, config.max_queue);
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// RemoteProvider
+
+struct RemoteProvider::Shared {
+  std::string model;
+  int32_t max_concurrent = 0;
+  int32_t max_queue = 0;
+
+  mutable std::mutex mu;
+  bool closed = false;                         // guarded by mu
+  int32_t active = 0;                          // guarded by mu
+  std::deque<std::shared_ptr<Call>> waiting;   // guarded by mu
+  bool sweeping = false;                       // guarded by mu
+  std::shared_ptr<HttpClient> client;          // guarded by mu; null once closed
+
+  std::atomic<int64_t> requests_done{0};
+  std::atomic<int64_t> prompt_tokens{0};
+  std::atomic<int64_t> cached_prompt_tokens{0};
+  std::atomic<int64_t> generated_tokens{0};
+};
+
+// One request. The HTTP client's callbacks touch the response state one at
+// a time, on its I/O thread.
+struct RemoteProvider::Call {
+  std::shared_ptr<Shared> shared;
+  HttpClientRequest http;
+  std::unique_ptr<UpstreamDecoder> decoder;
+  CancelTokenPtr cancel;
+  GenerateCallbacks callbacks;
+
+  int status = 0;
+  bool got_head = false;
+  std::string error_body;
+  Status stream_error;
+
+  bool ok_status() const { return status >= 200 && status < 300; }
+
+  Completion cancelled() const {
+    Completion c = decoder->completion();
+    for (auto& ch : c.choices) ch.finish_reason = FinishReason::kCancelled;
+    return c;
+  }
+
+  // What on_done gets, from what the HTTP client reported (`transport`)
+  // and what the stream said.
+  Result<Completion> outcome(const Status& transport) {
+    if (cancel->cancelled()) return cancelled();
+    if (!got_head) return transport;  // never answered: the message names the URL
+    if (!ok_status()) return upstream_error_status(status, error_body, http.url);
+    if (!stream_error.is_ok()) return stream_error;
+    if (!decoder->ended() && transport.is_ok()) {
+      Status st = decoder->finish();
+      if (!st) return st;
+    }
+    if (decoder->ended()) return decoder->completion();  // even if the connection broke after the end
+    if (transport.code() == StatusCode::kDeadlineExceeded)
+      return Status::deadline_exceeded("upstream stream stalled: " + transport.message());
+    if (!transport.is_ok()) return Status::unavailable("upstream stream ended early: " + transport.message());
+    return Status::unavailable("upstream stream ended early: " + http.url + " closed the stream before " +
+                               decoder->end_marker());
+  }
+};
+
+RemoteProvider::RemoteProvider(ModelInfo info, RemoteSettings settings)
+    : info_(std::move(info)), settings_(std::move(settings)), shared_(std::make_shared<Shared>()) {
+  shared_->model = info_.name;
+  shared_->max_concurrent = settings_.max_concurrent;
+  shared_->max_queue = settings_.max_queue;
+  HttpClientOptions options;
+  options.io_threads = 1;
+  options.max_idle_per_host = std::max(8, settings_.max_concurrent);
+  shared_->client = std::make_shared<HttpClient>(options);
+}
+
+RemoteProvider::~RemoteProvider() {
+  std::deque<std::shared_ptr<Call>> waiting;
+  std::shared_ptr<HttpClient> client;
+  {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    shared_->closed = true;
+    waiting.swap(shared_->waiting);
+    client = std::move(shared_->client);
+  }
+  for (auto& c : waiting)
+    c->callbacks.on_done(Status::unavailable("model '" + info_.name + "' was shut down before its request started"));
+  client.reset();  // ends the requests in flight and joins the I/O thread
+}
+
+void RemoteProvider::generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {
+  if (!cancel) cancel = std::make_shared<CancelToken>();
+  if (!callbacks.on_done) callbacks.on_done = [](Result<Completion>) {};
+  Result<UpstreamCall> prepared = prepare(request);
+  if (!prepared) return callbacks.on_done(prepared.status());
+  UpstreamCall up = std::move(prepared).value();
+
+  auto call = std::make_shared<Call>();
+  call->shared = shared_;
+  call->cancel = std::move(cancel);
+  call->callbacks = std::move(callbacks);
+  call->decoder = std::move(up.decoder);
+  call->http.method = "POST";
+  call->http.url = settings_.url(up.path);
+  call->http.headers = settings_.headers;
+  call->http.body = std::move(up.body);
+  call->http.connect_timeout_ms = settings_.connect_timeout_ms;
+  call->http.read_timeout_ms = settings_.read_timeout_ms;
+  // The decoder lives inside the call, so a plain pointer back is safe.
+  Call* raw = call.get();
+  call->decoder->on_delta = [raw](Delta d) {
+    if (raw->cancel->cancelled() || !raw->callbacks.on_delta) return;
+    raw->callbacks.on_delta(std::move(d));
+  };
+  if (call->cancel->cancelled()) return call->callbacks.on_done(call->cancelled());
+
+  std::shared_ptr<HttpClient> client;
+  Status rejected;
+  {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (shared_->closed) {
+      rejected = Status::unavailable("model '" + info_.name + "' is shutting down");
+    } else if (shared_->max_concurrent <= 0 || shared_->active < shared_->max_concurrent) {
+      ++shared_->active;
+      client = shared_->client;
+    } else if (shared_->waiting.size() < static_cast<size_t>(shared_->max_queue)) {
+      shared_->waiting.push_back(call);
+      schedule_sweep(shared_);
+      return;
+    } else {
+      rejected = Status::resource_exhausted("model '" + info_.name + "': " + std::to_string(shared_->active) +
+                                            " requests are in flight to its upstream and " +
+                                            std::to_string(shared_->waiting.size()) +
+                                            " are waiting; try again later");
+    }
+  }
+  if (!rejected.is_ok()) return call->callbacks.on_done(rejected);
+  start(std::move(call), client);
+}
+
+void RemoteProvider::start(std::shared_ptr<Call> call, const std::shared_ptr<HttpClient>& client) {
+  HttpStreamCallbacks cb;
+  cb.on_head = [call](const HttpResponseHead& head) {
+    call->got_head = true;
+    call->status = head.status;
+    if (call->ok_status()) call->decoder->start(head);
+  };
+  cb.on_body = [call](std::string_view bytes) {
+    if (!call->ok_status()) {
+      size_t room = kMaxErrorBody - std::min(kMaxErrorBody, call->error_body.size());
+      call->error_body.append(bytes.substr(0, room));
+      return call->error_body.size() < kMaxErrorBody;
+    }
+    Status st = call->decoder->feed(bytes);
+    if (!st) {
+      call->stream_error = std::move(st);
+      return false;
+    }
+    return true;
+  };
+  cb.on_done = [call](Status transport) { finish(call, std::move(transport)); };
+  HttpClientRequest http = call->http;
+  CancelTokenPtr cancel = call->cancel;
+  client->stream(std::move(http), std::move(cancel), std::move(cb));
+}
+
+void RemoteProvider::finish(const std::shared_ptr<Call>& call, Status transport) {
+  Result<Completion> result = call->outcome(transport);
+  Shared& shared = *call->shared;
+  shared.requests_done.fetch_add(1);
+  if (result) {
+    shared.prompt_tokens.fetch_add(result->usage.prompt_tokens);
+    shared.cached_prompt_tokens.fetch_add(result->usage.cached_prompt_tokens);
+    shared.generated_tokens.fetch_add(result->usage.completion_tokens);
+  } else {
+    spdlog::debug("model '{}': upstream request failed: {}", shared.model, result.status().to_string());
+  }
+  // Free the slot before telling the caller: the caller may drop the last
+  // reference to the provider in on_done.
+  release(call->shared);
+  auto on_done = std::move(call->callbacks.on_done);
+  call->callbacks = {};
+  on_done(std::move(result));
+}
+
+void RemoteProvider::release(const std::shared_ptr<Shared>& shared) {
+  std::shared_ptr<Call> next;
+  std::shared_ptr<HttpClient> client;
+  std::vector<std::shared_ptr<Call>> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(shared->mu);
+    --shared->active;
+    while (!shared->waiting.empty()) {
+      std::shared_ptr<Call> c = std::move(shared->waiting.front());
+      shared->waiting.pop_front();
+      if (c->cancel->cancelled()) {
+        cancelled.push_back(std::move(c));
+        continue;
+      }
+      if (!shared->client) break;
+      next = std::move(c);
+      client = shared->client;
+      ++shared->active;
+      break;
+    }
+  }
+  for (auto& c : cancelled) c->callbacks.on_done(c->cancelled());
+  if (next) start(std::move(next), client);
+}
+
+// Called with shared->mu held. Waiting requests that are cancelled end
+// promptly instead of when a slot frees.
+void RemoteProvider::schedule_sweep(const std::shared_ptr<Shared>& shared) {
+  if (shared->sweeping || !shared->client) return;
+  shared->sweeping = true;
+  std::weak_ptr<Shared> weak = shared;
+  shared->client->post_after(kSweepInterval, [weak] {
+    auto s = weak.lock();
+    if (!s) return;
+    std::vector<std::shared_ptr<Call>> cancelled;
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->sweeping = false;
+      for (auto it = s->waiting.begin(); it != s->waiting.end();) {
+        if ((*it)->cancel->cancelled()) {
+          cancelled.push_back(std::move(*it));
+          it = s->waiting.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (!s->waiting.empty() && !s->closed) schedule_sweep(s);
+    }
+    for (auto& c : cancelled) c->callbacks.on_done(c->cancelled());
+  });
+}
+
+ProviderStats RemoteProvider::stats() const {
+  ProviderStats s;
+  {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    s.queued = static_cast<int64_t>(shared_->waiting.size());
+    s.active_sequences = shared_->active;
+  }
+  s.parallel = settings_.max_concurrent;
+  s.requests_done = shared_->requests_done.load();
+  s.prompt_tokens = shared_->prompt_tokens.load();
+  s.cached_prompt_tokens = shared_->cached_prompt_tokens.load();
+  s.generated_tokens = shared_->generated_tokens.load();
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// OpenAiProvider
+
+Result<json> openai_request_json(const GenerateRequest& r, const std::string& upstream_model) {
+  json j;
+  j["model"] = upstream_model;
+  const bool chat = !r.prompt.has_value();
+  if (chat) {
+    json messages = json::array();
+    for (const auto& m : r.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
+    j["messages"] = std::move(messages);
+  } else {
+    j["prompt"] = *r.prompt;
+  }
+  j["stream"] = true;
+  j["stream_options"] = {{"include_usage", true}};
+  const SamplingParams& s = r.sampling;
+  j["temperature"] = clean(s.temperature);
+  if (s.top_p != 1.0f) j["top_p"] = clean(s.top_p);
+  if (s.max_tokens) j["max_tokens"] = *s.max_tokens;
+  if (!s.stop.empty()) j["stop"] = s.stop;
+  if (s.seed) j["seed"] = *s.seed;
+  if (r.n != 1) j["n"] = r.n;
+  if (s.presence_penalty != 0.0f) j["presence_penalty"] = clean(s.presence_penalty);
+  if (s.frequency_penalty != 0.0f) j["frequency_penalty"] = clean(s.frequency_penalty);
+  if (!s.logit_bias.empty()) {
+    json bias = json::object();
+    for (const auto& [token, value] : s.logit_bias) bias[std::to_string(token)] = clean(value);
+    j["logit_bias"] = std::move(bias);
+  }
+  if (s.top_logprobs >= 0) {
+    if (chat) {
+      j["logprobs"] = true;
+      j["top_logprobs"] = s.top_logprobs;
+    } else {
+      j["logprobs"] = s.top_logprobs;
+    }
+  }
+  if (!s.json_schema.empty()) {
+    json schema = json::parse(s.json_schema, nullptr, false);
+    if (schema.is_discarded())
+      return Status::invalid_argument("'response_format.json_schema.schema' is not valid JSON", "response_format");
+    j["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"name", "response"}, {"schema", schema}}}};
+  } else if (s.json_object) {
+    j["response_format"] = {{"type", "json_object"}};
+  }
+  // llama.cpp and vLLM extras, sent only when set.
+  if (s.top_k > 0) j["top_k"] = s.top_k;
+  if (s.min_p > 0.0f) j["min_p"] = clean(s.min_p);
+  if (s.repeat_penalty != 1.0f) j["repeat_penalty"] = clean(s.repeat_penalty);
+  if (s.penalty_last_n != 64) j["repeat_last_n"] = s.penalty_last_n;
+  if (s.ignore_eos) j["ignore_eos"] = true;
+  return j;
+}
+
+Result<ProviderPtr> OpenAiProvider::create(const config::ModelConfig& config) {
+  Result<RemoteSettings> settings = read_remote_settings(config);
+  if (!settings) return settings.status();
+  ModelInfo info;
+  info.name = config.name;
+  info.aliases = config.aliases;
+  info.type = config.type;
+  info.capabilities = config.capabilities;
+  info.context = config.context;
+  return ProviderPtr(new OpenAiProvider(std::move(info), std::move(settings).value()));
+}
+
+Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateRequest& request) const {
+  Result<json> body = openai_request_json(request, settings().upstream_model);
+  if (!body) return body.status();
+  const bool chat = !request.prompt.has_value();
+  UpstreamCall call;
+  call.path = chat ? "/chat/completions" : "/completions";
+  call.body = body->dump(-1, ' ', false, json::error_handler_t::replace);
+  call.decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().url(call.path));
+  return call;
+}
+
+}  // namespace llmpool::providers

@@ -1,0 +1,696 @@
+// The HTTP client and the remote providers against upstreams on loopback
+// that this file writes itself: well-behaved ones, and ones that are slow,
+// fail, or cut their streams. Timing bounds are generous on purpose.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+
+#include "providers/http_client.h"
+#include "providers/ollama_provider.h"
+#include "providers/openai_provider.h"
+#include "remote_test_util.h"
+
+namespace llmpool::providers {
+namespace {
+
+using namespace llmpool::providers::testing;
+using nlohmann::json;
+
+// Waits for the one on_done of an HttpClient request.
+struct Done {
+  std::promise<Status> promise;
+  std::future<Status> future = promise.get_future();
+  std::string body;
+  HttpResponseHead head;
+  std::mutex mu;
+  std::condition_variable cv;
+
+  HttpStreamCallbacks callbacks() {
+    HttpStreamCallbacks cb;
+    cb.on_head = [this](const HttpResponseHead& h) { head = h; };
+    cb.on_body = [this](std::string_view b) {
+      std::lock_guard<std::mutex> lock(mu);
+      body.append(b);
+      cv.notify_all();
+      return true;
+    };
+    cb.on_done = [this](Status st) { promise.set_value(std::move(st)); };
+    return cb;
+  }
+  Status wait(std::chrono::seconds timeout = 30s) {
+    if (future.wait_for(timeout) != std::future_status::ready) return Status::internal("on_done did not come");
+    return future.get();
+  }
+  bool wait_body(const std::string& text) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, 10s, [&] { return body.find(text) != std::string::npos; });
+  }
+};
+
+HttpClientRequest post(const std::string& url, int32_t read_timeout_ms = 5000) {
+  HttpClientRequest r;
+  r.url = url;
+  r.body = "{}";
+  r.connect_timeout_ms = 2000;
+  r.read_timeout_ms = read_timeout_ms;
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// HttpClient
+
+class HttpClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_.post("/plain", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.body = "hello";
+      r.content_type = "text/plain";
+      w->respond(r);
+    });
+    // Sends "one", waits for release, sends "two".
+    fake_.post("/gated", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/plain");
+      w->write("one");
+      fake_.spawn([this, w] {
+        fake_.hold(w->cancel_token());
+        w->write("two");
+        w->end();
+      });
+    });
+    // Six pieces, 100 ms apart: never silent for long, but long in total.
+    fake_.post("/trickle", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      fake_.spawn([w] {
+        w->start_stream(200, "text/plain");
+        for (int i = 0; i < 6; ++i) {
+          std::this_thread::sleep_for(100ms);
+          w->write(std::to_string(i));
+        }
+        w->end();
+      });
+    });
+    // Answers nothing until released or the client goes away.
+    fake_.post("/silent", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      fake_.spawn([this, w] {
+        fake_.hold(w->cancel_token());
+        api::HttpResponse r;
+        r.body = "late";
+        w->respond(r);
+      });
+    });
+    fake_.start();
+  }
+
+  FakeUpstream fake_;
+};
+
+TEST_F(HttpClientTest, StreamsTheBodyAsItArrives) {
+  HttpClient client;
+  Done done;
+  client.stream(post(fake_.url("/gated")), nullptr, done.callbacks());
+  // "one" arrives while the server still holds "two" back.
+  ASSERT_TRUE(done.wait_body("one"));
+  fake_.release();
+  Status st = done.wait();
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(done.head.status, 200);
+  EXPECT_EQ(done.body, "onetwo");
+}
+
+TEST_F(HttpClientTest, ReusesKeepAliveConnections) {
+  HttpClient client;
+  for (int i = 0; i < 3; ++i) {
+    std::promise<Result<HttpClientResponse>> p;
+    client.fetch(post(fake_.url("/plain")), nullptr, [&](Result<HttpClientResponse> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->body, "hello");
+    EXPECT_EQ(r->head.header("content-type"), "text/plain");
+    EXPECT_EQ(client.idle_connections(), 1u);  // the same connection, back in the pool
+  }
+}
+
+TEST_F(HttpClientTest, ReplacesPooledConnectionsTheServerClosed) {
+  // Says keep-alive, then closes every connection after one answer.
+  RawServer raw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
+  HttpClient client;
+  for (int i = 0; i < 3; ++i) {
+    std::promise<Result<HttpClientResponse>> p;
+    client.fetch(post(raw.url("/")), nullptr, [&](Result<HttpClientResponse> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    ASSERT_TRUE(r.is_ok()) << "request " << i << ": " << r.status().to_string();
+    EXPECT_EQ(r->body, "ok");
+    std::this_thread::sleep_for(50ms);  // let the close arrive
+  }
+  EXPECT_EQ(raw.connections(), 3);
+}
+
+TEST_F(HttpClientTest, ReadTimeoutIsTheLongestSilenceNotTheTotal) {
+  HttpClient client;
+  Done done;
+  client.stream(post(fake_.url("/trickle"), 400), nullptr, done.callbacks());
+  Status st = done.wait();
+  ASSERT_TRUE(st.is_ok()) << st.to_string();
+  EXPECT_EQ(done.body, "012345");
+}
+
+TEST_F(HttpClientTest, SilentServerTimesOut) {
+  HttpClient client;
+  Done done;
+  auto start = Clock::now();
+  client.stream(post(fake_.url("/silent"), 300), nullptr, done.callbacks());
+  Status st = done.wait();
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.to_string();
+  EXPECT_NE(st.message().find(fake_.url("/silent")), std::string::npos) << st.message();
+  EXPECT_LT(seconds_since(start), 5.0);
+  EXPECT_TRUE(fake_.wait_client_gone(1));  // the connection was closed
+}
+
+TEST_F(HttpClientTest, NothingListeningIsUnavailableNamingTheUrl) {
+  HttpClient client;
+  Done done;
+  uint16_t port = closed_port();
+  client.stream(post("http://127.0.0.1:" + std::to_string(port) + "/v1/x"), nullptr, done.callbacks());
+  Status st = done.wait();
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable);
+  EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(port)), std::string::npos) << st.message();
+}
+
+TEST_F(HttpClientTest, HttpsFailsClearly) {
+  HttpClient client;
+  Done done;
+  client.stream(post("https://127.0.0.1/v1"), nullptr, done.callbacks());
+  Status st = done.wait();
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
+  EXPECT_NE(st.message().find("https is not supported yet"), std::string::npos);
+}
+
+TEST_F(HttpClientTest, CancelClosesTheConnectionPromptly) {
+  HttpClient client;
+  Done done;
+  auto cancel = std::make_shared<CancelToken>();
+  client.stream(post(fake_.url("/gated")), cancel, done.callbacks());
+  ASSERT_TRUE(done.wait_body("one"));
+  auto start = Clock::now();
+  cancel->cancel();
+  Status st = done.wait();
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.to_string();
+  EXPECT_NE(st.message().find("cancelled"), std::string::npos);
+  EXPECT_LT(seconds_since(start), 2.0);
+  EXPECT_TRUE(fake_.wait_client_gone(1));
+}
+
+TEST_F(HttpClientTest, DestructorEndsRequestsInFlight) {
+  Done done;
+  {
+    HttpClient client;
+    client.stream(post(fake_.url("/silent")), nullptr, done.callbacks());
+    ASSERT_TRUE(fake_.wait_holding(1));
+  }
+  ASSERT_EQ(done.future.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(done.future.get().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(HttpClientTest, MayBeDestroyedInsideItsOwnCallback) {
+  auto client = std::make_shared<HttpClient>();
+  std::promise<Status> p;
+  HttpStreamCallbacks cb;
+  cb.on_done = [&p, keep = client](Status st) mutable {
+    keep.reset();  // the last owner: the client goes away on its own I/O thread
+    p.set_value(std::move(st));
+  };
+  client->stream(post(fake_.url("/silent")), nullptr, std::move(cb));
+  ASSERT_TRUE(fake_.wait_holding(1));
+  client.reset();
+  fake_.release();
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  Status fst = f.get();
+  EXPECT_TRUE(fst.is_ok()) << fst.to_string();
+}
+
+TEST_F(HttpClientTest, PostAfterRunsLater) {
+  HttpClient client;
+  std::promise<void> p;
+  auto start = Clock::now();
+  client.post_after(100ms, [&] { p.set_value(); });
+  ASSERT_EQ(p.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_GE(seconds_since(start), 0.09);
+}
+
+// ---------------------------------------------------------------------------
+// OpenAiProvider
+
+class OpenAiProviderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // A well-behaved chat stream: two pieces, a finish, usage, [DONE].
+    fake_.post("/ok/v1/chat/completions", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      w->start_stream(200, "text/event-stream");
+      w->write(sse({{"choices", {{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", nullptr}}}}}}}));
+      w->write(sse(chat_chunk(0, "Hel")));
+      w->write(sse(chat_chunk(0, "lo")));
+      w->write(sse(chat_chunk(0, "", "stop")));
+      w->write(sse({{"choices", json::array()}, {"usage", {{"prompt_tokens", 5}, {"completion_tokens", 2}}}}));
+      w->write("data: [DONE]\n\n");
+      w->end();
+    });
+    fake_.post("/ok/v1/completions", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      w->start_stream(200, "text/event-stream");
+      w->write(sse({{"choices", {{{"index", 0}, {"text", "upon"}, {"finish_reason", nullptr}}}}}));
+      w->write(sse({{"choices", {{{"index", 0}, {"text", " a"}, {"finish_reason", "length"}}}},
+                    {"usage", {{"prompt_tokens", 1}, {"completion_tokens", 2}}}}));
+      w->write("data: [DONE]\n\n");
+      w->end();
+    });
+    // Errors with the usual bodies.
+    for (int code : {400, 401, 403, 404, 429, 500, 503}) {
+      fake_.post("/e" + std::to_string(code) + "/v1/chat/completions",
+                 [code](const api::HttpRequest&, api::ResponseWriterPtr w) {
+                   api::HttpResponse r;
+                   r.status = code;
+                   r.body = json{{"error",
+                                  {{"message", "upstream says " + std::to_string(code)},
+                                   {"type", "invalid_request_error"},
+                                   {"param", "temperature"},
+                                   {"code", "bad_value"}}}}
+                                .dump();
+                   w->respond(r);
+                 });
+    }
+    // Two pieces, then the end of the HTTP body without [DONE].
+    fake_.post("/cut/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/event-stream");
+      w->write(sse(chat_chunk(0, "a")));
+      w->write(sse(chat_chunk(0, "b")));
+      w->end();
+    });
+    // One piece, then silence until released or the client goes away.
+    fake_.post("/stall/v1/chat/completions", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/event-stream");
+      w->write(sse(chat_chunk(0, "first")));
+      fake_.spawn([this, w] {
+        fake_.hold(w->cancel_token());
+        w->write(sse(chat_chunk(0, "", "stop")));
+        w->write("data: [DONE]\n\n");
+        w->end();
+      });
+    });
+    // No answer at all until released.
+    fake_.post("/slow/v1/chat/completions", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      fake_.spawn([this, w] {
+        bool released = fake_.hold(w->cancel_token());
+        if (!released) return w->respond(api::HttpResponse{503, "application/json", "{}", {}});
+        w->start_stream(200, "text/event-stream");
+        w->write(sse(chat_chunk(0, "done", "stop")));
+        w->write("data: [DONE]\n\n");
+        w->end();
+      });
+    });
+    fake_.post("/inerror/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/event-stream");
+      w->write(sse(chat_chunk(0, "a")));
+      w->write(sse({{"error", {{"code", 500}, {"message", "the model crashed"}}}}));
+      w->end();
+    });
+    fake_.post("/json/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.body = R"({"choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}],)"
+               R"("usage":{"prompt_tokens":4,"completion_tokens":1}})";
+      w->respond(r);
+    });
+    fake_.start();
+  }
+
+  ProviderPtr make(const std::string& prefix, int32_t read_timeout_ms = 5000, int32_t max_concurrent = 0,
+                   int32_t max_queue = 64) {
+    auto c = remote_config("openai", fake_.url(prefix + "/v1"));
+    c.read_timeout_ms = read_timeout_ms;
+    c.max_concurrent = max_concurrent;
+    c.max_queue = max_queue;
+    auto p = OpenAiProvider::create(c);
+    EXPECT_TRUE(p.is_ok()) << p.status().to_string();
+    return p.is_ok() ? *p : nullptr;
+  }
+
+  FakeUpstream fake_;
+};
+
+TEST_F(OpenAiProviderTest, RelaysDeltasAndAssemblesTheCompletion) {
+  ::setenv("LLMPOOL_FAKE_KEY", "sk-fake", 1);
+  auto c = remote_config("openai", fake_.url("/ok/v1"));
+  c.api_key_env = "LLMPOOL_FAKE_KEY";
+  auto p = OpenAiProvider::create(c);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  Collector col;
+  GenerateRequest req = chat_request("hi", 16);
+  req.sampling.stop = {"\n"};
+  (*p)->generate(req, nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_EQ(r->choices.size(), 1u);
+  EXPECT_EQ(r->choices[0].text, "Hello");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ(col.text(), "Hello");
+  auto deltas = col.deltas();
+  ASSERT_EQ(deltas.size(), 3u);
+  EXPECT_FALSE(deltas[1].finish_reason.has_value());
+  EXPECT_EQ(deltas.back().finish_reason, FinishReason::kStop);
+  EXPECT_EQ(r->usage.prompt_tokens, 5);
+  EXPECT_EQ(r->usage.completion_tokens, 2);
+  EXPECT_EQ(col.done_calls(), 1);
+
+  json body = fake_.last_body();
+  EXPECT_EQ(body["model"], "upstream-name");
+  EXPECT_EQ(body["stream"], true);
+  EXPECT_EQ(body["stream_options"]["include_usage"], true);
+  EXPECT_EQ(body["max_tokens"], 16);
+  EXPECT_EQ(body["temperature"], 0.0);
+  EXPECT_EQ(body["stop"], json::array({"\n"}));
+  EXPECT_EQ(body["messages"][0]["content"], "hi");
+  EXPECT_EQ(fake_.last_header("authorization"), "Bearer sk-fake");
+
+  auto s = (*p)->stats();
+  EXPECT_EQ(s.requests_done, 1);
+  EXPECT_EQ(s.generated_tokens, 2);
+  EXPECT_EQ(s.active_sequences, 0);
+}
+
+TEST_F(OpenAiProviderTest, SendsPromptsToCompletions) {
+  auto p = make("/ok");
+  Collector col;
+  GenerateRequest req;
+  req.prompt = "Once";
+  p->generate(req, nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].text, "upon a");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(fake_.last_body()["prompt"], "Once");
+}
+
+TEST_F(OpenAiProviderTest, MapsUpstreamErrorsWithTheirMessages) {
+  const std::map<int, StatusCode> expected = {
+      {400, StatusCode::kInvalidArgument},   {401, StatusCode::kUnauthenticated},
+      {403, StatusCode::kPermissionDenied},  {404, StatusCode::kNotFound},
+      {429, StatusCode::kResourceExhausted}, {500, StatusCode::kUnavailable},
+      {503, StatusCode::kUnavailable}};
+  for (const auto& [code, status] : expected) {
+    auto p = make("/e" + std::to_string(code));
+    Collector col;
+    p->generate(chat_request("hi"), nullptr, col.callbacks());
+    auto r = col.wait();
+    ASSERT_FALSE(r.is_ok()) << code;
+    EXPECT_EQ(r.status().code(), status) << code << ": " << r.status().to_string();
+    EXPECT_NE(r.status().message().find("upstream says " + std::to_string(code)), std::string::npos)
+        << r.status().message();
+    if (code == 400) {
+      EXPECT_EQ(r.status().param(), "temperature");
+      EXPECT_EQ(r.status().error_code(), "bad_value");
+    }
+  }
+}
+
+TEST_F(OpenAiProviderTest, StreamEndingWithoutDoneIsUnavailable) {
+  auto p = make("/cut");
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("upstream stream ended early"), std::string::npos) << r.status().message();
+  EXPECT_EQ(col.text(), "ab");  // what came before the cut was relayed
+}
+
+TEST_F(OpenAiProviderTest, ConnectionDroppedInTheMiddleOfAChunkIsUnavailable) {
+  // Chunked encoding announces 0x40 bytes, sends fewer, and hangs up.
+  RawServer raw(
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "39\r\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n\r\n"
+      "40\r\ndata: {\"choices\":[{\"ind");
+  auto c = remote_config("openai", raw.url("/v1"));
+  auto p = OpenAiProvider::create(c);
+  ASSERT_TRUE(p.is_ok());
+  Collector col;
+  (*p)->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait(10s);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("upstream stream ended early"), std::string::npos) << r.status().message();
+  EXPECT_EQ(col.text(), "x");
+}
+
+TEST_F(OpenAiProviderTest, SilentUpstreamTimesOut) {
+  auto p = make("/slow", 300);
+  Collector col;
+  auto start = Clock::now();
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait(10s);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().to_string();
+  EXPECT_NE(r.status().message().find(fake_.url("/slow/v1/chat/completions")), std::string::npos);
+  EXPECT_LT(seconds_since(start), 5.0);
+}
+
+TEST_F(OpenAiProviderTest, StalledStreamTimesOut) {
+  auto p = make("/stall", 300);
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait(10s);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("stalled"), std::string::npos) << r.status().message();
+  EXPECT_EQ(col.text(), "first");
+}
+
+TEST_F(OpenAiProviderTest, NothingListeningIsUnavailable) {
+  auto url = "http://127.0.0.1:" + std::to_string(closed_port()) + "/v1";
+  auto p = OpenAiProvider::create(remote_config("openai", url));
+  ASSERT_TRUE(p.is_ok());
+  Collector col;
+  (*p)->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait(10s);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find(url.substr(0, url.size() - 3)), std::string::npos) << r.status().message();
+}
+
+TEST_F(OpenAiProviderTest, ErrorInsideTheStreamEndsIt) {
+  auto p = make("/inerror");
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("the model crashed"), std::string::npos);
+}
+
+TEST_F(OpenAiProviderTest, AcceptsAnUpstreamThatDoesNotStream) {
+  auto p = make("/json");
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].text, "whole");
+  EXPECT_EQ(col.text(), "whole");
+  EXPECT_EQ(r->usage.prompt_tokens, 4);
+}
+
+TEST_F(OpenAiProviderTest, CancelMidStreamEndsPromptly) {
+  auto p = make("/stall");
+  Collector col;
+  auto cancel = std::make_shared<CancelToken>();
+  p->generate(chat_request("hi"), cancel, col.callbacks());
+  ASSERT_TRUE(col.wait_for_deltas(1));
+  auto start = Clock::now();
+  cancel->cancel();
+  auto r = col.wait(10s);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_LT(seconds_since(start), 2.0);
+  ASSERT_EQ(r->choices.size(), 1u);
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(r->choices[0].text, "first");
+  EXPECT_TRUE(fake_.wait_client_gone(1));  // the upstream saw the connection go
+  EXPECT_EQ(p->stats().active_sequences, 0);
+}
+
+TEST_F(OpenAiProviderTest, BoundsRequestsInFlight) {
+  auto p = make("/slow", 10000, /*max_concurrent=*/1, /*max_queue=*/1);
+  Collector first, second, third;
+  p->generate(chat_request("1"), nullptr, first.callbacks());
+  ASSERT_TRUE(fake_.wait_holding(1));
+  p->generate(chat_request("2"), nullptr, second.callbacks());
+  auto s = p->stats();
+  EXPECT_EQ(s.active_sequences, 1);
+  EXPECT_EQ(s.queued, 1);
+  EXPECT_EQ(s.parallel, 1);
+  p->generate(chat_request("3"), nullptr, third.callbacks());
+  auto r3 = third.wait(1s);
+  ASSERT_FALSE(r3.is_ok());
+  EXPECT_EQ(r3.status().code(), StatusCode::kResourceExhausted) << r3.status().to_string();
+  EXPECT_FALSE(second.done());
+  fake_.release();
+  auto r1 = first.wait();
+  auto r2 = second.wait();
+  ASSERT_TRUE(r1.is_ok()) << r1.status().to_string();
+  ASSERT_TRUE(r2.is_ok()) << r2.status().to_string();
+  EXPECT_EQ(r2->choices[0].text, "done");
+  s = p->stats();
+  EXPECT_EQ(s.queued, 0);
+  EXPECT_EQ(s.active_sequences, 0);
+  EXPECT_EQ(s.requests_done, 2);
+}
+
+TEST_F(OpenAiProviderTest, CancelledWaitingRequestEndsPromptly) {
+  auto p = make("/slow", 10000, 1, 4);
+  Collector first, second;
+  p->generate(chat_request("1"), nullptr, first.callbacks());
+  ASSERT_TRUE(fake_.wait_holding(1));
+  auto cancel = std::make_shared<CancelToken>();
+  p->generate(chat_request("2"), cancel, second.callbacks());
+  EXPECT_EQ(p->stats().queued, 1);
+  cancel->cancel();
+  auto r = second.wait(2s);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(p->stats().queued, 0);
+  EXPECT_FALSE(first.done());
+  fake_.release();
+  EXPECT_TRUE(first.wait().is_ok());
+}
+
+TEST_F(OpenAiProviderTest, DestroyingTheProviderEndsEverything) {
+  Collector running, waiting;
+  {
+    auto p = make("/slow", 10000, 1, 4);
+    p->generate(chat_request("1"), nullptr, running.callbacks());
+    ASSERT_TRUE(fake_.wait_holding(1));
+    p->generate(chat_request("2"), nullptr, waiting.callbacks());
+  }
+  auto r1 = running.wait(1s);
+  auto r2 = waiting.wait(1s);
+  EXPECT_EQ(r1.status().code(), StatusCode::kUnavailable) << r1.status().to_string();
+  EXPECT_EQ(r2.status().code(), StatusCode::kUnavailable) << r2.status().to_string();
+  EXPECT_EQ(running.done_calls(), 1);
+  EXPECT_EQ(waiting.done_calls(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// OllamaProvider
+
+class OllamaProviderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_.post("/api/chat", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      w->start_stream(200, "application/x-ndjson");
+      w->write(R"({"model":"m","message":{"role":"assistant","content":"Hel"},"done":false})" "\n");
+      w->write(R"({"model":"m","message":{"role":"assistant","content":"lo"},"done":false})" "\n");
+      w->write(R"({"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"length",)"
+               R"("total_duration":123,"prompt_eval_count":7,"eval_count":3})" "\n");
+      w->end();
+    });
+    fake_.post("/api/generate", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      w->start_stream(200, "application/x-ndjson");
+      w->write(R"({"response":"a","done":false})" "\n" R"({"response":"b","done":false})" "\n");
+      w->write(R"({"response":"","done":true,"done_reason":"stop","eval_count":2})" "\n");
+      w->end();
+    });
+    fake_.post("/missing/api/chat", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->respond(api::HttpResponse{404, "application/json", R"({"error":"model \"nope\" not found, try pulling it first"})", {}});
+    });
+    fake_.post("/cut/api/chat", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "application/x-ndjson");
+      w->write(R"({"message":{"content":"x"},"done":false})" "\n");
+      w->end();
+    });
+    fake_.start();
+  }
+
+  ProviderPtr make(const std::string& prefix) {
+    auto p = OllamaProvider::create(remote_config("ollama", fake_.url(prefix)));
+    EXPECT_TRUE(p.is_ok()) << p.status().to_string();
+    return p.is_ok() ? *p : nullptr;
+  }
+
+  FakeUpstream fake_;
+};
+
+TEST_F(OllamaProviderTest, ChatStreamsDeltasAndFinalCounts) {
+  auto p = make("");
+  Collector col;
+  GenerateRequest req = chat_request("hi", 3);
+  req.sampling.seed = 5;
+  p->generate(req, nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].text, "Hello");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(r->usage.prompt_tokens, 7);
+  EXPECT_EQ(r->usage.completion_tokens, 3);
+  auto deltas = col.deltas();
+  ASSERT_EQ(deltas.size(), 3u);
+  EXPECT_EQ(deltas[0].text, "Hel");
+  EXPECT_EQ(deltas[2].finish_reason, FinishReason::kLength);
+
+  json body = fake_.last_body();
+  EXPECT_EQ(body["model"], "upstream-name");
+  EXPECT_EQ(body["stream"], true);
+  EXPECT_EQ(body["options"]["num_predict"], 3);
+  EXPECT_EQ(body["options"]["seed"], 5);
+  EXPECT_EQ(body["options"]["temperature"], 0.0);
+  EXPECT_EQ(body["messages"][0]["content"], "hi");
+}
+
+TEST_F(OllamaProviderTest, GenerateForPrompts) {
+  auto p = make("");
+  Collector col;
+  GenerateRequest req;
+  req.prompt = "x";
+  p->generate(req, nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].text, "ab");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ(r->usage.completion_tokens, 2);
+  EXPECT_EQ(fake_.last_body()["raw"], true);
+}
+
+TEST_F(OllamaProviderTest, UnknownModelIsNotFound) {
+  auto p = make("/missing");
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("not found, try pulling it first"), std::string::npos);
+}
+
+TEST_F(OllamaProviderTest, StreamWithoutDoneIsUnavailable) {
+  auto p = make("/cut");
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("upstream stream ended early"), std::string::npos);
+  EXPECT_EQ(col.text(), "x");
+}
+
+TEST_F(OllamaProviderTest, SeveralChoicesAreUnimplemented) {
+  auto p = make("");
+  Collector col;
+  GenerateRequest req = chat_request("hi");
+  req.n = 2;
+  p->generate(req, nullptr, col.callbacks());
+  auto r = col.wait(1s);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(r.status().param(), "n");
+}
+
+}  // namespace
+}  // namespace llmpool::providers

@@ -1,0 +1,443 @@
+// Pure mapping of the remote providers: URLs, upstream errors, request
+// bodies and stream decoding. No network.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+
+#include "providers/factory.h"
+#include "providers/http_client.h"
+#include "providers/ollama_provider.h"
+#include "providers/openai_provider.h"
+
+namespace llmpool::providers {
+namespace {
+
+using nlohmann::json;
+
+TEST(ParseHttpUrlTest, SplitsHostPortAndPath) {
+  auto u = parse_http_url("http://127.0.0.1:8000/v1");
+  ASSERT_TRUE(u.is_ok()) << u.status().to_string();
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, 8000);
+  EXPECT_EQ(u->path, "/v1");
+  EXPECT_EQ(u->to_string(), "http://127.0.0.1:8000/v1");
+
+  u = parse_http_url("HTTP://example.com");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_EQ(u->port, 80);
+  EXPECT_EQ(u->path, "/");
+  EXPECT_EQ(u->origin(), "http://example.com");
+
+  u = parse_http_url("http://[::1]:11434/api?x=1");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_EQ(u->host, "::1");
+  EXPECT_EQ(u->port, 11434);
+  EXPECT_EQ(u->path, "/api?x=1");
+  EXPECT_EQ(u->origin(), "http://[::1]:11434");
+}
+
+TEST(ParseHttpUrlTest, RejectsWhatItCannotUse) {
+  for (const char* bad : {"", "127.0.0.1:80", "ftp://x", "http://", "http://:80/", "http://h:0", "http://h:70000",
+                          "http://h:8x", "http://u:p@h/", "http://h/a b", "http://h/#frag", "http://[::1/"}) {
+    auto u = parse_http_url(bad);
+    EXPECT_FALSE(u.is_ok()) << bad;
+    EXPECT_EQ(u.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(ParseHttpUrlTest, HttpsIsNotSupportedYet) {
+  auto u = parse_http_url("https://api.openai.com/v1");
+  ASSERT_FALSE(u.is_ok());
+  EXPECT_EQ(u.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(u.status().message().find("https is not supported yet"), std::string::npos);
+}
+
+TEST(UpstreamErrorStatusTest, MapsHttpStatusesToCodes) {
+  const std::string url = "http://h/v1/chat/completions";
+  EXPECT_EQ(upstream_error_status(400, "{}", url).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(upstream_error_status(422, "{}", url).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(upstream_error_status(401, "{}", url).code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(upstream_error_status(403, "{}", url).code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(upstream_error_status(404, "{}", url).code(), StatusCode::kNotFound);
+  EXPECT_EQ(upstream_error_status(408, "{}", url).code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(upstream_error_status(429, "{}", url).code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(upstream_error_status(500, "{}", url).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(upstream_error_status(501, "{}", url).code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(upstream_error_status(503, "{}", url).code(), StatusCode::kUnavailable);
+}
+
+TEST(UpstreamErrorStatusTest, KeepsTheUpstreamsMessageParamAndCode) {
+  // OpenAI's shape.
+  Status s = upstream_error_status(
+      400, R"({"error":{"message":"bad temperature","type":"invalid_request_error","param":"temperature","code":"invalid_value"}})",
+      "http://h/v1");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "bad temperature");
+  EXPECT_EQ(s.param(), "temperature");
+  EXPECT_EQ(s.error_code(), "invalid_value");
+  // llama-server's: a numeric code that only echoes the HTTP status.
+  s = upstream_error_status(400, R"({"error":{"code":400,"message":"Field 'n' out of range","type":"invalid_request_error"}})",
+                            "http://h/v1");
+  EXPECT_EQ(s.message(), "Field 'n' out of range");
+  EXPECT_EQ(s.error_code(), "");
+  // Ollama's.
+  s = upstream_error_status(404, R"({"error":"model 'x' not found"})", "http://h");
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  EXPECT_EQ(s.message(), "model 'x' not found");
+  // Older vLLM's.
+  s = upstream_error_status(400, R"({"object":"error","message":"too long","type":"BadRequestError","code":400})",
+                            "http://h");
+  EXPECT_EQ(s.message(), "too long");
+  // Not JSON: the body itself; server errors say who answered.
+  s = upstream_error_status(502, "Bad Gateway\n", "http://h/v1/chat/completions");
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(s.message(), "upstream http://h/v1/chat/completions answered HTTP 502: Bad Gateway");
+  s = upstream_error_status(429, "", "http://h");
+  EXPECT_NE(s.message().find("no details given"), std::string::npos);
+}
+
+GenerateRequest chat(std::string text) {
+  GenerateRequest r;
+  ChatMessage system, user;
+  system.role = "system";
+  system.content = "be brief";
+  user.role = "user";
+  user.content = std::move(text);
+  r.messages = {system, user};
+  return r;
+}
+
+TEST(OpenAiRequestJsonTest, SendsAStreamingChatWithOnlyTheFieldsThatAreSet) {
+  auto j = openai_request_json(chat("hi"), "up");
+  ASSERT_TRUE(j.is_ok());
+  EXPECT_EQ(*j, json::parse(R"({
+    "model":"up",
+    "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],
+    "stream":true, "stream_options":{"include_usage":true}, "temperature":1.0})"));
+}
+
+TEST(OpenAiRequestJsonTest, MapsEverySamplingField) {
+  GenerateRequest r = chat("hi");
+  SamplingParams& s = r.sampling;
+  s.temperature = 0.7f;
+  s.top_p = 0.9f;
+  s.top_k = 40;
+  s.min_p = 0.05f;
+  s.presence_penalty = 0.5f;
+  s.frequency_penalty = -0.25f;
+  s.repeat_penalty = 1.1f;
+  s.penalty_last_n = 128;
+  s.logit_bias = {{15, -100.0f}, {7, 2.5f}};
+  s.seed = 42;
+  s.max_tokens = 16;
+  s.stop = {"\n", "END"};
+  s.ignore_eos = true;
+  s.top_logprobs = 3;
+  s.json_schema = R"({"type":"object"})";
+  r.n = 2;
+  auto j = openai_request_json(r, "up");
+  ASSERT_TRUE(j.is_ok());
+  EXPECT_EQ((*j)["temperature"], 0.7);
+  EXPECT_EQ((*j)["top_p"], 0.9);
+  EXPECT_EQ((*j)["top_k"], 40);
+  EXPECT_EQ((*j)["min_p"], 0.05);
+  EXPECT_EQ((*j)["presence_penalty"], 0.5);
+  EXPECT_EQ((*j)["frequency_penalty"], -0.25);
+  EXPECT_EQ((*j)["repeat_penalty"], 1.1);
+  EXPECT_EQ((*j)["repeat_last_n"], 128);
+  EXPECT_EQ((*j)["logit_bias"], json::parse(R"({"15":-100.0,"7":2.5})"));
+  EXPECT_EQ((*j)["seed"], 42);
+  EXPECT_EQ((*j)["max_tokens"], 16);
+  EXPECT_EQ((*j)["stop"], json::parse(R"(["\n","END"])"));
+  EXPECT_EQ((*j)["ignore_eos"], true);
+  EXPECT_EQ((*j)["logprobs"], true);
+  EXPECT_EQ((*j)["top_logprobs"], 3);
+  EXPECT_EQ((*j)["n"], 2);
+  EXPECT_EQ((*j)["response_format"],
+            json::parse(R"({"type":"json_schema","json_schema":{"name":"response","schema":{"type":"object"}}})"));
+
+  s.json_schema.clear();
+  s.json_object = true;
+  j = openai_request_json(r, "up");
+  EXPECT_EQ((*j)["response_format"], json::parse(R"({"type":"json_object"})"));
+}
+
+TEST(OpenAiRequestJsonTest, SendsPromptsWithIntegerLogprobs) {
+  GenerateRequest r;
+  r.prompt = "Once";
+  r.sampling.top_logprobs = 2;
+  auto j = openai_request_json(r, "up");
+  ASSERT_TRUE(j.is_ok());
+  EXPECT_EQ((*j)["prompt"], "Once");
+  EXPECT_FALSE(j->contains("messages"));
+  EXPECT_EQ((*j)["logprobs"], 2);
+  EXPECT_FALSE(j->contains("top_logprobs"));
+}
+
+// Feeds `bytes` to a decoder in pieces of `step` bytes.
+struct Decoded {
+  std::vector<Delta> deltas;
+  Status status;
+  bool ended = false;
+  Completion completion;
+};
+
+Decoded decode(UpstreamDecoder& d, const std::string& bytes, size_t step, bool finish = true) {
+  Decoded out;
+  d.on_delta = [&](Delta x) { out.deltas.push_back(std::move(x)); };
+  for (size_t i = 0; i < bytes.size() && out.status.is_ok(); i += step)
+    out.status = d.feed(std::string_view(bytes).substr(i, step));
+  if (out.status.is_ok() && finish) out.status = d.finish();
+  out.ended = d.ended();
+  out.completion = d.completion();
+  return out;
+}
+
+const char* kChatStream =
+    ": keep-alive\r\n\r\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"finish_reason\":null}]}\r\n\r\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"Bye\"},\"finish_reason\":null}]}\n\n"
+    "event: message\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo ✓\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+    "data: {\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n"
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n"
+    "data: [DONE]\n\n";
+
+TEST(OpenAiStreamDecoderTest, DecodesDeltasPerChoiceWhateverTheSplit) {
+  for (size_t step : {size_t(1), size_t(7), size_t(4096)}) {
+    OpenAiStreamDecoder d(true, 2, "http://h/v1/chat/completions");
+    Decoded r = decode(d, kChatStream, step);
+    ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+    EXPECT_TRUE(r.ended);
+    ASSERT_EQ(r.deltas.size(), 5u) << "step " << step;
+    EXPECT_EQ(r.deltas[0].text, "Hel");
+    EXPECT_EQ(r.deltas[1].index, 1);
+    EXPECT_EQ(r.deltas[3].finish_reason, FinishReason::kStop);
+    EXPECT_EQ(r.deltas[4].finish_reason, FinishReason::kLength);
+    ASSERT_EQ(r.completion.choices.size(), 2u);
+    EXPECT_EQ(r.completion.choices[0].text, "Hello ✓");
+    EXPECT_EQ(r.completion.choices[1].text, "Bye");
+    EXPECT_EQ(r.completion.choices[1].finish_reason, FinishReason::kLength);
+    EXPECT_EQ(r.completion.usage.prompt_tokens, 12);
+    EXPECT_EQ(r.completion.usage.completion_tokens, 5);
+    EXPECT_EQ(r.completion.usage.cached_prompt_tokens, 4);
+  }
+}
+
+TEST(OpenAiStreamDecoderTest, AddsUpPerChoiceUsageReports) {
+  // llama-server with n = 2 sends one usage chunk per choice.
+  std::string s =
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":51,\"completion_tokens\":3}}\n\n"
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":51,\"completion_tokens\":4}}\n\n"
+      "data: [DONE]\n\n";
+  OpenAiStreamDecoder d(true, 2, "u");
+  Decoded r = decode(d, s, 100);
+  EXPECT_EQ(r.completion.usage.prompt_tokens, 51);
+  EXPECT_EQ(r.completion.usage.completion_tokens, 7);
+}
+
+TEST(OpenAiStreamDecoderTest, NotEndedWithoutDone) {
+  OpenAiStreamDecoder d(true, 1, "u");
+  Decoded r = decode(d, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi", 5);
+  EXPECT_TRUE(r.status.is_ok());
+  EXPECT_FALSE(r.ended);
+  EXPECT_EQ(r.completion.choices[0].text, "a");
+}
+
+TEST(OpenAiStreamDecoderTest, ReportsErrorsSentInTheStream) {
+  OpenAiStreamDecoder d(true, 1, "http://h/v1/chat/completions");
+  Decoded r = decode(d, "data: {\"error\":{\"code\":500,\"message\":\"kv cache full\"}}\n\n", 3);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("kv cache full"), std::string::npos);
+
+  OpenAiStreamDecoder d2(true, 1, "http://h/v1/chat/completions");
+  r = decode(d2, "data: {not json}\n\n", 100);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("unreadable"), std::string::npos);
+}
+
+TEST(OpenAiStreamDecoderTest, ReadsBothLogprobFormats) {
+  std::string s =
+      "data: {\"choices\":[{\"index\":0,\"text\":\"a\",\"logprobs\":{\"content\":[{\"token\":\"a\",\"logprob\":-0.5,"
+      "\"top_logprobs\":[{\"token\":\"a\",\"logprob\":-0.5},{\"token\":\"b\",\"logprob\":-1.5}]}]}}]}\n\n"
+      "data: {\"choices\":[{\"index\":0,\"text\":\"c\",\"logprobs\":{\"tokens\":[\"c\"],\"token_logprobs\":[-2.0],"
+      "\"top_logprobs\":[{\"c\":-2.0}]}}]}\n\n"
+      "data: [DONE]\n\n";
+  OpenAiStreamDecoder d(false, 1, "u");
+  Decoded r = decode(d, s, 11);
+  ASSERT_TRUE(r.status.is_ok());
+  ASSERT_EQ(r.completion.choices[0].logprobs.size(), 2u);
+  EXPECT_EQ(r.completion.choices[0].text, "ac");
+  EXPECT_EQ(r.completion.choices[0].logprobs[0].top.size(), 2u);
+  EXPECT_FLOAT_EQ(r.completion.choices[0].logprobs[0].top[1].logprob, -1.5f);
+  EXPECT_EQ(r.completion.choices[0].logprobs[1].token, "c");
+  EXPECT_FLOAT_EQ(r.completion.choices[0].logprobs[1].logprob, -2.0f);
+}
+
+TEST(OpenAiStreamDecoderTest, AcceptsAWholeJsonAnswer) {
+  OpenAiStreamDecoder d(true, 1, "u");
+  HttpResponseHead head;
+  head.status = 200;
+  head.headers["content-type"] = "application/json; charset=utf-8";
+  d.start(head);
+  Decoded r = decode(d,
+                     R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"length"}],)"
+                     R"("usage":{"prompt_tokens":3,"completion_tokens":2}})",
+                     9);
+  ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+  EXPECT_TRUE(r.ended);
+  ASSERT_EQ(r.deltas.size(), 1u);
+  EXPECT_EQ(r.deltas[0].text, "Hi!");
+  EXPECT_EQ(r.completion.choices[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(r.completion.usage.completion_tokens, 2);
+}
+
+TEST(OllamaRequestJsonTest, MapsChatAndOptions) {
+  GenerateRequest r = chat("hi");
+  r.messages[0].role = "developer";
+  SamplingParams& s = r.sampling;
+  s.temperature = 0.2f;
+  s.top_p = 0.8f;
+  s.top_k = 20;
+  s.min_p = 0.1f;
+  s.seed = 7;
+  s.max_tokens = 32;
+  s.stop = {"###"};
+  s.repeat_penalty = 1.3f;
+  s.presence_penalty = 0.4f;
+  s.frequency_penalty = 0.3f;
+  s.json_object = true;
+  auto j = ollama_request_json(r, "llama3");
+  ASSERT_TRUE(j.is_ok()) << j.status().to_string();
+  EXPECT_EQ(*j, json::parse(R"({
+    "model":"llama3",
+    "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],
+    "stream":true,
+    "format":"json",
+    "options":{"temperature":0.2,"top_p":0.8,"top_k":20,"min_p":0.1,"seed":7,"num_predict":32,"stop":["###"],
+               "repeat_penalty":1.3,"presence_penalty":0.4,"frequency_penalty":0.3}})"));
+
+  s.json_schema = R"({"type":"object","properties":{"a":{"type":"integer"}}})";
+  j = ollama_request_json(r, "llama3");
+  EXPECT_EQ((*j)["format"], json::parse(s.json_schema));
+}
+
+TEST(OllamaRequestJsonTest, SendsPromptsRaw) {
+  GenerateRequest r;
+  r.prompt = "Once upon";
+  auto j = ollama_request_json(r, "m");
+  ASSERT_TRUE(j.is_ok());
+  EXPECT_EQ((*j)["prompt"], "Once upon");
+  EXPECT_EQ((*j)["raw"], true);
+  EXPECT_FALSE(j->contains("messages"));
+}
+
+TEST(OllamaRequestJsonTest, RefusesWhatOllamaCannotDo) {
+  GenerateRequest r = chat("hi");
+  r.n = 2;
+  auto j = ollama_request_json(r, "m");
+  EXPECT_EQ(j.status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(j.status().param(), "n");
+  r.n = 1;
+  r.sampling.logit_bias = {{1, 1.0f}};
+  EXPECT_EQ(ollama_request_json(r, "m").status().param(), "logit_bias");
+  r.sampling.logit_bias.clear();
+  r.sampling.top_logprobs = 0;
+  EXPECT_EQ(ollama_request_json(r, "m").status().param(), "logprobs");
+}
+
+TEST(OllamaStreamDecoderTest, DecodesNdjsonWithFinalCounts) {
+  std::string s =
+      "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"done\":false}\n"
+      "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"lo\"},\"done\":false}\n"
+      "{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"length\","
+      "\"prompt_eval_count\":9,\"eval_count\":2}\n";
+  for (size_t step : {size_t(1), size_t(13), size_t(1000)}) {
+    OllamaStreamDecoder d(true, "http://h/api/chat");
+    Decoded r = decode(d, s, step);
+    ASSERT_TRUE(r.status.is_ok());
+    EXPECT_TRUE(r.ended);
+    ASSERT_EQ(r.deltas.size(), 3u);
+    EXPECT_EQ(r.deltas[2].finish_reason, FinishReason::kLength);
+    EXPECT_EQ(r.completion.choices[0].text, "Hello");
+    EXPECT_EQ(r.completion.choices[0].finish_reason, FinishReason::kLength);
+    EXPECT_EQ(r.completion.usage.prompt_tokens, 9);
+    EXPECT_EQ(r.completion.usage.completion_tokens, 2);
+  }
+}
+
+TEST(OllamaStreamDecoderTest, GenerateLinesAndErrors) {
+  OllamaStreamDecoder d(false, "http://h/api/generate");
+  Decoded r = decode(d, "{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":true}", 4);
+  ASSERT_TRUE(r.status.is_ok());
+  EXPECT_TRUE(r.ended);  // the last line may lack its newline
+  EXPECT_EQ(r.completion.choices[0].text, "ab");
+  EXPECT_EQ(r.completion.choices[0].finish_reason, FinishReason::kStop);
+
+  OllamaStreamDecoder e(true, "http://h/api/chat");
+  r = decode(e, "{\"error\":\"llama runner process has terminated\"}\n", 100);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("llama runner process has terminated"), std::string::npos);
+}
+
+config::ModelConfig remote(const std::string& type, const std::string& base_url) {
+  config::ModelConfig c;
+  c.name = "m";
+  c.type = type;
+  c.base_url = base_url;
+  c.context = 8192;
+  c.capabilities = {"general"};
+  return c;
+}
+
+TEST(RemoteProviderCreateTest, ChecksTheSettings) {
+  auto p = create_provider(remote("openai", ""));
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.status().param(), "base_url");
+
+  p = create_provider(remote("openai", "https://api.example.com/v1"));
+  EXPECT_EQ(p.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(p.status().message().find("https is not supported yet"), std::string::npos);
+
+  p = create_provider(remote("ollama", "localhost:11434"));
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(RemoteProviderCreateTest, MissingApiKeyVariableNamesIt) {
+  ::unsetenv("LLMPOOL_TEST_NO_SUCH_KEY");
+  auto c = remote("openai", "http://127.0.0.1:1/v1");
+  c.api_key_env = "LLMPOOL_TEST_NO_SUCH_KEY";
+  auto p = create_provider(c);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.status().param(), "api_key_env");
+  EXPECT_NE(p.status().message().find("LLMPOOL_TEST_NO_SUCH_KEY"), std::string::npos);
+}
+
+TEST(RemoteProviderCreateTest, CreatesBothTypesWithTheirInfo) {
+  ::setenv("LLMPOOL_TEST_KEY", "sk-test", 1);
+  auto c = remote("openai", "http://127.0.0.1:1/v1/");
+  c.api_key_env = "LLMPOOL_TEST_KEY";
+  c.max_concurrent = 3;
+  auto p = create_provider(c);
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  EXPECT_EQ((*p)->info().context, 8192);
+  EXPECT_EQ((*p)->info().type, "openai");
+  EXPECT_EQ((*p)->stats().parallel, 3);
+  auto* remote_provider = dynamic_cast<RemoteProvider*>(p->get());
+  ASSERT_NE(remote_provider, nullptr);
+  EXPECT_EQ(remote_provider->settings().url("/chat/completions"), "http://127.0.0.1:1/v1/chat/completions");
+  EXPECT_EQ(remote_provider->settings().upstream_model, "m");
+  EXPECT_EQ(remote_provider->settings().headers.at("Authorization"), "Bearer sk-test");
+  EXPECT_EQ((*p)->tokenize("x", false).status().code(), StatusCode::kUnimplemented);
+
+  auto o = create_provider(remote("ollama", "http://127.0.0.1:11434"));
+  ASSERT_TRUE(o.is_ok()) << o.status().to_string();
+  EXPECT_EQ((*o)->info().type, "ollama");
+}
+
+}  // namespace
+}  // namespace llmpool::providers
