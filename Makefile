@@ -16,11 +16,15 @@ endif
 
 BIN := $(BUILD)/llmpool
 MODELS := models
-DEMO_MODELS := $(MODELS)/tiny-q8_0.gguf $(MODELS)/small-q8_0.gguf
+DEMO_MODELS := $(MODELS)/tiny-q8_0.gguf $(MODELS)/small-q8_0.gguf $(MODELS)/coder-q8_0.gguf
+# Stand-ins for the seed design's roles (configs/seed-roles.yaml): random
+# weights, the shapes scaled down, a 64K training context (the engine's KV
+# cache is unified: a model's sequences share context x parallel cells).
+SEED_MODELS := $(MODELS)/seed-r1-q8_0.gguf $(MODELS)/seed-c1-q8_0.gguf $(MODELS)/seed-jv-q8_0.gguf
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all setup build test test-unit run models clean
+.PHONY: all setup build test test-unit run run-seed models seed-models clean
 
 all: build
 
@@ -47,10 +51,38 @@ $(MODELS)/small-q8_0.gguf: | build
 	$(BIN) mkmodel --preset tiny --n-embd 256 --n-layer 4 --n-head 8 --n-head-kv 4 --n-ff 768 \
 	  --type q8_0 --seed 7 --out $@
 
+$(MODELS)/coder-q8_0.gguf: | build
+	@mkdir -p $(MODELS)
+	$(BIN) mkmodel --preset tiny --n-embd 128 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 384 \
+	  --type q8_0 --seed 11 --out $@
+
+# R1 (reasoning, 64K window): KV cache f16, 4 layers x 2 KV heads x 32 dims x 2 (K,V) x 2 B
+# = 1 KiB per token: 64 MiB for 65536 tokens x 1 sequence.
+$(MODELS)/seed-r1-q8_0.gguf: | build
+	@mkdir -p $(MODELS)
+	$(BIN) mkmodel --preset tiny --n-embd 256 --n-layer 4 --n-head 8 --n-head-kv 2 --n-ff 768 --ctx 65536 \
+	  --type q8_0 --seed 101 --name seed-r1-standin --out $@
+
+# C1 (coder, 24K window x 2): 1 KiB per token, 48 MiB for 2 x 24576 tokens.
+$(MODELS)/seed-c1-q8_0.gguf: | build
+	@mkdir -p $(MODELS)
+	$(BIN) mkmodel --preset tiny --n-embd 192 --n-layer 4 --n-head 6 --n-head-kv 2 --n-ff 512 --ctx 65536 \
+	  --type q8_0 --seed 102 --name seed-c1-standin --out $@
+
+# J/V (judges and verifiers, 16K window x 3): tiny shape, 256 B per token, 12 MiB for 3 x 16384 tokens.
+$(MODELS)/seed-jv-q8_0.gguf: | build
+	@mkdir -p $(MODELS)
+	$(BIN) mkmodel --preset tiny --ctx 65536 --type q8_0 --seed 103 --name seed-jv-standin --out $@
+
 models: build $(DEMO_MODELS)
+
+seed-models: build $(SEED_MODELS)
 
 run: models
 	$(BIN) serve --config configs/demo.yaml --host $(HOST) --port $(PORT)
+
+run-seed: seed-models
+	$(BIN) serve --config configs/seed-roles.yaml --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf build build-asan

@@ -10,17 +10,28 @@ void HttpRouter::add(const std::string& method, const std::string& path, Handler
   routes_[path][method] = with_error_boundary(std::move(handler));
 }
 
+void HttpRouter::add_prefix(const std::string& method, const std::string& prefix, Handler handler) {
+  prefixes_[prefix][method] = with_error_boundary(std::move(handler));
+}
+
 void HttpRouter::dispatch(const HttpRequest& request, ResponseWriterPtr writer) const {
-  auto path = routes_.find(request.path);
-  if (path == routes_.end()) {
+  const std::map<std::string, Handler>* methods = nullptr;
+  if (auto exact = routes_.find(request.path); exact != routes_.end()) {
+    methods = &exact->second;
+  } else {
+    // The longest matching prefix: in map order a prefix sorts before its extensions.
+    for (auto it = prefixes_.rbegin(); it != prefixes_.rend() && !methods; ++it)
+      if (request.path.compare(0, it->first.size(), it->first) == 0) methods = &it->second;
+  }
+  if (!methods) {
     writer->respond(error_response(Status::not_found("no route for " + request.method + " " + request.path,
                                              "", "unknown_url")));
     return;
   }
-  auto handler = path->second.find(request.method);
-  if (handler == path->second.end()) {
+  auto handler = methods->find(request.method);
+  if (handler == methods->end()) {
     std::string allowed;
-    for (const auto& [m, h] : path->second) allowed += (allowed.empty() ? "" : ", ") + m;
+    for (const auto& [m, h] : *methods) allowed += (allowed.empty() ? "" : ", ") + m;
     HttpResponse r = error_response(Status::invalid_argument(
         "method " + request.method + " is not allowed on " + request.path + " (allowed: " + allowed + ")",
         "", "method_not_allowed"));

@@ -1,5 +1,7 @@
 // `llmpool check-config FILE`: validates a config file and prints every
 // problem as file:line:column: field: message. Exit 0 when valid, 2 if not.
+// A valid file is summarised, one line per model, with the values that the
+// `defaults:` section and the built-in defaults filled in.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -8,6 +10,29 @@
 #include "config/config.h"
 
 namespace llmpool::cli {
+namespace {
+
+std::string summary(const config::ModelConfig& m) {
+  std::string s = "  " + m.name + ": " + m.type;
+  if (m.is_remote()) {
+    s += " " + m.base_url + " (" + m.upstream_model + ")";
+  } else {
+    s += ", context " + std::to_string(m.context) + " x " + std::to_string(m.parallel);
+  }
+  if (m.max_concurrent > 0) s += ", max_concurrent " + std::to_string(m.max_concurrent);
+  if (m.deadline_ms > 0) s += ", deadline " + config::format_duration_ms(m.deadline_ms);
+  s += ", keep_alive " + config::format_duration_ms(m.keep_alive_ms);
+  if (m.pinned) s += ", pinned";
+  if (m.warm) s += ", warm";
+  if (!m.capabilities.empty()) {
+    s += ", [";
+    for (size_t i = 0; i < m.capabilities.size(); ++i) s += (i ? ", " : "") + m.capabilities[i];
+    s += "]";
+  }
+  return s;
+}
+
+}  // namespace
 
 void add_check_config_command(CLI::App& app, int* exit_code) {
   auto path = std::make_shared<std::string>();
@@ -18,6 +43,7 @@ void add_check_config_command(CLI::App& app, int* exit_code) {
     for (const auto& issue : r.issues) std::cout << issue.to_string() << "\n";
     if (r.ok()) {
       std::cout << *path << ": ok (" << r.config.models.size() << " model(s))\n";
+      for (const auto& m : r.config.models) std::cout << summary(m) << "\n";
       *exit_code = 0;
     } else {
       std::cout << *path << ": " << r.issues.size() << " problem(s)\n";

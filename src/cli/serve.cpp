@@ -1,5 +1,7 @@
-// `llmpool serve --config FILE`: loads the models and serves the API until
-// SIGINT or SIGTERM, then drains in-flight requests and stops.
+// `llmpool serve --config FILE`: serves the API over the model pool until
+// SIGINT or SIGTERM, then drains in-flight requests and stops. Models load
+// on first use (or at start when `warm`); the config file is watched and
+// reloaded when it changes or on SIGHUP (see pool/config_watcher.h).
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -8,14 +10,15 @@
 #include <iostream>
 #include <optional>
 
+#include "api/admin_routes.h"
 #include "api/http_server.h"
 #include "api/openai_routes.h"
 #include "cli/commands.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "obs/metrics.h"
-#include "providers/factory.h"
-#include "providers/registry.h"
+#include "pool/config_watcher.h"
+#include "pool/model_pool.h"
 
 namespace llmpool::cli {
 namespace {
@@ -28,12 +31,13 @@ struct ServeOptions {
 };
 
 int serve(const ServeOptions& opts) {
-  // Block the shutdown signals before any thread starts, so every thread
-  // inherits the mask and only sigwait() below receives them.
+  // Block the shutdown and reload signals before any thread starts, so every
+  // thread inherits the mask and only sigwait() below receives them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   config::LoadResult loaded = config::load_config(opts.config_path);
@@ -42,33 +46,41 @@ int serve(const ServeOptions& opts) {
     std::cerr << "serve: " << loaded.issues.size() << " problem(s) in " << opts.config_path << "\n";
     return 2;
   }
+  const config::Config file_cfg = loaded.config;  // as written: what reloads compare against
   config::Config cfg = std::move(loaded.config);
   if (opts.host) cfg.server.host = *opts.host;
   if (opts.port) cfg.server.port = static_cast<uint16_t>(*opts.port);
   init_logging(opts.log_level.value_or(cfg.log_level));
 
-  auto registry = std::make_shared<providers::ModelRegistry>();
-  for (const auto& m : cfg.models) {
-    auto provider = providers::create_provider(m);
-    if (!provider) {
-      spdlog::error("{}:{}: model '{}': {}", cfg.path, m.line, m.name, provider.status().message());
-      return 1;
-    }
-    Status st = registry->add(std::move(provider).value());
-    if (!st) {
-      spdlog::error("{}", st.message());
-      return 1;
-    }
-  }
-
+  // Declared in this order so that they are destroyed in reverse: the
+  // watcher, then the server (drains), then the pool, then the metrics.
   obs::MetricsRegistry metrics;
+  pool::ModelPool::Options pool_options;
+  pool_options.metrics = &metrics;
+  auto pool = std::make_shared<pool::ModelPool>(cfg, std::move(pool_options));
   api::HttpRouter router;
-  api::add_openai_routes(router, registry, metrics);
+  api::add_openai_routes(router, pool, metrics);
+  api::add_admin_routes(router, pool);
   api::HttpServer server(cfg.server, router);
+  pool->start();  // warm models start loading
   if (Status st = server.start(); !st) {
     spdlog::error("{}", st.message());
+    pool->stop();
     return 1;
   }
+
+  pool::ConfigWatcher::Options watch_options;
+  watch_options.metrics = &metrics;
+  const bool log_level_fixed = opts.log_level.has_value();
+  watch_options.on_applied = [log_level_fixed](const config::Config& previous, const config::Config& next) {
+    if (!log_level_fixed && previous.log_level != next.log_level) {
+      spdlog::set_level(spdlog::level::from_str(next.log_level));
+      spdlog::info("log level is now {}", next.log_level);
+    }
+  };
+  pool::ConfigWatcher watcher(file_cfg, *pool, std::move(watch_options));
+  watcher.start();
+
   std::string base = "http://" + cfg.server.host + ":" + std::to_string(server.port());
   std::printf("llmpool listening on %s\n", base.c_str());
   std::printf("try: curl -s %s/v1/chat/completions -H 'Content-Type: application/json' "
@@ -76,11 +88,20 @@ int serve(const ServeOptions& opts) {
               base.c_str(), cfg.models.front().name.c_str());
   std::fflush(stdout);
 
-  int sig = 0;
-  sigwait(&signals, &sig);
-  spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      spdlog::info("received SIGHUP, reloading {}", cfg.path);
+      (void)watcher.reload();  // logs and counts its own outcome
+      continue;
+    }
+    spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    break;
+  }
+  watcher.stop();
   server.stop();
-  registry.reset();  // models stop after the server: nothing calls them any more
+  pool->stop();  // models stop after the server: nothing calls them any more
   spdlog::info("stopped");
   return 0;
 }

@@ -2,11 +2,15 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <unordered_set>
 
 namespace llmpool::config {
@@ -33,14 +37,13 @@ class Reader {
   }
 
   // Reports keys of `map` not in `known`.
-  void check_keys(const YAML::Node& map, const std::string& prefix,
-                  std::initializer_list<const char*> known) {
+  void check_keys(const YAML::Node& map, const std::string& prefix, const std::vector<std::string>& known) {
     std::unordered_set<std::string> k(known.begin(), known.end());
     for (const auto& kv : map) {
       std::string key = kv.first.Scalar();
       if (!k.count(key)) {
         std::string allowed;
-        for (const char* s : known) allowed += std::string(allowed.empty() ? "" : ", ") + s;
+        for (const auto& s : known) allowed += (allowed.empty() ? "" : ", ") + s;
         issue(kv.first, join(prefix, key), "unknown field (known: " + allowed + ")");
       }
     }
@@ -52,40 +55,81 @@ class Reader {
     return false;
   }
 
-  void read_string(const YAML::Node& parent, const char* key, const std::string& prefix,
-                   std::string* out, size_t max_len = 4096) {
+  // The scalar at parent[key], or an undefined node (absent, null, or not a
+  // scalar — the latter reported as `what`).
+  std::optional<YAML::Node> scalar(const YAML::Node& parent, const char* key, const std::string& prefix,
+                                   const char* what) {
     YAML::Node n = parent[key];
-    if (!n.IsDefined() || n.IsNull()) return;
-    std::string field = join(prefix, key);
-    if (!n.IsScalar()) return issue(n, field, "must be a string");
-    if (n.Scalar().size() > max_len)
-      return issue(n, field, "longer than " + std::to_string(max_len) + " characters");
-    *out = n.Scalar();
+    if (!n.IsDefined() || n.IsNull()) return std::nullopt;
+    if (!n.IsScalar()) {
+      issue(n, join(prefix, key), std::string("must be ") + what);
+      return std::nullopt;
+    }
+    return n;
+  }
+
+  void read_string(const YAML::Node& parent, const char* key, const std::string& prefix, std::string* out,
+                   size_t max_len = 4096) {
+    auto n = scalar(parent, key, prefix, "a string");
+    if (!n) return;
+    if (n->Scalar().size() > max_len)
+      return issue(*n, join(prefix, key), "longer than " + std::to_string(max_len) + " characters");
+    *out = n->Scalar();
   }
 
   template <typename Int>
-  void read_int(const YAML::Node& parent, const char* key, const std::string& prefix, Int* out,
-                int64_t lo, int64_t hi) {
-    YAML::Node n = parent[key];
-    if (!n.IsDefined() || n.IsNull()) return;
+  void read_int(const YAML::Node& parent, const char* key, const std::string& prefix, Int* out, int64_t lo,
+                int64_t hi) {
+    auto n = scalar(parent, key, prefix, "an integer");
+    if (!n) return;
     std::string field = join(prefix, key);
-    if (!n.IsScalar()) return issue(n, field, "must be an integer");
     int64_t v = 0;
     try {
       size_t used = 0;
-      v = std::stoll(n.Scalar(), &used, 10);
-      if (used != n.Scalar().size()) throw std::invalid_argument("trailing");
+      v = std::stoll(n->Scalar(), &used, 10);
+      if (used != n->Scalar().size()) throw std::invalid_argument("trailing");
     } catch (const std::exception&) {
-      return issue(n, field, "must be an integer, got '" + n.Scalar() + "'");
+      return issue(*n, field, "must be an integer, got '" + n->Scalar() + "'");
     }
     if (v < lo || v > hi)
-      return issue(n, field, "must be between " + std::to_string(lo) + " and " +
-                                 std::to_string(hi) + ", got " + std::to_string(v));
+      return issue(*n, field, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+                                  std::to_string(v));
     *out = static_cast<Int>(v);
   }
 
+  void read_bool(const YAML::Node& parent, const char* key, const std::string& prefix, bool* out) {
+    auto n = scalar(parent, key, prefix, "true or false");
+    if (!n) return;
+    bool v = false;
+    if (!YAML::convert<bool>::decode(*n, v))
+      return issue(*n, join(prefix, key), "must be true or false, got '" + n->Scalar() + "'");
+    *out = v;
+  }
+
+  void read_duration(const YAML::Node& parent, const char* key, const std::string& prefix, int64_t* out) {
+    auto n = scalar(parent, key, prefix, "a duration");
+    if (!n) return;
+    auto v = parse_duration_ms(n->Scalar());
+    if (!v)
+      return issue(*n, join(prefix, key),
+                   "must be a duration such as 30s, 5m, 1h30m or 250ms (a bare number is seconds), 0 to unload "
+                   "as soon as idle, or -1 / forever to never unload; got '" + n->Scalar() + "'");
+    *out = *v;
+  }
+
+  void read_size(const YAML::Node& parent, const char* key, const std::string& prefix, uint64_t* out) {
+    auto n = scalar(parent, key, prefix, "a size");
+    if (!n) return;
+    auto v = parse_size_bytes(n->Scalar());
+    if (!v)
+      return issue(*n, join(prefix, key),
+                   "must be a size in bytes, optionally with a unit (512MiB, 4GiB, 8GB; 0 = unlimited), got '" +
+                       n->Scalar() + "'");
+    *out = *v;
+  }
+
   void read_string_list(const YAML::Node& parent, const char* key, const std::string& prefix,
-                        std::vector<std::string>* out) {
+                        std::vector<std::string>* out, size_t max_len = 256) {
     YAML::Node n = parent[key];
     if (!n.IsDefined() || n.IsNull()) return;
     std::string field = join(prefix, key);
@@ -94,6 +138,10 @@ class Reader {
     for (size_t i = 0; i < n.size(); ++i) {
       if (!n[i].IsScalar() || n[i].Scalar().empty()) {
         issue(n[i], field + "[" + std::to_string(i) + "]", "must be a non-empty string");
+        continue;
+      }
+      if (n[i].Scalar().size() > max_len) {
+        issue(n[i], field + "[" + std::to_string(i) + "]", "longer than " + std::to_string(max_len) + " characters");
         continue;
       }
       out->push_back(n[i].Scalar());
@@ -112,15 +160,51 @@ class Reader {
   std::vector<ConfigIssue> issues_;
 };
 
-constexpr std::initializer_list<const char*> kTopKeys = {"log_level", "server", "models",
-                                                        "routing", "tenants", "defaults"};
-constexpr std::initializer_list<const char*> kServerKeys = {"host", "port", "io_threads",
-                                                           "max_body_bytes", "shutdown_grace_ms"};
-constexpr std::initializer_list<const char*> kModelKeys = {
-    "name", "aliases", "type", "path", "context", "parallel", "batch", "threads", "max_queue",
-    "deadline_ms", "capabilities"};
+const std::vector<std::string> kTopKeys = {"log_level", "server", "pool", "defaults", "models", "routing", "tenants"};
+const std::vector<std::string> kServerKeys = {"host",           "port", "io_threads", "max_body_bytes",
+                                              "shutdown_grace_ms", "config_poll_ms"};
+const std::vector<std::string> kPoolKeys = {"memory_budget", "max_loaded_models", "load_timeout_ms",
+                                            "watchdog_free_memory_percent", "watchdog_interval_ms"};
+// Fields a model may set; `defaults:` takes the same except those naming one model.
+const std::vector<std::string> kModelKeys = {
+    "name",     "aliases",       "type",         "path",      "base_url",     "upstream_model",
+    "api_key_env", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
+    "batch",    "threads",       "max_queue",    "deadline_ms", "max_concurrent", "priority",
+    "keep_alive", "pinned",      "warm"};
+const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
-const std::set<std::string> kProviderTypes = {"local"};
+const std::vector<std::string> kProviderTypes = {"local", "openai", "ollama"};
+const std::vector<std::string> kCapabilities = {"general", "code",   "reasoning", "fast",
+                                                "embedding", "safety", "vision"};
+
+std::vector<std::string> defaults_keys() {
+  std::vector<std::string> out;
+  for (const auto& k : kModelKeys)
+    if (!kPerModelOnly.count(k)) out.push_back(k);
+  return out;
+}
+
+std::string join_list(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+bool is_env_var_name(const std::string& s) {
+  if (s.empty() || s.size() > 128) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+// Names travel in JSON and in URL paths (/api/models/{name}/load): printable,
+// no whitespace.
+bool is_model_name(const std::string& s) {
+  for (char c : s)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return false;
+  return !s.empty();
+}
 
 void read_server(Reader& r, const YAML::Node& n, ServerConfig* s) {
   if (!r.map_at(n, "server")) return;
@@ -130,29 +214,92 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig* s) {
   r.read_int(n, "io_threads", "server", &s->io_threads, 1, 256);
   r.read_int(n, "max_body_bytes", "server", &s->max_body_bytes, 1024, int64_t{1} << 30);
   r.read_int(n, "shutdown_grace_ms", "server", &s->shutdown_grace_ms, 0, 600000);
+  r.read_int(n, "config_poll_ms", "server", &s->config_poll_ms, 0, 3600000);
 }
 
-void read_model(Reader& r, const YAML::Node& n, const std::string& prefix, const fs::path& base,
-                bool check_files, ModelConfig* m) {
-  if (!r.map_at(n, prefix)) return;
-  m->line = n.Mark().line + 1;
-  r.check_keys(n, prefix, kModelKeys);
+void read_pool(Reader& r, const YAML::Node& n, PoolConfig* p) {
+  if (!r.map_at(n, "pool")) return;
+  r.check_keys(n, "pool", kPoolKeys);
+  r.read_size(n, "memory_budget", "pool", &p->memory_budget_bytes);
+  r.read_int(n, "max_loaded_models", "pool", &p->max_loaded_models, 0, 4096);
+  r.read_int(n, "load_timeout_ms", "pool", &p->load_timeout_ms, 1, 3600000);
+  r.read_int(n, "watchdog_free_memory_percent", "pool", &p->watchdog_free_memory_percent, 0, 99);
+  r.read_int(n, "watchdog_interval_ms", "pool", &p->watchdog_interval_ms, 100, 3600000);
+}
+
+// Reads the fields present in `n` over `m` (which holds the defaults). Used
+// for `defaults:` and for each model; checks that need the merged result
+// (required fields, type-specific ones) are in finish_model().
+void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix, ModelConfig* m) {
   r.read_string(n, "name", prefix, &m->name, 256);
   r.read_string_list(n, "aliases", prefix, &m->aliases);
   r.read_string(n, "type", prefix, &m->type, 64);
   r.read_string(n, "path", prefix, &m->path);
+  r.read_string(n, "base_url", prefix, &m->base_url, 2048);
+  r.read_string(n, "upstream_model", prefix, &m->upstream_model, 256);
+  r.read_string(n, "api_key_env", prefix, &m->api_key_env, 128);
+  r.read_int(n, "connect_timeout_ms", prefix, &m->connect_timeout_ms, 1, 600000);
+  r.read_int(n, "read_timeout_ms", prefix, &m->read_timeout_ms, 1, 86400000);
   r.read_int(n, "context", prefix, &m->context, 64, 1 << 24);
   r.read_int(n, "parallel", prefix, &m->parallel, 1, 256);
   r.read_int(n, "batch", prefix, &m->batch, 1, 1 << 16);
   r.read_int(n, "threads", prefix, &m->threads, 0, 1024);
   r.read_int(n, "max_queue", prefix, &m->max_queue, 0, 1 << 20);
   r.read_int(n, "deadline_ms", prefix, &m->deadline_ms, 0, 86400000);
-  r.read_string_list(n, "capabilities", prefix, &m->capabilities);
+  r.read_int(n, "max_concurrent", prefix, &m->max_concurrent, 0, 100000);
+  r.read_int(n, "priority", prefix, &m->priority, -1000, 1000);
+  r.read_duration(n, "keep_alive", prefix, &m->keep_alive_ms);
+  r.read_bool(n, "pinned", prefix, &m->pinned);
+  r.read_bool(n, "warm", prefix, &m->warm);
+  r.read_string_list(n, "capabilities", prefix, &m->capabilities, 64);
 
+  // Checks of single values, reported where the value is written.
+  if (YAML::Node t = n["type"]; t.IsDefined() && t.IsScalar()) {
+    if (std::find(kProviderTypes.begin(), kProviderTypes.end(), m->type) == kProviderTypes.end())
+      r.issue(t, prefix + ".type", "unknown provider type '" + m->type + "' (known: " + join_list(kProviderTypes) + ")");
+  }
+  if (YAML::Node u = n["base_url"]; u.IsDefined() && u.IsScalar()) {
+    const std::string& url = m->base_url;
+    size_t scheme = url.rfind("http://", 0) == 0 ? 7 : url.rfind("https://", 0) == 0 ? 8 : 0;
+    if (scheme == 0)
+      r.issue(u, prefix + ".base_url", "must start with http:// or https://, got '" + url + "'");
+    else if (url.size() == scheme || url[scheme] == '/')
+      r.issue(u, prefix + ".base_url", "has no host: '" + url + "'");
+  }
+  if (YAML::Node k = n["api_key_env"]; k.IsDefined() && k.IsScalar() && !is_env_var_name(m->api_key_env)) {
+    r.issue(k, prefix + ".api_key_env",
+            "must name an environment variable (letters, digits and _, not starting with a digit) that holds "
+            "the key; never write the key itself in the config");
+  }
+  if (YAML::Node c = n["capabilities"]; c.IsDefined() && c.IsSequence()) {
+    std::set<std::string> seen;
+    for (size_t i = 0; i < c.size(); ++i) {
+      if (!c[i].IsScalar()) continue;
+      const std::string& tag = c[i].Scalar();
+      std::string field = prefix + ".capabilities[" + std::to_string(i) + "]";
+      if (std::find(kCapabilities.begin(), kCapabilities.end(), tag) == kCapabilities.end())
+        r.issue(c[i], field, "unknown capability '" + tag + "' (known: " + join_list(kCapabilities) + ")");
+      else if (!seen.insert(tag).second)
+        r.issue(c[i], field, "capability '" + tag + "' is listed twice");
+    }
+  }
+  if (YAML::Node a = n["name"]; a.IsDefined() && a.IsScalar() && !m->name.empty() && !is_model_name(m->name))
+    r.issue(a, prefix + ".name", "must not contain spaces or control characters");
+}
+
+void finish_model(Reader& r, const YAML::Node& n, const std::string& prefix, const fs::path& base,
+                  bool check_files, ModelConfig* m) {
   if (m->name.empty()) r.issue(n, prefix + ".name", "is required");
-  if (!kProviderTypes.count(m->type))
-    r.issue(n["type"], prefix + ".type", "unknown provider type '" + m->type + "' (known: local)");
-  if (m->type == "local") {
+  bool known_type = std::find(kProviderTypes.begin(), kProviderTypes.end(), m->type) != kProviderTypes.end();
+  if (!known_type) return;  // reported where the type is written
+  if (!m->is_remote()) {
+    for (const char* key : {"base_url", "upstream_model", "api_key_env"})
+      if (n[key].IsDefined())
+        r.issue(n[key], prefix + "." + key, "is only for remote models (type openai or ollama), not local ones");
+    // Remote settings inherited from `defaults:` do not apply to local models.
+    m->base_url.clear();
+    m->upstream_model.clear();
+    m->api_key_env.clear();
     if (m->path.empty()) {
       r.issue(n, prefix + ".path", "is required for a local model");
     } else {
@@ -163,10 +310,135 @@ void read_model(Reader& r, const YAML::Node& n, const std::string& prefix, const
       if (check_files && !fs::is_regular_file(p, ec))
         r.issue(n["path"], prefix + ".path", "no such file: " + m->path);
     }
+  } else {
+    if (n["path"].IsDefined())
+      r.issue(n["path"], prefix + ".path", "is only for local models; a model of type " + m->type + " is reached by base_url");
+    if (m->base_url.empty())
+      r.issue(n, prefix + ".base_url", "is required for a " + m->type + " model (http:// or https:// URL)");
+    if (m->upstream_model.empty()) m->upstream_model = m->name;
   }
 }
 
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// A non-negative decimal number at the start of `s`; advances `s`.
+std::optional<double> take_number(std::string_view& s) {
+  size_t i = 0;
+  bool digits = false, dot = false;
+  while (i < s.size()) {
+    char c = s[i];
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      digits = true;
+    } else if (c == '.' && !dot) {
+      dot = true;
+    } else {
+      break;
+    }
+    ++i;
+  }
+  if (!digits) return std::nullopt;
+  double v = std::strtod(std::string(s.substr(0, i)).c_str(), nullptr);
+  s.remove_prefix(i);
+  return v;
+}
+
 }  // namespace
+
+bool same_settings(const ModelConfig& a, const ModelConfig& b) {
+  ModelConfig x = a, y = b;
+  x.line = y.line = 0;
+  return x == y;
+}
+
+const std::vector<std::string>& known_capabilities() { return kCapabilities; }
+
+std::optional<int64_t> parse_duration_ms(std::string_view text) {
+  std::string s = lower(trim(text));
+  if (s == "-1" || s == "forever" || s == "never") return kKeepAliveForever;
+  if (s.empty()) return std::nullopt;
+  constexpr double kMax = 100.0 * 86400 * 1000;  // 100 days
+  std::string_view rest = s;
+  double total = 0;
+  bool bare = true;
+  while (!rest.empty()) {
+    auto num = take_number(rest);
+    if (!num) return std::nullopt;
+    size_t u = 0;
+    while (u < rest.size() && std::isalpha(static_cast<unsigned char>(rest[u]))) ++u;
+    std::string unit(rest.substr(0, u));
+    rest.remove_prefix(u);
+    double scale = 0;
+    if (unit.empty()) {
+      if (!bare || !rest.empty()) return std::nullopt;  // a bare number stands alone
+      scale = 1000;                                      // seconds, as in Ollama
+    } else if (unit == "ms") {
+      scale = 1;
+    } else if (unit == "s") {
+      scale = 1000;
+    } else if (unit == "m") {
+      scale = 60000;
+    } else if (unit == "h") {
+      scale = 3600000;
+    } else if (unit == "d") {
+      scale = 86400000;
+    } else {
+      return std::nullopt;
+    }
+    bare = false;
+    total += *num * scale;
+    if (total > kMax) return std::nullopt;
+  }
+  return static_cast<int64_t>(std::llround(total));
+}
+
+std::string format_duration_ms(int64_t ms) {
+  if (ms < 0) return "forever";
+  if (ms == 0) return "0";
+  std::string out;
+  struct Unit {
+    int64_t ms;
+    const char* name;
+  };
+  for (Unit u : {Unit{86400000, "d"}, Unit{3600000, "h"}, Unit{60000, "m"}, Unit{1000, "s"}, Unit{1, "ms"}}) {
+    if (ms >= u.ms) {
+      out += std::to_string(ms / u.ms) + u.name;
+      ms %= u.ms;
+    }
+  }
+  return out;
+}
+
+std::optional<uint64_t> parse_size_bytes(std::string_view text) {
+  std::string s = lower(trim(text));
+  std::string_view rest = s;
+  auto num = take_number(rest);
+  if (!num) return std::nullopt;
+  std::string unit(trim(rest));
+  double scale = 0;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "k" || unit == "kb") scale = 1e3;
+  else if (unit == "m" || unit == "mb") scale = 1e6;
+  else if (unit == "g" || unit == "gb") scale = 1e9;
+  else if (unit == "t" || unit == "tb") scale = 1e12;
+  else if (unit == "ki" || unit == "kib") scale = 1024.0;
+  else if (unit == "mi" || unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "gi" || unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "ti" || unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else return std::nullopt;
+  double v = *num * scale;
+  if (v > std::ldexp(1.0, 60)) return std::nullopt;
+  return static_cast<uint64_t>(std::llround(v));
+}
 
 std::string ConfigIssue::to_string() const {
   std::ostringstream os;
@@ -204,7 +476,17 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
   if (!kLogLevels.count(out.config.log_level))
     r.issue(root["log_level"], "log_level",
             "must be one of trace, debug, info, warn, error, off; got '" + out.config.log_level + "'");
-  if (root["server"].IsDefined()) read_server(r, root["server"], &out.config.server);
+  if (root["server"].IsDefined() && !root["server"].IsNull()) read_server(r, root["server"], &out.config.server);
+  if (root["pool"].IsDefined() && !root["pool"].IsNull()) read_pool(r, root["pool"], &out.config.pool);
+  // `routing:` and `tenants:` are placeholders for later issues: any content is accepted.
+
+  ModelConfig defaults;
+  if (YAML::Node d = root["defaults"]; d.IsDefined() && !d.IsNull()) {
+    if (r.map_at(d, "defaults")) {
+      r.check_keys(d, "defaults", defaults_keys());
+      read_model_fields(r, d, "defaults", &defaults);
+    }
+  }
 
   fs::path base = fs::path(path).parent_path();
   YAML::Node models = root["models"];
@@ -216,13 +498,18 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
     std::set<std::string> names;
     for (size_t i = 0; i < models.size(); ++i) {
       std::string prefix = "models[" + std::to_string(i) + "]";
-      ModelConfig m;
-      read_model(r, models[i], prefix, base, check_files, &m);
+      const YAML::Node& n = models[i];
+      if (!r.map_at(n, prefix)) continue;
+      ModelConfig m = defaults;
+      m.line = n.Mark().line + 1;
+      r.check_keys(n, prefix, kModelKeys);
+      read_model_fields(r, n, prefix, &m);
+      finish_model(r, n, prefix, base, check_files, &m);
       if (!m.name.empty() && !names.insert(m.name).second)
-        r.issue(models[i]["name"], prefix + ".name", "duplicate model name '" + m.name + "'");
+        r.issue(n["name"], prefix + ".name", "duplicate model name '" + m.name + "'");
       for (size_t a = 0; a < m.aliases.size(); ++a) {
         if (!names.insert(m.aliases[a]).second)
-          r.issue(models[i]["aliases"][a], prefix + ".aliases[" + std::to_string(a) + "]",
+          r.issue(n["aliases"][a], prefix + ".aliases[" + std::to_string(a) + "]",
                   "name '" + m.aliases[a] + "' is already used by another model or alias");
       }
       out.config.models.push_back(std::move(m));
@@ -230,6 +517,11 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
     if (models.size() == 0) r.issue(models, "models", "is empty: list at least one model");
   }
   out.issues = r.take_issues();
+  // In file order, so a long list reads top to bottom.
+  std::stable_sort(out.issues.begin(), out.issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {
+    auto key = [](const ConfigIssue& i) { return std::make_tuple(i.line == 0, i.line, i.column); };
+    return key(a) < key(b);
+  });
   return out;
 }
 

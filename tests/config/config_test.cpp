@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 namespace llmpool::config {
 namespace {
@@ -130,8 +131,327 @@ TEST(ConfigTest, MissingFileIsAnIssueNotACrash) {
   EXPECT_NE(r.issues[0].message.find("cannot open"), std::string::npos);
 }
 
+TEST(ConfigTest, BuiltInDefaultsForThePoolAndTheNewModelFields) {
+  LoadResult r = parse_config("models:\n  - name: a\n    path: /a.gguf\n", "x.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  const PoolConfig& p = r.config.pool;
+  EXPECT_EQ(p.memory_budget_bytes, 0u);
+  EXPECT_EQ(p.max_loaded_models, 0);
+  EXPECT_EQ(p.load_timeout_ms, 120000);
+  EXPECT_EQ(p.watchdog_free_memory_percent, 20);
+  EXPECT_EQ(p.watchdog_interval_ms, 5000);
+  EXPECT_EQ(r.config.server.config_poll_ms, 1000);
+  const ModelConfig& m = r.config.models[0];
+  EXPECT_EQ(m.keep_alive_ms, 300000);
+  EXPECT_EQ(m.priority, 0);
+  EXPECT_FALSE(m.pinned);
+  EXPECT_FALSE(m.warm);
+  EXPECT_EQ(m.max_concurrent, 0);
+  EXPECT_EQ(m.deadline_ms, 0);
+}
+
+TEST(ConfigTest, ReadsThePoolSectionAndEveryModelField) {
+  LoadResult r = parse_config(R"(server:
+  config_poll_ms: 250
+pool:
+  memory_budget: 4GiB
+  max_loaded_models: 3
+  load_timeout_ms: 30000
+  watchdog_free_memory_percent: 15
+  watchdog_interval_ms: 2000
+models:
+  - name: local1
+    path: /m/a.gguf
+    context: 8192
+    parallel: 2
+    batch: 256
+    threads: 4
+    max_queue: 10
+    deadline_ms: 12000
+    max_concurrent: 2
+    priority: 7
+    keep_alive: 30s
+    pinned: true
+    warm: yes
+    capabilities: [code, reasoning, vision]
+  - name: gpt
+    type: openai
+    base_url: https://api.example.com/v1
+    upstream_model: gpt-4o-mini
+    api_key_env: OPENAI_API_KEY
+    connect_timeout_ms: 2000
+    read_timeout_ms: 60000
+    max_concurrent: 8
+  - name: llama
+    type: ollama
+    base_url: http://127.0.0.1:11434
+)", "c.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  const Config& c = r.config;
+  EXPECT_EQ(c.server.config_poll_ms, 250);
+  EXPECT_EQ(c.pool.memory_budget_bytes, uint64_t{4} << 30);
+  EXPECT_EQ(c.pool.max_loaded_models, 3);
+  EXPECT_EQ(c.pool.load_timeout_ms, 30000);
+  EXPECT_EQ(c.pool.watchdog_free_memory_percent, 15);
+  EXPECT_EQ(c.pool.watchdog_interval_ms, 2000);
+  const ModelConfig& l = c.models[0];
+  EXPECT_EQ(l.context, 8192);
+  EXPECT_EQ(l.parallel, 2);
+  EXPECT_EQ(l.batch, 256);
+  EXPECT_EQ(l.threads, 4);
+  EXPECT_EQ(l.max_queue, 10);
+  EXPECT_EQ(l.deadline_ms, 12000);
+  EXPECT_EQ(l.max_concurrent, 2);
+  EXPECT_EQ(l.priority, 7);
+  EXPECT_EQ(l.keep_alive_ms, 30000);
+  EXPECT_TRUE(l.pinned);
+  EXPECT_TRUE(l.warm);
+  EXPECT_EQ(l.capabilities, (std::vector<std::string>{"code", "reasoning", "vision"}));
+  EXPECT_FALSE(l.is_remote());
+  const ModelConfig& g = c.models[1];
+  EXPECT_TRUE(g.is_remote());
+  EXPECT_EQ(g.type, "openai");
+  EXPECT_EQ(g.base_url, "https://api.example.com/v1");
+  EXPECT_EQ(g.upstream_model, "gpt-4o-mini");
+  EXPECT_EQ(g.api_key_env, "OPENAI_API_KEY");
+  EXPECT_EQ(g.connect_timeout_ms, 2000);
+  EXPECT_EQ(g.read_timeout_ms, 60000);
+  EXPECT_EQ(g.max_concurrent, 8);
+  EXPECT_TRUE(g.path.empty());
+  const ModelConfig& o = c.models[2];
+  EXPECT_EQ(o.type, "ollama");
+  EXPECT_EQ(o.upstream_model, "llama");  // defaults to the name
+}
+
+TEST(ConfigTest, DefaultsApplyToModelsThatDoNotSetThem) {
+  LoadResult r = parse_config(R"(defaults:
+  context: 16384
+  deadline_ms: 12000
+  keep_alive: 15m
+  threads: 2
+  capabilities: [general]
+  base_url: http://10.0.0.1:8000/v1
+models:
+  - name: a
+    path: /a.gguf
+  - name: b
+    path: /b.gguf
+    context: 1024
+    keep_alive: forever
+    capabilities: [code]
+  - name: c
+    type: openai
+)", "d.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  const auto& m = r.config.models;
+  EXPECT_EQ(m[0].context, 16384);
+  EXPECT_EQ(m[0].deadline_ms, 12000);
+  EXPECT_EQ(m[0].keep_alive_ms, 15 * 60000);
+  EXPECT_EQ(m[0].threads, 2);
+  EXPECT_EQ(m[0].capabilities, std::vector<std::string>{"general"});
+  EXPECT_TRUE(m[0].base_url.empty());  // a remote default does not stick to a local model
+  EXPECT_EQ(m[1].context, 1024);
+  EXPECT_EQ(m[1].deadline_ms, 12000);
+  EXPECT_EQ(m[1].keep_alive_ms, kKeepAliveForever);
+  EXPECT_EQ(m[1].capabilities, std::vector<std::string>{"code"});
+  EXPECT_EQ(m[2].base_url, "http://10.0.0.1:8000/v1");
+  EXPECT_EQ(m[0].line, 9);
+}
+
+TEST(ConfigTest, DefaultsCannotNameOneModel) {
+  LoadResult r = parse_config("defaults:\n  name: x\n  path: /x.gguf\nmodels:\n  - name: a\n    path: /a.gguf\n",
+                              "d.yaml", false);
+  const ConfigIssue* name = find_issue(r, "defaults.name");
+  ASSERT_NE(name, nullptr);
+  EXPECT_EQ(name->line, 2);
+  EXPECT_NE(name->message.find("unknown field"), std::string::npos);
+  EXPECT_NE(find_issue(r, "defaults.path"), nullptr);
+}
+
+TEST(ConfigTest, KeepAliveTakesDurationsSecondsZeroAndForever) {
+  auto keep_alive = [](const std::string& v) -> std::optional<int64_t> {
+    LoadResult r = parse_config("models:\n  - name: a\n    path: /a.gguf\n    keep_alive: " + v + "\n", "k.yaml", false);
+    if (!r.ok()) return std::nullopt;
+    return r.config.models[0].keep_alive_ms;
+  };
+  EXPECT_EQ(keep_alive("5m"), 300000);
+  EXPECT_EQ(keep_alive("30s"), 30000);
+  EXPECT_EQ(keep_alive("1h30m"), 5400000);
+  EXPECT_EQ(keep_alive("250ms"), 250);
+  EXPECT_EQ(keep_alive("90"), 90000);  // a bare number is seconds
+  EXPECT_EQ(keep_alive("0"), 0);
+  EXPECT_EQ(keep_alive("\"0\""), 0);
+  EXPECT_EQ(keep_alive("-1"), kKeepAliveForever);
+  EXPECT_EQ(keep_alive("forever"), kKeepAliveForever);
+  EXPECT_EQ(keep_alive("5 minutes"), std::nullopt);
+  EXPECT_EQ(keep_alive("-5m"), std::nullopt);
+  EXPECT_EQ(keep_alive("[1]"), std::nullopt);
+  LoadResult r = parse_config("models:\n  - name: a\n    path: /a.gguf\n    keep_alive: soon\n", "k.yaml", false);
+  const ConfigIssue* i = find_issue(r, "models[0].keep_alive");
+  ASSERT_NE(i, nullptr);
+  EXPECT_EQ(i->line, 4);
+  EXPECT_EQ(i->column, 17);
+  EXPECT_NE(i->message.find("forever"), std::string::npos);
+}
+
+TEST(ConfigTest, ParsesAndFormatsDurations) {
+  EXPECT_EQ(parse_duration_ms("1.5h"), 5400000);
+  EXPECT_EQ(parse_duration_ms("2d"), 2 * 86400000);
+  EXPECT_EQ(parse_duration_ms(" 10s "), 10000);
+  EXPECT_EQ(parse_duration_ms("never"), kKeepAliveForever);
+  EXPECT_EQ(parse_duration_ms("1000d"), std::nullopt);  // past 100 days
+  EXPECT_EQ(parse_duration_ms("10x"), std::nullopt);
+  EXPECT_EQ(parse_duration_ms("10 5s"), std::nullopt);
+  EXPECT_EQ(parse_duration_ms(""), std::nullopt);
+  EXPECT_EQ(format_duration_ms(300000), "5m");
+  EXPECT_EQ(format_duration_ms(5400000), "1h30m");
+  EXPECT_EQ(format_duration_ms(1500), "1s500ms");
+  EXPECT_EQ(format_duration_ms(0), "0");
+  EXPECT_EQ(format_duration_ms(kKeepAliveForever), "forever");
+}
+
+TEST(ConfigTest, ParsesSizes) {
+  EXPECT_EQ(parse_size_bytes("0"), 0u);
+  EXPECT_EQ(parse_size_bytes("123456"), 123456u);
+  EXPECT_EQ(parse_size_bytes("512MiB"), uint64_t{512} << 20);
+  EXPECT_EQ(parse_size_bytes("4GiB"), uint64_t{4} << 30);
+  EXPECT_EQ(parse_size_bytes("4 GiB"), uint64_t{4} << 30);
+  EXPECT_EQ(parse_size_bytes("1.5GiB"), uint64_t{3} << 29);
+  EXPECT_EQ(parse_size_bytes("8GB"), 8000000000u);
+  EXPECT_EQ(parse_size_bytes("2g"), 2000000000u);
+  EXPECT_EQ(parse_size_bytes("64Ki"), 65536u);
+  EXPECT_EQ(parse_size_bytes("100B"), 100u);
+  EXPECT_EQ(parse_size_bytes("4 GiBs"), std::nullopt);
+  EXPECT_EQ(parse_size_bytes("-1"), std::nullopt);
+  EXPECT_EQ(parse_size_bytes("GiB"), std::nullopt);
+  EXPECT_EQ(parse_size_bytes("2000000TiB"), std::nullopt);
+  LoadResult r = parse_config("pool:\n  memory_budget: lots\nmodels:\n  - name: a\n    path: /a.gguf\n", "s.yaml", false);
+  const ConfigIssue* i = find_issue(r, "pool.memory_budget");
+  ASSERT_NE(i, nullptr);
+  EXPECT_EQ(i->to_string().rfind("s.yaml:2:18: pool.memory_budget: must be a size", 0), 0u) << i->to_string();
+}
+
+TEST(ConfigTest, RemoteModelsNeedAnHttpBaseUrlAndAnEnvVarNameForTheKey) {
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    type: openai
+  - name: b
+    type: ollama
+    base_url: ftp://host
+  - name: c
+    type: openai
+    base_url: https://
+    api_key_env: sk-abc123
+  - name: d
+    type: openai
+    base_url: http://x
+    path: /d.gguf
+  - name: e
+    path: /e.gguf
+    base_url: http://x
+    api_key_env: KEY
+  - name: f
+    type: remote
+)", "r.yaml", false);
+  const ConfigIssue* a = find_issue(r, "models[0].base_url");
+  ASSERT_NE(a, nullptr);
+  EXPECT_NE(a->message.find("is required"), std::string::npos);
+  EXPECT_EQ(a->line, 2);
+  const ConfigIssue* b = find_issue(r, "models[1].base_url");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->line, 6);
+  EXPECT_NE(b->message.find("http:// or https://"), std::string::npos);
+  EXPECT_NE(find_issue(r, "models[2].base_url"), nullptr);  // no host
+  const ConfigIssue* key = find_issue(r, "models[2].api_key_env");
+  ASSERT_NE(key, nullptr);
+  EXPECT_EQ(key->line, 10);
+  EXPECT_NE(key->message.find("never write the key itself"), std::string::npos);
+  const ConfigIssue* path = find_issue(r, "models[3].path");
+  ASSERT_NE(path, nullptr);
+  EXPECT_NE(path->message.find("only for local models"), std::string::npos);
+  const ConfigIssue* local_url = find_issue(r, "models[4].base_url");
+  ASSERT_NE(local_url, nullptr);
+  EXPECT_NE(local_url->message.find("only for remote models"), std::string::npos);
+  EXPECT_NE(find_issue(r, "models[4].api_key_env"), nullptr);
+  const ConfigIssue* type = find_issue(r, "models[5].type");
+  ASSERT_NE(type, nullptr);
+  EXPECT_NE(type->message.find("known: local, openai, ollama"), std::string::npos);
+}
+
+TEST(ConfigTest, UnknownCapabilityListsTheKnownTags) {
+  LoadResult r = parse_config("models:\n  - name: a\n    path: /a.gguf\n    capabilities: [general, poetry, general]\n",
+                              "c.yaml", false);
+  const ConfigIssue* i = find_issue(r, "models[0].capabilities[1]");
+  ASSERT_NE(i, nullptr);
+  EXPECT_EQ(i->line, 4);
+  EXPECT_EQ(i->column, 29);
+  EXPECT_NE(i->message.find("unknown capability 'poetry' (known: general, code, reasoning, fast, embedding, "
+                            "safety, vision)"),
+            std::string::npos);
+  const ConfigIssue* twice = find_issue(r, "models[0].capabilities[2]");
+  ASSERT_NE(twice, nullptr);
+  EXPECT_NE(twice->message.find("twice"), std::string::npos);
+}
+
+TEST(ConfigTest, BoundsAndTypesOfTheNewFields) {
+  LoadResult r = parse_config(R"(server:
+  config_poll_ms: -5
+pool:
+  max_loaded_models: -1
+  load_timeout_ms: 0
+  watchdog_free_memory_percent: 100
+  watchdog_interval_ms: 10
+  colour: red
+models:
+  - name: a b
+    path: /a.gguf
+    priority: 5000
+    pinned: maybe
+    warm: [x]
+    max_concurrent: -3
+)", "b.yaml", false);
+  for (const char* f : {"server.config_poll_ms", "pool.max_loaded_models", "pool.load_timeout_ms",
+                        "pool.watchdog_free_memory_percent", "pool.watchdog_interval_ms", "pool.colour",
+                        "models[0].name", "models[0].priority", "models[0].pinned", "models[0].warm",
+                        "models[0].max_concurrent"})
+    EXPECT_NE(find_issue(r, f), nullptr) << f;
+  EXPECT_EQ(find_issue(r, "models[0].pinned")->line, 13);
+  EXPECT_NE(find_issue(r, "models[0].pinned")->message.find("true or false"), std::string::npos);
+  // Every issue, in file order.
+  for (size_t i = 1; i < r.issues.size(); ++i) EXPECT_LE(r.issues[i - 1].line, r.issues[i].line);
+}
+
+TEST(ConfigTest, RoutingAndTenantsAreAcceptedAsTheyAre) {
+  LoadResult r = parse_config(R"(routing:
+  strategy: whatever
+  rules: [{match: code, to: c1}]
+tenants:
+  - id: main
+    plan: pro
+models:
+  - name: a
+    path: /a.gguf
+)", "p.yaml", false);
+  EXPECT_TRUE(r.ok()) << r.issues.front().to_string();
+}
+
+TEST(ConfigTest, SameSettingsIgnoresWhereAModelIsWritten) {
+  ModelConfig a;
+  a.name = "a";
+  a.path = "/a.gguf";
+  a.line = 3;
+  ModelConfig b = a;
+  b.line = 30;
+  EXPECT_TRUE(same_settings(a, b));
+  b.keep_alive_ms = 1;
+  EXPECT_FALSE(same_settings(a, b));
+  b = a;
+  b.capabilities = {"code"};
+  EXPECT_FALSE(same_settings(a, b));
+}
+
 TEST(ConfigTest, ShippedConfigsAreValidApartFromModelFiles) {
-  for (const char* name : {"demo.yaml"}) {
+  for (const char* name : {"demo.yaml", "seed-roles.yaml"}) {
     std::string path = std::string(LLMPOOL_SOURCE_DIR) + "/configs/" + name;
     LoadResult r = load_config(path, false);
     EXPECT_TRUE(r.ok()) << path << ": " << (r.ok() ? "" : r.issues.front().to_string());

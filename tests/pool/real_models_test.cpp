@@ -1,0 +1,167 @@
+// The pool with two real local models (the tiny test model and a copy of
+// it) under a memory budget that fits only one.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <future>
+
+#include "pool/model_pool.h"
+#include "pool/pool_test_util.h"
+
+namespace llmpool::pool {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::acquire_now;
+using testing::ManualClock;
+using testing::ModelFiles;
+using testing::state_of;
+
+class RealModelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tiny = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-q8_0.gguf";
+    ASSERT_TRUE(std::filesystem::exists(tiny)) << tiny;
+    path_a_ = files_.dir() + "/a.gguf";
+    path_b_ = files_.dir() + "/b.gguf";
+    std::filesystem::copy_file(tiny, path_a_);
+    std::filesystem::copy_file(tiny, path_b_);
+    file_size_ = std::filesystem::file_size(tiny);
+  }
+  ModelPool& make_pool(uint64_t budget, int64_t keep_alive_ms = 300000) {
+    config::Config cfg;
+    cfg.pool.memory_budget_bytes = budget;
+    cfg.pool.watchdog_free_memory_percent = 0;
+    for (auto [name, path] : {std::pair{"a", path_a_}, std::pair{"b", path_b_}}) {
+      config::ModelConfig m;
+      m.name = name;
+      m.path = path;
+      m.context = 256;
+      m.parallel = 1;
+      m.threads = 1;
+      m.keep_alive_ms = keep_alive_ms;
+      cfg.models.push_back(m);
+    }
+    ModelPool::Options o;
+    o.clock = clock_.fn();
+    o.housekeeping_thread = false;
+    o.metrics = &metrics_;
+    pool_ = std::make_unique<ModelPool>(cfg, std::move(o));
+    pool_->start();
+    return *pool_;
+  }
+  static GenerateRequest request(int max_tokens) {
+    GenerateRequest r;
+    r.messages = {{"user", "Tell me a long story."}};
+    r.sampling.max_tokens = max_tokens;
+    r.sampling.ignore_eos = true;
+    r.sampling.temperature = 0;
+    return r;
+  }
+  // Runs a short request to the end and returns its completion.
+  static Result<Completion> run(const providers::ProviderPtr& p) {
+    std::promise<Result<Completion>> done;
+    GenerateCallbacks cb;
+    cb.on_done = [&](Result<Completion> r) { done.set_value(std::move(r)); };
+    p->generate(request(4), std::make_shared<CancelToken>(), std::move(cb));
+    return done.get_future().get();
+  }
+
+  ModelFiles files_;
+  std::string path_a_, path_b_;
+  uint64_t file_size_ = 0;
+  ManualClock clock_;
+  obs::MetricsRegistry metrics_;
+  std::unique_ptr<ModelPool> pool_;
+};
+
+TEST_F(RealModelsTest, EvictsTheIdleModelAndNeverTheBusyOne) {
+  ModelPool& pool = make_pool(file_size_ * 3 / 2);  // room for one model
+  {
+    auto a = acquire_now(pool, "a");
+    ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+    auto c = run(*a);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    EXPECT_EQ(c->usage.completion_tokens, 4);
+  }
+  EXPECT_EQ(state_of(pool, "a"), "ready");
+  EXPECT_GT(pool.status().memory_used_bytes, 0u);
+
+  // b needs a's room: a is idle, so it is evicted.
+  auto b = acquire_now(pool, "b");
+  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  EXPECT_EQ(state_of(pool, "a"), "unloaded");
+  EXPECT_EQ(state_of(pool, "b"), "ready");
+
+  // A request in flight on b, held mid-stream by its first token.
+  std::promise<void> first_token, go_on;
+  std::shared_future<void> go = go_on.get_future().share();
+  std::promise<Result<Completion>> finished;
+  std::atomic<bool> seen{false};
+  GenerateCallbacks cb;
+  cb.on_delta = [&, go](Delta) {
+    if (!seen.exchange(true)) {
+      first_token.set_value();
+      go.wait();
+    }
+  };
+  cb.on_done = [&](Result<Completion> r) { finished.set_value(std::move(r)); };
+  (*b)->generate(request(16), std::make_shared<CancelToken>(), std::move(cb));
+  b = Status::internal("lease dropped: only the request holds b now");
+  first_token.get_future().wait();
+
+  auto refused = acquire_now(pool, "a");
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("'b'"), std::string::npos) << refused.status().message();
+  EXPECT_EQ(state_of(pool, "b"), "ready");
+
+  go_on.set_value();
+  auto done = finished.get_future().get();
+  ASSERT_TRUE(done.is_ok()) << done.status().to_string();
+  EXPECT_EQ(done->usage.completion_tokens, 16);  // the stream was never cut
+
+  auto a = acquire_now(pool, "a");
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  EXPECT_EQ(state_of(pool, "b"), "unloaded");
+  ASSERT_TRUE(run(*a).is_ok());
+  pool.tick();  // drops b's provider here, off its engine thread
+}
+
+TEST_F(RealModelsTest, KeepAliveExpiryUnloadsARealModel) {
+  ModelPool& pool = make_pool(0, 1000);
+  {
+    auto a = acquire_now(pool, "a");
+    ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+    ASSERT_TRUE(run(*a).is_ok());
+  }
+  clock_.advance(500ms);
+  pool.tick();
+  EXPECT_EQ(state_of(pool, "a"), "ready");
+  clock_.advance(600ms);
+  pool.tick();
+  EXPECT_EQ(state_of(pool, "a"), "unloaded");
+  EXPECT_EQ(pool.status().memory_used_bytes, 0u);
+  // And it loads again on the next request.
+  auto again = acquire_now(pool, "a");
+  ASSERT_TRUE(again.is_ok());
+  ASSERT_TRUE(run(*again).is_ok());
+}
+
+TEST_F(RealModelsTest, AFileThatIsNotAModelFailsUntilItIsReplaced) {
+  { std::ofstream(path_a_, std::ios::trunc) << "not a gguf file"; }
+  ModelPool& pool = make_pool(0);
+  auto r = acquire_now(pool, "a");
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("failed to load"), std::string::npos) << r.status().message();
+  EXPECT_EQ(state_of(pool, "a"), "failed");
+  EXPECT_EQ(acquire_now(pool, "a").status().code(), StatusCode::kUnavailable);
+  std::filesystem::copy_file(path_b_, path_a_, std::filesystem::copy_options::overwrite_existing);
+  auto ok = acquire_now(pool, "a");
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  ASSERT_TRUE(run(*ok).is_ok());
+}
+
+}  // namespace
+}  // namespace llmpool::pool
