@@ -1,0 +1,331 @@
+// llmpool-loadgen: drives any OpenAI-compatible server with concurrent
+// streaming requests and reports throughput and latency (see bench/README.md).
+//
+// One thread per concurrent client; each sends its requests one after the
+// other on fresh connections and timestamps every content delta as its bytes
+// leave the socket. The measured phase's wall time runs from the first
+// request sent to the last answer ended.
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <atomic>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "http_client.h"
+#include "workload.h"
+
+namespace llmpool::bench {
+namespace {
+
+struct Options {
+  std::string url = "http://127.0.0.1:8080";
+  std::string model = "default";
+  std::string endpoint = "chat";
+  int concurrency = 1;
+  int requests = 16;
+  int warmup = 0;
+  int prompt_tokens = 128;
+  int max_tokens = 64;
+  std::string mix;
+  std::string system;
+  uint64_t seed = 42;
+  bool shared_prefix = false;
+  bool no_stream = false;
+  double words_per_token = 0.9;
+  double timeout_s = 600;
+  std::string api_key;
+  std::string json_path;
+  bool quiet = false;
+};
+
+// Everything a client thread needs to send request i of a phase.
+struct Phase {
+  const char* tag;                 // "Request" or "Warmup": part of each prompt
+  std::vector<int> classes;        // class index per request
+};
+
+class LoadGenerator {
+ public:
+  LoadGenerator(const Options& opts, Url url, std::string path, std::vector<LoadClass> classes)
+      : opts_(opts), url_(std::move(url)), path_(std::move(path)), classes_(std::move(classes)),
+        endpoint_(opts.endpoint == "completions" ? Endpoint::kCompletions : Endpoint::kChat) {}
+
+  // Runs every request of `phase` on `concurrency` threads; returns the
+  // outcomes in request order and sets *wall_s.
+  std::vector<RequestOutcome> run(const Phase& phase, int concurrency, double* wall_s) const {
+    const int n = static_cast<int>(phase.classes.size());
+    std::vector<RequestOutcome> outcomes(static_cast<size_t>(n));
+    std::atomic<int> next{0};
+    const auto t0 = Clock::now();
+    std::vector<std::thread> clients;
+    for (int c = 0; c < std::min(concurrency, n); ++c) {
+      clients.emplace_back([&] {
+        for (int i = next++; i < n; i = next++) outcomes[static_cast<size_t>(i)] = one(phase, i);
+      });
+    }
+    for (std::thread& t : clients) t.join();
+    *wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    return outcomes;
+  }
+
+  const std::vector<LoadClass>& classes() const { return classes_; }
+  int max_tokens(int cls) const {
+    int m = classes_[static_cast<size_t>(cls)].max_tokens;
+    return m > 0 ? m : opts_.max_tokens;
+  }
+
+ private:
+  RequestOutcome one(const Phase& phase, int i) const {
+    const int cls = phase.classes[static_cast<size_t>(i)];
+    const std::string tag = std::string(phase.tag) + " " + std::to_string(i);
+    const std::string prompt = make_prompt(classes_[static_cast<size_t>(cls)].prompt_tokens, opts_.words_per_token,
+                                           opts_.seed, tag, opts_.shared_prefix);
+    HttpPost post;
+    post.url = url_;
+    post.path = path_;
+    post.timeout_s = opts_.timeout_s;
+    post.body = make_request_body(endpoint_, opts_.model, prompt, max_tokens(cls), opts_.seed, !opts_.no_stream,
+                                  opts_.system);
+    if (!opts_.api_key.empty()) post.headers.emplace_back("Authorization", "Bearer " + opts_.api_key);
+
+    const auto start = Clock::now();
+    ResponseReader reader(endpoint_, start, cls, max_tokens(cls));
+    HttpHandlers handlers;
+    handlers.on_head = [&](const ResponseHead& head) { reader.on_head(head); };
+    handlers.on_body = [&](std::string_view bytes, Clock::time_point at) { return reader.on_body(bytes, at); };
+    try {
+      std::string error = http_post(post, handlers);
+      return reader.finish(error, Clock::now());
+    } catch (const std::exception& e) {
+      // Whatever a strange answer makes the parsers throw fails one request,
+      // not the run.
+      RequestOutcome failed;
+      failed.cls = cls;
+      failed.max_tokens = max_tokens(cls);
+      failed.error = std::string("exception: ") + e.what();
+      return failed;
+    }
+  }
+
+  const Options& opts_;
+  Url url_;
+  std::string path_;
+  std::vector<LoadClass> classes_;
+  Endpoint endpoint_;
+};
+
+std::string fmt(double v, int decimals = 1) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+void print_row(const char* name, const Summary& s, int decimals = 1) {
+  std::printf("  %-22s %10s %10s %10s %10s %8zu\n", name, fmt(s.p50, decimals).c_str(), fmt(s.p99, decimals).c_str(),
+              fmt(s.mean, decimals).c_str(), fmt(s.max, decimals).c_str(), s.n);
+}
+
+void print_report(const Options& o, const std::string& target, const LoadGenerator& gen, const PhaseStats& s,
+                  const std::vector<PhaseStats>& per_class) {
+  std::printf("llmpool-loadgen  %s  model %s\n", target.c_str(), o.model.c_str());
+  std::printf("  concurrency %d, %d requests (+%d warmup), max_tokens %d, %s, seed %llu%s\n", o.concurrency,
+              o.requests, o.warmup, o.max_tokens,
+              o.mix.empty() ? ("prompt ~" + std::to_string(o.prompt_tokens) + " tokens").c_str()
+                            : ("mix " + o.mix).c_str(),
+              static_cast<unsigned long long>(o.seed), o.shared_prefix ? ", shared prefix" : "");
+  std::printf("  %-22s %d ok, %d failed   wall %s s   %s req/s\n", "requests", s.ok, s.failed,
+              fmt(s.wall_s, 2).c_str(), fmt(s.requests_per_s, 2).c_str());
+  std::printf("  %-22s %ld tokens   %s tok/s aggregate   (usage in %d/%d answers, streamed %d/%d, short %d)\n",
+              "output", s.output_tokens, fmt(s.output_tok_s).c_str(), s.usage_seen, s.ok, s.streamed, s.ok,
+              s.short_outputs);
+  std::printf("  %-22s %s tokens mean (usage.prompt_tokens)\n", "prompt", fmt(s.prompt_tokens_mean).c_str());
+  std::printf("  %-22s %10s %10s %10s %10s %8s\n", "", "p50", "p99", "mean", "max", "n");
+  print_row("TTFT ms", s.ttft_ms);
+  print_row("ITL ms", s.itl_ms, 2);
+  print_row("E2E ms", s.e2e_ms);
+  print_row("decode tok/s/stream", s.decode_tok_s);
+  if (per_class.size() > 1) {
+    std::printf("  %-10s %6s %6s %8s %10s %10s %9s %9s %10s %10s %8s\n", "class", "ok", "fail", "prompt",
+                "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "E2E p50", "E2E p99", "tok/s");
+    for (size_t c = 0; c < per_class.size(); ++c) {
+      const PhaseStats& k = per_class[c];
+      std::printf("  %-10s %6d %6d %8s %10s %10s %9s %9s %10s %10s %8s\n", gen.classes()[c].name.c_str(), k.ok,
+                  k.failed, fmt(k.prompt_tokens_mean).c_str(), fmt(k.ttft_ms.p50).c_str(),
+                  fmt(k.ttft_ms.p99).c_str(), fmt(k.itl_ms.p50, 2).c_str(), fmt(k.itl_ms.p99, 2).c_str(),
+                  fmt(k.e2e_ms.p50).c_str(), fmt(k.e2e_ms.p99).c_str(), fmt(k.output_tok_s).c_str());
+    }
+  }
+  for (const auto& [msg, count] : s.errors) std::printf("  error x%d: %s\n", count, msg.c_str());
+  for (const auto& [msg, count] : s.notes) std::printf("  note x%d: %s\n", count, msg.c_str());
+}
+
+// Linux's CPU pressure (PSI): microseconds in which some runnable task
+// waited for a CPU. Over a phase it tells whether the machine was contended
+// (by the server's own threads, or by anything else). -1 where unavailable.
+long long cpu_pressure_us() {
+  std::ifstream in("/proc/pressure/cpu");
+  std::string word;
+  while (in >> word) {
+    if (word.rfind("total=", 0) == 0) return std::stoll(word.substr(6));
+  }
+  return -1;
+}
+
+double loadavg_1min() {
+  std::ifstream in("/proc/loadavg");
+  double v = -1;
+  in >> v;
+  return in ? v : -1;
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+int run_main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"llmpool-loadgen: drives an OpenAI-compatible server with concurrent streaming requests"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--url", o.url, "server base URL; /v1 is added unless the path ends with it");
+  app.add_option("--model", o.model, "the request's \"model\"");
+  app.add_option("--endpoint", o.endpoint, "chat (/v1/chat/completions) or completions (/v1/completions)")
+      ->check(CLI::IsMember({"chat", "completions"}));
+  app.add_option("-c,--concurrency", o.concurrency, "concurrent clients")->check(CLI::Range(1, 4096));
+  app.add_option("-n,--requests", o.requests, "measured requests in all")->check(CLI::Range(0, 10000000));
+  app.add_option("--warmup", o.warmup, "requests sent first, at the same concurrency, not counted")
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("-p,--prompt-tokens", o.prompt_tokens, "prompt length in tokens (approximate)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("-t,--max-tokens", o.max_tokens, "tokens generated per request")->check(CLI::Range(1, 1000000));
+  app.add_option("--mix", o.mix, "mixed load: name:prompt_tokens:share[:max_tokens],... (replaces --prompt-tokens)");
+  app.add_option("--system", o.system, "a system message sent before each prompt (chat only)");
+  app.add_option("--seed", o.seed, "seed of the prompts (and the request's \"seed\")");
+  app.add_flag("--shared-prefix", o.shared_prefix, "all prompts share their text; the request number goes last");
+  app.add_flag("--no-stream", o.no_stream, "send \"stream\": false (TTFT is then the whole latency)");
+  app.add_option("--words-per-token", o.words_per_token, "prompt words per token (0.9: about the asked length with the Qwen2 vocabulary)")->check(CLI::Range(0.05, 10.0));
+  app.add_option("--timeout", o.timeout_s, "seconds a request may take")->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--api-key", o.api_key, "sent as Authorization: Bearer KEY");
+  app.add_option("--json", o.json_path, "write the results as JSON to this file");
+  app.add_flag("-q,--quiet", o.quiet, "no progress lines on stderr");
+  CLI11_PARSE(app, argc, argv);
+
+  std::string error;
+  auto url = parse_url(o.url, &error);
+  if (!url) {
+    std::cerr << "llmpool-loadgen: --url: " << error << "\n";
+    return 2;
+  }
+  std::vector<LoadClass> classes;
+  if (o.mix.empty()) {
+    classes.push_back({"all", o.prompt_tokens, 1.0, 0});
+  } else {
+    auto parsed = parse_mix(o.mix, &error);
+    if (!parsed) {
+      std::cerr << "llmpool-loadgen: --mix: " << error << "\n";
+      return 2;
+    }
+    classes = std::move(*parsed);
+  }
+  std::string path = url->path;
+  if (path.size() < 3 || path.compare(path.size() - 3, 3, "/v1") != 0) path += "/v1";
+  path += o.endpoint == "chat" ? "/chat/completions" : "/completions";
+  const std::string target = "http://" + o.url.substr(7, o.url.find('/', 7) - 7) + path;
+
+  LoadGenerator gen(o, *url, path, classes);
+  if (o.warmup > 0) {
+    if (!o.quiet) std::cerr << "llmpool-loadgen: warmup, " << o.warmup << " requests\n";
+    double wall = 0;
+    Phase warm{"Warmup", assign_classes(classes, o.warmup, o.seed + 1)};
+    PhaseStats w = aggregate(gen.run(warm, o.concurrency, &wall), wall);
+    if (w.failed > 0 && !o.quiet) {
+      std::cerr << "llmpool-loadgen: " << w.failed << " warmup requests failed: " << w.errors.begin()->first << "\n";
+    }
+  }
+  if (!o.quiet) {
+    std::cerr << "llmpool-loadgen: measuring, " << o.requests << " requests at concurrency " << o.concurrency
+              << "\n";
+  }
+  const std::string started_at = utc_now();
+  const double load_before = loadavg_1min();
+  const long long pressure_before = cpu_pressure_us();
+  double wall = 0;
+  Phase measured{"Request", assign_classes(classes, o.requests, o.seed)};
+  std::vector<RequestOutcome> outcomes = gen.run(measured, o.concurrency, &wall);
+  const long long pressure_after = cpu_pressure_us();
+  nlohmann::json machine = {{"loadavg_1min_before", load_before}, {"loadavg_1min_after", loadavg_1min()}};
+  if (pressure_before >= 0 && pressure_after >= 0 && wall > 0) {
+    machine["cpu_pressure_some_pct"] = static_cast<double>(pressure_after - pressure_before) / (wall * 1e4);
+  }
+  PhaseStats stats = aggregate(outcomes, wall);
+  std::vector<PhaseStats> per_class;
+  for (size_t c = 0; c < classes.size(); ++c) per_class.push_back(aggregate(outcomes, wall, static_cast<int>(c)));
+
+  print_report(o, target, gen, stats, per_class);
+  if (machine.contains("cpu_pressure_some_pct")) {
+    std::printf("  %-22s load average %s -> %s, CPU pressure %s%% of the time\n", "machine",
+                fmt(load_before, 2).c_str(), fmt(machine["loadavg_1min_after"].get<double>(), 2).c_str(),
+                fmt(machine["cpu_pressure_some_pct"].get<double>()).c_str());
+  }
+
+  if (!o.json_path.empty()) {
+    nlohmann::json mix = nlohmann::json::array();
+    nlohmann::json by_class = nlohmann::json::object();
+    for (size_t c = 0; c < classes.size(); ++c) {
+      mix.push_back({{"name", classes[c].name},
+                     {"prompt_tokens", classes[c].prompt_tokens},
+                     {"share", classes[c].share},
+                     {"max_tokens", gen.max_tokens(static_cast<int>(c))}});
+      by_class[classes[c].name] = to_json(per_class[c]);
+    }
+    nlohmann::json doc = {
+        {"tool", "llmpool-loadgen"},
+        {"started_at", started_at},
+        {"config",
+         {{"url", o.url},
+          {"target", target},
+          {"model", o.model},
+          {"endpoint", o.endpoint},
+          {"concurrency", o.concurrency},
+          {"requests", o.requests},
+          {"warmup", o.warmup},
+          {"prompt_tokens", o.prompt_tokens},
+          {"max_tokens", o.max_tokens},
+          {"mix", mix},
+          {"seed", o.seed},
+          {"shared_prefix", o.shared_prefix},
+          {"system", o.system},
+          {"stream", !o.no_stream},
+          {"words_per_token", o.words_per_token}}},
+        {"machine", machine},
+        {"results", to_json(stats)},
+        {"classes", by_class},
+    };
+    std::ofstream out(o.json_path);
+    // Error messages quote the server's bytes, cut anywhere: replace invalid UTF-8.
+    out << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    if (!out) {
+      std::cerr << "llmpool-loadgen: cannot write " << o.json_path << "\n";
+      return 2;
+    }
+  }
+  return stats.failed > 0 ? 3 : 0;
+}
+
+}  // namespace
+}  // namespace llmpool::bench
+
+int main(int argc, char** argv) {
+  // A server that closes mid-request must fail that request, not kill us.
+  std::signal(SIGPIPE, SIG_IGN);
+  return llmpool::bench::run_main(argc, argv);
+}
