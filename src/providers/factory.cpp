@@ -27,6 +27,10 @@ class OllamaFactory : public ProviderFactory {
 
 }  // namespace
 
+ModelInfo model_info(const config::ModelConfig& config) {
+  return ModelInfo{config.name, config.aliases, config.type, config.capabilities, config.context};
+}
+
 const std::vector<std::unique_ptr<ProviderFactory>>& provider_factories() {
   static const auto* factories = [] {
     auto* v = new std::vector<std::unique_ptr<ProviderFactory>>();

@@ -20,6 +20,10 @@ class ProviderFactory {
   virtual Result<ProviderPtr> create(const config::ModelConfig& config) = 0;
 };
 
+// The ModelInfo a provider reports for `config` (name, aliases, type,
+// capabilities, context).
+ModelInfo model_info(const config::ModelConfig& config);
+
 // Every built-in factory: local, and the remote types as they land.
 const std::vector<std::unique_ptr<ProviderFactory>>& provider_factories();
 

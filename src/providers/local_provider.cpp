@@ -1,5 +1,7 @@
 #include "providers/local_provider.h"
 
+#include "providers/factory.h"
+
 #include <algorithm>
 
 namespace llmpool::providers {
@@ -19,9 +21,7 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
                    config.capabilities.end();
   auto model = engine::LocalModel::load(spec);
   if (!model) return model.status();
-  ModelInfo info{config.name, config.aliases, config.type, config.capabilities,
-                 (*model)->context_size()};
-  return ProviderPtr(new LocalProvider(std::move(info), std::move(model).value()));
+  return ProviderPtr(new LocalProvider(model_info(config), std::move(model).value()));
 }
 
 void LocalProvider::generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {

@@ -1,5 +1,7 @@
 #include "providers/ollama_provider.h"
 
+#include "providers/factory.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -140,13 +142,7 @@ Status OllamaStreamDecoder::line(std::string_view text) {
 Result<ProviderPtr> OllamaProvider::create(const config::ModelConfig& config) {
   Result<RemoteSettings> settings = read_remote_settings(config);
   if (!settings) return settings.status();
-  ModelInfo info;
-  info.name = config.name;
-  info.aliases = config.aliases;
-  info.type = config.type;
-  info.capabilities = config.capabilities;
-  info.context = config.context;
-  return ProviderPtr(new OllamaProvider(std::move(info), std::move(settings).value()));
+  return ProviderPtr(new OllamaProvider(model_info(config), std::move(settings).value()));
 }
 
 Result<RemoteProvider::UpstreamCall> OllamaProvider::prepare(const GenerateRequest& request) const {

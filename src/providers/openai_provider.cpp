@@ -1,5 +1,7 @@
 #include "providers/openai_provider.h"
 
+#include "providers/factory.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -653,13 +655,7 @@ Result<json> openai_request_json(const GenerateRequest& r, const std::string& up
 Result<ProviderPtr> OpenAiProvider::create(const config::ModelConfig& config) {
   Result<RemoteSettings> settings = read_remote_settings(config);
   if (!settings) return settings.status();
-  ModelInfo info;
-  info.name = config.name;
-  info.aliases = config.aliases;
-  info.type = config.type;
-  info.capabilities = config.capabilities;
-  info.context = config.context;
-  return ProviderPtr(new OpenAiProvider(std::move(info), std::move(settings).value()));
+  return ProviderPtr(new OpenAiProvider(model_info(config), std::move(settings).value()));
 }
 
 Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateRequest& request) const {
