@@ -4,8 +4,8 @@
 # context, driven by the same loads (llmpool-loadgen), plus llama-bench as the
 # single-stream reference. Writes bench/RESULTS.md (see bench/README.md).
 #
-#   bench/compare.sh                 full run (about 15-25 minutes on 2 cores)
-#   bench/compare.sh --quick         fewer requests, shorter answers (a few minutes)
+#   bench/compare.sh                 full run (about 17 minutes on 2 idle cores)
+#   bench/compare.sh --quick         fewer requests, shorter answers (about 7 minutes)
 #
 # Nothing is left running: each server is stopped after its loads, and on any
 # exit (Ctrl-C included).
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 usage() {
   cat <<'EOF'
 usage: bench/compare.sh [options]
-  --quick                 fewer requests and 32-token answers (a few minutes on 2 cores)
+  --quick                 fewer requests and 32-token answers (about 7 minutes on 2 idle cores)
   --repeats R             rounds; every load runs R times per server, figures are medians (default 3)
   --threads T             CPU threads for both servers and llama-bench (default 2)
   --parallel P            sequences decoded together: llama-server -np, llmpool `parallel` (default 8)
@@ -29,16 +29,18 @@ usage: bench/compare.sh [options]
   --no-build              use the binaries as they are
   --llmpool BIN           benchmark this llmpool binary instead of building DIR/llmpool
   --out FILE              the report (default bench/RESULTS.md)
-  --keep                  keep the work folder (JSON results, server logs) even on success
+  --keep                  keep the work folder (JSON results, server logs, odd answers) even on success
   --quiet-wait S          before each server start, wait up to S seconds for the machine to be
                           quiet (CPU pressure avg10 under 5%); default 0, no wait
+  --report-from DIR       run nothing: rewrite the report from a work folder kept with --keep
+                          (after changing llmpool-bench-report, say)
 EOF
 }
 
 orig_args=("$@")
 quick=0 repeats=3 threads=2 parallel=8 context=2048 io_threads=2
 model=models/bench-0.5b-q8_0.gguf servers=llama-server,llmpool ls_extra="" build=build do_build=1
-out=bench/RESULTS.md keep=0 llmpool="" quiet_wait=0
+out=bench/RESULTS.md keep=0 llmpool="" quiet_wait=0 report_from=""
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
@@ -56,6 +58,7 @@ while (($#)); do
     --out) out=${2:?}; shift ;;
     --keep) keep=1 ;;
     --quiet-wait) quiet_wait=${2:?}; shift ;;
+    --report-from) report_from=${2:?}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -80,7 +83,7 @@ llama_bench=$llama_dir/build/bin/llama-bench
 # so it builds even while src/ is half-way through a change.
 harness=$build/bench-harness
 if ((do_build)); then
-  if [[ -z $llmpool ]]; then
+  if [[ -z $llmpool && -z $report_from ]]; then
     if [[ ! -f $build/CMakeCache.txt ]]; then
       cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMA_CPP_DIR="$llama_dir" >/dev/null
     fi
@@ -94,9 +97,22 @@ fi
 llmpool=${llmpool:-$build/llmpool}
 loadgen=$harness/llmpool-loadgen
 report=$harness/llmpool-bench-report
-for b in "$llmpool" "$loadgen" "$report" "$llama_server" "$llama_bench"; do
+needed=("$report")
+[[ -n $report_from ]] || needed+=("$llmpool" "$loadgen" "$llama_server" "$llama_bench")
+for b in "${needed[@]}"; do
   [[ -x $b ]] || { echo "compare.sh: missing $b (build it, or drop --no-build)" >&2; exit 1; }
 done
+# RESULTS.md = the setup written after the runs + the report's tables.
+write_results() { # work folder
+  { cat "$1/header.md"; "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"; } >"$out.tmp"
+  mv "$out.tmp" "$out"
+}
+if [[ -n $report_from ]]; then
+  write_results "$report_from"
+  log "wrote $out from $report_from"
+  exit 0
+fi
+
 if [[ ! -f $model ]]; then
   [[ $model == models/bench-0.5b-q8_0.gguf ]] || { echo "compare.sh: no model $model" >&2; exit 1; }
   log "making $model"
@@ -303,8 +319,9 @@ for ((r = 1; r <= repeats; r++)); do
       # shellcheck disable=SC2086 # $args and $stream_flag are lists of words
       "$loadgen" --url "http://127.0.0.1:$port" --model bench -c "$clients" -n "$requests" -t "$max_tokens" \
         $args --seed $((1000 * r + idx)) --system "$system_prompt" --timeout 900 --json "$json" -q $stream_flag \
+        --dump-odd "$work/odd-$s-$name-r$r" \
         >"$work/$s-$name-r$r.txt" || rc=$?
-      printf '%s\t%s\t%s\t%s\n' "$s" "$name" "$r" "$json" >>"$manifest"
+      printf '%s\t%s\t%s\t%s\n' "$s" "$name" "$r" "$(basename "$json")" >>"$manifest"
       log "  $s $name: $(grep -m1 -o '[0-9.]* tok/s aggregate' "$work/$s-$name-r$r.txt" || echo 'no result')$( ((rc == 0)) || echo " (loadgen exit $rc)")"
     done
     stop_server
@@ -322,9 +339,9 @@ model_size=$(du -h "$model" | cut -f1)
 {
   echo "# Benchmark results"
   echo
-  echo "Written by \`bench/compare.sh\` on $date_utc; see bench/README.md for what each figure means."
+  echo "Measured by \`bench/compare.sh\` from $date_utc to $(date -u '+%H:%M UTC'); see bench/README.md for what each figure means."
   echo "Machines here are noisy: compare the ratios, not the absolute figures, and look at the"
-  echo "CPU pressure column before trusting a small difference."
+  echo "\"rounds used\" row before trusting a small difference."
   echo
   echo "## Setup"
   echo
@@ -369,8 +386,7 @@ model_size=$(du -h "$model" | cut -f1)
     echo "| $name | $clients | $requests | $prompt | $max_tokens |"
   done
   echo
-  "$report" --manifest "$manifest" --llama-bench "$work/llama-bench.json"
-} >"$out.tmp"
-mv "$out.tmp" "$out"
+} >"$work/header.md"
+write_results "$work"
 ok=1
 log "wrote $out"

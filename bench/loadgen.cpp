@@ -6,6 +6,7 @@
 // leave the socket. The measured phase's wall time runs from the first
 // request sent to the last answer ended.
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -40,6 +41,7 @@ struct Options {
   double timeout_s = 600;
   std::string api_key;
   std::string json_path;
+  std::string dump_odd;
   bool quiet = false;
 };
 
@@ -79,12 +81,16 @@ class LoadGenerator {
     return m > 0 ? m : opts_.max_tokens;
   }
 
+  // The prompt of request i of a phase of the run.
+  std::string prompt(const char* tag, int i, int cls) const {
+    return make_prompt(classes_[static_cast<size_t>(cls)].prompt_tokens, opts_.words_per_token, opts_.seed,
+                       std::string(tag) + " " + std::to_string(i), opts_.shared_prefix);
+  }
+
  private:
   RequestOutcome one(const Phase& phase, int i) const {
     const int cls = phase.classes[static_cast<size_t>(i)];
-    const std::string tag = std::string(phase.tag) + " " + std::to_string(i);
-    const std::string prompt = make_prompt(classes_[static_cast<size_t>(cls)].prompt_tokens, opts_.words_per_token,
-                                           opts_.seed, tag, opts_.shared_prefix);
+    const std::string prompt = this->prompt(phase.tag, i, cls);
     HttpPost post;
     post.url = url_;
     post.path = path_;
@@ -94,7 +100,7 @@ class LoadGenerator {
     if (!opts_.api_key.empty()) post.headers.emplace_back("Authorization", "Bearer " + opts_.api_key);
 
     const auto start = Clock::now();
-    ResponseReader reader(endpoint_, start, cls, max_tokens(cls));
+    ResponseReader reader(endpoint_, start, cls, max_tokens(cls), !opts_.dump_odd.empty());
     HttpHandlers handlers;
     handlers.on_head = [&](const ResponseHead& head) { reader.on_head(head); };
     handlers.on_body = [&](std::string_view bytes, Clock::time_point at) { return reader.on_body(bytes, at); };
@@ -192,6 +198,27 @@ std::string utc_now() {
   return buf;
 }
 
+// For looking into what looked wrong: one file per failed or noted request,
+// with what was sent and the bytes that came back.
+void dump_odd(const Options& o, const LoadGenerator& gen, const std::vector<RequestOutcome>& outcomes) {
+  std::error_code ec;
+  std::filesystem::create_directories(o.dump_odd, ec);
+  int written = 0;
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    const RequestOutcome& r = outcomes[i];
+    if (r.ok && r.notes.empty()) continue;
+    std::ofstream out(std::filesystem::path(o.dump_odd) / ("request-" + std::to_string(i) + ".txt"));
+    out << "# request " << i << ", class " << gen.classes()[static_cast<size_t>(r.cls)].name << "\n";
+    out << "# " << (r.ok ? "ok" : "failed: " + r.error) << "\n";
+    for (const std::string& n : r.notes) out << "# note: " << n << "\n";
+    out << "# usage: prompt_tokens " << r.prompt_tokens << ", completion_tokens " << r.completion_tokens
+        << "; content deltas " << r.delta_times.size() << "\n";
+    out << "# prompt: " << gen.prompt("Request", static_cast<int>(i), r.cls) << "\n\n" << r.raw;
+    ++written;
+  }
+  if (!o.quiet) std::cerr << "llmpool-loadgen: " << written << " odd answers written to " << o.dump_odd << "\n";
+}
+
 int run_main(int argc, char** argv) {
   Options o;
   CLI::App app{"llmpool-loadgen: drives an OpenAI-compatible server with concurrent streaming requests"};
@@ -216,6 +243,8 @@ int run_main(int argc, char** argv) {
   app.add_option("--timeout", o.timeout_s, "seconds a request may take")->check(CLI::Range(0.1, 86400.0));
   app.add_option("--api-key", o.api_key, "sent as Authorization: Bearer KEY");
   app.add_option("--json", o.json_path, "write the results as JSON to this file");
+  app.add_option("--dump-odd", o.dump_odd,
+                 "write the request and raw answer of every failed or noted measured request into this folder");
   app.add_flag("-q,--quiet", o.quiet, "no progress lines on stderr");
   CLI11_PARSE(app, argc, argv);
 
@@ -242,14 +271,21 @@ int run_main(int argc, char** argv) {
   const std::string target = "http://" + o.url.substr(7, o.url.find('/', 7) - 7) + path;
 
   LoadGenerator gen(o, *url, path, classes);
+  int warmup_failed = 0;
   if (o.warmup > 0) {
     if (!o.quiet) std::cerr << "llmpool-loadgen: warmup, " << o.warmup << " requests\n";
     double wall = 0;
     Phase warm{"Warmup", assign_classes(classes, o.warmup, o.seed + 1)};
     PhaseStats w = aggregate(gen.run(warm, o.concurrency, &wall), wall);
-    if (w.failed > 0 && !o.quiet) {
+    warmup_failed = w.failed;
+    if (w.failed > 0) {
       std::cerr << "llmpool-loadgen: " << w.failed << " warmup requests failed: " << w.errors.begin()->first << "\n";
     }
+  }
+  if (o.requests == 0) {
+    std::printf("llmpool-loadgen  %s  model %s: warmup only, %d requests, %d failed\n", target.c_str(),
+                o.model.c_str(), o.warmup, warmup_failed);
+    return warmup_failed > 0 ? 3 : 0;
   }
   if (!o.quiet) {
     std::cerr << "llmpool-loadgen: measuring, " << o.requests << " requests at concurrency " << o.concurrency
@@ -318,6 +354,7 @@ int run_main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!o.dump_odd.empty()) dump_odd(o, gen, outcomes);
   return stats.failed > 0 ? 3 : 0;
 }
 

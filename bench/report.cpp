@@ -70,21 +70,10 @@ struct Figure {
   std::string cls;                 // "" for the whole load
   bool needs_stream = false;       // meaningless when the answers were not streamed
   bool is_rate = false;            // higher is better
-  bool from_root = false;          // path starts at the document, not "results"
 };
 
 double read_figure(const json& doc, const Figure& f) {
   const json* base = nullptr;
-  if (f.from_root) {
-    double v = NAN;
-    const json* cur = &doc;
-    for (const std::string& key : f.path) {
-      if (!cur->is_object() || !cur->contains(key)) return NAN;
-      cur = &(*cur)[key];
-    }
-    if (cur->is_number()) v = cur->get<double>();
-    return v;
-  }
   if (f.cls.empty()) {
     base = doc.contains("results") ? &doc["results"] : nullptr;
   } else if (doc.contains("classes") && doc["classes"].contains(f.cls)) {
@@ -140,6 +129,7 @@ class Report {
   }
 
   void set_llama_bench(json doc) { llama_bench_ = std::move(doc); }
+  void set_max_pressure(double pct) { max_pressure_ = pct; }
 
   void write(std::ostream& out) const {
     side_by_side(out);
@@ -156,12 +146,28 @@ class Report {
     return out;
   }
 
-  // The median of a figure over a server's repeats of a load, and whether
-  // those answers were streamed.
+  static double pressure(const Run& r) { return at(r.doc, {"machine", "cpu_pressure_some_pct"}); }
+
+  // The rounds a server's figures for a load come from: those in which the
+  // machine was quiet (CPU pressure at most max_pressure_, or unknown), or
+  // all of them, with *busy set, when none was.
+  std::vector<const Run*> used_runs(const std::string& server, const std::string& load, bool* busy) const {
+    std::vector<const Run*> all = runs_of(server, load), quiet;
+    for (const Run* r : all) {
+      double p = pressure(*r);
+      if (std::isnan(p) || p <= max_pressure_) quiet.push_back(r);
+    }
+    *busy = quiet.empty() && !all.empty();
+    return quiet.empty() ? all : quiet;
+  }
+
+  // The median of a figure over a server's used rounds of a load, and
+  // whether those answers were streamed.
   std::pair<double, bool> figure(const std::string& server, const std::string& load, const Figure& f) const {
     std::vector<double> v;
     bool all_streamed = true;
-    for (const Run* r : runs_of(server, load)) {
+    bool busy = false;
+    for (const Run* r : used_runs(server, load, &busy)) {
       double x = read_figure(r->doc, f);
       if (!std::isnan(x)) v.push_back(x);
       all_streamed = all_streamed && streamed(r->doc);
@@ -171,7 +177,8 @@ class Report {
 
   std::string range(const std::string& server, const std::string& load, const Figure& f) const {
     std::vector<double> v;
-    for (const Run* r : runs_of(server, load)) {
+    bool busy = false;
+    for (const Run* r : used_runs(server, load, &busy)) {
       double x = read_figure(r->doc, f);
       if (!std::isnan(x)) v.push_back(x);
     }
@@ -189,8 +196,6 @@ class Report {
         {"ITL p99 ms", {"itl_ms", "p99"}, "", true, false},
         {"E2E p50 ms", {"e2e_ms", "p50"}, "", false, false},
     };
-    Figure pressure{"CPU pressure %", {"machine", "cpu_pressure_some_pct"}, "", false, false};
-    pressure.from_root = true;
     const json mix = config.value("mix", json::array());
     if (mix.size() > 1) {
       for (const json& c : mix) {
@@ -199,20 +204,22 @@ class Report {
         f.push_back({"ITL p99 ms, " + name, {"itl_ms", "p99"}, name, true, false});
       }
     }
-    f.push_back(pressure);
     return f;
   }
 
   void side_by_side(std::ostream& out) const {
     out << "## Side by side\n\n";
-    out << "Each figure is the median over the repeats (tok/s also shows the range). ";
+    out << "Each figure is the median over the rounds (tok/s also shows the range). Rounds in which the "
+           "machine was busy with other work (CPU pressure above "
+        << num(max_pressure_)
+        << " %: the share of the load's time in which some task waited for a CPU, Linux PSI) are left out "
+           "whenever a quieter round of the same server and load exists; \"rounds used\" says how many were "
+           "kept and their median CPU pressure, and † marks figures that come from busy rounds only. ";
     if (servers_.size() > 1) {
       out << "ratio = " << servers_[1] << " ÷ " << servers_[0]
           << ": above 1 is better for tok/s, below 1 is better for latencies. ";
     }
-    out << "‡ = the answers were not streamed, so TTFT is the whole answer's latency and there is no ITL. "
-           "CPU pressure is the share of the load's time in which some task waited for a CPU (Linux PSI): "
-           "above a few % the machine was busy with something else and the figures next to it are suspect.\n\n";
+    out << "‡ = the answers were not streamed, so TTFT is the whole answer's latency and there is no ITL.\n\n";
     out << "| load | figure |";
     for (const std::string& s : servers_) out << " " << s << " |";
     if (servers_.size() > 1) out << " ratio |";
@@ -237,12 +244,27 @@ class Report {
           auto [v, all_streamed] = figure(s, load, f);
           if (f.needs_stream && !all_streamed) v = NAN;
           values.push_back(v);
+          bool busy = false;
+          used_runs(s, load, &busy);
           out << " " << num(v) << (f.is_rate ? range(s, load, f) : "")
-              << (!all_streamed && !f.needs_stream && !f.is_rate ? " ‡" : "") << " |";
+              << (!all_streamed && !f.needs_stream && !f.is_rate ? " ‡" : "") << (busy ? " †" : "") << " |";
         }
-        if (servers_.size() > 1) out << " " << (f.from_root ? "" : ratio(values[1], values[0])) << " |";
+        if (servers_.size() > 1) out << " " << ratio(values[1], values[0]) << " |";
         out << "\n";
       }
+      out << "|  | rounds used (CPU pressure %) |";
+      for (const std::string& s : servers_) {
+        bool busy = false;
+        std::vector<const Run*> used = used_runs(s, load, &busy);
+        std::vector<double> p;
+        for (const Run* r : used) {
+          if (!std::isnan(pressure(*r))) p.push_back(pressure(*r));
+        }
+        out << " " << (busy ? 0 : used.size()) << "/" << runs_of(s, load).size() << " (" << num(median(p)) << ")"
+            << (busy ? " †" : "") << " |";
+      }
+      if (servers_.size() > 1) out << "  |";
+      out << "\n";
     }
     out << "\n";
   }
@@ -279,8 +301,8 @@ class Report {
       out << "No load with one client was run.\n\n";
       return;
     }
-    out << "From load **" << load << "**. Decode tok/s is each answer's (deltas − 1) ÷ (last − first delta), "
-        << "the median over answers then over repeats; output tok/s also counts prefill and HTTP.\n\n";
+    out << "From load **" << load << "**, the same rounds as above. Decode tok/s is each answer's (deltas − 1) ÷ (last − first delta), "
+        << "the median over answers then over rounds; output tok/s also counts prefill and HTTP.\n\n";
     out << "| figure |";
     for (const std::string& s : servers_) out << " " << s << " |";
     out << "\n| --- |";
@@ -293,7 +315,9 @@ class Report {
       for (const std::string& s : servers_) {
         auto [v, all_streamed] = figure(s, load, f);
         if (f.needs_stream && !all_streamed) v = NAN;
-        out << " " << (vs_tg ? ratio(v, tg) : num(v)) << " |";
+        bool busy = false;
+        used_runs(s, load, &busy);
+        out << " " << (vs_tg ? ratio(v, tg) : num(v)) << (busy ? " †" : "") << " |";
       }
       out << "\n";
     };
@@ -308,7 +332,7 @@ class Report {
 
   void protocol(std::ostream& out) const {
     out << "## What the servers answered\n\n";
-    out << "Totals over every measured request of every load and repeat. Prompt tokens are the servers' own "
+    out << "Totals over every measured request of every load and round, busy rounds included. Prompt tokens are the servers' own "
            "usage.prompt_tokens (means per load); CPU pressure is the median share of time some task waited "
            "for a CPU during a load (Linux PSI; anything above a few % means the machine was busy).\n\n";
     std::vector<std::string> problems;
@@ -332,15 +356,20 @@ class Report {
           if (pt > 0) p.push_back(pt);
           double pr = at(r->doc, {"machine", "cpu_pressure_some_pct"});
           if (!std::isnan(pr)) pressure.push_back(pr);
-          for (const auto& [msg, n] : res.value("errors", json::object()).items()) errors[msg] += n.get<int>();
-          for (const auto& [msg, n] : res.value("notes", json::object()).items()) notes[msg] += n.get<int>();
+          // value() returns a copy: keep it alive for the loops.
+          const json errs = res.value("errors", json::object());
+          const json odd = res.value("notes", json::object());
+          for (const auto& [msg, n] : errs.items()) errors[msg] += n.get<int>();
+          for (const auto& [msg, n] : odd.items()) notes[msg] += n.get<int>();
         }
         if (!p.empty()) prompts += (prompts.empty() ? "" : ", ") + load + " " + num(median(p));
       }
       out << "| " << s << " | " << ok << " | " << failed << " | " << stream << " | " << usage << " | " << short_out
           << " | " << (prompts.empty() ? "–" : prompts) << " | " << num(median(pressure)) << " |\n";
       for (const auto& [msg, n] : errors) problems.push_back(s + ": " + std::to_string(n) + " failed: " + msg);
-      for (const auto& [msg, n] : notes) problems.push_back(s + ": " + std::to_string(n) + " answers: " + msg);
+      for (const auto& [msg, n] : notes) {
+        problems.push_back(s + ": " + std::to_string(n) + (n == 1 ? " answer: " : " answers: ") + msg);
+      }
     }
     out << "\n";
     if (!problems.empty()) {
@@ -354,6 +383,7 @@ class Report {
   std::vector<std::string> loads_;
   std::vector<Run> runs_;
   json llama_bench_;
+  double max_pressure_ = 10;
 };
 
 int run_main(int argc, char** argv) {
@@ -361,6 +391,10 @@ int run_main(int argc, char** argv) {
   CLI::App app{"llmpool-bench-report: Markdown tables from llmpool-loadgen JSON files"};
   app.add_option("--manifest", manifest_path, "lines of server<TAB>load<TAB>repeat<TAB>json file")->required();
   app.add_option("--llama-bench", llama_bench_path, "llama-bench -o json output");
+  double max_pressure = 10;
+  app.add_option("--max-pressure", max_pressure,
+                 "leave out rounds with more CPU pressure (%) when a quieter round exists (default 10)")
+      ->check(CLI::Range(0.0, 100.0));
   CLI11_PARSE(app, argc, argv);
 
   std::ifstream manifest(manifest_path);
@@ -369,6 +403,7 @@ int run_main(int argc, char** argv) {
     return 2;
   }
   Report report;
+  report.set_max_pressure(max_pressure);
   std::string line;
   int runs = 0;
   while (std::getline(manifest, line)) {
@@ -380,11 +415,17 @@ int run_main(int argc, char** argv) {
       std::cerr << "llmpool-bench-report: bad manifest line: " << line << "\n";
       return 2;
     }
-    std::ifstream in(f[3]);
+    // Relative file names are relative to the manifest's folder.
+    std::string file = f[3];
+    if (!file.empty() && file[0] != '/') {
+      size_t slash = manifest_path.rfind('/');
+      if (slash != std::string::npos) file = manifest_path.substr(0, slash + 1) + file;
+    }
+    std::ifstream in(file);
     json doc = json::parse(in, nullptr, false);
     if (doc.is_discarded() || !doc.is_object() || !doc.contains("results") || !doc.contains("config")) {
       // A run that wrote nothing (the server died, say) is left out, loudly.
-      std::cerr << "llmpool-bench-report: skipping " << f[3] << ": not a loadgen result\n";
+      std::cerr << "llmpool-bench-report: skipping " << file << ": not a loadgen result\n";
       continue;
     }
     report.add({f[0], f[1], std::move(doc)});

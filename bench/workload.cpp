@@ -186,8 +186,8 @@ std::string make_request_body(Endpoint endpoint, const std::string& model, const
   return body.dump();
 }
 
-ResponseReader::ResponseReader(Endpoint endpoint, Clock::time_point start, int cls, int max_tokens)
-    : endpoint_(endpoint), start_(start) {
+ResponseReader::ResponseReader(Endpoint endpoint, Clock::time_point start, int cls, int max_tokens, bool keep_raw)
+    : endpoint_(endpoint), start_(start), keep_raw_(keep_raw) {
   out_.cls = cls;
   out_.max_tokens = max_tokens;
 }
@@ -206,6 +206,7 @@ void ResponseReader::on_head(const ResponseHead& head) {
 }
 
 bool ResponseReader::on_body(std::string_view bytes, Clock::time_point at) {
+  if (keep_raw_ && out_.raw.size() < (4u << 20)) out_.raw.append(bytes);
   if (!out_.streamed) {
     // An error or a whole JSON answer: keep it (bounded) to read at the end.
     if (body_.size() < (16u << 20)) body_.append(bytes);

@@ -73,6 +73,7 @@ struct RequestOutcome {
   long completion_tokens = -1;       // from usage; -1 when absent
   int max_tokens = 0;                // what was asked for
   std::vector<std::string> notes;    // protocol oddities that did not fail it
+  std::string raw;                   // the response body as received, when asked for
 
   // Completion tokens as the server counted them, else the number of deltas.
   long output_tokens() const {
@@ -87,7 +88,8 @@ struct RequestOutcome {
 // full latency. Single owner; not thread-safe.
 class ResponseReader {
  public:
-  ResponseReader(Endpoint endpoint, Clock::time_point start, int cls, int max_tokens);
+  // With `keep_raw` the outcome carries the body as received (up to 4 MiB).
+  ResponseReader(Endpoint endpoint, Clock::time_point start, int cls, int max_tokens, bool keep_raw = false);
 
   void on_head(const ResponseHead& head);
   // Returns false once the stream has said "[DONE]".
@@ -108,6 +110,7 @@ class ResponseReader {
   int status_ = 0;
   bool done_ = false;
   bool usage_seen_ = false;
+  bool keep_raw_ = false;
   std::string body_;          // a non-streamed (or error) answer
   std::string stream_error_;  // an error event inside the stream
   SseParser sse_;
