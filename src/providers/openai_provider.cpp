@@ -113,6 +113,18 @@ Usage parse_usage(const json& u) {
 // An "error" object inside a 200 stream: its numeric code, when it looks
 // like an HTTP status, picks the Status code; otherwise it is the
 // upstream's fault.
+// The choice's "index" (default 0), bounded so a bad upstream cannot make
+// us allocate without limit.
+Status read_choice_index(const json& c, const std::string& url, int32_t* index) {
+  auto idx = c.find("index");
+  if (idx == c.end() || !idx->is_number_integer()) return Status::ok();
+  int64_t i = idx->get<int64_t>();
+  if (i < 0 || i >= kMaxChoiceIndex)
+    return Status::unavailable("upstream " + url + " sent choice index " + std::to_string(i));
+  *index = static_cast<int32_t>(i);
+  return Status::ok();
+}
+
 Status in_stream_error(const json& j, std::string_view raw, const std::string& url) {
   int http_status = 500;
   const json& e = j["error"];
@@ -230,13 +242,7 @@ Status OpenAiStreamDecoder::chunk(const json& j) {
     for (const auto& c : *choices) {
       if (!c.is_object()) continue;
       Delta d;
-      auto idx = c.find("index");
-      if (idx != c.end() && idx->is_number_integer()) {
-        int64_t i = idx->get<int64_t>();
-        if (i < 0 || i >= kMaxChoiceIndex)
-          return Status::unavailable("upstream " + url() + " sent choice index " + std::to_string(i));
-        d.index = static_cast<int32_t>(i);
-      }
+      if (Status st = read_choice_index(c, url(), &d.index); !st) return st;
       if (chat_) {
         auto delta = c.find("delta");
         if (delta != c.end() && delta->is_object()) d.text = string_field(*delta, "content");
@@ -263,13 +269,7 @@ Status OpenAiStreamDecoder::whole(const json& j) {
   for (const auto& c : *choices) {
     if (!c.is_object()) continue;
     Delta d;
-    auto idx = c.find("index");
-    if (idx != c.end() && idx->is_number_integer()) {
-      int64_t i = idx->get<int64_t>();
-      if (i < 0 || i >= kMaxChoiceIndex)
-        return Status::unavailable("upstream " + url() + " sent choice index " + std::to_string(i));
-      d.index = static_cast<int32_t>(i);
-    }
+    if (Status st = read_choice_index(c, url(), &d.index); !st) return st;
     if (chat_) {
       auto m = c.find("message");
       if (m != c.end() && m->is_object()) d.text = string_field(*m, "content");
