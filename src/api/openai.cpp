@@ -239,6 +239,8 @@ Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint) {
   if (present) req.n = static_cast<int32_t>(v);
   if (!(st = read_int(j, "priority", -100, 100, &v, &present))) return st;
   if (present) req.priority = static_cast<int32_t>(v);
+  if (!(st = read_int(j, "thinking_budget", -1, kMaxTokensLimit, &v, &present))) return st;
+  if (present) req.thinking_budget = static_cast<int32_t>(v);
 
   auto read_bool = [&](const char* key, bool* dst) -> Status {
     auto it = j.find(key);

@@ -75,6 +75,10 @@ struct GenerateRequest {
   std::string tool_choice = "auto";    // auto, none, required
   bool parallel_tool_calls = true;
   bool parse_reasoning = true;         // thinking goes to reasoning_content, not content
+  // Tokens the model may spend thinking before the engine closes its thinking
+  // block and makes it answer; -1: no limit, 0: no thinking at all. Only
+  // models whose template has a thinking block honour it.
+  int32_t thinking_budget = -1;
 };
 
 enum class FinishReason { kStop, kLength, kToolCalls, kCancelled };
