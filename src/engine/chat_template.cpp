@@ -122,6 +122,7 @@ Result<FormattedChat> ChatTemplate::apply(const GenerateRequest& request) const 
   in.reasoning_format = request.parse_reasoning ? COMMON_REASONING_FORMAT_DEEPSEEK : COMMON_REASONING_FORMAT_NONE;
   in.add_generation_prompt = true;
   in.use_jinja = true;
+  in.enable_thinking = request.thinking_budget != 0;  // a zero budget: the template's no-thinking form
 
   common_chat_params params;
   try {
@@ -154,7 +155,19 @@ Result<FormattedChat> ChatTemplate::apply(const GenerateRequest& request) const 
     }
     // The grammar starts at the generation prompt the template already
     // wrote; the engine feeds the prompt's matching tokens to it first.
-    if (!g.lazy) g.prefill_text = params.generation_prompt;
+    if (!g.lazy) {
+      g.prefill_text = params.generation_prompt;
+      g.grammar_prefill = true;
+    }
+  }
+  if (request.thinking_budget >= 0 && params.supports_thinking && !params.thinking_end_tags.empty()) {
+    GrammarSpec& g = out.grammar;
+    g.thinking_budget = request.thinking_budget;
+    g.thinking_start = params.thinking_start_tag;
+    g.thinking_end = params.thinking_end_tags;
+    // The budget sampler must see whether the generation prompt already
+    // opened the thinking block.
+    g.prefill_text = params.generation_prompt;
   }
   bool needs_parser = !in.tools.empty() || (request.parse_reasoning && params.supports_thinking);
   if (needs_parser) {

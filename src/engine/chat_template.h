@@ -28,8 +28,15 @@ struct GrammarSpec {
   bool lazy = false;                          // only after a trigger appears
   std::vector<std::string> trigger_patterns;  // regexes over the output
   std::vector<int32_t> trigger_tokens;
-  std::string prefill_text;                   // the prompt's tail the grammar starts with
-  std::vector<int32_t> prefill_tokens;        // its tokens, fed to the grammar before sampling
+  std::string prefill_text;                   // the prompt's tail: the template's generation prompt
+  std::vector<int32_t> prefill_tokens;        // its tokens, fed to the samplers before sampling
+  bool grammar_prefill = false;               // the grammar starts at prefill_text (forced tool calls)
+  // Thinking budget (GenerateRequest::thinking_budget) for templates with a
+  // thinking block: once `thinking_budget` tokens were spent inside it, the
+  // first end tag is forced and the model answers. -1: no limit.
+  int32_t thinking_budget = -1;
+  std::string thinking_start;                 // e.g. "<think>"; empty: thinking opens implicitly
+  std::vector<std::string> thinking_end;      // e.g. "</think>"
 };
 
 // Splits one choice's raw output as it grows. Engine thread only.

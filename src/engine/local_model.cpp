@@ -17,6 +17,9 @@ namespace llmpool::engine {
 namespace {
 
 constexpr const char* kFallbackTemplate = "chatml";
+// With one KV stream per sequence, sharing a prefix copies the donor's whole
+// stream; below this many extra tokens recomputing them is cheaper.
+constexpr size_t kMinStreamCopyTokens = 32;
 using Clock = std::chrono::steady_clock;
 
 size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
@@ -63,6 +66,14 @@ struct LocalModel::Slot {
   uint64_t last_used = 0;
 };
 
+struct LocalModel::Batch {
+  llama_batch b;
+  explicit Batch(int32_t n) : b(llama_batch_init(n, 0, 1)) {}
+  ~Batch() { llama_batch_free(b); }
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+};
+
 LocalModel::LocalModel(LocalModelSpec spec)
     : spec_(std::move(spec)), model_(nullptr, llama_model_free), ctx_(nullptr, llama_free) {}
 
@@ -86,7 +97,9 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   cp.n_batch = static_cast<uint32_t>(std::max(spec.batch, spec.parallel));
   cp.n_ubatch = std::min<uint32_t>(cp.n_batch, 512);
   cp.n_seq_max = static_cast<uint32_t>(spec.parallel);
-  cp.kv_unified = true;  // sequences share cells: prefix copies are free
+  // Embedding batches pack whole inputs of several sequences into one
+  // micro-batch, which needs the single stream.
+  cp.kv_unified = spec.kv_unified || spec.embedding;
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
   if (spec.embedding) {
@@ -103,6 +116,8 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   if (!m->ctx_) return Status::invalid_argument("llama.cpp cannot create a context for " + spec.path);
   m->n_embd_ = llama_model_n_embd(m->model_.get());
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
+  m->spec_.kv_unified = cp.kv_unified;
+  m->batch_ = std::make_unique<Batch>(m->spec_.batch);
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
@@ -119,9 +134,9 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->slots_.resize(static_cast<size_t>(spec.parallel));
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
-  spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {} x {} sequences, batch {}, {} threads)",
+  spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {} x {} sequences, {} KV cache, batch {}, {} threads)",
                spec.name, spec.path, m->size_bytes_ / 1048576.0, spec.context, spec.parallel,
-               m->spec_.batch, threads);
+               cp.kv_unified ? "unified" : "per-sequence", m->spec_.batch, threads);
   return m;
 }
 
@@ -339,11 +354,17 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
     size_t i = job->prompt.size();
     while (i > 0 && tail.size() < job->grammar.prefill_text.size())
       tail = token_piece(vocab, job->prompt[--i]) + tail;
-    if (tail != job->grammar.prefill_text)
+    if (tail == job->grammar.prefill_text) {
+      job->grammar.prefill_tokens.assign(job->prompt.begin() + static_cast<std::ptrdiff_t>(i), job->prompt.end());
+    } else if (job->grammar.grammar_prefill) {
       return job->callbacks.on_done(Status::unimplemented(
           "model '" + spec_.name + "': its tokenizer splits the chat template's generation prompt, so tool calls "
           "cannot be constrained", "tools"));
-    job->grammar.prefill_tokens.assign(job->prompt.begin() + static_cast<std::ptrdiff_t>(i), job->prompt.end());
+    } else {
+      // Only the thinking budget looks at it: its own tokens will do.
+      auto own = tokenize(job->grammar.prefill_text, false, true);
+      if (own) job->grammar.prefill_tokens = std::move(own).value();
+    }
   }
   if (spec_.deadline_ms > 0) job->deadline = Clock::now() + std::chrono::milliseconds(spec_.deadline_ms);
   job->request = std::move(request);
@@ -467,11 +488,20 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
       donor_lcp = l;
     }
   }
+  const bool unified = spec_.kv_unified;
+  if (donor && !unified && donor_lcp < leader_lcp + kMinStreamCopyTokens) donor = nullptr;
   size_t reuse = donor ? donor_lcp : leader_lcp;
   reuse = std::min(reuse, job->prompt.size() - 1);  // decode at least one token for logits
   if (donor) {
     llama_memory_seq_rm(mem, leader->id, -1, -1);
-    llama_memory_seq_cp(mem, donor->id, leader->id, 0, static_cast<llama_pos>(reuse));
+    if (unified) {
+      llama_memory_seq_cp(mem, donor->id, leader->id, 0, static_cast<llama_pos>(reuse));
+    } else {
+      // Across streams only whole streams copy (at the next decode, before
+      // anything of this step is written); the tail is then dropped.
+      llama_memory_seq_cp(mem, donor->id, leader->id, -1, -1);
+      llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
+    }
     leader->cache.assign(job->prompt.begin(), job->prompt.begin() + static_cast<std::ptrdiff_t>(reuse));
   } else {
     llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
@@ -586,11 +616,8 @@ void LocalModel::step() {
   // Build one batch: every generating sequence's next token first, then
   // prompt chunks under what is left of the token budget.
   const int32_t budget = spec_.batch;
-  llama_batch batch = llama_batch_init(budget, 0, 1);
-  struct BatchGuard {
-    llama_batch& b;
-    ~BatchGuard() { llama_batch_free(b); }
-  } guard{batch};
+  llama_batch& batch = batch_->b;
+  batch.n_tokens = 0;
   auto add = [&](Slot& s, llama_token tok, bool logits) {
     int32_t i = batch.n_tokens++;
     batch.token[i] = tok;
@@ -619,13 +646,17 @@ void LocalModel::step() {
     }
   };
   if (!prefill.empty()) {
+    // While sequences generate, a step carries at most prefill_chunk prompt
+    // tokens: the step's length is every generating stream's inter-token gap.
+    int32_t limit = budget;
+    if (batch.n_tokens > 0 && spec_.prefill_chunk > 0) limit = std::min(budget, batch.n_tokens + spec_.prefill_chunk);
     Slot* oldest = *std::min_element(prefill.begin(), prefill.end(),
                                      [](Slot* a, Slot* b) { return a->last_used < b->last_used; });
-    feed(oldest, std::min(budget, batch.n_tokens + std::max(1, budget / 4)));
+    feed(oldest, std::min(limit, batch.n_tokens + std::max(1, (limit - batch.n_tokens) / 4)));
     std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) {
       return a->job->prompt.size() - a->prefill_pos < b->job->prompt.size() - b->prefill_pos;
     });
-    for (Slot* s : prefill) feed(s, budget);
+    for (Slot* s : prefill) feed(s, limit);
   }
   if (batch.n_tokens == 0) return;
 
@@ -667,11 +698,12 @@ void LocalModel::sample(Slot& s, int32_t logits_index) {
   Delta delta;
   delta.index = s.choice;
   const int32_t top = job.request.sampling.top_logprobs;
-  if (top >= 0 && !(llama_vocab_is_eog(vocab, tok) && !job.request.sampling.ignore_eos)) {
+  const bool eog = llama_vocab_is_eog(vocab, tok);  // never with ignore_eos: the sampler bans them
+  if (top >= 0 && !eog) {
     delta.logprobs.push_back(
         token_logprob(vocab, llama_get_logits_ith(ctx_.get(), logits_index), n_vocab_, tok, top));
   }
-  if (llama_vocab_is_eog(vocab, tok) && !job.request.sampling.ignore_eos) {
+  if (eog) {
     finish(s, FinishReason::kStop);
     return;
   }

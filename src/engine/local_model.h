@@ -44,6 +44,13 @@ struct LocalModelSpec {
   int32_t context = 4096;   // tokens per sequence (prompt + output)
   int32_t parallel = 4;     // sequences decoded together
   int32_t batch = 512;      // per-step token budget (generation + prompt chunks)
+  // Prompt tokens one step may add while other sequences are generating; 0:
+  // the whole budget. Smaller keeps inter-token latency low under arrivals.
+  int32_t prefill_chunk = 0;
+  // One KV cache shared by all sequences (prefix copies are free, but every
+  // token attends over the cells of all sequences) or one per sequence
+  // (attention only over its own cells; a prefix copy moves the stream's data).
+  bool kv_unified = false;
   int32_t threads = 0;      // 0: hardware concurrency
   int32_t max_queue = 64;   // waiting requests before ResourceExhausted
   int32_t deadline_ms = 0;  // > 0: a request ends (finish "length") this long after submit
@@ -134,6 +141,8 @@ class LocalModel {
   // Owned by the engine thread.
   std::vector<Slot> slots_;
   uint64_t tick_ = 0;
+  struct Batch;                     // the step's llama_batch, allocated once
+  std::unique_ptr<Batch> batch_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

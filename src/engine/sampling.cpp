@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/grammar.h"
+#include "reasoning-budget.h"  // llama.cpp common: the thinking budget sampler
 
 namespace llmpool::engine {
 
@@ -37,9 +38,39 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
     }
     add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(bias.size()), bias.data()));
   }
+  if (p.ignore_eos) {
+    // Generation must run to max_tokens: end-of-generation tokens are banned.
+    std::vector<llama_logit_bias> ban;
+    for (llama_token t = 0; t < n_vocab; ++t)
+      if (llama_vocab_is_eog(vocab, t)) ban.push_back({t, -INFINITY});
+    if (!ban.empty()) add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(ban.size()), ban.data()));
+  }
   if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)
     add(llama_sampler_init_penalties(n_vocab, p.penalty_last_n, p.repeat_penalty, p.frequency_penalty,
                                      p.presence_penalty));
+  if (grammar.thinking_budget >= 0 && !grammar.thinking_end.empty()) {
+    auto toks = [&](const std::string& text) {
+      std::vector<llama_token> out(text.size() + 8);
+      int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), out.data(),
+                                 static_cast<int32_t>(out.size()), false, true);
+      out.resize(static_cast<size_t>(std::max(n, 0)));
+      return out;
+    };
+    std::vector<std::vector<llama_token>> starts, ends;
+    if (!grammar.thinking_start.empty()) starts.push_back(toks(grammar.thinking_start));
+    for (const auto& e : grammar.thinking_end)
+      if (auto t = toks(e); !t.empty()) ends.push_back(std::move(t));
+    if (!ends.empty()) {
+      // Without a start tag the template opens the thinking block itself:
+      // count from the first token.
+      llama_sampler* b = common_reasoning_budget_init(
+          vocab, starts, ends, ends.front(), grammar.thinking_budget,
+          starts.empty() ? REASONING_BUDGET_COUNTING : REASONING_BUDGET_IDLE);
+      if (!b) return Status::internal("cannot build the thinking budget sampler");
+      for (int32_t tok : grammar.prefill_tokens) llama_sampler_accept(b, tok);
+      add(b);
+    }
+  }
   if (!grammar.grammar.empty()) {
     llama_sampler* g = nullptr;
     if (grammar.lazy) {
@@ -53,7 +84,8 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
     }
     if (!g) return Status::invalid_argument("the output grammar could not be parsed", "response_format");
     try {
-      for (int32_t tok : grammar.prefill_tokens) llama_sampler_accept(g, tok);
+      if (grammar.grammar_prefill)
+        for (int32_t tok : grammar.prefill_tokens) llama_sampler_accept(g, tok);
     } catch (const std::exception& e) {
       llama_sampler_free(g);
       return Status::internal(std::string("the tool-call grammar rejects the template's generation prompt: ") + e.what());

@@ -27,7 +27,8 @@ using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 // the schema cannot be converted.
 Result<std::string> grammar_for(const SamplingParams& params);
 
-// Builds the sampler chain: logit bias, penalties, grammar, then greedy or
+// Builds the sampler chain: logit bias (with end-of-generation tokens banned
+// under ignore_eos), penalties, the thinking budget, grammar, then greedy or
 // top-k / top-p / min-p / temperature / seeded draw. `seed` is the seed to
 // use for this choice. InvalidArgument when the grammar does not parse or a
 // logit_bias token id is outside the vocabulary.

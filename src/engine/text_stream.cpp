@@ -48,8 +48,11 @@ std::string TextStream::push(std::string_view piece) {
 
 std::string TextStream::flush() {
   if (stopped_) return {};
+  // An incomplete character at the very end can never be completed: drop
+  // it rather than hand out bytes that are not UTF-8.
   std::string out;
   out.swap(pending_);
+  out.resize(out.size() - incomplete_utf8_tail(out));
   return out;
 }
 

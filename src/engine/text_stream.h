@@ -20,7 +20,8 @@ class TextStream {
   // empty). After a stop string completes, stopped() is true and further
   // pushes return nothing.
   std::string push(std::string_view piece);
-  // The held-back tail at the end of generation ("" after a stop).
+  // The held-back tail at the end of generation ("" after a stop), without
+  // an incomplete UTF-8 character at its end.
   std::string flush();
   bool stopped() const { return stopped_; }
 

@@ -13,6 +13,8 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
   spec.context = config.context;
   spec.parallel = config.parallel;
   spec.batch = config.batch;
+  spec.prefill_chunk = config.prefill_chunk;
+  spec.kv_unified = config.kv_unified;
   spec.threads = config.threads;
   spec.max_queue = config.max_queue;
   spec.deadline_ms = config.deadline_ms;

@@ -57,6 +57,32 @@ TEST_F(ChatTemplateTest, RequiredToolChoiceForcesTheGrammarFromTheGenerationProm
   EXPECT_FALSE(f->grammar.lazy);
   EXPECT_EQ(f->grammar.prefill_text, "<|im_start|>assistant\n");
   EXPECT_EQ(f->prompt.substr(f->prompt.size() - f->grammar.prefill_text.size()), f->grammar.prefill_text);
+  EXPECT_TRUE(f->grammar.grammar_prefill);
+}
+
+TEST_F(ChatTemplateTest, ThinkingBudgetCarriesTheTemplatesThinkingTags) {
+  load(kQwen3);
+  GenerateRequest req;
+  req.messages = {{"user", "Why is the sky blue?"}};
+  auto unlimited = tmpl_->apply(req);
+  ASSERT_TRUE(unlimited.is_ok());
+  EXPECT_EQ(unlimited->grammar.thinking_budget, -1);
+  req.thinking_budget = 16;
+  auto f = tmpl_->apply(req);
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  EXPECT_EQ(f->grammar.thinking_budget, 16);
+  EXPECT_EQ(f->grammar.thinking_start, "<think>");
+  ASSERT_FALSE(f->grammar.thinking_end.empty());
+  EXPECT_EQ(f->grammar.thinking_end[0], "</think>");
+  EXPECT_EQ(f->prompt.substr(f->prompt.size() - f->grammar.prefill_text.size()), f->grammar.prefill_text);
+  EXPECT_FALSE(f->grammar.grammar_prefill);
+  // A zero budget asks the template for its no-thinking form: the thinking
+  // block is already closed in the prompt.
+  req.thinking_budget = 0;
+  auto none = tmpl_->apply(req);
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_NE(none->prompt.find("</think>"), std::string::npos);
+  EXPECT_EQ(unlimited->prompt.find("</think>"), std::string::npos);
 }
 
 TEST_F(ChatTemplateTest, NoneDropsTheTools) {

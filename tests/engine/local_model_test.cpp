@@ -13,6 +13,7 @@ namespace llmpool::engine {
 namespace {
 
 const std::string kTiny = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-q8_0.gguf";
+const std::string kQwen3 = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-qwen3-q8_0.gguf";
 
 // Collects deltas and the completion of one request.
 struct Collector {
@@ -299,6 +300,106 @@ TEST_F(LocalModelTest, FullQueueIsResourceExhausted) {
     auto r = c->future.get();
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   }
+}
+
+TEST_F(LocalModelTest, IgnoreEosBansEndOfGenerationTokens) {
+  // The end-of-turn token pushed to the top by a bias: without ignore_eos it
+  // ends the answer at once; with it, it can never be sampled.
+  auto eot = model_->tokenize("</s>", false, true);
+  ASSERT_TRUE(eot.is_ok());
+  ASSERT_EQ(eot->size(), 1u);
+  auto req = request("Stop early", 10);
+  req.sampling.logit_bias = {{(*eot)[0], 100.0f}};
+  auto stopped = run(req);
+  ASSERT_TRUE(stopped.is_ok());
+  EXPECT_EQ(stopped->usage.completion_tokens, 0);
+  EXPECT_EQ(stopped->choices[0].finish_reason, FinishReason::kStop);
+  req.sampling.ignore_eos = true;
+  auto full = run(req);
+  ASSERT_TRUE(full.is_ok());
+  EXPECT_EQ(full->usage.completion_tokens, 10);
+  EXPECT_EQ(full->choices[0].finish_reason, FinishReason::kLength);
+}
+
+Result<std::unique_ptr<LocalModel>> load_tiny(bool kv_unified, const std::string& path = kTiny) {
+  LocalModelSpec spec;
+  spec.name = "tiny";
+  spec.path = path;
+  spec.context = 512;
+  spec.parallel = 3;
+  spec.batch = 64;
+  spec.threads = 1;
+  spec.kv_unified = kv_unified;
+  return LocalModel::load(spec);
+}
+
+// A request whose prompt shares a long prefix with a sequence that is busy
+// generating takes that prefix's KV (a cell share in the unified cache, a
+// stream copy otherwise) and answers exactly as if it had computed it.
+void check_prefix_shared_from_a_busy_sequence(bool kv_unified) {
+  auto m = load_tiny(kv_unified);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  std::string system = "You are a careful assistant. ";
+  for (int i = 0; i < 12; ++i) system += "Rule " + std::to_string(i) + ": answer briefly and politely. ";
+  auto make = [&](const std::string& question, int32_t max_tokens) {
+    GenerateRequest r = request(question, max_tokens);
+    r.messages.insert(r.messages.begin(), {"system", system});
+    r.sampling.ignore_eos = true;
+    return r;
+  };
+  // A fresh model computes the expected answer from scratch.
+  auto fresh = load_tiny(kv_unified);
+  ASSERT_TRUE(fresh.is_ok());
+  Collector expected;
+  (*fresh)->submit(make("second question", 8), nullptr, expected.callbacks(false));
+  auto want = expected.future.get();
+  ASSERT_TRUE(want.is_ok());
+  EXPECT_EQ(want->usage.cached_prompt_tokens, 0);
+
+  // A long answer keeps the first sequence busy with the shared prefix.
+  Collector busy;
+  auto cancel = std::make_shared<CancelToken>();
+  std::promise<void> started;
+  bool signalled = false;
+  GenerateCallbacks cb = busy.callbacks(false);
+  cb.on_delta = [&](Delta) {
+    if (!signalled) started.set_value();
+    signalled = true;
+  };
+  (*m)->submit(make("first question", 100000), cancel, cb);
+  started.get_future().wait();
+  Collector second;
+  (*m)->submit(make("second question", 8), nullptr, second.callbacks(false));
+  auto got = second.future.get();
+  cancel->cancel();
+  ASSERT_TRUE(busy.future.get().is_ok());
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_GE(got->usage.cached_prompt_tokens, 100);
+  EXPECT_LT(got->usage.cached_prompt_tokens, got->usage.prompt_tokens);
+  EXPECT_EQ(got->choices[0].text, want->choices[0].text);
+}
+
+TEST(LocalModelPrefixTest, PrefixIsCopiedAcrossStreams) { check_prefix_shared_from_a_busy_sequence(false); }
+TEST(LocalModelPrefixTest, PrefixIsSharedInTheUnifiedCache) { check_prefix_shared_from_a_busy_sequence(true); }
+
+TEST(LocalModelThinkingTest, ZeroThinkingBudgetAnswersWithoutThinking) {
+  auto m = load_tiny(false, kQwen3);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto make = [&](int32_t budget) {
+    GenerateRequest r = request("Think about it", 8);
+    r.sampling.ignore_eos = true;
+    r.thinking_budget = budget;
+    Collector c;
+    (*m)->submit(r, nullptr, c.callbacks(false));
+    return c.future.get();
+  };
+  auto thinking = make(-1);
+  auto direct = make(0);
+  ASSERT_TRUE(thinking.is_ok() && direct.is_ok());
+  // The template closed the thinking block in the prompt: more prompt.
+  EXPECT_GT(direct->usage.prompt_tokens, thinking->usage.prompt_tokens);
+  EXPECT_EQ(direct->usage.completion_tokens, 8);
+  EXPECT_EQ(direct->choices[0].reasoning_content, "");
 }
 
 TEST(LocalModelLoadTest, MissingFileIsNotFound) {

@@ -22,6 +22,16 @@ TEST(TextStreamTest, HoldsBackAnIncompleteUtf8Character) {
   EXPECT_EQ(incomplete_utf8_tail("abc"), 0u);
 }
 
+TEST(TextStreamTest, FlushDropsACharacterThatCanNoLongerComplete) {
+  TextStream t({"END"});
+  EXPECT_EQ(t.push("ok EN"), "ok ");
+  EXPECT_EQ(t.push("\xE3\x81"), "EN");
+  EXPECT_EQ(t.flush(), "");  // never "\xE3\x81", which a client would see as U+FFFD
+  TextStream u({"END"});
+  EXPECT_EQ(u.push("E"), "");
+  EXPECT_EQ(u.flush(), "E");
+}
+
 TEST(TextStreamTest, StopStringSplitAcrossPiecesIsNeverDelivered) {
   TextStream t({"END"});
   EXPECT_EQ(t.push("abc E"), "abc ");  // "E" may start END
