@@ -33,6 +33,7 @@ struct RequestMetrics {
   obs::Histogram* ttft;
   obs::Histogram* itl;
   obs::Histogram* duration;
+  obs::Histogram* cancel_latency;
   obs::Counter* prompt_tokens;
   obs::Counter* completion_tokens;
   obs::MetricsRegistry* registry;
@@ -43,6 +44,8 @@ struct RequestMetrics {
     ttft = &r.histogram("llmpool_time_to_first_token_seconds", "Time from request to first output token.", labels);
     itl = &r.histogram("llmpool_inter_token_latency_seconds", "Time between output tokens of one choice.", labels);
     duration = &r.histogram("llmpool_request_duration_seconds", "Time from request to last byte.", labels);
+    cancel_latency = &r.histogram("llmpool_cancel_latency_seconds",
+                                  "Time from a client's disconnect to its sequences being freed.", labels);
     prompt_tokens = &r.counter("llmpool_prompt_tokens_total", "Prompt tokens processed.", labels);
     completion_tokens = &r.counter("llmpool_completion_tokens_total", "Tokens generated.", labels);
   }
@@ -118,7 +121,11 @@ struct Generation {
     });
     // 499: the client closed the request (nginx's convention); nobody reads the answer.
     count_request(*metrics->registry, meta.model, endpoint_name(), cancelled ? 499 : 200);
-    if (cancelled) return writer->end();
+    if (cancelled) {
+      auto at = writer->cancel_token()->cancelled_at();
+      if (at != Clock::time_point()) metrics->cancel_latency->observe(seconds_since(at));
+      return writer->end();
+    }
     if (!stream) {
       writer->respond(json_response(completion_json(endpoint, meta, c, with_logprobs)));
       return;
@@ -302,6 +309,8 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
        [](const providers::ProviderStats& s) { return double(s.kv_cells_used); }},
       {"llmpool_kv_cache_total_cells", "KV cache size in cells.", "gauge",
        [](const providers::ProviderStats& s) { return double(s.kv_cells_total); }},
+      {"llmpool_engine_aborted_steps_total", "Engine steps aborted (and undone) for a cancelled or expired request.",
+       "counter", [](const providers::ProviderStats& s) { return double(s.aborted_steps); }},
       {"llmpool_model_memory_bytes", "Model weights in memory.", "gauge",
        [](const providers::ProviderStats& s) { return double(s.memory_bytes); }},
   };

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -145,11 +146,21 @@ using EmbedCallback = std::function<void(Result<Embeddings>)>;
 // (client gone, deadline), the generator polls. Thread-safe.
 class CancelToken {
  public:
-  void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+  void cancel() {
+    bool expected = false;
+    if (cancelled_.compare_exchange_strong(expected, true, std::memory_order_acq_rel))
+      at_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_release);
+  }
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  // When cancel() was first called (steady clock); the epoch if never.
+  std::chrono::steady_clock::time_point cancelled_at() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(at_ns_.load(std::memory_order_acquire)));
+  }
 
  private:
   std::atomic<bool> cancelled_{false};
+  std::atomic<std::chrono::steady_clock::rep> at_ns_{0};
 };
 using CancelTokenPtr = std::shared_ptr<CancelToken>;
 

@@ -24,6 +24,10 @@ void forward_log(ggml_log_level level, const char* text, void* /*user*/) {
   std::string_view s(text);
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
   if (s.empty()) return;
+  // The engine aborts a decode on purpose when a request is cancelled
+  // mid-step (and undoes it); llama.cpp reports that as failures.
+  for (std::string_view aborted : {"compute_async failed with error 1", "failed to decode, ret = 2", "removing memory module entries"})
+    if (s.find(aborted) != std::string_view::npos) return spdlog::debug("llama.cpp: {}", s);
   switch (level) {
     case GGML_LOG_LEVEL_ERROR: spdlog::error("llama.cpp: {}", s); break;
     case GGML_LOG_LEVEL_WARN: spdlog::warn("llama.cpp: {}", s); break;

@@ -20,6 +20,7 @@ constexpr const char* kFallbackTemplate = "chatml";
 // With one KV stream per sequence, sharing a prefix copies the donor's whole
 // stream; below this many extra tokens recomputing them is cheaper.
 constexpr size_t kMinStreamCopyTokens = 32;
+
 using Clock = std::chrono::steady_clock;
 
 size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
@@ -58,6 +59,7 @@ struct LocalModel::Slot {
   int32_t produced = 0;
   int32_t budget = 0;
   int32_t logits_index = -1;       // row of this step's logits, or -1
+  size_t step_start = 0;           // cache size before this step's tokens
   std::vector<Slot*> followers;    // n > 1: choices waiting for this prefill
   SamplerPtr sampler;
   std::unique_ptr<TextStream> text;
@@ -117,6 +119,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->n_embd_ = llama_model_n_embd(m->model_.get());
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
   m->spec_.kv_unified = cp.kv_unified;
+  llama_set_abort_callback(m->ctx_.get(), &LocalModel::should_abort, m.get());
   m->batch_ = std::make_unique<Batch>(m->spec_.batch);
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
@@ -162,6 +165,7 @@ EngineStats LocalModel::stats() const {
   s.generated_tokens = stat_generated_.load();
   s.kv_cells_used = stat_kv_used_.load();
   s.kv_cells_total = static_cast<int64_t>(spec_.context) * spec_.parallel;
+  s.aborted_steps = stat_aborted_.load();
   return s;
 }
 
@@ -630,6 +634,7 @@ void LocalModel::step() {
   };
   for (auto& s : slots_) {
     s.logits_index = -1;
+    s.step_start = s.cache.size();
     if (s.state == Slot::State::kGenerate && batch.n_tokens < budget) add(s, s.pending, true);
   }
   // Prompt chunks. Shortest remaining prompt first, so short requests are
@@ -660,7 +665,18 @@ void LocalModel::step() {
   }
   if (batch.n_tokens == 0) return;
 
+  watch_.start = Clock::now();
+  watch_.jobs.clear();
+  for (auto& s : slots_)
+    if (s.job && s.cache.size() > s.step_start) watch_.jobs.emplace_back(s.job->cancel.get(), s.job->deadline);
   int32_t rc = llama_decode(ctx_.get(), batch);
+  watch_.jobs.clear();
+  if (rc == 2) {
+    // Aborted for a cancelled or expired request: undo the step; the next
+    // one frees that request and redoes the others' work.
+    roll_back_step();
+    return;
+  }
   if (rc != 0) {
     Status st = decode_status(rc, "model '" + spec_.name + "'");
     spdlog::error("{}", st.message());
@@ -689,6 +705,31 @@ void LocalModel::step() {
     used += static_cast<int64_t>(s.cache.size());
   }
   stat_kv_used_.store(used);
+}
+
+bool LocalModel::should_abort(void* self) {
+  const auto* m = static_cast<const LocalModel*>(self);
+  if (m->watch_.jobs.empty()) return false;
+  const auto now = Clock::now();
+  if (now - m->watch_.start < std::chrono::milliseconds(m->spec_.abort_after_ms)) return false;
+  for (const auto& [cancel, deadline] : m->watch_.jobs)
+    if (cancel->cancelled() || now >= deadline) return true;
+  return false;
+}
+
+void LocalModel::roll_back_step() {
+  // llama.cpp kept the micro-batches that completed and dropped the aborted
+  // one; drop everything this step added so every sequence is where it was.
+  llama_memory_t mem = llama_get_memory(ctx_.get());
+  for (auto& s : slots_) {
+    s.logits_index = -1;
+    if (s.cache.size() <= s.step_start) continue;
+    llama_memory_seq_rm(mem, s.id, static_cast<llama_pos>(s.step_start), -1);
+    s.cache.resize(s.step_start);
+    if (s.state == Slot::State::kPrefill) s.prefill_pos = s.step_start;
+  }
+  stat_aborted_.fetch_add(1);
+  spdlog::debug("model '{}': step aborted for a cancelled or expired request", spec_.name);
 }
 
 void LocalModel::sample(Slot& s, int32_t logits_index) {

@@ -51,6 +51,9 @@ struct LocalModelSpec {
   // token attends over the cells of all sequences) or one per sequence
   // (attention only over its own cells; a prefix copy moves the stream's data).
   bool kv_unified = false;
+  // A step running this long is aborted (and undone for the others) when one
+  // of its requests is cancelled or passes its deadline; shorter steps finish.
+  int32_t abort_after_ms = 50;
   int32_t threads = 0;      // 0: hardware concurrency
   int32_t max_queue = 64;   // waiting requests before ResourceExhausted
   int32_t deadline_ms = 0;  // > 0: a request ends (finish "length") this long after submit
@@ -67,6 +70,7 @@ struct EngineStats {
   int64_t generated_tokens = 0;
   int64_t kv_cells_used = 0;      // tokens held in the KV cache (all sequences)
   int64_t kv_cells_total = 0;
+  int64_t aborted_steps = 0;      // decodes aborted for a cancelled or expired request
 };
 
 class LocalModel {
@@ -143,6 +147,16 @@ class LocalModel {
   uint64_t tick_ = 0;
   struct Batch;                     // the step's llama_batch, allocated once
   std::unique_ptr<Batch> batch_;
+  // What the running decode may be aborted for: set by the engine thread
+  // before llama_decode, read by llama.cpp's compute threads through
+  // should_abort() between graph nodes.
+  struct StepWatch {
+    std::chrono::steady_clock::time_point start;
+    std::vector<std::pair<const CancelToken*, std::chrono::steady_clock::time_point>> jobs;  // token, deadline
+  };
+  StepWatch watch_;
+  static bool should_abort(void* self);
+  void roll_back_step();
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -157,6 +171,7 @@ class LocalModel {
   std::atomic<int64_t> stat_cached_{0};
   std::atomic<int64_t> stat_generated_{0};
   std::atomic<int64_t> stat_kv_used_{0};
+  std::atomic<int64_t> stat_aborted_{0};
 };
 
 }  // namespace llmpool::engine

@@ -53,6 +53,7 @@ ProviderStats LocalProvider::stats() const {
   s.cached_prompt_tokens = e.cached_prompt_tokens;
   s.generated_tokens = e.generated_tokens;
   s.kv_cells_used = e.kv_cells_used;
+  s.aborted_steps = e.aborted_steps;
   s.kv_cells_total = e.kv_cells_total;
   s.memory_bytes = model_->size_bytes();
   return s;

@@ -37,6 +37,7 @@ struct ProviderStats {
   int64_t generated_tokens = 0;
   int64_t kv_cells_used = 0;
   int64_t kv_cells_total = 0;
+  int64_t aborted_steps = 0;              // engine steps aborted for a cancelled or expired request
   uint64_t memory_bytes = 0;
 };
 

@@ -382,6 +382,53 @@ void check_prefix_shared_from_a_busy_sequence(bool kv_unified) {
 TEST(LocalModelPrefixTest, PrefixIsCopiedAcrossStreams) { check_prefix_shared_from_a_busy_sequence(false); }
 TEST(LocalModelPrefixTest, PrefixIsSharedInTheUnifiedCache) { check_prefix_shared_from_a_busy_sequence(true); }
 
+// Cancelling a request while a step runs aborts the step; the other
+// sequences' work in it is undone and redone, so their answers do not change.
+TEST(LocalModelAbortTest, AbortedStepsLeaveOtherAnswersUnchanged) {
+  LocalModelSpec spec;
+  spec.name = "tiny";
+  spec.path = kTiny;
+  spec.context = 1024;
+  spec.parallel = 2;
+  spec.batch = 512;
+  spec.prefill_chunk = 512;
+  spec.threads = 1;
+  spec.abort_after_ms = 0;  // abort at once
+  auto m = LocalModel::load(spec);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto steady = request("Keep talking about the weather", 200);
+  steady.sampling.ignore_eos = true;
+  Collector alone;
+  (*m)->submit(steady, nullptr, alone.callbacks(false));
+  auto want = alone.future.get();
+  ASSERT_TRUE(want.is_ok());
+
+  std::string long_prompt;
+  for (int i = 0; i < 120; ++i) long_prompt += "word" + std::to_string(i) + " ";
+  Collector c;
+  (*m)->submit(steady, nullptr, c.callbacks(false));
+  // Long prompts cancelled at varying moments, until some cancellation
+  // lands inside a decode (on a 1-thread tiny model a 500-token step takes
+  // a few milliseconds).
+  int tries = 0;
+  while ((*m)->stats().aborted_steps == 0 && tries < 400 &&
+         c.future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    auto cancel = std::make_shared<CancelToken>();
+    Collector victim;
+    (*m)->submit(request(long_prompt + std::to_string(tries), 50), cancel, victim.callbacks(false));
+    std::this_thread::sleep_for(std::chrono::microseconds(200 * (tries % 10)));
+    cancel->cancel();
+    auto r = victim.future.get();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ++tries;
+  }
+  auto got = c.future.get();
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_EQ(got->choices[0].text, want->choices[0].text);
+  EXPECT_EQ(got->usage.completion_tokens, 200);
+  EXPECT_GT((*m)->stats().aborted_steps, 0) << "no cancellation landed inside a decode in " << tries << " tries";
+}
+
 TEST(LocalModelThinkingTest, ZeroThinkingBudgetAnswersWithoutThinking) {
   auto m = load_tiny(false, kQwen3);
   ASSERT_TRUE(m.is_ok()) << m.status().to_string();
