@@ -62,6 +62,7 @@ struct LocalModel::Slot {
   size_t step_start = 0;           // cache size before this step's tokens
   std::vector<Slot*> followers;    // n > 1: choices waiting for this prefill
   SamplerPtr sampler;
+  bool plain_greedy = false;       // the chain would only take the argmax: done directly
   std::unique_ptr<TextStream> text;
   std::unique_ptr<OutputParser> parser;  // tools / thinking: splits the raw output
   std::string raw;                       // raw output so far, when parsed
@@ -124,6 +125,8 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
+  for (llama_token t = 0; t < m->n_vocab_; ++t)
+    if (llama_vocab_is_eog(vocab, t)) m->eog_tokens_.push_back(t);
   m->size_bytes_ = llama_model_size(m->model_.get());
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
@@ -533,6 +536,9 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     }
     if (!sampler) return sampler.status();
     s->sampler = std::move(sampler).value();
+    s->plain_greedy = sp.temperature <= 0.0f && sp.logit_bias.empty() && sp.repeat_penalty == 1.0f &&
+                      sp.frequency_penalty == 0.0f && sp.presence_penalty == 0.0f && job->grammar.grammar.empty() &&
+                      job->grammar.thinking_budget < 0;
     s->job = job;
     s->choice = choice;
     s->produced = 0;
@@ -735,7 +741,18 @@ void LocalModel::roll_back_step() {
 void LocalModel::sample(Slot& s, int32_t logits_index) {
   Job& job = *s.job;
   const llama_vocab* vocab = llama_model_get_vocab(model_.get());
-  llama_token tok = llama_sampler_sample(s.sampler.get(), ctx_.get(), logits_index);
+  llama_token tok = -1;
+  if (s.plain_greedy) {
+    // Greedy without anything that reshapes the distribution: the argmax of
+    // the raw logits (the chain would first copy the whole vocabulary into a
+    // candidate array). With ignore_eos the end tokens are out of the running.
+    float* logits = llama_get_logits_ith(ctx_.get(), logits_index);
+    if (job.request.sampling.ignore_eos)
+      for (int32_t t : eog_tokens_) logits[t] = -INFINITY;
+    tok = static_cast<llama_token>(std::max_element(logits, logits + n_vocab_) - logits);
+  } else {
+    tok = llama_sampler_sample(s.sampler.get(), ctx_.get(), logits_index);
+  }
   Delta delta;
   delta.index = s.choice;
   const int32_t top = job.request.sampling.top_logprobs;

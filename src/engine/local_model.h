@@ -139,6 +139,7 @@ class LocalModel {
   std::string chat_template_;                 // builtin formatting (fallback)
   std::unique_ptr<ChatTemplate> jinja_;      // the model's Jinja template, when it parses
   int32_t n_vocab_ = 0;
+  std::vector<int32_t> eog_tokens_;           // end-of-generation tokens of the vocabulary
   int32_t n_embd_ = 0;
   uint64_t size_bytes_ = 0;
 

@@ -302,6 +302,18 @@ TEST_F(LocalModelTest, FullQueueIsResourceExhausted) {
   }
 }
 
+TEST_F(LocalModelTest, DirectGreedyMatchesTheSamplerChain) {
+  auto fast = request("Compare both ways", 16);
+  fast.sampling.ignore_eos = true;
+  auto chain = fast;
+  chain.sampling.logit_bias = {{5, 0.0f}};  // changes nothing, but takes the sampler chain
+  auto a = run(fast);
+  auto b = run(chain);
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  EXPECT_EQ(a->choices[0].text, b->choices[0].text);
+  EXPECT_EQ(a->usage.completion_tokens, 16);
+}
+
 TEST_F(LocalModelTest, IgnoreEosBansEndOfGenerationTokens) {
   // The end-of-turn token pushed to the top by a bias: without ignore_eos it
   // ends the answer at once; with it, it can never be sampled.
