@@ -61,7 +61,7 @@ struct ModelConfig {
   int32_t context = 4096;                 // context window in tokens, per request
   int32_t parallel = 4;                   // local: sequences decoded together
   int32_t batch = 512;                    // local: per-step token budget
-  int32_t prefill_chunk = 128;            // local: prompt tokens per step while others generate; 0: batch
+  int32_t prefill_chunk = 0;              // local: prompt tokens per step while others generate; 0: batch
   bool kv_unified = false;                // local: one KV cache for all sequences instead of one each
   int32_t threads = 0;                    // 0: number of cores
   int32_t max_queue = 64;                 // waiting requests before 429
