@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "ensemble/fake_provider.h"
 #include "providers/directory.h"
+#include "providers/factory.h"
 
 namespace llmpool::router::testing {
 
@@ -28,13 +29,7 @@ class FakeDirectory : public providers::ModelDirectory {
   std::shared_ptr<FakeProvider> add(const config::ModelConfig& m, std::vector<Script> scripts) {
     std::lock_guard lock(mu_);
     auto p = std::make_shared<FakeProvider>(m.name, timer_, std::move(scripts));
-    providers::ModelInfo info;
-    info.name = m.name;
-    info.aliases = m.aliases;
-    info.type = m.type;
-    info.capabilities = m.capabilities;
-    info.context = m.context;
-    models_[m.name] = {info, p};
+    models_[m.name] = {providers::model_info(m), p};
     order_.push_back(m.name);
     return p;
   }
