@@ -6,10 +6,10 @@
 // /api/routing-metrics answer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import OpenAI from 'openai';
-import { startServer, writeConfig, TINY_MODEL } from './server.mjs';
+import { copyTinyModels, finishServer, startServer, writeConfig, TINY_MODEL } from './server.mjs';
 
 let server;
 let client;
@@ -53,19 +53,12 @@ routing:
   decision_log: decisions.jsonl
 `);
   dir = dirname(configPath);
-  copyFileSync(TINY_MODEL, join(dir, 'a.gguf'));
-  copyFileSync(TINY_MODEL, join(dir, 'b.gguf'));
+  copyTinyModels(dir, ['a.gguf', 'b.gguf']);
   server = await startServer(configPath);
   client = new OpenAI({ baseURL: `${server.baseURL}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
 });
 
-after(async () => {
-  if (process.env.LLMPOOL_E2E_DUMP) console.error(server?.stderr());
-  if (server) {
-    const code = await server.stop();
-    assert.equal(code, 0, `server exit code; stderr:\n${server.stderr()}`);
-  }
-});
+after(() => finishServer(server));
 
 function ask(model, content, extra = {}) {
   return client.chat.completions
