@@ -764,9 +764,10 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
 
 // ----------------------------------------------------------- direct requests
 
-void DirectAttempt::finish(const Status& status) {
+void DirectAttempt::finish(const Status& status, bool cancelled) {
   if (done_ || !stats_) return;
   done_ = true;
+  if (cancelled) return stats_->on_cancelled();
   double ms = std::chrono::duration<double, std::milli>(clock_->now() - start_).count();
   switch (status.code()) {
     case StatusCode::kOk: stats_->on_success(ms); break;

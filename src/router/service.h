@@ -102,7 +102,8 @@ class DirectAttempt {
   DirectAttempt() = default;
   // Records the attempt's end once: success or failure (server-side errors
   // only: a rejected request says nothing about health), with its latency.
-  void finish(const Status& status);
+  // A generation the client cancelled (`cancelled`) says nothing either.
+  void finish(const Status& status, bool cancelled = false);
   const std::string& model() const { return model_; }
 
  private:

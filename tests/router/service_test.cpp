@@ -360,6 +360,16 @@ TEST_F(RouterServiceTest, DirectAttemptsCountInTheInstanceStatistics) {
   EXPECT_EQ(inst["latency_samples"], 1);
   EXPECT_DOUBLE_EQ(inst["avg_latency_ms"].get<double>(), 40.0);
   EXPECT_EQ(inst["success_rate"], 1.0);
+
+  // A generation the client cancelled and a rejected request say nothing about health.
+  DirectAttempt c = svc_->start_direct("a");
+  c.finish(Status::ok(), /*cancelled=*/true);
+  DirectAttempt q = svc_->start_direct("a");
+  q.finish(Status::resource_exhausted("queue full"));
+  inst = svc_->metrics_json()["instances"][0];
+  EXPECT_EQ(inst["latency_samples"], 1);
+  EXPECT_EQ(inst["success_rate"], 1.0);
+  EXPECT_EQ(inst["router_in_flight"], 0);
 }
 
 }  // namespace
