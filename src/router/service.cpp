@@ -226,16 +226,12 @@ struct RouterService::State {
   }
 };
 
-// Keeps the metrics collector from reaching a destroyed service.
-struct CollectorSlot {
+// Keeps the metrics collector (which the registry keeps for its lifetime)
+// from reaching a destroyed service.
+struct RouterService::CollectorSlot {
   std::mutex mu;
-  RouterService* service = nullptr;
+  RouterService* service = nullptr;  // guarded by mu
 };
-
-namespace {
-std::mutex g_slots_mu;
-std::map<const RouterService*, std::shared_ptr<CollectorSlot>> g_slots;
-}  // namespace
 
 RouterService::RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options)
     : directory_(std::move(directory)),
@@ -254,6 +250,7 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
   auto st = s->build_state(config, nullptr);
   if (!st) return st.status();
   s->state_ = std::move(st).value();
+  for (const auto& m : config.models) s->stats_for(*s->state_, m.name);  // every instance in /metrics from the start
   s->gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
   if (obs::MetricsRegistry* m = options.metrics) {
     std::vector<double> us_buckets = {1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2};
@@ -263,10 +260,7 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
     s->decisions_ = &m->counter("llmpool_router_decisions_total", "Requests routed by the router.");
     auto slot = std::make_shared<CollectorSlot>();
     slot->service = s.get();
-    {
-      std::lock_guard lock(g_slots_mu);
-      g_slots[s.get()] = slot;
-    }
+    s->slot_ = slot;
     m->add_collector([slot](std::string& out) {
       std::lock_guard lock(slot->mu);
       if (slot->service != nullptr) slot->service->collect_metrics(out);
@@ -276,18 +270,9 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
 }
 
 RouterService::~RouterService() {
-  std::shared_ptr<CollectorSlot> slot;
-  {
-    std::lock_guard lock(g_slots_mu);
-    auto it = g_slots.find(this);
-    if (it != g_slots.end()) {
-      slot = it->second;
-      g_slots.erase(it);
-    }
-  }
-  if (slot) {
-    std::lock_guard lock(slot->mu);
-    slot->service = nullptr;
+  if (slot_) {
+    std::lock_guard lock(slot_->mu);  // waits for a scrape in progress
+    slot_->service = nullptr;
   }
   flush_log();
 }
@@ -362,6 +347,7 @@ Result<std::shared_ptr<const RouterService::State>> RouterService::build_state(
 Status RouterService::apply(const config::Config& config) {
   auto next = build_state(config, state());
   if (!next) return next.status();
+  for (const auto& m : config.models) stats_for(**next, m.name);  // every instance in /metrics from the start
   gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
   std::lock_guard lock(mu_);
   state_ = std::move(next).value();

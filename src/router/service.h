@@ -177,6 +177,7 @@ class RouterService {
  private:
   struct State;
   struct Instances;
+  struct CollectorSlot;
   RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options);
   Result<std::shared_ptr<const State>> build_state(const config::Config& config,
                                                    const std::shared_ptr<const State>& previous);
@@ -195,6 +196,7 @@ class RouterService {
   qos::AdmissionGate gate_;
   obs::Histogram* overhead_ = nullptr;
   obs::Counter* decisions_ = nullptr;
+  std::shared_ptr<CollectorSlot> slot_;  // the metrics collector's way back to this service
 
   mutable std::mutex mu_;
   std::shared_ptr<const State> state_;                  // guarded by mu_

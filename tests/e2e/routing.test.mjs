@@ -6,7 +6,7 @@
 // /api/routing-metrics answer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import OpenAI from 'openai';
 import { copyTinyModels, finishServer, startServer, writeConfig, TINY_MODEL } from './server.mjs';
@@ -14,12 +14,24 @@ import { copyTinyModels, finishServer, startServer, writeConfig, TINY_MODEL } fr
 let server;
 let client;
 let dir;
+let configPath;
 
 const CODE = 'Fix this python function:\n```python\ndef add(a, b):\n    return a - b\n```';
 
 before(async () => {
   assert.ok(TINY_MODEL, 'LLMPOOL_TINY_MODEL is not set');
-  const configPath = writeConfig(`pool:
+  configPath = writeConfig(config());
+  dir = dirname(configPath);
+  copyTinyModels(dir, ['a.gguf', 'b.gguf']);
+  server = await startServer(configPath);
+  client = new OpenAI({ baseURL: `${server.baseURL}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+});
+
+// Two copies of the tiny model behind three groups; `extra` adds groups.
+function config(extra = '') {
+  return `server:
+  config_poll_ms: 100
+pool:
   load_timeout_ms: 30000
 defaults:
   threads: 1
@@ -45,18 +57,14 @@ routing:
       k: 2
     - name: trial
       models: [coder]
-  canary:
+${extra}  canary:
     routes:
       - route: trial
         baseline_model: coder
         arms: [{name: next, model: general, percent: 100}]
   decision_log: decisions.jsonl
-`);
-  dir = dirname(configPath);
-  copyTinyModels(dir, ['a.gguf', 'b.gguf']);
-  server = await startServer(configPath);
-  client = new OpenAI({ baseURL: `${server.baseURL}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
-});
+`;
+}
 
 after(() => finishServer(server));
 
@@ -66,13 +74,16 @@ function ask(model, content, extra = {}) {
     .withResponse();
 }
 
-// The decision log's lines (it is written out within a second).
-async function decisions(atLeast) {
+// The decision log's line for the response `id` (the log is written out
+// within a second).
+async function decisionFor(id) {
   const path = join(dir, 'decisions.jsonl');
   const deadline = Date.now() + 10000;
   for (;;) {
     const lines = existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
-    if (lines.length >= atLeast || Date.now() > deadline) return lines;
+    const line = lines.find((l) => l.request_id === id);
+    if (line) return line;
+    if (Date.now() > deadline) throw new Error(`no decision line for ${id}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -87,9 +98,7 @@ test('model auto picks a model and says which and why', async () => {
   assert.equal(data.llmpool.ensemble.strategy, 'fastest');
   assert.equal(data.choices[0].message.content.length > 0, true);
 
-  const lines = await decisions(1);
-  const line = lines.find((l) => l.request_id === data.id);
-  assert.ok(line, `no decision line for ${data.id}`);
+  const line = await decisionFor(data.id);
   assert.equal(line.route, 'auto');
   assert.equal(line.chosen, 'coder');
   assert.equal(line.answered_by, 'coder');
@@ -116,6 +125,19 @@ test('a voting group gathers two answers and reports them', async () => {
   const { data } = await ask('vote', 'What is two plus two?');
   assert.equal(data.llmpool.ensemble.strategy, 'voting');
   assert.deepEqual(data.llmpool.ensemble.candidates.map((c) => c.model).sort(), ['coder', 'general']);
+});
+
+test('a judge chosen per request picks among the answers and says how', async () => {
+  const { data } = await ask('vote', 'Name a colour.', { ensemble: { strategy: 'judge', judge: 'general' } });
+  const e = data.llmpool.ensemble;
+  assert.equal(e.strategy, 'judge');
+  assert.equal(e.candidates.length, 2);
+  assert.ok(['general', 'coder'].includes(e.winner_model), `winner ${e.winner_model}`);
+  assert.equal(typeof e.reason, 'string');
+  assert.ok(e.reason.length > 0);
+  const line = await decisionFor(data.id);
+  assert.equal(line.judge, 'general');
+  assert.ok(line.attempts.some((a) => a.kind === 'judge'));
 });
 
 test('a canary arm takes its users and feedback reaches it', async () => {
@@ -160,4 +182,25 @@ test('routing metrics describe every instance', async () => {
   const prom = await (await fetch(`${server.baseURL}/metrics`)).text();
   assert.match(prom, /^llmpool_router_overhead_seconds_count [1-9]/m);
   assert.match(prom, /^llmpool_breaker_state\{instance="coder"\} 0$/m);
+});
+
+test('a new route group applies on reload', async () => {
+  await assert.rejects(ask('later', 'Hi'), (e) => e.status === 404);
+  const tmp = join(dir, 'next.yaml');
+  writeFileSync(tmp, config(`    - name: later
+      models: [general]
+`));
+  renameSync(tmp, configPath);
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      const { data, response } = await ask('later', 'Hi');
+      assert.equal(response.headers.get('x-llmpool-model'), 'general');
+      assert.equal(data.llmpool.route, 'later');
+      break;
+    } catch (e) {
+      if (e.status !== 404 || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 });
