@@ -107,6 +107,9 @@ std::string fixed(double v, int digits) {
   return os.str();
 }
 
+// One decision-log line; invalid UTF-8 from a model is replaced, never thrown.
+std::string log_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -395,7 +398,7 @@ void RouterService::on_canary_event(const CanaryEvent& e) {
               {"arm", e.arm},                 {"arm_helpful_rate", e.arm_helpful_rate},
               {"baseline_helpful_rate", e.baseline_helpful_rate}, {"arm_samples", e.arm_samples},
               {"baseline_samples", e.baseline_samples}, {"message", e.message}};
-    st->log->append(j.dump(-1, ' ', false, json::error_handler_t::replace));
+    st->log->append(log_line(j));
   }
 }
 
@@ -424,7 +427,19 @@ struct RunContext {
   size_t eligible = 0;
   bool relaxed = false;
   ensemble::StrategyKind strategy = ensemble::StrategyKind::kFastest;
-  json log;  // the decision log line so far
+  // What the decision log line is built from, once the answer is in (so
+  // that formatting it costs the request nothing before the provider call).
+  int64_t time_ms = 0;
+  Classification classification;
+  std::vector<ScoredCandidate> scored;
+  std::vector<std::string> order;
+  std::optional<EffortParams> effort;
+  std::optional<ReasoningEffort> reasoning_effort;
+  int32_t max_tokens = 0;
+  float temperature = 0.0f;
+  int32_t thinking_budget = -1;
+  std::string judge;
+  double router_us = 0.0;
   std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -475,6 +490,38 @@ json classification_json(const Classification& c) {
             {"reasoning", f.reasoning},
             {"multi_step", f.multi_step},
             {"technical", f.technical}}}};
+}
+
+// The decision log line's fields known before the run (docs/routing.md).
+json decision_json(const RunContext& c) {
+  json j = {{"time_ms", c.time_ms},
+            {"request_id", c.response_id},
+            {"route", c.route},
+            {"model_asked", c.asked},
+            {"classification", classification_json(c.classification)},
+            {"relaxed_required_tags", c.relaxed},
+            {"candidates", c.scored},
+            {"strategy", ensemble::strategy_name(c.strategy)},
+            {"order", c.order},
+            {"chosen", c.chosen.empty() ? json() : json(c.chosen)},
+            {"router_us", c.router_us}};
+  if (c.canary)
+    j["canary"] = {{"route", c.canary->route},
+                   {"arm", c.canary->arm},
+                   {"model", c.canary->model},
+                   {"baseline", c.canary->baseline},
+                   {"bucket", c.canary->bucket}};
+  j["effort"] = nullptr;
+  if (c.effort)
+    j["effort"] = {{"effort", c.effort->effort},
+                   {"tier", c.effort->tier},
+                   {"max_tokens", c.max_tokens},
+                   {"temperature", c.temperature},
+                   {"thinking", c.effort->thinking},
+                   {"thinking_budget", c.thinking_budget},
+                   {"reasoning_effort", c.reasoning_effort ? json(reasoning_effort_name(*c.reasoning_effort)) : json()}};
+  if (!c.judge.empty()) j["judge"] = c.judge;
+  return j;
 }
 
 }  // namespace
@@ -604,31 +651,21 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     }
   }
 
-  ctx->log = {{"time_ms", unix_ms()},
-              {"request_id", ctx->response_id},
-              {"route", ctx->route},
-              {"model_asked", ctx->asked},
-              {"classification", classification_json(cls)},
-              {"relaxed_required_tags", ctx->relaxed},
-              {"candidates", scored},
-              {"strategy", ensemble::strategy_name(ctx->strategy)},
-              {"order", order}};
-  if (ctx->canary)
-    ctx->log["canary"] = {{"route", ctx->canary->route},
-                          {"arm", ctx->canary->arm},
-                          {"model", ctx->canary->model},
-                          {"baseline", ctx->canary->baseline},
-                          {"bucket", ctx->canary->bucket}};
-
+  ctx->time_ms = unix_ms();
+  ctx->order = order;
   if (order.empty()) {
     std::string why;
-    for (const auto& s : scored) why += (why.empty() ? "" : "; ") + s.model + ": " + s.reason;
+    for (const auto& sc : scored) why += (why.empty() ? "" : "; ") + sc.model + ": " + sc.reason;
     Status status = Status::unavailable("no model can take this request on route '" + ctx->route + "'" +
                                         (why.empty() ? std::string() : " (" + why + ")"));
-    ctx->log["chosen"] = nullptr;
-    ctx->log["error"] = status.message();
-    ctx->log["router_us"] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    if (st->log) st->log->append(ctx->log.dump(-1, ' ', false, json::error_handler_t::replace));
+    ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    if (st->log) {
+      ctx->classification = std::move(cls);
+      ctx->scored = std::move(scored);
+      json j = decision_json(*ctx);
+      j["error"] = status.message();
+      st->log->append(log_line(j));
+    }
     return fail(std::move(status));
   }
   ctx->chosen = order.front();
@@ -636,21 +673,13 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     if (s.model == ctx->chosen) ctx->chosen_score = s.score;
 
   // Effort, for the first choice (the others get the same request).
-  const bool regulate = !ctx->explicit_model || hints.reasoning_effort.has_value();
-  json effort_log = nullptr;
-  if (regulate) {
-    EffortParams ep = st->regulate(cls, hints, ctx->chosen, rq.generate);
-    effort_log = {{"effort", ep.effort},
-                  {"tier", ep.tier},
-                  {"max_tokens", rq.generate.sampling.max_tokens.value_or(0)},
-                  {"temperature", rq.generate.sampling.temperature},
-                  {"thinking", ep.thinking},
-                  {"thinking_budget", rq.generate.thinking_budget},
-                  {"reasoning_effort",
-                   hints.reasoning_effort ? json(reasoning_effort_name(*hints.reasoning_effort)) : json()}};
+  if (!ctx->explicit_model || hints.reasoning_effort.has_value()) {
+    ctx->effort = st->regulate(cls, hints, ctx->chosen, rq.generate);
+    ctx->reasoning_effort = hints.reasoning_effort;
+    ctx->max_tokens = rq.generate.sampling.max_tokens.value_or(0);
+    ctx->temperature = rq.generate.sampling.temperature;
+    ctx->thinking_budget = rq.generate.thinking_budget;
   }
-  ctx->log["chosen"] = ctx->chosen;
-  ctx->log["effort"] = effort_log;
 
   // The run.
   ensemble::RunInput in;
@@ -660,7 +689,8 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   for (const auto& name : order) {
     const providers::ModelEntry* e = entry_of(name);
     auto s = stats_for(*st, name);
-    InstanceSnapshot snap = s->snapshot();
+    auto cand = std::find_if(candidates.begin(), candidates.end(), [&](const Candidate& c) { return c.id == name; });
+    InstanceSnapshot snap = cand != candidates.end() ? cand->stats : s->snapshot();
     in.providers.push_back(std::make_shared<LazyProvider>(directory_, e->info));
     in.expected_p95.push_back(snap.samples >= st->instances->options.min_samples
                                   ? std::chrono::duration_cast<qos::Clock::Duration>(
@@ -681,7 +711,7 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     }
     in.judge = std::make_shared<LazyProvider>(directory_, e->info);
     stats.push_back(stats_for(*st, e->info.name));
-    ctx->log["judge"] = e->info.name;
+    ctx->judge = e->info.name;
   }
   ensemble::AttemptHooks hooks = ensemble::instance_hooks(std::move(stats), st->budget);
   in.admit = std::move(hooks.admit);
@@ -689,9 +719,10 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   st->budget->record_request();
   in.request = std::move(rq.generate);
 
-  const double router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-  ctx->log["router_us"] = router_us;
-  if (overhead_ != nullptr) overhead_->observe(router_us / 1e6);
+  ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  if (overhead_ != nullptr) overhead_->observe(ctx->router_us / 1e6);
+  ctx->classification = std::move(cls);
+  ctx->scored = std::move(scored);
   if (decisions_ != nullptr) decisions_->inc();
 
   auto on_done = [this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
@@ -699,7 +730,7 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     RouteOutcome out{Completion{}, RouteInfo{}};
     out.info.route = ctx->route;
     if (ctx->canary) out.info.arm = ctx->canary->arm;
-    json& log = ctx->log;
+    json log = st->log ? decision_json(*ctx) : json();
     if (r) {
       out.info.model = r->model;
       out.info.ensemble = r->decision;
@@ -725,7 +756,7 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
       out.completion = r.status();
     }
     log["reason"] = out.info.reason;
-    if (st->log) st->log->append(log.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (st->log) st->log->append(log_line(log));
     done(std::move(out));
   };
 
