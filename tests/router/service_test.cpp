@@ -188,6 +188,25 @@ TEST_F(RouterServiceTest, AnExplicitModelKeepsItsGroupsFallbacks) {
   EXPECT_EQ(providers_["c"]->calls(), 0);  // the explicit choice is not second-guessed
 }
 
+TEST_F(RouterServiceTest, AClientThatGoesAwayCancelsTheRun) {
+  add(model("a", {"general"}), {ensemble::testing::stall()});
+  start();
+  RouteRequest rq;
+  rq.generate.model = "auto";
+  rq.generate.messages = {{"user", "hi"}};
+  auto cancel = std::make_shared<CancelToken>();
+  std::optional<RouteOutcome> out;
+  svc_->route(std::move(rq), cancel, [&](RouteOutcome o) { out = std::move(o); });
+  timer_.advance(500ms);
+  EXPECT_FALSE(out.has_value());  // still running
+  cancel->cancel();
+  for (int i = 0; i < 50 && !out; ++i) timer_.advance(10ms);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_FALSE(out->completion.is_ok());
+  EXPECT_TRUE(providers_["a"]->cancelled(0));
+  EXPECT_EQ(svc_->metrics_json()["instances"][0]["router_in_flight"], 0);
+}
+
 TEST_F(RouterServiceTest, UnknownModelIsNotFound) {
   add(model("a", {"general"}), {answer("x", 0)});
   start();
