@@ -416,7 +416,7 @@ bool RouterService::routes(const std::string& model, const RouteHints& hints) co
 namespace {
 
 // Everything the end of a routed run needs.
-struct RunContext {
+struct RunContext : RouterService::RunContextBase {
   std::string response_id;
   std::string asked;
   std::string route;
@@ -440,6 +440,9 @@ struct RunContext {
   int32_t thinking_budget = -1;
   std::string judge;
   double router_us = 0.0;
+  // CONSENSUS: the request, kept for an escalation, and what the escalation did.
+  std::shared_ptr<GenerateRequest> escalation_request;
+  json escalation;
   std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -458,6 +461,8 @@ std::string route_reason(const RunContext& c, const ensemble::EnsembleResult* r)
   if (r != nullptr) {
     if (c.strategy != ensemble::StrategyKind::kFastest) {
       reason += "; " + r->decision.strategy + ": " + r->decision.reason;
+      if (!c.escalation.is_null() && c.escalation.value("ok", false))
+        reason += "; escalated to '" + r->model + "' (agreement " + fixed(r->decision.agreement, 2) + ")";
     } else if (r->model != c.chosen && !(c.canary && r->model == c.canary->model)) {
       reason += "; answered by fallback/hedge '" + r->model + "' instead of '" + c.chosen + "'";
     }
@@ -717,6 +722,8 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   in.admit = std::move(hooks.admit);
   in.on_attempt_end = std::move(hooks.on_attempt_end);
   st->budget->record_request();
+  if (ctx->strategy == ensemble::StrategyKind::kConsensus)
+    ctx->escalation_request = std::make_shared<GenerateRequest>(rq.generate);
   in.request = std::move(rq.generate);
 
   ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
@@ -725,7 +732,8 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   ctx->scored = std::move(scored);
   if (decisions_ != nullptr) decisions_->inc();
 
-  auto on_done = [this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
+  using Deliver = std::function<void(Result<ensemble::EnsembleResult>)>;
+  auto deliver = std::make_shared<Deliver>([this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
     ctx->finished->store(true);
     RouteOutcome out{Completion{}, RouteInfo{}};
     out.info.route = ctx->route;
@@ -735,6 +743,10 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
       out.info.model = r->model;
       out.info.ensemble = r->decision;
       out.info.reason = route_reason(*ctx, &*r);
+      if (!ctx->escalation.is_null()) {
+        out.info.ensemble["escalation"] = ctx->escalation;
+        log["escalation"] = ctx->escalation;
+      }
       log["answered_by"] = r->model;
       log["ensemble"] = r->decision;
       log["attempts"] = attempts_json(r->attempts);
@@ -758,6 +770,10 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     log["reason"] = out.info.reason;
     if (st->log) st->log->append(log_line(log));
     done(std::move(out));
+  });
+  auto on_done = [this, st, ctx, deliver](Result<ensemble::EnsembleResult> r) {
+    if (r && ctx->escalation_request && r->decision.escalate && escalate(st, ctx, *r, deliver)) return;
+    (*deliver)(std::move(r));
   };
 
   std::shared_ptr<ensemble::RunHandle> handle = st->runner_for(group_name).run(std::move(in), std::move(on_done));
@@ -777,6 +793,68 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     };
     timer_.schedule_after(std::chrono::milliseconds(100), [poll] { (*poll)(); });
   }
+}
+
+bool RouterService::escalate(const std::shared_ptr<const State>& st, const std::shared_ptr<RunContextBase>& base,
+                             const ensemble::EnsembleResult& first,
+                             const std::shared_ptr<std::function<void(Result<ensemble::EnsembleResult>)>>& deliver) {
+  auto ctx = std::static_pointer_cast<RunContext>(base);
+  // The best model tagged "reasoning" that may take work now, other than
+  // the one whose answer did not convince.
+  std::vector<Candidate> candidates;
+  std::vector<providers::ModelEntry> entries = directory_->list();
+  for (const auto& e : entries) {
+    if (std::find(e.info.capabilities.begin(), e.info.capabilities.end(), "reasoning") == e.info.capabilities.end())
+      continue;
+    if (e.info.name == first.model) continue;
+    Candidate c;
+    c.id = c.model = e.info.name;
+    c.tags = e.info.capabilities;
+    c.context = e.info.context;
+    c.load = e.stats;
+    c.stats = stats_for(*st, e.info.name)->snapshot();
+    candidates.push_back(std::move(c));
+  }
+  Requirements req;
+  req.prompt_tokens = ctx->classification.features.estimated_tokens;
+  std::vector<ScoredCandidate> scored = score_candidates(req, candidates, st->weights, st->score);
+  ctx->escalation = {{"trigger", "consensus agreement " + fixed(first.decision.agreement, 2) + " below the threshold"},
+                     {"agreement", first.decision.agreement},
+                     {"from", first.model}};
+  if (scored.empty() || scored.front().excluded) {
+    ctx->escalation["to"] = nullptr;
+    ctx->escalation["ok"] = false;
+    ctx->escalation["error"] = "no model tagged reasoning can take the request";
+    spdlog::info("routing: {} would escalate, but no reasoning model can take it", ctx->response_id);
+    return false;
+  }
+  const std::string target = scored.front().model;
+  ctx->escalation["to"] = target;
+  spdlog::info("routing: {} escalates from {} to {} (agreement {:.2f})", ctx->response_id, first.model, target,
+               first.decision.agreement);
+  const providers::ModelEntry* entry = nullptr;
+  for (const auto& e : entries)
+    if (e.info.name == target) entry = &e;
+  ensemble::RunInput in;
+  in.strategy = ensemble::StrategyKind::kFastest;
+  in.providers = {std::make_shared<LazyProvider>(directory_, entry->info)};
+  ensemble::AttemptHooks hooks = ensemble::instance_hooks({stats_for(*st, target)});
+  in.admit = std::move(hooks.admit);
+  in.on_attempt_end = std::move(hooks.on_attempt_end);
+  in.request = *ctx->escalation_request;
+  auto kept = std::make_shared<ensemble::EnsembleResult>(first);
+  st->default_runner->run(std::move(in), [ctx, kept, deliver](Result<ensemble::EnsembleResult> r) {
+    if (!r) {
+      ctx->escalation["ok"] = false;
+      ctx->escalation["error"] = r.status().message();
+      return (*deliver)(std::move(*kept));  // the consensus winner still answers
+    }
+    ctx->escalation["ok"] = true;
+    r->decision = kept->decision;  // the response reports the consensus that triggered it
+    r->attempts.insert(r->attempts.begin(), kept->attempts.begin(), kept->attempts.end());
+    (*deliver)(std::move(r));
+  });
+  return true;
 }
 
 // ----------------------------------------------------------- direct requests

@@ -169,6 +169,12 @@ class RouterService {
   // ones, at most `timeout`. True if drained.
   bool close_and_drain(std::chrono::milliseconds timeout);
 
+  // What one routed request carries from the choice to the answer
+  // (defined in service.cpp).
+  struct RunContextBase {
+    virtual ~RunContextBase() = default;
+  };
+
   // GET /api/routing-metrics.
   nlohmann::json metrics_json();
   // Writes the decision log out now.
@@ -184,6 +190,12 @@ class RouterService {
   std::shared_ptr<const State> state() const;
   std::shared_ptr<InstanceStats> stats_for(const State& st, const std::string& model);
   void on_canary_event(const CanaryEvent& event);
+  // CONSENSUS below its threshold: runs the request again on the best model
+  // tagged "reasoning" and delivers that answer (or, if it fails, `first`).
+  // False when no such model can take it (the caller delivers `first`).
+  bool escalate(const std::shared_ptr<const State>& st, const std::shared_ptr<RunContextBase>& ctx,
+                const ensemble::EnsembleResult& first,
+                const std::shared_ptr<std::function<void(Result<ensemble::EnsembleResult>)>>& deliver);
   void collect_metrics(std::string& out);
 
   std::shared_ptr<providers::ModelDirectory> directory_;

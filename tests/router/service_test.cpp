@@ -259,6 +259,53 @@ TEST_F(RouterServiceTest, VotingChosenPerRequestReturnsTheMajority) {
   EXPECT_NE(o.info.reason.find("voting"), std::string::npos);
 }
 
+TEST_F(RouterServiceTest, ConsensusBelowItsThresholdEscalatesToAReasoningModel) {
+  add(model("a", {"general"}), {answer("yes", 0)});
+  add(model("b", {"general"}), {answer("no", 0)});
+  add(model("deep", {"reasoning"}), {answer("it depends", 0)});
+  auto g = group("g", {"a", "b"});
+  g.strategy = "consensus";
+  g.consensus_threshold = 0.6;
+  cfg_.routing.groups = {g};
+  with_log();
+  start();
+  RouteOutcome o = run("g", "Is it true?");
+  ASSERT_TRUE(o.completion.is_ok()) << o.completion.status().message();
+  EXPECT_EQ(o.info.model, "deep");
+  EXPECT_EQ(o.completion->choices.at(0).text, "it depends");
+  EXPECT_EQ(o.info.ensemble["strategy"], "consensus");
+  EXPECT_EQ(o.info.ensemble["escalate"], true);
+  EXPECT_EQ(o.info.ensemble["escalation"]["to"], "deep");
+  EXPECT_EQ(o.info.ensemble["escalation"]["ok"], true);
+  EXPECT_NE(o.info.reason.find("escalated to 'deep'"), std::string::npos) << o.info.reason;
+  json line = log_lines().at(0);
+  EXPECT_EQ(line["answered_by"], "deep");
+  EXPECT_EQ(line["escalation"]["from"], o.info.ensemble["winner_model"]);
+  EXPECT_EQ(line["attempts"].size(), 3u);
+
+  // Agreement at the threshold (1 of 2 = 0.5): no escalation.
+  config::Config next = cfg_;
+  next.routing.groups[0].consensus_threshold = 0.5;
+  ASSERT_TRUE(svc_->apply(next).is_ok());
+  o = run("g", "Is it true?");
+  EXPECT_NE(o.info.model, "deep");
+  EXPECT_TRUE(o.info.ensemble["escalation"].is_null());
+}
+
+TEST_F(RouterServiceTest, WithoutAReasoningModelTheConsensusWinnerAnswers) {
+  add(model("a", {"general"}), {answer("yes", 0)});
+  add(model("b", {"general"}), {answer("no", 0)});
+  auto g = group("g", {"a", "b"});
+  g.strategy = "consensus";
+  cfg_.routing.groups = {g};
+  start();
+  RouteOutcome o = run("g", "Is it true?");
+  ASSERT_TRUE(o.completion.is_ok());
+  EXPECT_EQ(o.info.model, "a");
+  EXPECT_EQ(o.info.ensemble["escalation"]["ok"], false);
+  EXPECT_TRUE(o.info.ensemble["escalation"]["to"].is_null());
+}
+
 TEST_F(RouterServiceTest, FeedbackReachesTheInstanceAndUnknownIdsAreNotFound) {
   add(model("a", {"general"}), {answer("x", 0)});
   feedback_capacity_ = 2;
