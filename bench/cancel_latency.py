@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--url", default="http://127.0.0.1:8080")
     ap.add_argument("--model", default="bench")
     ap.add_argument("-n", "--requests", type=int, default=40)
-    ap.add_argument("--prompt-words", type=int, default=1200, help="words in each prompt (long: prefill takes a while)")
+    ap.add_argument("--prompt-words", type=int, default=250, help="words in each prompt (about 6 tokens each: long, so prefill takes a while; keep it inside the context)")
     ap.add_argument("--max-delay-ms", type=int, default=3000, help="hang up after 0..this many ms")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()

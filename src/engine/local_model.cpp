@@ -20,6 +20,8 @@ constexpr const char* kFallbackTemplate = "chatml";
 // With one KV stream per sequence, sharing a prefix copies the donor's whole
 // stream; below this many extra tokens recomputing them is cheaper.
 constexpr size_t kMinStreamCopyTokens = 32;
+// Prompt tokens in the step that follows an aborted one.
+constexpr int32_t kPrefillAfterAbort = 64;
 
 using Clock = std::chrono::steady_clock;
 
@@ -378,6 +380,10 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
   job->result.choices.resize(static_cast<size_t>(job->request.n));
   job->result.usage.prompt_tokens = static_cast<int32_t>(job->prompt.size());
 
+  if (job->cancel->cancelled()) {  // the client left while the prompt was being prepared
+    for (auto& c : job->result.choices) c.finish_reason = FinishReason::kCancelled;
+    return job->callbacks.on_done(job->result);
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return job->callbacks.on_done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
@@ -661,6 +667,9 @@ void LocalModel::step() {
     // tokens: the step's length is every generating stream's inter-token gap.
     int32_t limit = budget;
     if (batch.n_tokens > 0 && spec_.prefill_chunk > 0) limit = std::min(budget, batch.n_tokens + spec_.prefill_chunk);
+    // The step after an abort cannot be aborted: keep it short, so that a
+    // cancellation arriving meanwhile still waits little.
+    if (last_step_aborted_) limit = std::min(limit, batch.n_tokens + kPrefillAfterAbort);
     Slot* oldest = *std::min_element(prefill.begin(), prefill.end(),
                                      [](Slot* a, Slot* b) { return a->last_used < b->last_used; });
     feed(oldest, std::min(limit, batch.n_tokens + std::max(1, (limit - batch.n_tokens) / 4)));
@@ -671,12 +680,19 @@ void LocalModel::step() {
   }
   if (batch.n_tokens == 0) return;
 
+  // Every request holding a sequence (and, in should_abort, every waiting
+  // one): a cancelled one is freed and answered within abort_after_ms
+  // instead of after the step.
   watch_.start = Clock::now();
   watch_.jobs.clear();
-  for (auto& s : slots_)
-    if (s.job && s.cache.size() > s.step_start) watch_.jobs.emplace_back(s.job->cancel.get(), s.job->deadline);
+  // Never two aborts in a row: a stream of cancellations must not stop the
+  // others' progress.
+  if (!last_step_aborted_)
+    for (auto& s : slots_)
+      if (s.job) watch_.jobs.emplace_back(s.job->cancel, s.job->deadline);
   int32_t rc = llama_decode(ctx_.get(), batch);
   watch_.jobs.clear();
+  last_step_aborted_ = rc == 2;
   if (rc == 2) {
     // Aborted for a cancelled or expired request: undo the step; the next
     // one frees that request and redoes the others' work.
@@ -715,11 +731,15 @@ void LocalModel::step() {
 
 bool LocalModel::should_abort(void* self) {
   const auto* m = static_cast<const LocalModel*>(self);
-  if (m->watch_.jobs.empty()) return false;
+  if (m->watch_.jobs.empty()) return false;  // not a generation step
   const auto now = Clock::now();
   if (now - m->watch_.start < std::chrono::milliseconds(m->spec_.abort_after_ms)) return false;
   for (const auto& [cancel, deadline] : m->watch_.jobs)
     if (cancel->cancelled() || now >= deadline) return true;
+  // Requests queued before or during this step.
+  std::lock_guard<std::mutex> lock(m->mu_);
+  for (const auto& j : m->queue_)
+    if (j->cancel->cancelled() || now >= j->deadline) return true;
   return false;
 }
 

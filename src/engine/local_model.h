@@ -51,8 +51,9 @@ struct LocalModelSpec {
   // token attends over the cells of all sequences) or one per sequence
   // (attention only over its own cells; a prefix copy moves the stream's data).
   bool kv_unified = false;
-  // A step running this long is aborted (and undone for the others) when one
-  // of its requests is cancelled or passes its deadline; shorter steps finish.
+  // A step running this long is aborted (and undone) when a request holding
+  // or waiting for a sequence is cancelled or passes its deadline, so it is
+  // freed and answered at once; shorter steps finish.
   int32_t abort_after_ms = 50;
   int32_t threads = 0;      // 0: hardware concurrency
   int32_t max_queue = 64;   // waiting requests before ResourceExhausted
@@ -153,9 +154,10 @@ class LocalModel {
   // should_abort() between graph nodes.
   struct StepWatch {
     std::chrono::steady_clock::time_point start;
-    std::vector<std::pair<const CancelToken*, std::chrono::steady_clock::time_point>> jobs;  // token, deadline
+    std::vector<std::pair<CancelTokenPtr, std::chrono::steady_clock::time_point>> jobs;  // token, deadline
   };
   StepWatch watch_;
+  bool last_step_aborted_ = false;  // the step after an abort always finishes: no livelock
   static bool should_abort(void* self);
   void roll_back_step();
 
