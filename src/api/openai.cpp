@@ -70,6 +70,52 @@ Result<std::string> read_content(const json& content, const std::string& param) 
 
 const std::set<std::string> kRoles = {"system", "developer", "user", "assistant", "tool"};
 
+// `user`, `reasoning_effort` and the extension `ensemble` object.
+Status read_route_hints(const json& j, router::RouteHints* h) {
+  auto user = j.find("user");
+  if (user != j.end() && !user->is_null()) {
+    if (!user->is_string()) return bad("user", "'user' must be a string");
+    if (user->get_ref<const std::string&>().size() > kMaxUserLength)
+      return bad("user", "'user' must be at most " + std::to_string(kMaxUserLength) + " bytes");
+    h->user = user->get<std::string>();
+  }
+  auto effort = j.find("reasoning_effort");
+  if (effort != j.end() && !effort->is_null()) {
+    if (!effort->is_string()) return bad("reasoning_effort", "'reasoning_effort' must be a string: minimal, low, medium or high");
+    auto e = router::parse_reasoning_effort(effort->get<std::string>());
+    if (!e) return e.status();
+    h->reasoning_effort = *e;
+  }
+  auto ens = j.find("ensemble");
+  if (ens == j.end() || ens->is_null()) return Status::ok();
+  if (!ens->is_object()) return bad("ensemble", "'ensemble' must be an object {strategy, k, judge}");
+  for (auto it = ens->begin(); it != ens->end(); ++it)
+    if (it.key() != "strategy" && it.key() != "k" && it.key() != "judge")
+      return bad("ensemble." + it.key(), "'ensemble." + it.key() + "' is not a field (known: strategy, k, judge)");
+  auto strategy = ens->find("strategy");
+  if (strategy == ens->end() || !strategy->is_string())
+    return bad("ensemble.strategy", "'ensemble.strategy' is required: fastest, voting, weighted, consensus or judge");
+  auto kind = ensemble::parse_strategy(strategy->get<std::string>());
+  if (!kind)
+    return bad("ensemble.strategy", "'ensemble.strategy' must be fastest, voting, weighted, consensus or judge; got '" +
+                                        strategy->get<std::string>().substr(0, 32) + "'");
+  h->strategy = *kind;
+  auto k = ens->find("k");
+  if (k != ens->end() && !k->is_null()) {
+    if (!k->is_number_integer() || k->get<int64_t>() < 1 || k->get<int64_t>() > kMaxChoices)
+      return bad("ensemble.k", "'ensemble.k' must be an integer between 1 and " + std::to_string(kMaxChoices));
+    h->k = k->get<int32_t>();
+  }
+  auto judge = ens->find("judge");
+  if (judge != ens->end() && !judge->is_null()) {
+    if (!judge->is_string() || judge->get_ref<const std::string&>().empty() ||
+        judge->get_ref<const std::string&>().size() > kMaxModelNameLength)
+      return bad("ensemble.judge", "'ensemble.judge' must be a model name");
+    h->judge = judge->get<std::string>();
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint) {
@@ -241,6 +287,10 @@ Result<ApiRequest> parse_request(std::string_view body, Endpoint endpoint) {
   if (present) req.priority = static_cast<int32_t>(v);
   if (!(st = read_int(j, "thinking_budget", -1, kMaxTokensLimit, &v, &present))) return st;
   if (present) req.thinking_budget = static_cast<int32_t>(v);
+
+  auto temp = j.find("temperature");
+  out.hints.temperature_set = temp != j.end() && !temp->is_null();
+  if (Status hs = read_route_hints(j, &out.hints); !hs) return hs;
 
   auto read_bool = [&](const char* key, bool* dst) -> Status {
     auto it = j.find(key);

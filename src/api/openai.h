@@ -13,6 +13,7 @@
 #include "common/chat.h"
 #include "common/status.h"
 #include "providers/provider.h"
+#include "router/service.h"
 
 namespace llmpool::api {
 
@@ -29,10 +30,15 @@ inline constexpr size_t kMaxTools = 128;
 
 enum class Endpoint { kChat, kCompletions };
 
+inline constexpr size_t kMaxUserLength = 256;
+
 struct ApiRequest {
   GenerateRequest generate;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // For the router: `user`, `reasoning_effort`, whether `temperature` was
+  // given, and the extension `ensemble: {strategy, k, judge}`.
+  router::RouteHints hints;
 };
 
 // Parses a /v1/chat/completions or /v1/completions body. InvalidArgument

@@ -60,6 +60,11 @@ void count_request(obs::MetricsRegistry& m, const std::string& model, const char
 struct Generation {
   Endpoint endpoint;
   ResponseMeta meta;
+  std::map<std::string, std::string> headers;  // x-llmpool-model, x-llmpool-route-reason
+  json llmpool;                                // the extension field; null: none
+  qos::AdmissionGate::Hold hold;               // released when the answer is complete
+  router::DirectAttempt direct;                // a request sent straight to a model
+  std::shared_ptr<router::RouterService> routing;  // remembers the id for feedback (direct)
   bool stream = false;
   bool include_usage = false;
   bool with_logprobs = false;
@@ -67,6 +72,7 @@ struct Generation {
   std::shared_ptr<RequestMetrics> metrics;
   Clock::time_point start = Clock::now();
   bool started = false;  // stream headers sent
+  bool chunk_sent = false;  // a chunk was written
   std::vector<bool> first_seen;
   std::vector<Clock::time_point> last_token;
   bool any_token = false;
@@ -89,24 +95,73 @@ struct Generation {
       last_token[i] = now;
     }
     if (!stream) return;
-    if (!started) {
-      writer->start_stream(200, "text/event-stream", {{"X-Accel-Buffering", "no"}});
-      started = true;
-    }
+    start_stream();
     bool first = !first_seen[i];
     first_seen[i] = true;
-    writer->write("data: " + dump_json(chunk_json(endpoint, meta, d, first, with_logprobs)) + "\n\n");
+    json chunk = chunk_json(endpoint, meta, d, first, with_logprobs);
+    if (!chunk_sent && !llmpool.is_null()) chunk["llmpool"] = llmpool;  // docs/api.md: on the first chunk
+    chunk_sent = true;
+    writer->write("data: " + dump_json(chunk) + "\n\n");
+  }
+
+  // Streams a whole completion that arrived without deltas (a routed answer
+  // comes whole from the ensemble runner): per choice one content chunk and
+  // one finishing chunk.
+  void replay(const Completion& c) {
+    for (const Choice& ch : c.choices) {
+      Delta d;
+      d.index = ch.index;
+      d.text = ch.text;
+      d.reasoning_content = ch.reasoning_content;
+      d.logprobs = ch.logprobs;
+      for (size_t i = 0; i < ch.tool_calls.size(); ++i)
+        d.tool_calls.push_back(
+            {static_cast<int32_t>(i), ch.tool_calls[i].id, ch.tool_calls[i].name, ch.tool_calls[i].arguments});
+      on_delta(std::move(d));
+      Delta fin;
+      fin.index = ch.index;
+      fin.finish_reason = ch.finish_reason;
+      on_delta(std::move(fin));
+    }
+  }
+
+  void start_stream() {
+    if (started) return;
+    auto h = headers;
+    h["X-Accel-Buffering"] = "no";
+    writer->start_stream(200, "text/event-stream", std::move(h));
+    started = true;
+  }
+
+  // Which model answers and why: headers and the `llmpool` field.
+  void set_route(const router::RouteInfo& info) {
+    if (!info.model.empty()) headers["x-llmpool-model"] = info.model;
+    headers["x-llmpool-route-reason"] = info.reason;
+    llmpool = {{"model", info.model.empty() ? json() : json(info.model)},
+               {"route", info.route},
+               {"reason", info.reason},
+               {"ensemble", info.ensemble}};
+    if (!info.arm.empty()) llmpool["canary_arm"] = info.arm;
+  }
+
+  void respond_error(const Status& status) {
+    HttpResponse resp = error_response(status);
+    for (const auto& [k, v] : headers) resp.headers[k] = v;
+    writer->respond(std::move(resp));
   }
 
   void on_done(Result<Completion> r) {
     metrics->duration->observe(seconds_since(start));
+    direct.finish(r.status());
+    if (r && routing && !direct.model().empty()) routing->remember(meta.id, {direct.model(), "", ""});
+    hold.release();
     if (!r) {
       count_request(*metrics->registry, meta.model, endpoint_name(), http_status_for(r.status().code()));
       if (started) {  // headers are out: the error travels as an event
         writer->write("data: " + dump_json(error_json(r.status())) + "\n\n");
         writer->end();
       } else {
-        writer->respond(error_response(r.status()));
+        respond_error(r.status());
       }
       return;
     }
@@ -120,13 +175,15 @@ struct Generation {
     count_request(*metrics->registry, meta.model, endpoint_name(), cancelled ? 499 : 200);
     if (cancelled) return writer->end();
     if (!stream) {
-      writer->respond(json_response(completion_json(endpoint, meta, c, with_logprobs)));
+      json body = completion_json(endpoint, meta, c, with_logprobs);
+      if (!llmpool.is_null()) body["llmpool"] = llmpool;
+      HttpResponse resp = json_response(body);
+      resp.headers = headers;
+      writer->respond(std::move(resp));
       return;
     }
-    if (!started) {
-      writer->start_stream(200, "text/event-stream", {{"X-Accel-Buffering", "no"}});
-      started = true;
-    }
+    if (!chunk_sent) replay(c);
+    start_stream();
     if (include_usage) writer->write("data: " + dump_json(usage_chunk_json(endpoint, meta, c.usage)) + "\n\n");
     writer->write("data: [DONE]\n\n");
     writer->end();
@@ -135,32 +192,75 @@ struct Generation {
 
 class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
  public:
-  OpenAiRoutes(std::shared_ptr<providers::ModelDirectory> models, obs::MetricsRegistry& metrics)
-      : models_(std::move(models)), metrics_(metrics) {}
+  OpenAiRoutes(std::shared_ptr<providers::ModelDirectory> models, obs::MetricsRegistry& metrics,
+               std::shared_ptr<router::RouterService> routing)
+      : models_(std::move(models)), metrics_(metrics), routing_(std::move(routing)) {}
 
   void generate(Endpoint endpoint, const HttpRequest& req, const ResponseWriterPtr& writer) {
     Result<ApiRequest> parsed = parse_request(req.body, endpoint);
     if (!parsed) return writer->respond(error_response(parsed.status()));
+    qos::AdmissionGate::Hold hold;
+    if (routing_) {
+      auto admitted = routing_->admit();
+      if (!admitted) {
+        HttpResponse resp = error_response(admitted.status());
+        if (admitted.status().code() == StatusCode::kResourceExhausted)
+          resp.headers["Retry-After"] = std::to_string(routing_->retry_after_seconds());
+        return writer->respond(std::move(resp));
+      }
+      hold = std::move(admitted).value();
+      if (routing_->routes(parsed->generate.model, parsed->hints))
+        return route(endpoint, std::move(parsed).value(), std::move(hold), writer);
+      routing_->regulate_direct(parsed->generate, parsed->hints);
+    }
     std::string model = parsed->generate.model;
     auto self = shared_from_this();
     auto request = std::make_shared<ApiRequest>(std::move(parsed).value());
-    models_->acquire(model, [self, endpoint, request, writer](Result<providers::ProviderPtr> p) {
+    auto held = std::make_shared<qos::AdmissionGate::Hold>(std::move(hold));
+    models_->acquire(model, [self, endpoint, request, held, writer](Result<providers::ProviderPtr> p) {
       if (!p) return writer->respond(error_response(p.status()));
-      self->start(endpoint, std::move(*request), *p, writer);
+      self->start(endpoint, std::move(*request), *p, std::move(*held), writer);
     });
   }
 
-  void start(Endpoint endpoint, ApiRequest parsed, const providers::ProviderPtr& provider,
-             const ResponseWriterPtr& writer) {
+  // Through the router: the answer comes whole from the ensemble runner and
+  // is streamed (when asked) as one content chunk and one finishing chunk
+  // per choice.
+  void route(Endpoint endpoint, ApiRequest parsed, qos::AdmissionGate::Hold hold, const ResponseWriterPtr& writer) {
+    auto g = new_generation(endpoint, parsed, parsed.generate.model, writer);
+    g->hold = std::move(hold);
+    router::RouteRequest rr{std::move(parsed.generate), std::move(parsed.hints), g->meta.id};
+    auto self = shared_from_this();
+    routing_->route(std::move(rr), writer->cancel_token(), [self, g](router::RouteOutcome o) {
+      if (!o.info.model.empty()) g->meta.model = o.info.model;
+      g->metrics = self->metrics_for(g->meta.model);
+      g->set_route(o.info);
+      g->on_done(std::move(o.completion));  // streams the whole answer (see replay)
+    });
+  }
+
+  std::shared_ptr<Generation> new_generation(Endpoint endpoint, const ApiRequest& parsed, const std::string& model,
+                                             const ResponseWriterPtr& writer) {
     auto g = std::make_shared<Generation>();
     g->endpoint = endpoint;
-    g->meta = {new_completion_id(endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl"), provider->info().name,
-               unix_now()};
+    g->meta = {new_completion_id(endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl"), model, unix_now()};
     g->stream = parsed.stream;
     g->include_usage = parsed.include_usage;
     g->with_logprobs = parsed.generate.sampling.top_logprobs >= 0;
     g->writer = writer;
-    g->metrics = metrics_for(provider->info().name);
+    g->metrics = metrics_for(model);
+    g->routing = routing_;
+    return g;
+  }
+
+  void start(Endpoint endpoint, ApiRequest parsed, const providers::ProviderPtr& provider,
+             qos::AdmissionGate::Hold hold, const ResponseWriterPtr& writer) {
+    auto g = new_generation(endpoint, parsed, provider->info().name, writer);
+    g->hold = std::move(hold);
+    if (routing_) {
+      g->direct = routing_->start_direct(provider->info().name);
+      g->set_route({provider->info().name, provider->info().name, "requested by name", "", nullptr});
+    }
     GenerateCallbacks cb;
     cb.on_delta = [g](Delta d) { g->on_delta(std::move(d)); };
     cb.on_done = [g](Result<Completion> r) { g->on_done(std::move(r)); };
@@ -268,6 +368,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
 
   std::shared_ptr<providers::ModelDirectory> models_;
   obs::MetricsRegistry& metrics_;
+  std::shared_ptr<router::RouterService> routing_;  // null: no routing, no admission limit
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;  // guarded by mu_
   int64_t started_ = unix_now();
@@ -317,8 +418,8 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
 }  // namespace
 
 void add_openai_routes(HttpRouter& router, std::shared_ptr<providers::ModelDirectory> models,
-                       obs::MetricsRegistry& metrics) {
-  auto routes = std::make_shared<OpenAiRoutes>(models, metrics);
+                       obs::MetricsRegistry& metrics, std::shared_ptr<router::RouterService> routing) {
+  auto routes = std::make_shared<OpenAiRoutes>(models, metrics, routing);
   metrics.add_collector([models](std::string& out) { collect_provider_stats(*models, out); });
 
   router.add("GET", "/health", [](const HttpRequest&, ResponseWriterPtr w) {

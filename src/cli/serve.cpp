@@ -13,12 +13,14 @@
 #include "api/admin_routes.h"
 #include "api/http_server.h"
 #include "api/openai_routes.h"
+#include "api/routing_routes.h"
 #include "cli/commands.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "obs/metrics.h"
 #include "pool/config_watcher.h"
 #include "pool/model_pool.h"
+#include "router/service.h"
 
 namespace llmpool::cli {
 namespace {
@@ -53,13 +55,23 @@ int serve(const ServeOptions& opts) {
   init_logging(opts.log_level.value_or(cfg.log_level));
 
   // Declared in this order so that they are destroyed in reverse: the
-  // watcher, then the server (drains), then the pool, then the metrics.
+  // watcher, then the server (drains), then the router service (flushes the
+  // decision log), then the pool, then the metrics.
   obs::MetricsRegistry metrics;
   pool::ModelPool::Options pool_options;
   pool_options.metrics = &metrics;
   auto pool = std::make_shared<pool::ModelPool>(cfg, std::move(pool_options));
+  router::RouterService::Options routing_options;
+  routing_options.metrics = &metrics;
+  auto created = router::RouterService::create(cfg, pool, routing_options);
+  if (!created) {
+    std::cerr << "serve: routing: " << created.status().message() << "\n";
+    return 2;
+  }
+  std::shared_ptr<router::RouterService> routing = std::move(created).value();
   api::HttpRouter router;
-  api::add_openai_routes(router, pool, metrics);
+  api::add_openai_routes(router, pool, metrics, routing);
+  api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);
   api::HttpServer server(cfg.server, router);
   pool->start();  // warm models start loading
@@ -72,10 +84,16 @@ int serve(const ServeOptions& opts) {
   pool::ConfigWatcher::Options watch_options;
   watch_options.metrics = &metrics;
   const bool log_level_fixed = opts.log_level.has_value();
-  watch_options.on_applied = [log_level_fixed](const config::Config& previous, const config::Config& next) {
+  watch_options.on_applied = [log_level_fixed, routing](const config::Config& previous, const config::Config& next) {
     if (!log_level_fixed && previous.log_level != next.log_level) {
       spdlog::set_level(spdlog::level::from_str(next.log_level));
       spdlog::info("log level is now {}", next.log_level);
+    }
+    if (previous.routing != next.routing || previous.models != next.models) {
+      if (Status st = routing->apply(next); !st)
+        spdlog::error("routing: the new routing section was not applied (the old one stays): {}", st.message());
+      else
+        spdlog::info("routing: configuration applied");
     }
   };
   pool::ConfigWatcher watcher(file_cfg, *pool, std::move(watch_options));
@@ -100,6 +118,9 @@ int serve(const ServeOptions& opts) {
     break;
   }
   watcher.stop();
+  // No new generations from now on (503); those running finish first.
+  if (!routing->close_and_drain(std::chrono::milliseconds(cfg.server.shutdown_grace_ms)))
+    spdlog::warn("shutdown: generations still running after {} ms", cfg.server.shutdown_grace_ms);
   server.stop();
   pool->stop();  // models stop after the server: nothing calls them any more
   spdlog::info("stopped");

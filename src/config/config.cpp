@@ -97,6 +97,39 @@ class Reader {
     *out = static_cast<Int>(v);
   }
 
+  void read_double(const YAML::Node& parent, const char* key, const std::string& prefix, double* out, double lo,
+                   double hi) {
+    auto n = scalar(parent, key, prefix, "a number");
+    if (!n) return;
+    std::string field = join(prefix, key);
+    double v = 0;
+    try {
+      size_t used = 0;
+      v = std::stod(n->Scalar(), &used);
+      if (used != n->Scalar().size() || !std::isfinite(v)) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      return issue(*n, field, "must be a number, got '" + n->Scalar() + "'");
+    }
+    if (v < lo || v > hi) {
+      std::ostringstream os;
+      os << "must be between " << lo << " and " << hi << ", got " << n->Scalar();
+      return issue(*n, field, os.str());
+    }
+    *out = v;
+  }
+
+  // The mapping at parent[key] (checked against `known`), or nullopt when
+  // absent or null; a non-mapping is reported.
+  std::optional<YAML::Node> section(const YAML::Node& parent, const char* key, const std::string& prefix,
+                                    const std::vector<std::string>& known) {
+    YAML::Node n = parent[key];
+    if (!n.IsDefined() || n.IsNull()) return std::nullopt;
+    std::string field = join(prefix, key);
+    if (!map_at(n, field)) return std::nullopt;
+    check_keys(n, field, known);
+    return n;
+  }
+
   void read_bool(const YAML::Node& parent, const char* key, const std::string& prefix, bool* out) {
     auto n = scalar(parent, key, prefix, "true or false");
     if (!n) return;
@@ -170,7 +203,7 @@ const std::vector<std::string> kModelKeys = {
     "name",     "aliases",       "type",         "path",      "base_url",     "upstream_model",
     "api_key_env", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
     "batch",    "threads",       "max_queue",    "deadline_ms", "max_concurrent", "priority",
-    "keep_alive", "pinned",      "warm"};
+    "keep_alive", "pinned",      "warm",         "thinking"};
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
 const std::vector<std::string> kProviderTypes = {"local", "openai", "ollama"};
@@ -252,6 +285,14 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
   r.read_bool(n, "pinned", prefix, &m->pinned);
   r.read_bool(n, "warm", prefix, &m->warm);
   r.read_string_list(n, "capabilities", prefix, &m->capabilities, 64);
+  if (auto t = r.section(n, "thinking", prefix, {"supported", "min_tokens", "max_tokens"})) {
+    std::string tp = Reader::join(prefix, "thinking");
+    r.read_bool(*t, "supported", tp, &m->thinking.supported);
+    r.read_int(*t, "min_tokens", tp, &m->thinking.min_tokens, 0, 1 << 20);
+    r.read_int(*t, "max_tokens", tp, &m->thinking.max_tokens, 0, 1 << 20);
+    if (m->thinking.min_tokens > m->thinking.max_tokens)
+      r.issue(*t, tp + ".min_tokens", "must not be above max_tokens (" + std::to_string(m->thinking.max_tokens) + ")");
+  }
 
   // Checks of single values, reported where the value is written.
   if (YAML::Node t = n["type"]; t.IsDefined() && t.IsScalar()) {
@@ -319,6 +360,232 @@ void finish_model(Reader& r, const YAML::Node& n, const std::string& prefix, con
   }
 }
 
+const std::vector<std::string> kRoutingKeys = {"classifier", "score",  "instances", "breaker",      "retry_budget",
+                                               "admission",  "effort", "groups",    "judge_prompt", "canary",
+                                               "decision_log"};
+const std::vector<std::string> kStrategies = {"fastest", "voting", "weighted", "consensus", "judge"};
+
+std::string resolve_path(const fs::path& base, const std::string& path) {
+  fs::path p(path);
+  if (p.is_relative()) p = base / p;
+  return p.lexically_normal().string();
+}
+
+// Reports `name` at `node` unless it names a configured model (or alias).
+void check_model_ref(Reader& r, const Config& cfg, const YAML::Node& node, const std::string& field,
+                     const std::string& name) {
+  if (!name.empty() && cfg.find_model(name) == nullptr)
+    r.issue(node, field, "unknown model '" + name + "' (not a model name or alias in `models`)");
+}
+
+void read_groups(Reader& r, const YAML::Node& n, Config* cfg) {
+  if (!n.IsSequence()) return r.issue(n, "routing.groups", "must be a list");
+  std::set<std::string> names;
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string prefix = "routing.groups[" + std::to_string(i) + "]";
+    const YAML::Node& g = n[i];
+    if (!r.map_at(g, prefix)) continue;
+    r.check_keys(g, prefix,
+                 {"name", "models", "fallbacks", "strategy", "k", "judge", "consensus_threshold", "hedge"});
+    RouteGroupConfig group;
+    group.line = g.Mark().line + 1;
+    r.read_string(g, "name", prefix, &group.name, 256);
+    r.read_string_list(g, "models", prefix, &group.models);
+    r.read_string_list(g, "fallbacks", prefix, &group.fallbacks);
+    r.read_string(g, "strategy", prefix, &group.strategy, 32);
+    r.read_int(g, "k", prefix, &group.k, 0, 16);
+    r.read_string(g, "judge", prefix, &group.judge, 256);
+    r.read_double(g, "consensus_threshold", prefix, &group.consensus_threshold, 0.01, 1.0);
+    if (auto h = r.section(g, "hedge", prefix, {"max_parallel", "default_delay_ms"})) {
+      r.read_int(*h, "max_parallel", prefix + ".hedge", &group.hedge_max_parallel, 1, 16);
+      r.read_int(*h, "default_delay_ms", prefix + ".hedge", &group.hedge_default_delay_ms, 0, 600000);
+    }
+    if (group.name.empty()) {
+      r.issue(g, prefix + ".name", "is required");
+    } else if (!is_model_name(group.name)) {
+      r.issue(g["name"], prefix + ".name", "must not contain spaces or control characters");
+    } else if (!names.insert(group.name).second) {
+      r.issue(g["name"], prefix + ".name", "duplicate route group name '" + group.name + "'");
+    } else if (cfg->find_model(group.name) != nullptr) {
+      r.issue(g["name"], prefix + ".name",
+              "'" + group.name + "' is already a model name or alias; a request could not say which it means");
+    }
+    if (group.models.empty()) r.issue(g, prefix + ".models", "is required: list at least one model");
+    for (const char* key : {"models", "fallbacks"}) {
+      const auto& list = std::string(key) == "models" ? group.models : group.fallbacks;
+      for (size_t m = 0; m < list.size(); ++m)
+        check_model_ref(r, *cfg, g[key][m], prefix + "." + key + "[" + std::to_string(m) + "]", list[m]);
+    }
+    if (std::find(kStrategies.begin(), kStrategies.end(), group.strategy) == kStrategies.end())
+      r.issue(g["strategy"], prefix + ".strategy",
+              "unknown strategy '" + group.strategy + "' (known: " + join_list(kStrategies) + ")");
+    if (group.strategy == "judge" && group.judge.empty())
+      r.issue(g, prefix + ".judge", "is required with strategy judge");
+    check_model_ref(r, *cfg, g["judge"], prefix + ".judge", group.judge);
+    cfg->routing.groups.push_back(std::move(group));
+  }
+}
+
+void read_canary(Reader& r, const YAML::Node& c, Config* cfg) {
+  CanaryConfig& canary = cfg->routing.canary;
+  const std::string prefix = "routing.canary";
+  r.read_int(c, "min_samples", prefix, &canary.min_samples, 1, 1000000);
+  r.read_double(c, "max_helpful_drop", prefix, &canary.max_helpful_drop, 0.0, 1.0);
+  YAML::Node routes = c["routes"];
+  if (!routes.IsDefined() || routes.IsNull()) return;
+  if (!routes.IsSequence()) return r.issue(routes, prefix + ".routes", "must be a list");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < routes.size(); ++i) {
+    std::string rp = prefix + ".routes[" + std::to_string(i) + "]";
+    const YAML::Node& n = routes[i];
+    if (!r.map_at(n, rp)) continue;
+    r.check_keys(n, rp, {"route", "baseline_model", "arms"});
+    CanaryRouteConfig route;
+    r.read_string(n, "route", rp, &route.route, 256);
+    r.read_string(n, "baseline_model", rp, &route.baseline_model, 256);
+    if (route.route.empty()) r.issue(n, rp + ".route", "is required");
+    else if (!seen.insert(route.route).second) r.issue(n["route"], rp + ".route", "duplicate route '" + route.route + "'");
+    static const std::set<std::string> kTagRoutes = {kAutoRoute, "code", "reasoning", "fast", "tools"};
+    if (!route.route.empty() && !kTagRoutes.count(route.route) && cfg->routing.find_group(route.route) == nullptr)
+      r.issue(n["route"], rp + ".route",
+              "'" + route.route + "' is neither a route group nor a classifier tag (auto, code, reasoning, fast, tools)");
+    if (route.baseline_model.empty()) r.issue(n, rp + ".baseline_model", "is required");
+    check_model_ref(r, *cfg, n["baseline_model"], rp + ".baseline_model", route.baseline_model);
+    YAML::Node arms = n["arms"];
+    if (arms.IsDefined() && !arms.IsNull() && !arms.IsSequence()) r.issue(arms, rp + ".arms", "must be a list");
+    double total = 0;
+    std::set<std::string> arm_names = {"baseline"};
+    for (size_t a = 0; arms.IsSequence() && a < arms.size(); ++a) {
+      std::string ap = rp + ".arms[" + std::to_string(a) + "]";
+      const YAML::Node& an = arms[a];
+      if (!r.map_at(an, ap)) continue;
+      r.check_keys(an, ap, {"name", "model", "percent"});
+      CanaryArmConfig arm;
+      r.read_string(an, "name", ap, &arm.name, 128);
+      r.read_string(an, "model", ap, &arm.model, 256);
+      r.read_double(an, "percent", ap, &arm.percent, 0.0, 100.0);
+      if (arm.name.empty()) r.issue(an, ap + ".name", "is required");
+      else if (!arm_names.insert(arm.name).second)
+        r.issue(an["name"], ap + ".name", "arm name '" + arm.name + "' is used twice (\"baseline\" is reserved)");
+      if (arm.model.empty()) r.issue(an, ap + ".model", "is required");
+      check_model_ref(r, *cfg, an["model"], ap + ".model", arm.model);
+      total += arm.percent;
+      if (total > 100.0 + 1e-9) r.issue(an["percent"], ap + ".percent", "the arms' percents add up to more than 100");
+      route.arms.push_back(std::move(arm));
+    }
+    canary.routes.push_back(std::move(route));
+  }
+}
+
+// `weights: {name: number, ...}` under `parent`; each 0-1000 (only ratios matter).
+void read_weights(Reader& r, const YAML::Node& parent, const std::string& prefix,
+                  const std::vector<std::pair<std::string, double*>>& fields) {
+  std::vector<std::string> keys;
+  for (const auto& f : fields) keys.push_back(f.first);
+  auto w = r.section(parent, "weights", prefix, keys);
+  if (!w) return;
+  for (const auto& [key, out] : fields) r.read_double(*w, key.c_str(), prefix + ".weights", out, 0, 1000);
+}
+
+// `routing:`; read after `models:` so that references can be checked.
+void read_routing(Reader& r, const YAML::Node& n, const fs::path& base, bool check_files, Config* cfg) {
+  if (!r.map_at(n, "routing")) return;
+  r.check_keys(n, "routing", kRoutingKeys);
+  RoutingConfig& rc = cfg->routing;
+  const std::string p = "routing";
+  if (auto c = r.section(n, "classifier", p,
+                         {"weights", "code_preferred", "code_required", "reasoning_preferred",
+                          "reasoning_required_complexity", "fast_below", "tools_required", "length_saturation_tokens",
+                          "max_scan_bytes"})) {
+    const std::string cp = "routing.classifier";
+    ClassifierConfig& k = rc.classifier;
+    read_weights(r, *c, cp, {{"length", &k.weight_length}, {"code", &k.weight_code},
+                             {"reasoning", &k.weight_reasoning}, {"multi_step", &k.weight_multi_step},
+                             {"technical", &k.weight_technical}});
+    r.read_double(*c, "code_preferred", cp, &k.code_preferred, 0, 1);
+    r.read_double(*c, "code_required", cp, &k.code_required, 0, 1);
+    r.read_double(*c, "reasoning_preferred", cp, &k.reasoning_preferred, 0, 1);
+    r.read_double(*c, "reasoning_required_complexity", cp, &k.reasoning_required_complexity, 0, 1);
+    r.read_double(*c, "fast_below", cp, &k.fast_below, 0, 1);
+    r.read_bool(*c, "tools_required", cp, &k.tools_required);
+    r.read_int(*c, "length_saturation_tokens", cp, &k.length_saturation_tokens, 1, 1 << 24);
+    r.read_int(*c, "max_scan_bytes", cp, &k.max_scan_bytes, 256, 1 << 24);
+  }
+  if (auto s = r.section(n, "score", p,
+                         {"weights", "latency_ref_ms", "ewma_share", "unknown_latency_ms", "half_open_health"})) {
+    const std::string sp = "routing.score";
+    ScoreConfig& k = rc.score;
+    read_weights(r, *s, sp, {{"latency", &k.weight_latency}, {"queue", &k.weight_queue}, {"fit", &k.weight_fit},
+                             {"health", &k.weight_health}, {"feedback", &k.weight_feedback}});
+    r.read_double(*s, "latency_ref_ms", sp, &k.latency_ref_ms, 1, 3.6e6);
+    r.read_double(*s, "ewma_share", sp, &k.ewma_share, 0, 1);
+    r.read_double(*s, "unknown_latency_ms", sp, &k.unknown_latency_ms, 0, 3.6e6);
+    r.read_double(*s, "half_open_health", sp, &k.half_open_health, 0, 1);
+  }
+  if (auto s = r.section(n, "instances", p,
+                         {"ewma_alpha", "window_size", "max_sample_age_ms", "min_samples", "slow_p95_ms",
+                          "recover_ratio", "quality_prior", "quality_alpha", "success_alpha"})) {
+    const std::string ip = "routing.instances";
+    InstancesConfig& k = rc.instances;
+    r.read_double(*s, "ewma_alpha", ip, &k.ewma_alpha, 0.001, 1);
+    r.read_int(*s, "window_size", ip, &k.window_size, 1, 100000);
+    r.read_int(*s, "max_sample_age_ms", ip, &k.max_sample_age_ms, 1, 86400000);
+    r.read_int(*s, "min_samples", ip, &k.min_samples, 1, 100000);
+    r.read_double(*s, "slow_p95_ms", ip, &k.slow_p95_ms, 0, 3.6e6);
+    r.read_double(*s, "recover_ratio", ip, &k.recover_ratio, 0.01, 1);
+    r.read_double(*s, "quality_prior", ip, &k.quality_prior, 0, 1);
+    r.read_double(*s, "quality_alpha", ip, &k.quality_alpha, 0.001, 1);
+    r.read_double(*s, "success_alpha", ip, &k.success_alpha, 0.001, 1);
+  }
+  if (auto s = r.section(n, "breaker", p, {"failure_threshold", "cooldown_ms"})) {
+    r.read_int(*s, "failure_threshold", "routing.breaker", &rc.breaker.failure_threshold, 1, 100000);
+    r.read_int(*s, "cooldown_ms", "routing.breaker", &rc.breaker.cooldown_ms, 1, 86400000);
+  }
+  if (auto s = r.section(n, "retry_budget", p, {"retry_ratio", "min_retries_per_second", "window_ms"})) {
+    r.read_double(*s, "retry_ratio", "routing.retry_budget", &rc.retry_budget.retry_ratio, 0, 100);
+    r.read_double(*s, "min_retries_per_second", "routing.retry_budget", &rc.retry_budget.min_retries_per_second, 0,
+                  1e6);
+    r.read_int(*s, "window_ms", "routing.retry_budget", &rc.retry_budget.window_ms, 100, 3600000);
+  }
+  if (auto s = r.section(n, "admission", p, {"max_active", "retry_after_seconds"})) {
+    r.read_int(*s, "max_active", "routing.admission", &rc.admission.max_active, 0, 1000000);
+    r.read_int(*s, "retry_after_seconds", "routing.admission", &rc.admission.retry_after_seconds, 1, 3600);
+  }
+  if (auto s = r.section(n, "effort", p,
+                         {"hint_weight", "minimal_value", "low_value", "medium_value", "high_value", "low_tier_below",
+                          "medium_tier_below", "low_tier_tokens", "medium_tier_tokens", "high_tier_tokens",
+                          "temperature_min", "temperature_max", "thinking_above"})) {
+    const std::string ep = "routing.effort";
+    EffortConfig& k = rc.effort;
+    for (auto [key, out] : {std::pair{"hint_weight", &k.hint_weight}, std::pair{"minimal_value", &k.minimal_value},
+                            std::pair{"low_value", &k.low_value}, std::pair{"medium_value", &k.medium_value},
+                            std::pair{"high_value", &k.high_value}, std::pair{"low_tier_below", &k.low_tier_below},
+                            std::pair{"medium_tier_below", &k.medium_tier_below},
+                            std::pair{"thinking_above", &k.thinking_above}})
+      r.read_double(*s, key, ep, out, 0, 1);
+    r.read_int(*s, "low_tier_tokens", ep, &k.low_tier_tokens, 1, 1 << 20);
+    r.read_int(*s, "medium_tier_tokens", ep, &k.medium_tier_tokens, 1, 1 << 20);
+    r.read_int(*s, "high_tier_tokens", ep, &k.high_tier_tokens, 1, 1 << 20);
+    r.read_double(*s, "temperature_min", ep, &k.temperature_min, 0, 2);
+    r.read_double(*s, "temperature_max", ep, &k.temperature_max, 0, 2);
+    if (k.low_tier_below > k.medium_tier_below)
+      r.issue(*s, ep + ".low_tier_below", "must not be above medium_tier_below");
+    if (k.temperature_min > k.temperature_max)
+      r.issue(*s, ep + ".temperature_min", "must not be above temperature_max");
+  }
+  if (YAML::Node g = n["groups"]; g.IsDefined() && !g.IsNull()) read_groups(r, g, cfg);
+  r.read_string(n, "judge_prompt", p, &rc.judge_prompt);
+  if (!rc.judge_prompt.empty()) {
+    rc.judge_prompt = resolve_path(base, rc.judge_prompt);
+    std::error_code ec;
+    if (check_files && !fs::is_regular_file(rc.judge_prompt, ec))
+      r.issue(n["judge_prompt"], "routing.judge_prompt", "no such file: " + rc.judge_prompt);
+  }
+  if (auto c = r.section(n, "canary", p, {"min_samples", "max_helpful_drop", "routes"})) read_canary(r, *c, cfg);
+  r.read_string(n, "decision_log", p, &rc.decision_log);
+  if (!rc.decision_log.empty()) rc.decision_log = resolve_path(base, rc.decision_log);
+}
+
 std::string lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -353,6 +620,20 @@ std::optional<double> take_number(std::string_view& s) {
 }
 
 }  // namespace
+
+const RouteGroupConfig* RoutingConfig::find_group(const std::string& name) const {
+  for (const auto& g : groups)
+    if (g.name == name) return &g;
+  return nullptr;
+}
+
+const ModelConfig* Config::find_model(const std::string& name) const {
+  for (const auto& m : models) {
+    if (m.name == name) return &m;
+    if (std::find(m.aliases.begin(), m.aliases.end(), name) != m.aliases.end()) return &m;
+  }
+  return nullptr;
+}
 
 bool same_settings(const ModelConfig& a, const ModelConfig& b) {
   ModelConfig x = a, y = b;
@@ -478,7 +759,7 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
             "must be one of trace, debug, info, warn, error, off; got '" + out.config.log_level + "'");
   if (root["server"].IsDefined() && !root["server"].IsNull()) read_server(r, root["server"], &out.config.server);
   if (root["pool"].IsDefined() && !root["pool"].IsNull()) read_pool(r, root["pool"], &out.config.pool);
-  // `routing:` and `tenants:` are placeholders for later issues: any content is accepted.
+  // `tenants:` is a placeholder for a later issue: any content is accepted.
 
   ModelConfig defaults;
   if (YAML::Node d = root["defaults"]; d.IsDefined() && !d.IsNull()) {
@@ -516,6 +797,8 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
     }
     if (models.size() == 0) r.issue(models, "models", "is empty: list at least one model");
   }
+  if (YAML::Node routing = root["routing"]; routing.IsDefined() && !routing.IsNull())
+    read_routing(r, routing, base, check_files, &out.config);
   out.issues = r.take_issues();
   // In file order, so a long list reads top to bottom.
   std::stable_sort(out.issues.begin(), out.issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {

@@ -43,6 +43,15 @@ struct PoolConfig {
   bool operator==(const PoolConfig&) const = default;
 };
 
+// How a model spends effort on thinking (router/effort.h ThinkingProfile).
+struct ThinkingConfig {
+  bool supported = false;                 // the model has a thinking block the engine can budget
+  int32_t min_tokens = 256;               // budget at the lowest effort that thinks
+  int32_t max_tokens = 8192;              // budget at effort 1
+
+  bool operator==(const ThinkingConfig&) const = default;
+};
+
 // keep_alive_ms value meaning "never unload when idle".
 inline constexpr int64_t kKeepAliveForever = -1;
 
@@ -69,6 +78,7 @@ struct ModelConfig {
   bool pinned = false;                    // never evicted or unloaded by the pool once loaded
   bool warm = false;                      // loaded at start (and on reload), never unloaded when idle
   std::vector<std::string> capabilities;  // general, code, reasoning, fast, embedding, safety, vision
+  ThinkingConfig thinking;                // effort regulation's thinking budget
   int line = 0;                           // where it is defined, for messages
 
   bool operator==(const ModelConfig&) const = default;
@@ -79,12 +89,137 @@ struct ModelConfig {
 // but where it is written in the file): a reload keeps such a model loaded.
 bool same_settings(const ModelConfig& a, const ModelConfig& b);
 
+// The router (docs/routing.md): plain mirrors of the router, qos and
+// ensemble option structs, so that config depends on none of them. The
+// router service converts them (router/service.h). Times are milliseconds.
+struct ClassifierConfig {
+  double weight_length = 0.15, weight_code = 0.15, weight_reasoning = 0.35, weight_multi_step = 0.20,
+         weight_technical = 0.15;
+  double code_preferred = 0.25, code_required = 0.5, reasoning_preferred = 0.3,
+         reasoning_required_complexity = 0.5, fast_below = 0.15;
+  bool tools_required = false;
+  int32_t length_saturation_tokens = 2048;
+  int32_t max_scan_bytes = 16384;
+  bool operator==(const ClassifierConfig&) const = default;
+};
+
+struct ScoreConfig {
+  double weight_latency = 0.35, weight_queue = 0.25, weight_fit = 0.15, weight_health = 0.15,
+         weight_feedback = 0.10;
+  double latency_ref_ms = 2000, ewma_share = 0.5, unknown_latency_ms = 2000, half_open_health = 0.5;
+  bool operator==(const ScoreConfig&) const = default;
+};
+
+struct InstancesConfig {
+  double ewma_alpha = 0.2;
+  int32_t window_size = 128;
+  int64_t max_sample_age_ms = 300000;
+  int32_t min_samples = 5;
+  double slow_p95_ms = 0;       // 0: no slow exclusion
+  double recover_ratio = 0.8;
+  double quality_prior = 0.5;
+  double quality_alpha = 0.05;
+  double success_alpha = 0.1;
+  bool operator==(const InstancesConfig&) const = default;
+};
+
+struct BreakerConfig {
+  int32_t failure_threshold = 5;
+  int64_t cooldown_ms = 30000;
+  bool operator==(const BreakerConfig&) const = default;
+};
+
+struct RetryBudgetConfig {
+  double retry_ratio = 0.2;
+  double min_retries_per_second = 1.0;
+  int64_t window_ms = 10000;
+  bool operator==(const RetryBudgetConfig&) const = default;
+};
+
+struct AdmissionConfig {
+  int64_t max_active = 256;     // generations at once; 0: no limit
+  int32_t retry_after_seconds = 1;
+  bool operator==(const AdmissionConfig&) const = default;
+};
+
+struct EffortConfig {
+  double hint_weight = 0.7;
+  double minimal_value = 0.05, low_value = 0.2, medium_value = 0.5, high_value = 0.9;
+  double low_tier_below = 0.3, medium_tier_below = 0.6;
+  int32_t low_tier_tokens = 2048, medium_tier_tokens = 4096, high_tier_tokens = 8192;
+  double temperature_min = 0.3, temperature_max = 0.9;
+  double thinking_above = 0.4;
+  bool operator==(const EffortConfig&) const = default;
+};
+
+// A route group: `model: <name>` routes among `models`; `fallbacks` are
+// tried after them, in order, when they fail or are refused.
+struct RouteGroupConfig {
+  std::string name;
+  std::vector<std::string> models;
+  std::vector<std::string> fallbacks;
+  std::string strategy = "fastest";       // fastest, voting, weighted, consensus, judge
+  int32_t k = 0;                          // answers to gather; 0: one per model
+  std::string judge;                      // judge model (strategy judge)
+  double consensus_threshold = 0.6;
+  int32_t hedge_max_parallel = 2;         // fastest: attempts at once (1: no hedging)
+  int64_t hedge_default_delay_ms = 0;     // hedge delay without a p95 estimate; 0: none
+  int line = 0;
+  bool operator==(const RouteGroupConfig&) const = default;
+};
+
+struct CanaryArmConfig {
+  std::string name;
+  std::string model;
+  double percent = 0;
+  bool operator==(const CanaryArmConfig&) const = default;
+};
+
+struct CanaryRouteConfig {
+  std::string route;                      // a route group name or a classifier tag (code, reasoning, ...)
+  std::string baseline_model;
+  std::vector<CanaryArmConfig> arms;
+  bool operator==(const CanaryRouteConfig&) const = default;
+};
+
+struct CanaryConfig {
+  int64_t min_samples = 50;
+  double max_helpful_drop = 0.10;
+  std::vector<CanaryRouteConfig> routes;
+  bool operator==(const CanaryConfig&) const = default;
+};
+
+struct RoutingConfig {
+  ClassifierConfig classifier;
+  ScoreConfig score;
+  InstancesConfig instances;
+  BreakerConfig breaker;
+  RetryBudgetConfig retry_budget;
+  AdmissionConfig admission;
+  EffortConfig effort;
+  std::vector<RouteGroupConfig> groups;
+  std::string judge_prompt;               // judge template file (relative: to the config file); "": built-in
+  CanaryConfig canary;
+  std::string decision_log;               // JSON-lines file; empty: off
+  bool operator==(const RoutingConfig&) const = default;
+
+  const RouteGroupConfig* find_group(const std::string& name) const;
+};
+
+// The route group name that always exists: `model: "auto"` routes among its
+// models, or among every model when no group of that name is configured.
+inline constexpr const char* kAutoRoute = "auto";
+
 struct Config {
   std::string path;                       // the file it came from
   std::string log_level = "info";
   ServerConfig server;
   PoolConfig pool;
   std::vector<ModelConfig> models;
+  RoutingConfig routing;
+
+  // The model with this name or alias, or nullptr.
+  const ModelConfig* find_model(const std::string& name) const;
 };
 
 struct ConfigIssue {

@@ -421,11 +421,8 @@ models:
   for (size_t i = 1; i < r.issues.size(); ++i) EXPECT_LE(r.issues[i - 1].line, r.issues[i].line);
 }
 
-TEST(ConfigTest, RoutingAndTenantsAreAcceptedAsTheyAre) {
-  LoadResult r = parse_config(R"(routing:
-  strategy: whatever
-  rules: [{match: code, to: c1}]
-tenants:
+TEST(ConfigTest, TenantsAreAcceptedAsTheyAreButRoutingIsChecked) {
+  LoadResult r = parse_config(R"(tenants:
   - id: main
     plan: pro
 models:
@@ -433,6 +430,15 @@ models:
     path: /a.gguf
 )", "p.yaml", false);
   EXPECT_TRUE(r.ok()) << r.issues.front().to_string();
+  r = parse_config(R"(routing:
+  strategy: whatever
+models:
+  - name: a
+    path: /a.gguf
+)", "p.yaml", false);
+  const ConfigIssue* i = find_issue(r, "routing.strategy");
+  ASSERT_NE(i, nullptr);
+  EXPECT_EQ(i->to_string().substr(0, 11), "p.yaml:2:3:");
 }
 
 TEST(ConfigTest, SameSettingsIgnoresWhereAModelIsWritten) {
@@ -450,8 +456,131 @@ TEST(ConfigTest, SameSettingsIgnoresWhereAModelIsWritten) {
   EXPECT_FALSE(same_settings(a, b));
 }
 
+
+TEST(ConfigTest, ReadsTheRoutingSection) {
+  LoadResult r = parse_config(R"(
+models:
+  - name: general
+    path: /g.gguf
+    capabilities: [general]
+  - name: coder
+    path: /c.gguf
+    capabilities: [code]
+    thinking: {supported: true, min_tokens: 128, max_tokens: 2048}
+  - name: coder-next
+    path: /n.gguf
+routing:
+  classifier: {weights: {reasoning: 0.5}, code_required: 0.6, tools_required: true}
+  score: {weights: {latency: 0.5}, latency_ref_ms: 1000}
+  instances: {slow_p95_ms: 800, min_samples: 3, recover_ratio: 0.5, max_sample_age_ms: 60000}
+  breaker: {failure_threshold: 2, cooldown_ms: 500}
+  retry_budget: {retry_ratio: 0.5, window_ms: 2000}
+  admission: {max_active: 8, retry_after_seconds: 2}
+  effort: {hint_weight: 0.6, high_tier_tokens: 1024, temperature_max: 0.8}
+  groups:
+    - name: auto
+      models: [general, coder]
+      fallbacks: [coder-next]
+      strategy: voting
+      k: 3
+      consensus_threshold: 0.7
+      hedge: {max_parallel: 3, default_delay_ms: 250}
+    - name: judged
+      models: [general, coder]
+      strategy: judge
+      judge: general
+  canary:
+    min_samples: 10
+    max_helpful_drop: 0.2
+    routes:
+      - route: code
+        baseline_model: coder
+        arms: [{name: next, model: coder-next, percent: 5}]
+  decision_log: logs/decisions.jsonl
+)", "/etc/llmpool/config.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  const RoutingConfig& rc = r.config.routing;
+  EXPECT_DOUBLE_EQ(rc.classifier.weight_reasoning, 0.5);
+  EXPECT_DOUBLE_EQ(rc.classifier.weight_code, 0.15);  // default kept
+  EXPECT_DOUBLE_EQ(rc.classifier.code_required, 0.6);
+  EXPECT_TRUE(rc.classifier.tools_required);
+  EXPECT_DOUBLE_EQ(rc.score.weight_latency, 0.5);
+  EXPECT_DOUBLE_EQ(rc.score.latency_ref_ms, 1000);
+  EXPECT_DOUBLE_EQ(rc.instances.slow_p95_ms, 800);
+  EXPECT_EQ(rc.instances.min_samples, 3);
+  EXPECT_EQ(rc.instances.max_sample_age_ms, 60000);
+  EXPECT_EQ(rc.breaker.failure_threshold, 2);
+  EXPECT_EQ(rc.breaker.cooldown_ms, 500);
+  EXPECT_DOUBLE_EQ(rc.retry_budget.retry_ratio, 0.5);
+  EXPECT_EQ(rc.admission.max_active, 8);
+  EXPECT_EQ(rc.effort.high_tier_tokens, 1024);
+  ASSERT_EQ(rc.groups.size(), 2u);
+  EXPECT_EQ(rc.groups[0].name, "auto");
+  EXPECT_EQ(rc.groups[0].models, (std::vector<std::string>{"general", "coder"}));
+  EXPECT_EQ(rc.groups[0].fallbacks, (std::vector<std::string>{"coder-next"}));
+  EXPECT_EQ(rc.groups[0].strategy, "voting");
+  EXPECT_EQ(rc.groups[0].k, 3);
+  EXPECT_EQ(rc.groups[0].hedge_max_parallel, 3);
+  EXPECT_EQ(rc.groups[0].hedge_default_delay_ms, 250);
+  EXPECT_EQ(rc.groups[1].judge, "general");
+  EXPECT_EQ(rc.find_group("judged"), &rc.groups[1]);
+  EXPECT_EQ(rc.canary.min_samples, 10);
+  ASSERT_EQ(rc.canary.routes.size(), 1u);
+  EXPECT_EQ(rc.canary.routes[0].arms[0].model, "coder-next");
+  EXPECT_DOUBLE_EQ(rc.canary.routes[0].arms[0].percent, 5);
+  EXPECT_EQ(rc.decision_log, "/etc/llmpool/logs/decisions.jsonl");
+  EXPECT_TRUE(r.config.models[1].thinking.supported);
+  EXPECT_EQ(r.config.models[1].thinking.max_tokens, 2048);
+  EXPECT_FALSE(r.config.models[0].thinking.supported);
+}
+
+TEST(ConfigTest, RoutingReferencesAndValuesAreCheckedWithPositions) {
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    path: /a.gguf
+routing:
+  breaker: {failure_threshold: 0}
+  groups:
+    - name: g
+      models: [a, missing]
+      strategy: fastestest
+    - name: a
+      models: [a]
+      strategy: judge
+  canary:
+    routes:
+      - route: nowhere
+        baseline_model: a
+        arms: [{name: x, model: a, percent: 80}, {name: y, model: a, percent: 30}]
+  bogus: 1
+)", "c.yaml", false);
+  ASSERT_FALSE(r.ok());
+  const ConfigIssue* i = find_issue(r, "routing.groups[0].models[1]");
+  ASSERT_NE(i, nullptr);
+  EXPECT_EQ(i->line, 8);
+  EXPECT_EQ(i->column, 19);
+  EXPECT_NE(i->message.find("unknown model 'missing'"), std::string::npos);
+  EXPECT_NE(find_issue(r, "routing.breaker.failure_threshold"), nullptr);
+  EXPECT_NE(find_issue(r, "routing.groups[0].strategy"), nullptr);
+  EXPECT_NE(find_issue(r, "routing.groups[1].name"), nullptr);   // clashes with a model
+  EXPECT_NE(find_issue(r, "routing.groups[1].judge"), nullptr);  // judge strategy without a judge
+  EXPECT_NE(find_issue(r, "routing.canary.routes[0].route"), nullptr);
+  EXPECT_NE(find_issue(r, "routing.canary.routes[0].arms[1].percent"), nullptr);
+  EXPECT_NE(find_issue(r, "routing.bogus"), nullptr);
+}
+
+TEST(ConfigTest, ThinkingBoundsAreChecked) {
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    path: /a.gguf
+    thinking: {supported: yes, min_tokens: 900, max_tokens: 100, extra: 1}
+)", "c.yaml", false);
+  EXPECT_NE(find_issue(r, "models[0].thinking.min_tokens"), nullptr);
+  EXPECT_NE(find_issue(r, "models[0].thinking.extra"), nullptr);
+}
+
 TEST(ConfigTest, ShippedConfigsAreValidApartFromModelFiles) {
-  for (const char* name : {"demo.yaml", "seed-roles.yaml"}) {
+  for (const char* name : {"demo.yaml", "seed-roles.yaml", "routing-demo.yaml"}) {
     std::string path = std::string(LLMPOOL_SOURCE_DIR) + "/configs/" + name;
     LoadResult r = load_config(path, false);
     EXPECT_TRUE(r.ok()) << path << ": " << (r.ok() ? "" : r.issues.front().to_string());

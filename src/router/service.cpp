@@ -1,0 +1,991 @@
+#include "router/service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "ensemble/hooks.h"
+
+namespace llmpool::router {
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------- conversion
+
+namespace {
+
+ClassifierOptions classifier_options(const config::ClassifierConfig& c) {
+  ClassifierOptions o;
+  o.weights = {c.weight_length, c.weight_code, c.weight_reasoning, c.weight_multi_step, c.weight_technical};
+  o.code_preferred = c.code_preferred;
+  o.code_required = c.code_required;
+  o.reasoning_preferred = c.reasoning_preferred;
+  o.reasoning_required_complexity = c.reasoning_required_complexity;
+  o.fast_below = c.fast_below;
+  o.tools_required = c.tools_required;
+  o.length_saturation_tokens = c.length_saturation_tokens;
+  o.max_scan_bytes = c.max_scan_bytes;
+  return o;
+}
+
+InstanceStatsOptions instance_options(const config::RoutingConfig& r) {
+  InstanceStatsOptions o;
+  o.ewma_alpha = r.instances.ewma_alpha;
+  o.window_size = static_cast<size_t>(r.instances.window_size);
+  o.max_sample_age = std::chrono::milliseconds(r.instances.max_sample_age_ms);
+  o.min_samples = static_cast<size_t>(r.instances.min_samples);
+  o.slow_p95_ms = r.instances.slow_p95_ms;
+  o.recover_ratio = r.instances.recover_ratio;
+  o.quality_prior = r.instances.quality_prior;
+  o.quality_alpha = r.instances.quality_alpha;
+  o.success_alpha = r.instances.success_alpha;
+  o.breaker.failure_threshold = r.breaker.failure_threshold;
+  o.breaker.cooldown = std::chrono::milliseconds(r.breaker.cooldown_ms);
+  return o;
+}
+
+EffortOptions effort_options(const config::EffortConfig& e) {
+  EffortOptions o;
+  o.hint_weight = e.hint_weight;
+  o.minimal_value = e.minimal_value;
+  o.low_value = e.low_value;
+  o.medium_value = e.medium_value;
+  o.high_value = e.high_value;
+  o.low_tier_below = e.low_tier_below;
+  o.medium_tier_below = e.medium_tier_below;
+  o.low_tier_tokens = e.low_tier_tokens;
+  o.medium_tier_tokens = e.medium_tier_tokens;
+  o.high_tier_tokens = e.high_tier_tokens;
+  o.temperature_min = static_cast<float>(e.temperature_min);
+  o.temperature_max = static_cast<float>(e.temperature_max);
+  o.thinking_above = e.thinking_above;
+  return o;
+}
+
+ensemble::RunnerOptions runner_options(const config::RoutingConfig& r, const config::RouteGroupConfig* g) {
+  ensemble::RunnerOptions o;
+  o.judge_prompt_path = r.judge_prompt;
+  if (g != nullptr) {
+    o.max_parallel = g->hedge_max_parallel;
+    o.hedge = g->hedge_max_parallel > 1;
+    o.default_hedge_delay = std::chrono::milliseconds(g->hedge_default_delay_ms);
+    o.consensus_threshold = g->consensus_threshold;
+  }
+  return o;
+}
+
+std::vector<CanaryRouteConfig> canary_routes(const config::CanaryConfig& c) {
+  std::vector<CanaryRouteConfig> out;
+  for (const auto& r : c.routes) {
+    CanaryRouteConfig rc;
+    rc.route = r.route;
+    rc.baseline_model = r.baseline_model;
+    for (const auto& a : r.arms) rc.arms.push_back({a.name, a.model, a.percent});
+    out.push_back(std::move(rc));
+  }
+  return out;
+}
+
+// Header values travel in HTTP: printable ASCII only, bounded.
+std::string header_safe(std::string s) {
+  for (auto& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = ' ';
+  if (s.size() > 512) s.resize(512);
+  return s;
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v;
+  return os.str();
+}
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A provider that acquires its model from the directory only when an
+// attempt starts, so that candidates the run never tries are not loaded.
+// The lease is held until the attempt's on_done.
+class LazyProvider final : public providers::Provider {
+ public:
+  LazyProvider(std::shared_ptr<providers::ModelDirectory> directory, providers::ModelInfo info)
+      : directory_(std::move(directory)), info_(std::move(info)) {}
+  const providers::ModelInfo& info() const override { return info_; }
+
+  void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) override {
+    request.model = info_.name;
+    auto req = std::make_shared<GenerateRequest>(std::move(request));
+    auto cbs = std::make_shared<GenerateCallbacks>(std::move(callbacks));
+    directory_->acquire(info_.name, [req, cancel, cbs](Result<providers::ProviderPtr> p) {
+      if (!p) {
+        cbs->on_done(p.status());
+        return;
+      }
+      providers::ProviderPtr lease = *p;
+      GenerateCallbacks inner;
+      inner.on_delta = cbs->on_delta;
+      inner.on_done = [lease, cbs](Result<Completion> r) { cbs->on_done(std::move(r)); };
+      lease->generate(std::move(*req), cancel, std::move(inner));
+    });
+  }
+
+ private:
+  std::shared_ptr<providers::ModelDirectory> directory_;
+  providers::ModelInfo info_;
+};
+
+bool only_embedding(const providers::ModelInfo& info) {
+  return !info.capabilities.empty() &&
+         std::all_of(info.capabilities.begin(), info.capabilities.end(), [](const std::string& c) {
+           return c == "embedding";
+         });
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------- state
+
+// The per-instance statistics, shared by every State built with the same
+// instance and breaker options.
+struct RouterService::Instances {
+  InstanceStatsOptions options;
+  config::InstancesConfig instances_config;
+  config::BreakerConfig breaker_config;
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<InstanceStats>> by_model;  // guarded by mu
+};
+
+// Everything derived from one configuration. Immutable once built; shared
+// with the requests that started under it.
+struct RouterService::State {
+  config::RoutingConfig routing;
+  std::vector<config::ModelConfig> models;
+  Classifier classifier;
+  ScoreWeights weights;
+  ScoreOptions score;
+  EffortOptions effort;
+  std::shared_ptr<Instances> instances;
+  std::shared_ptr<CanaryController> canary;  // null without canary routes
+  std::set<std::string> canary_routes;
+  std::shared_ptr<qos::RetryBudget> budget;
+  std::shared_ptr<ensemble::EnsembleRunner> default_runner;
+  std::map<std::string, std::shared_ptr<ensemble::EnsembleRunner>> runners;  // by group name
+  std::shared_ptr<DecisionLog> log;
+
+  explicit State(const ClassifierOptions& c) : classifier(c) {}
+
+  const config::ModelConfig* model(const std::string& name) const {
+    for (const auto& m : models) {
+      if (m.name == name) return &m;
+      if (std::find(m.aliases.begin(), m.aliases.end(), name) != m.aliases.end()) return &m;
+    }
+    return nullptr;
+  }
+  const ensemble::EnsembleRunner& runner_for(const std::string& group) const {
+    auto it = runners.find(group);
+    return it == runners.end() ? *default_runner : *it->second;
+  }
+  // Effort regulation for `model`: max_tokens and temperature (unless the
+  // client chose them) and, for a model that thinks, the thinking budget
+  // (unless the client set one).
+  EffortParams regulate(const Classification& cls, const RouteHints& hints, const std::string& model,
+                        GenerateRequest& request) const {
+    ThinkingProfile profile;
+    if (const config::ModelConfig* mc = this->model(model)) {
+      profile.supports_thinking = mc->thinking.supported;
+      profile.min_thinking_tokens = mc->thinking.min_tokens;
+      profile.max_thinking_tokens = mc->thinking.max_tokens;
+      profile.context = mc->context;
+    }
+    EffortParams ep =
+        regulate_effort(cls.complexity, hints.reasoning_effort, profile, cls.features.estimated_tokens, effort);
+    apply_effort(ep, request, hints.temperature_set);
+    if (profile.supports_thinking && request.thinking_budget < 0)
+      request.thinking_budget = ep.thinking ? ep.thinking_budget : 0;
+    return ep;
+  }
+
+  // Fallbacks of every group that lists `model`, in configuration order.
+  std::vector<std::string> fallbacks_of(const std::string& model) const {
+    std::vector<std::string> out;
+    for (const auto& g : routing.groups)
+      if (std::find(g.models.begin(), g.models.end(), model) != g.models.end())
+        for (const auto& f : g.fallbacks)
+          if (f != model && std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
+    return out;
+  }
+};
+
+// Keeps the metrics collector from reaching a destroyed service.
+struct CollectorSlot {
+  std::mutex mu;
+  RouterService* service = nullptr;
+};
+
+namespace {
+std::mutex g_slots_mu;
+std::map<const RouterService*, std::shared_ptr<CollectorSlot>> g_slots;
+}  // namespace
+
+RouterService::RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options)
+    : directory_(std::move(directory)),
+      options_(options),
+      clock_(options.clock != nullptr ? *options.clock : qos::SystemClock::instance()),
+      own_timer_(options.timer == nullptr ? std::make_unique<qos::ThreadTimer>() : nullptr),
+      own_random_(options.random == nullptr ? std::make_unique<qos::SeededRandom>(std::random_device{}())
+                                            : nullptr),
+      timer_(options.timer != nullptr ? *options.timer : *own_timer_),
+      random_(options.random != nullptr ? *options.random : *own_random_) {}
+
+Result<std::unique_ptr<RouterService>> RouterService::create(const config::Config& config,
+                                                             std::shared_ptr<providers::ModelDirectory> directory,
+                                                             Options options) {
+  std::unique_ptr<RouterService> s(new RouterService(std::move(directory), options));
+  auto st = s->build_state(config, nullptr);
+  if (!st) return st.status();
+  s->state_ = std::move(st).value();
+  s->gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
+  if (obs::MetricsRegistry* m = options.metrics) {
+    std::vector<double> us_buckets = {1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2};
+    s->overhead_ = &m->histogram("llmpool_router_overhead_seconds",
+                                 "Router time per request from parse to provider call (classify, score, effort).",
+                                 {}, us_buckets);
+    s->decisions_ = &m->counter("llmpool_router_decisions_total", "Requests routed by the router.");
+    auto slot = std::make_shared<CollectorSlot>();
+    slot->service = s.get();
+    {
+      std::lock_guard lock(g_slots_mu);
+      g_slots[s.get()] = slot;
+    }
+    m->add_collector([slot](std::string& out) {
+      std::lock_guard lock(slot->mu);
+      if (slot->service != nullptr) slot->service->collect_metrics(out);
+    });
+  }
+  return s;
+}
+
+RouterService::~RouterService() {
+  std::shared_ptr<CollectorSlot> slot;
+  {
+    std::lock_guard lock(g_slots_mu);
+    auto it = g_slots.find(this);
+    if (it != g_slots.end()) {
+      slot = it->second;
+      g_slots.erase(it);
+    }
+  }
+  if (slot) {
+    std::lock_guard lock(slot->mu);
+    slot->service = nullptr;
+  }
+  flush_log();
+}
+
+Result<std::shared_ptr<const RouterService::State>> RouterService::build_state(
+    const config::Config& config, const std::shared_ptr<const State>& previous) {
+  const config::RoutingConfig& r = config.routing;
+  auto st = std::make_shared<State>(classifier_options(r.classifier));
+  st->routing = r;
+  st->models = config.models;
+  st->weights = {r.score.weight_latency, r.score.weight_queue, r.score.weight_fit, r.score.weight_health,
+                 r.score.weight_feedback};
+  st->score = {r.score.latency_ref_ms, r.score.ewma_share, r.score.unknown_latency_ms, r.score.half_open_health};
+  st->effort = effort_options(r.effort);
+
+  if (previous && previous->routing.instances == r.instances && previous->routing.breaker == r.breaker) {
+    st->instances = previous->instances;
+  } else {
+    st->instances = std::make_shared<Instances>();
+    st->instances->options = instance_options(r);
+    st->instances->instances_config = r.instances;
+    st->instances->breaker_config = r.breaker;
+  }
+
+  if (previous && previous->routing.canary == r.canary) {
+    st->canary = previous->canary;
+  } else if (!r.canary.routes.empty()) {
+    CanaryOptions co;
+    co.min_samples = r.canary.min_samples;
+    co.max_helpful_drop = r.canary.max_helpful_drop;
+    auto c = CanaryController::create(canary_routes(r.canary), co, random_,
+                                      [this](const CanaryEvent& e) { on_canary_event(e); });
+    if (!c) return c.status();
+    st->canary = std::shared_ptr<CanaryController>(std::move(c).value());
+  }
+  for (const auto& cr : r.canary.routes) st->canary_routes.insert(cr.route);
+
+  if (previous && previous->routing.retry_budget == r.retry_budget) {
+    st->budget = previous->budget;
+  } else {
+    qos::RetryBudgetOptions bo;
+    bo.retry_ratio = r.retry_budget.retry_ratio;
+    bo.min_retries_per_second = r.retry_budget.min_retries_per_second;
+    bo.window = std::chrono::milliseconds(r.retry_budget.window_ms);
+    st->budget = std::make_shared<qos::RetryBudget>(bo, clock_);
+  }
+
+  auto make_runner = [&](const config::RouteGroupConfig* g) -> Result<std::shared_ptr<ensemble::EnsembleRunner>> {
+    auto runner = ensemble::EnsembleRunner::create(runner_options(r, g), clock_, timer_);
+    if (!runner) return runner.status();
+    return std::shared_ptr<ensemble::EnsembleRunner>(std::move(runner).value());
+  };
+  auto def = make_runner(nullptr);
+  if (!def) return def.status();
+  st->default_runner = *def;
+  for (const auto& g : r.groups) {
+    auto runner = make_runner(&g);
+    if (!runner) return Status::invalid_argument("routing.groups '" + g.name + "': " + runner.status().message());
+    st->runners[g.name] = *runner;
+  }
+
+  if (previous && previous->log && previous->log->path() == r.decision_log) {
+    st->log = previous->log;
+  } else if (!r.decision_log.empty()) {
+    auto log = DecisionLog::open(r.decision_log, options_.log);
+    if (!log) return log.status();
+    st->log = std::shared_ptr<DecisionLog>(std::move(log).value());
+  }
+  return std::shared_ptr<const State>(std::move(st));
+}
+
+Status RouterService::apply(const config::Config& config) {
+  auto next = build_state(config, state());
+  if (!next) return next.status();
+  gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
+  std::lock_guard lock(mu_);
+  state_ = std::move(next).value();
+  return Status::ok();
+}
+
+std::shared_ptr<const RouterService::State> RouterService::state() const {
+  std::lock_guard lock(mu_);
+  return state_;
+}
+
+std::shared_ptr<InstanceStats> RouterService::stats_for(const State& st, const std::string& model) {
+  Instances& in = *st.instances;
+  std::lock_guard lock(in.mu);
+  auto& slot = in.by_model[model];
+  if (!slot) {
+    obs::Counter* opens = nullptr;
+    if (options_.metrics != nullptr)
+      opens = &options_.metrics->counter("llmpool_breaker_opens_total", "Times an instance's circuit breaker opened.",
+                                         {{"instance", model}});
+    slot = std::make_shared<InstanceStats>(
+        model, in.options, clock_, [model, opens](qos::BreakerState from, qos::BreakerState to) {
+          spdlog::info("instance '{}': breaker {} -> {}", model, qos::breaker_state_name(from),
+                       qos::breaker_state_name(to));
+          if (to == qos::BreakerState::kOpen && opens != nullptr) opens->inc();
+        });
+  }
+  return slot;
+}
+
+void RouterService::on_canary_event(const CanaryEvent& e) {
+  if (e.kind == "auto_disabled")
+    spdlog::warn("canary: route '{}' arm '{}' switched off: {}", e.route, e.arm, e.message);
+  else
+    spdlog::info("canary: route '{}' arm '{}' {}: {}", e.route, e.arm, e.kind, e.message);
+  if (options_.metrics != nullptr)
+    options_.metrics
+        ->counter("llmpool_canary_events_total", "Canary arms switched off (auto_disabled) or on/off by hand.",
+                  {{"route", e.route}, {"arm", e.arm}, {"kind", e.kind}})
+        .inc();
+  auto st = state();
+  if (st && st->log) {
+    json j = {{"time_ms", unix_ms()},         {"event", "canary"},
+              {"kind", e.kind},               {"route", e.route},
+              {"arm", e.arm},                 {"arm_helpful_rate", e.arm_helpful_rate},
+              {"baseline_helpful_rate", e.baseline_helpful_rate}, {"arm_samples", e.arm_samples},
+              {"baseline_samples", e.baseline_samples}, {"message", e.message}};
+    st->log->append(j.dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+}
+
+bool RouterService::routes(const std::string& model, const RouteHints& hints) const {
+  if (hints.strategy) return true;
+  if (model == config::kAutoRoute) return true;
+  auto st = state();
+  if (st->routing.find_group(model) != nullptr) return true;
+  const config::ModelConfig* m = st->model(model);
+  return m != nullptr && !st->fallbacks_of(m->name).empty();
+}
+
+// ------------------------------------------------------------------- route
+
+namespace {
+
+// Everything the end of a routed run needs.
+struct RunContext {
+  std::string response_id;
+  std::string asked;
+  std::string route;
+  std::string chosen;
+  bool explicit_model = false;
+  std::optional<CanaryAssignment> canary;
+  double chosen_score = 0.0;
+  size_t eligible = 0;
+  bool relaxed = false;
+  ensemble::StrategyKind strategy = ensemble::StrategyKind::kFastest;
+  json log;  // the decision log line so far
+  std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
+};
+
+std::string route_reason(const RunContext& c, const ensemble::EnsembleResult* r) {
+  std::string reason;
+  if (c.explicit_model) {
+    reason = "requested by name";
+  } else if (c.canary && r != nullptr && r->model == c.canary->model) {
+    reason = "canary route '" + c.canary->route + "' arm '" + c.canary->arm + "' (bucket " +
+             std::to_string(c.canary->bucket) + ")";
+  } else {
+    reason = "best score " + fixed(c.chosen_score, 3) + " of " + std::to_string(c.eligible) + " eligible in '" +
+             c.route + "'";
+  }
+  if (c.relaxed) reason += "; no model has the required tags, so they were only preferred";
+  if (r != nullptr) {
+    if (c.strategy != ensemble::StrategyKind::kFastest) {
+      reason += "; " + r->decision.strategy + ": " + r->decision.reason;
+    } else if (r->model != c.chosen && !(c.canary && r->model == c.canary->model)) {
+      reason += "; answered by fallback/hedge '" + r->model + "' instead of '" + c.chosen + "'";
+    }
+  }
+  return header_safe(reason);
+}
+
+json attempts_json(const std::vector<ensemble::AttemptRecord>& attempts) {
+  json out = json::array();
+  for (const auto& a : attempts) {
+    json j = {{"model", a.model},
+              {"kind", ensemble::attempt_kind_name(a.kind)},
+              {"outcome", ensemble::attempt_outcome_name(a.outcome)},
+              {"latency_ms", a.latency_ms}};
+    if (!a.status.is_ok()) j["error"] = a.status.message();
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+json classification_json(const Classification& c) {
+  const Features& f = c.features;
+  return {{"complexity", c.complexity},
+          {"required", c.required},
+          {"preferred", c.preferred},
+          {"features",
+           {{"estimated_tokens", f.estimated_tokens},
+            {"length", f.length},
+            {"code", f.code},
+            {"reasoning", f.reasoning},
+            {"multi_step", f.multi_step},
+            {"technical", f.technical}}}};
+}
+
+}  // namespace
+
+void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = state();
+  auto ctx = std::make_shared<RunContext>();
+  ctx->response_id = rq.response_id;
+  ctx->asked = rq.generate.model;
+  const RouteHints& hints = rq.hints;
+
+  const config::RouteGroupConfig* group = st->routing.find_group(ctx->asked);
+  const bool is_auto = ctx->asked == config::kAutoRoute;
+  std::vector<providers::ModelEntry> entries = directory_->list();
+  auto entry_of = [&](const std::string& name) -> const providers::ModelEntry* {
+    for (const auto& e : entries)
+      if (e.info.name == name || std::find(e.info.aliases.begin(), e.info.aliases.end(), name) != e.info.aliases.end())
+        return &e;
+    return nullptr;
+  };
+  auto fail = [&](Status status) {
+    RouteOutcome out{std::move(status), RouteInfo{}};
+    out.info.route = ctx->asked;
+    out.info.reason = header_safe(out.completion.status().message());
+    done(std::move(out));
+  };
+
+  // Who may answer: the group's models, every model for a plain "auto", or
+  // the named model followed by its groups' fallbacks.
+  std::vector<std::string> members, fallbacks;
+  if (group != nullptr) {
+    ctx->route = group->name;
+    members = group->models;
+    fallbacks = group->fallbacks;
+  } else if (is_auto) {
+    ctx->route = config::kAutoRoute;
+    for (const auto& e : entries)
+      if (!only_embedding(e.info)) members.push_back(e.info.name);
+  } else {
+    const providers::ModelEntry* e = entry_of(ctx->asked);
+    if (e == nullptr)
+      return fail(Status::not_found("model '" + ctx->asked + "' is not served here (nor a route group or \"auto\")",
+                                    "model", "model_not_found"));
+    ctx->explicit_model = true;
+    ctx->route = e->info.name;
+    members = {e->info.name};
+    fallbacks = st->fallbacks_of(e->info.name);
+  }
+  const std::string group_name = group != nullptr ? group->name : "";
+
+  Classification cls = st->classifier.classify(rq.generate);
+
+  if (!ctx->explicit_model && st->canary) {
+    std::vector<std::string> keys = {ctx->route};
+    keys.insert(keys.end(), cls.required.begin(), cls.required.end());
+    keys.insert(keys.end(), cls.preferred.begin(), cls.preferred.end());
+    for (const auto& k : keys) {
+      if (!st->canary_routes.count(k)) continue;
+      ctx->canary = st->canary->assign(k, hints.user);
+      if (ctx->canary) break;
+    }
+  }
+
+  // Candidates, scored. Names are resolved to the directory's canonical ones.
+  std::vector<Candidate> candidates;
+  for (const auto& name : members) {
+    const providers::ModelEntry* e = entry_of(name);
+    if (e == nullptr) continue;  // left the directory in a reload
+    if (std::any_of(candidates.begin(), candidates.end(), [&](const Candidate& c) { return c.id == e->info.name; }))
+      continue;
+    auto stats = stats_for(*st, e->info.name);
+    Candidate c;
+    c.id = c.model = e->info.name;
+    c.tags = e->info.capabilities;
+    c.context = e->info.context;
+    c.load = e->stats;
+    c.stats = stats->snapshot();
+    candidates.push_back(std::move(c));
+  }
+  Requirements req = requirements_from(cls, rq.generate.sampling.max_tokens.value_or(0));
+  std::vector<ScoredCandidate> scored = score_candidates(req, candidates, st->weights, st->score);
+  auto eligible = [](const std::vector<ScoredCandidate>& s) {
+    return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](const ScoredCandidate& c) { return !c.excluded; }));
+  };
+  if (eligible(scored) == 0 && !req.required.empty() &&
+      std::any_of(scored.begin(), scored.end(), [](const ScoredCandidate& c) {
+        return c.reason.find("missing required tags") != std::string::npos;
+      })) {
+    // No model has what the request needs: answer with the best of the rest.
+    req.preferred.insert(req.preferred.end(), req.required.begin(), req.required.end());
+    req.required.clear();
+    scored = score_candidates(req, candidates, st->weights, st->score);
+    ctx->relaxed = true;
+  }
+  ctx->eligible = eligible(scored);
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& s : scored) last_score_[s.model] = s.score;
+  }
+
+  // The order of attempts: a canary's model first (when it may take work),
+  // then the eligible candidates best first, then the fallbacks.
+  std::vector<std::string> order;
+  if (ctx->canary) {
+    const providers::ModelEntry* e = entry_of(ctx->canary->model);
+    auto it = std::find_if(scored.begin(), scored.end(), [&](const ScoredCandidate& s) {
+      return e != nullptr && s.model == e->info.name;
+    });
+    bool usable = e != nullptr && (it == scored.end() ? stats_for(*st, e->info.name)->breaker().would_allow()
+                                                      : !it->excluded);
+    if (usable) order.push_back(e->info.name);
+  }
+  for (const auto& s : scored)
+    if (!s.excluded && std::find(order.begin(), order.end(), s.model) == order.end()) order.push_back(s.model);
+
+  ctx->strategy = hints.strategy.value_or(ensemble::StrategyKind::kFastest);
+  if (!hints.strategy && group != nullptr) {
+    if (auto k = ensemble::parse_strategy(group->strategy)) ctx->strategy = *k;
+  }
+  const bool gathering = ctx->strategy != ensemble::StrategyKind::kFastest;
+  if (!gathering || order.empty()) {
+    for (const auto& f : fallbacks) {
+      const providers::ModelEntry* e = entry_of(f);
+      if (e != nullptr && std::find(order.begin(), order.end(), e->info.name) == order.end())
+        order.push_back(e->info.name);
+    }
+  }
+
+  ctx->log = {{"time_ms", unix_ms()},
+              {"request_id", ctx->response_id},
+              {"route", ctx->route},
+              {"model_asked", ctx->asked},
+              {"classification", classification_json(cls)},
+              {"relaxed_required_tags", ctx->relaxed},
+              {"candidates", scored},
+              {"strategy", ensemble::strategy_name(ctx->strategy)},
+              {"order", order}};
+  if (ctx->canary)
+    ctx->log["canary"] = {{"route", ctx->canary->route},
+                          {"arm", ctx->canary->arm},
+                          {"model", ctx->canary->model},
+                          {"baseline", ctx->canary->baseline},
+                          {"bucket", ctx->canary->bucket}};
+
+  if (order.empty()) {
+    std::string why;
+    for (const auto& s : scored) why += (why.empty() ? "" : "; ") + s.model + ": " + s.reason;
+    Status status = Status::unavailable("no model can take this request on route '" + ctx->route + "'" +
+                                        (why.empty() ? std::string() : " (" + why + ")"));
+    ctx->log["chosen"] = nullptr;
+    ctx->log["error"] = status.message();
+    ctx->log["router_us"] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    if (st->log) st->log->append(ctx->log.dump(-1, ' ', false, json::error_handler_t::replace));
+    return fail(std::move(status));
+  }
+  ctx->chosen = order.front();
+  for (const auto& s : scored)
+    if (s.model == ctx->chosen) ctx->chosen_score = s.score;
+
+  // Effort, for the first choice (the others get the same request).
+  const bool regulate = !ctx->explicit_model || hints.reasoning_effort.has_value();
+  json effort_log = nullptr;
+  if (regulate) {
+    EffortParams ep = st->regulate(cls, hints, ctx->chosen, rq.generate);
+    effort_log = {{"effort", ep.effort},
+                  {"tier", ep.tier},
+                  {"max_tokens", rq.generate.sampling.max_tokens.value_or(0)},
+                  {"temperature", rq.generate.sampling.temperature},
+                  {"thinking", ep.thinking},
+                  {"thinking_budget", rq.generate.thinking_budget},
+                  {"reasoning_effort",
+                   hints.reasoning_effort ? json(reasoning_effort_name(*hints.reasoning_effort)) : json()}};
+  }
+  ctx->log["chosen"] = ctx->chosen;
+  ctx->log["effort"] = effort_log;
+
+  // The run.
+  ensemble::RunInput in;
+  in.strategy = ctx->strategy;
+  in.k = hints.k > 0 ? hints.k : (group != nullptr ? group->k : 0);
+  std::vector<std::shared_ptr<InstanceStats>> stats;
+  for (const auto& name : order) {
+    const providers::ModelEntry* e = entry_of(name);
+    auto s = stats_for(*st, name);
+    InstanceSnapshot snap = s->snapshot();
+    in.providers.push_back(std::make_shared<LazyProvider>(directory_, e->info));
+    in.expected_p95.push_back(snap.samples >= st->instances->options.min_samples
+                                  ? std::chrono::duration_cast<qos::Clock::Duration>(
+                                        std::chrono::duration<double, std::milli>(snap.p95_ms))
+                                  : qos::Clock::Duration::zero());
+    in.weights.push_back(snap.quality);
+    stats.push_back(std::move(s));
+  }
+  if (ctx->strategy == ensemble::StrategyKind::kJudge) {
+    std::string judge = !hints.judge.empty() ? hints.judge : (group != nullptr ? group->judge : "");
+    const providers::ModelEntry* e = judge.empty() ? nullptr : entry_of(judge);
+    if (e == nullptr) {
+      Status status = judge.empty() ? Status::invalid_argument("strategy judge needs 'ensemble.judge' (a model name)",
+                                                               "ensemble.judge")
+                                    : Status::not_found("judge model '" + judge + "' is not served here",
+                                                        "ensemble.judge", "model_not_found");
+      return fail(std::move(status));
+    }
+    in.judge = std::make_shared<LazyProvider>(directory_, e->info);
+    stats.push_back(stats_for(*st, e->info.name));
+    ctx->log["judge"] = e->info.name;
+  }
+  ensemble::AttemptHooks hooks = ensemble::instance_hooks(std::move(stats), st->budget);
+  in.admit = std::move(hooks.admit);
+  in.on_attempt_end = std::move(hooks.on_attempt_end);
+  st->budget->record_request();
+  in.request = std::move(rq.generate);
+
+  const double router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  ctx->log["router_us"] = router_us;
+  if (overhead_ != nullptr) overhead_->observe(router_us / 1e6);
+  if (decisions_ != nullptr) decisions_->inc();
+
+  auto on_done = [this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
+    ctx->finished->store(true);
+    RouteOutcome out{Completion{}, RouteInfo{}};
+    out.info.route = ctx->route;
+    if (ctx->canary) out.info.arm = ctx->canary->arm;
+    json& log = ctx->log;
+    if (r) {
+      out.info.model = r->model;
+      out.info.ensemble = r->decision;
+      out.info.reason = route_reason(*ctx, &*r);
+      log["answered_by"] = r->model;
+      log["ensemble"] = r->decision;
+      log["attempts"] = attempts_json(r->attempts);
+      FeedbackTarget target{r->model, "", ""};
+      if (ctx->canary && r->model == ctx->canary->model) {
+        target.route = ctx->canary->route;
+        target.arm = ctx->canary->arm;
+        double ms = 0;
+        for (const auto& a : r->attempts)
+          if (a.model == r->model && a.outcome == ensemble::AttemptOutcome::kSuccess) ms = a.latency_ms;
+        if (st->canary) (void)st->canary->record_latency(target.route, target.arm, ms);
+      }
+      remember(ctx->response_id, std::move(target));
+      out.completion = std::move(r->completion);
+    } else {
+      out.info.reason = route_reason(*ctx, nullptr);
+      log["answered_by"] = nullptr;
+      log["error"] = r.status().message();
+      out.completion = r.status();
+    }
+    log["reason"] = out.info.reason;
+    if (st->log) st->log->append(log.dump(-1, ' ', false, json::error_handler_t::replace));
+    done(std::move(out));
+  };
+
+  std::shared_ptr<ensemble::RunHandle> handle = st->runner_for(group_name).run(std::move(in), std::move(on_done));
+
+  // The runner gives its attempts their own cancel tokens: pass a client's
+  // disconnect on by polling its token until the run ends.
+  if (cancel && handle && !ctx->finished->load()) {
+    auto finished = ctx->finished;
+    auto poll = std::make_shared<std::function<void()>>();
+    qos::Timer* timer = &timer_;
+    // The poller holds the handle; each scheduled check holds the poller, so
+    // both go away with the last check (no cycle: the poller sees itself weakly).
+    *poll = [finished, handle, cancel, timer, self = std::weak_ptr<std::function<void()>>(poll)]() {
+      if (finished->load()) return;
+      if (cancel->cancelled()) return handle->cancel();
+      if (auto p = self.lock()) timer->schedule_after(std::chrono::milliseconds(100), [p] { (*p)(); });
+    };
+    timer_.schedule_after(std::chrono::milliseconds(100), [poll] { (*poll)(); });
+  }
+}
+
+// ----------------------------------------------------------- direct requests
+
+void DirectAttempt::finish(const Status& status) {
+  if (done_ || !stats_) return;
+  done_ = true;
+  double ms = std::chrono::duration<double, std::milli>(clock_->now() - start_).count();
+  switch (status.code()) {
+    case StatusCode::kOk: stats_->on_success(ms); break;
+    case StatusCode::kUnavailable:
+    case StatusCode::kInternal: stats_->on_failure(0.0); break;
+    case StatusCode::kDeadlineExceeded: stats_->on_failure(ms); break;
+    default: stats_->on_cancelled(); break;  // the request's fault, or a full queue: no health signal
+  }
+}
+
+DirectAttempt RouterService::start_direct(const std::string& model) {
+  DirectAttempt a;
+  a.model_ = model;
+  a.clock_ = &clock_;
+  a.start_ = clock_.now();
+  auto st = state();
+  const config::ModelConfig* mc = st->model(model);
+  if (mc == nullptr) return a;
+  a.model_ = mc->name;
+  auto stats = stats_for(*st, mc->name);
+  // An explicit request is served even when the breaker is open (there is no
+  // other model to send it to); it only counts when the breaker took it.
+  if (stats->breaker().allow()) {
+    stats->on_start();
+    a.stats_ = std::move(stats);
+  }
+  return a;
+}
+
+void RouterService::regulate_direct(GenerateRequest& request, const RouteHints& hints) const {
+  if (!hints.reasoning_effort) return;
+  auto st = state();
+  st->regulate(st->classifier.classify(request), hints, request.model, request);
+}
+
+// ---------------------------------------------------------------- feedback
+
+void RouterService::remember(const std::string& response_id, FeedbackTarget target) {
+  if (response_id.empty() || options_.feedback_capacity == 0) return;
+  std::lock_guard lock(feedback_mu_);
+  auto it = feedback_index_.find(response_id);
+  if (it != feedback_index_.end()) feedback_lru_.erase(it->second);
+  feedback_lru_.emplace_front(response_id, std::move(target));
+  feedback_index_[response_id] = feedback_lru_.begin();
+  while (feedback_lru_.size() > options_.feedback_capacity) {
+    feedback_index_.erase(feedback_lru_.back().first);
+    feedback_lru_.pop_back();
+  }
+}
+
+Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, bool helpful) {
+  FeedbackTarget target;
+  {
+    std::lock_guard lock(feedback_mu_);
+    auto it = feedback_index_.find(response_id);
+    if (it == feedback_index_.end())
+      return Status::not_found("no response with id '" + response_id.substr(0, 128) +
+                                   "' is known (unknown, or too old: the newest " +
+                                   std::to_string(options_.feedback_capacity) + " are kept)",
+                               "response_id");
+    target = it->second->second;
+    feedback_lru_.splice(feedback_lru_.begin(), feedback_lru_, it->second);  // touched: newest
+  }
+  auto st = state();
+  stats_for(*st, target.model)->record_feedback(helpful);
+  if (!target.arm.empty() && st->canary) {
+    // The route may have left the configuration since: that is not the client's problem.
+    Status s = st->canary->record_feedback(target.route, target.arm, helpful);
+    if (!s) spdlog::debug("feedback for {}: {}", response_id, s.message());
+  }
+  return target;
+}
+
+// --------------------------------------------------------------- admission
+
+Result<qos::AdmissionGate::Hold> RouterService::admit() {
+  auto hold = gate_.enter();
+  if (!hold) {
+    if (hold.status().code() == StatusCode::kResourceExhausted)
+      return Status::resource_exhausted("the server is at its limit of " +
+                                        std::to_string(state()->routing.admission.max_active) +
+                                        " generations at once (routing.admission.max_active); retry after " +
+                                        std::to_string(gate_.retry_after_seconds()) + " s");
+    return Status::unavailable("the server is shutting down");
+  }
+  return hold;
+}
+
+bool RouterService::close_and_drain(std::chrono::milliseconds timeout) {
+  gate_.close();
+  bool drained = gate_.wait_drained(timeout);
+  flush_log();
+  return drained;
+}
+
+void RouterService::flush_log() {
+  std::shared_ptr<const State> st;
+  {
+    std::lock_guard lock(mu_);
+    st = state_;
+  }
+  if (st && st->log) st->log->flush();
+}
+
+// ----------------------------------------------------------------- metrics
+
+json RouterService::metrics_json() {
+  auto st = state();
+  std::vector<providers::ModelEntry> entries = directory_->list();
+  std::vector<Candidate> candidates;
+  std::vector<InstanceSnapshot> snaps;
+  std::vector<std::shared_ptr<InstanceStats>> stats;
+  for (const auto& e : entries) {
+    auto s = stats_for(*st, e.info.name);
+    Candidate c;
+    c.id = c.model = e.info.name;
+    c.tags = e.info.capabilities;
+    c.context = e.info.context;
+    c.load = e.stats;
+    c.stats = s->snapshot();
+    candidates.push_back(c);
+    stats.push_back(std::move(s));
+  }
+  // The score each instance has now for a request that needs nothing.
+  std::vector<ScoredCandidate> now = score_candidates(Requirements{}, candidates, st->weights, st->score);
+  std::map<std::string, double> last;
+  {
+    std::lock_guard lock(mu_);
+    last = last_score_;
+  }
+  json instances = json::array();
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const Candidate& c = candidates[i];
+    const ScoredCandidate* sc = nullptr;
+    for (const auto& s : now)
+      if (s.index == i) sc = &s;
+    auto lit = last.find(c.id);
+    instances.push_back({{"id", c.id},
+                         {"model", c.model},
+                         {"state", entries[i].state},
+                         {"avg_latency_ms", c.stats.ewma_ms},
+                         {"p95_latency_ms", c.stats.p95_ms},
+                         {"latency_samples", c.stats.samples},
+                         {"active_requests", std::max<int64_t>(c.stats.in_flight, c.load.active_sequences)},
+                         {"router_in_flight", c.stats.in_flight},
+                         {"queue_depth", c.load.queued},
+                         {"parallel", c.load.parallel},
+                         {"capability_tags", c.tags},
+                         {"breaker_state", qos::breaker_state_name(c.stats.breaker)},
+                         {"breaker_opens", stats[i]->breaker().times_opened()},
+                         {"success_rate", c.stats.success_rate},
+                         {"quality", c.stats.quality},
+                         {"feedback", c.stats.feedback},
+                         {"slow_excluded", c.stats.slow_excluded},
+                         {"score", sc != nullptr ? json(sc->score) : json()},
+                         {"excluded_reason", sc != nullptr && sc->excluded ? json(sc->reason) : json()},
+                         {"last_score", lit != last.end() ? json(lit->second) : json()}});
+  }
+  json routes = json::array();
+  if (st->canary) {
+    for (const auto& route : st->canary->routes()) {
+      json arms = json::array();
+      for (const auto& a : st->canary->stats(route))
+        arms.push_back({{"name", a.name},
+                        {"model", a.model},
+                        {"percent", a.percent},
+                        {"baseline", a.baseline},
+                        {"enabled", a.enabled},
+                        {"requests", a.requests},
+                        {"helpful", a.helpful},
+                        {"not_helpful", a.not_helpful},
+                        {"helpful_rate", a.helpful_rate},
+                        {"latency_samples", a.latency_samples},
+                        {"mean_latency_ms", a.mean_latency_ms},
+                        {"p95_latency_ms", a.p95_latency_ms},
+                        {"disabled_reason", a.disabled_reason}});
+      routes.push_back({{"route", route}, {"arms", arms}});
+    }
+  }
+  json groups = json::array();
+  for (const auto& g : st->routing.groups)
+    groups.push_back({{"name", g.name}, {"models", g.models}, {"fallbacks", g.fallbacks}, {"strategy", g.strategy}});
+  return {{"instances", instances},
+          {"routes", routes},
+          {"groups", groups},
+          {"admission",
+           {{"active", gate_.active()},
+            {"rejected", gate_.rejected()},
+            {"max_active", st->routing.admission.max_active},
+            {"closed", gate_.closed()}}},
+          {"retry_budget",
+           {{"available", st->budget->available()},
+            {"requests_in_window", st->budget->requests_in_window()},
+            {"retries_in_window", st->budget->retries_in_window()}}},
+          {"decision_log", st->log ? json({{"path", st->log->path()},
+                                           {"written", st->log->written()},
+                                           {"dropped", st->log->dropped()}})
+                                   : json()}};
+}
+
+void RouterService::collect_metrics(std::string& out) {
+  auto st = state();
+  std::vector<std::pair<obs::Labels, double>> state_samples, fail_samples;
+  {
+    std::lock_guard lock(st->instances->mu);
+    for (const auto& [model, s] : st->instances->by_model) {
+      state_samples.push_back({{{"instance", model}}, static_cast<double>(s->breaker().state())});
+      fail_samples.push_back({{{"instance", model}}, static_cast<double>(s->breaker().consecutive_failures())});
+    }
+  }
+  obs::append_family(out, "llmpool_breaker_state", "Circuit breaker state per instance: 0 closed, 1 open, 2 half_open.",
+                     "gauge", state_samples);
+  obs::append_family(out, "llmpool_breaker_consecutive_failures", "Consecutive failures seen by the breaker.", "gauge",
+                     fail_samples);
+  obs::append_family(out, "llmpool_admission_active", "Generations holding an admission slot.", "gauge",
+                     {{{}, static_cast<double>(gate_.active())}});
+  obs::append_family(out, "llmpool_admission_rejected_total",
+                     "Generations refused with 429 over routing.admission.max_active.", "counter",
+                     {{{}, static_cast<double>(gate_.rejected())}});
+}
+
+}  // namespace llmpool::router

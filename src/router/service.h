@@ -1,0 +1,208 @@
+// RouterService: the router as the server runs it. It owns the per-instance
+// statistics (one InstanceStats, with its circuit breaker, per model name),
+// the canary controller, the retry budget, the admission gate, one
+// EnsembleRunner per route group and the decision log, and turns one parsed
+// request into a routed answer:
+//
+//   classify -> canary assign (by the OpenAI `user`) -> score candidates
+//   -> regulate effort -> EnsembleRunner::run (breaker + retry budget hooks)
+//   -> decision log line, feedback record, InstanceStats / canary updates
+//
+// `model: "auto"` or a route group name routes among the group's models
+// (auto without a configured group: every model); an explicit model name
+// skips the choice but keeps the fallbacks of the groups it belongs to.
+// docs/routing.md describes the flow, the decision log and the metrics.
+//
+// Models are reached through the ModelDirectory (the pool) only when an
+// attempt starts, so scoring never loads a model. Candidates are built from
+// ModelDirectory::list(): id and model are the model's name.
+//
+// Threading: every public method is thread-safe; route()'s `done` runs on a
+// provider's or the timer's thread (or inside route() for early errors).
+// apply() swaps the configuration for requests that start afterwards;
+// requests in flight finish with what they started with. The clock, timer,
+// random source and metrics registry passed in Options must outlive the
+// service; the directory is shared.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/chat.h"
+#include "common/status.h"
+#include "config/config.h"
+#include "ensemble/runner.h"
+#include "obs/metrics.h"
+#include "providers/directory.h"
+#include "qos/admission.h"
+#include "qos/clock.h"
+#include "qos/retry_budget.h"
+#include "qos/timer.h"
+#include "router/canary.h"
+#include "router/classifier.h"
+#include "router/decision_log.h"
+#include "router/effort.h"
+#include "router/instance_stats.h"
+#include "router/scorer.h"
+
+namespace llmpool::router {
+
+// What a request asks of the router beyond the generation itself.
+struct RouteHints {
+  std::string user;                                   // OpenAI `user`: the canary key
+  std::optional<ReasoningEffort> reasoning_effort;    // OpenAI `reasoning_effort`
+  bool temperature_set = false;                       // the client chose a temperature
+  std::optional<ensemble::StrategyKind> strategy;     // extension `ensemble.strategy`
+  int32_t k = 0;                                      // extension `ensemble.k`; 0: the group's
+  std::string judge;                                  // extension `ensemble.judge`; "": the group's
+};
+
+struct RouteRequest {
+  GenerateRequest generate;  // generate.model: "auto", a group name or a model name
+  RouteHints hints;
+  std::string response_id;   // the id the answer carries; the key for feedback
+};
+
+// Which model answered and why: response headers, the `llmpool` field.
+struct RouteInfo {
+  std::string model;         // the model that answered ("" when none did)
+  std::string route;         // the group, or the model asked for by name
+  std::string reason;        // one line
+  std::string arm;           // canary arm, when the request was in a canary route
+  nlohmann::json ensemble;   // to_json(EnsembleDecision); null for a direct request
+};
+
+struct RouteOutcome {
+  Result<Completion> completion;
+  RouteInfo info;
+};
+
+// Where a response id leads, for POST /v1/feedback.
+struct FeedbackTarget {
+  std::string model;         // the instance that answered
+  std::string route;         // canary route ("" when none)
+  std::string arm;           // canary arm ("" when none)
+};
+
+// An explicit-model request served without the router's choice (it still
+// counts in the instance's statistics and its breaker).
+class DirectAttempt {
+ public:
+  DirectAttempt() = default;
+  // Records the attempt's end once: success or failure (server-side errors
+  // only: a rejected request says nothing about health), with its latency.
+  void finish(const Status& status);
+  const std::string& model() const { return model_; }
+
+ private:
+  friend class RouterService;
+  std::shared_ptr<InstanceStats> stats_;  // null: the breaker did not take this attempt
+  std::string model_;
+  qos::Clock::TimePoint start_{};
+  const qos::Clock* clock_ = nullptr;
+  bool done_ = false;
+};
+
+class RouterService {
+ public:
+  struct Options {
+    const qos::Clock* clock = nullptr;          // default: SystemClock::instance()
+    qos::Timer* timer = nullptr;                // default: a ThreadTimer the service owns
+    qos::RandomSource* random = nullptr;        // default: a SeededRandom from std::random_device
+    obs::MetricsRegistry* metrics = nullptr;    // optional
+    size_t feedback_capacity = 100000;          // response ids remembered for feedback (LRU)
+    DecisionLog::Options log;
+  };
+
+  // Builds the service for `config` (routing section and models).
+  // InvalidArgument when the canary or runner options are refused,
+  // Unavailable when the decision log cannot be opened.
+  static Result<std::unique_ptr<RouterService>> create(const config::Config& config,
+                                                       std::shared_ptr<providers::ModelDirectory> directory,
+                                                       Options options);
+  ~RouterService();
+
+  // Applies a new configuration (hot reload). On error nothing changes.
+  // Statistics are kept unless the instance or breaker options changed;
+  // canary counters are kept unless the canary section changed.
+  Status apply(const config::Config& config);
+
+  // True when `model` goes through the router's choice or a fallback
+  // chain: "auto", a group name, a model with fallbacks, or any request
+  // that names an ensemble strategy.
+  bool routes(const std::string& model, const RouteHints& hints) const;
+
+  // Runs a routed request; `done` is called exactly once.
+  void route(RouteRequest request, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done);
+
+  // For a request sent straight to `model`: statistics and breaker
+  // bookkeeping (see DirectAttempt) and the effort regulation a request
+  // with `reasoning_effort` asks for.
+  DirectAttempt start_direct(const std::string& model);
+  void regulate_direct(GenerateRequest& request, const RouteHints& hints) const;
+
+  // Remembers where `response_id` came from, for feedback.
+  void remember(const std::string& response_id, FeedbackTarget target);
+  // Records feedback for a remembered response: the instance's quality and,
+  // in a canary route, the arm's helpful rate (which may switch it off).
+  // NotFound (param "response_id") for an unknown or forgotten id.
+  Result<FeedbackTarget> feedback(const std::string& response_id, bool helpful);
+
+  // Global backpressure: a hold per generation. ResourceExhausted over
+  // routing.admission.max_active (answer 429 with Retry-After), Unavailable
+  // once closed.
+  Result<qos::AdmissionGate::Hold> admit();
+  int32_t retry_after_seconds() const { return gate_.retry_after_seconds(); }
+  // Shutdown: refuse new generations, then wait (blocking) for the running
+  // ones, at most `timeout`. True if drained.
+  bool close_and_drain(std::chrono::milliseconds timeout);
+
+  // GET /api/routing-metrics.
+  nlohmann::json metrics_json();
+  // Writes the decision log out now.
+  void flush_log();
+
+ private:
+  struct State;
+  struct Instances;
+  RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options);
+  Result<std::shared_ptr<const State>> build_state(const config::Config& config,
+                                                   const std::shared_ptr<const State>& previous);
+  std::shared_ptr<const State> state() const;
+  std::shared_ptr<InstanceStats> stats_for(const State& st, const std::string& model);
+  void on_canary_event(const CanaryEvent& event);
+  void collect_metrics(std::string& out);
+
+  std::shared_ptr<providers::ModelDirectory> directory_;
+  Options options_;
+  const qos::Clock& clock_;
+  std::unique_ptr<qos::Timer> own_timer_;
+  std::unique_ptr<qos::RandomSource> own_random_;
+  qos::Timer& timer_;
+  qos::RandomSource& random_;
+  qos::AdmissionGate gate_;
+  obs::Histogram* overhead_ = nullptr;
+  obs::Counter* decisions_ = nullptr;
+
+  mutable std::mutex mu_;
+  std::shared_ptr<const State> state_;                  // guarded by mu_
+  std::map<std::string, double> last_score_;            // model -> score in the last decision; guarded by mu_
+
+  std::mutex feedback_mu_;
+  std::list<std::pair<std::string, FeedbackTarget>> feedback_lru_;  // newest first; guarded by feedback_mu_
+  std::unordered_map<std::string, std::list<std::pair<std::string, FeedbackTarget>>::iterator>
+      feedback_index_;                                  // guarded by feedback_mu_
+};
+
+}  // namespace llmpool::router

@@ -1,0 +1,202 @@
+// The router behind the HTTP routes: OpenAiRoutes with a RouterService over
+// scripted fake providers (no model, no network, manual clock).
+#include "api/routing_routes.h"
+
+#include <gtest/gtest.h>
+
+#include "api/openai_routes.h"
+#include "router/fake_directory.h"
+
+namespace llmpool::api {
+namespace {
+
+using namespace std::chrono_literals;
+using ensemble::testing::answer;
+using nlohmann::json;
+using router::testing::FakeDirectory;
+using router::testing::model;
+
+class RoutingRoutesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (auto m : {model("general", {"general"}), model("coder", {"code"}), model("solo", {"general"})}) {
+      cfg_.models.push_back(m);
+      dir_->add(m, {answer(m.name == "coder" ? "def fixed(): pass" : "hello", 0)});
+    }
+    config::RouteGroupConfig g;
+    g.name = "pair";
+    g.models = {"general", "coder"};
+    cfg_.routing.groups = {g};
+    cfg_.routing.admission.max_active = 2;
+    cfg_.routing.admission.retry_after_seconds = 7;
+    router::RouterService::Options o;
+    o.clock = &clock_;
+    o.timer = &timer_;
+    o.metrics = &metrics_;
+    auto s = router::RouterService::create(cfg_, dir_, o);
+    ASSERT_TRUE(s.is_ok()) << s.status().message();
+    service_ = std::move(s).value();
+    add_openai_routes(router_, dir_, metrics_, service_);
+    add_routing_routes(router_, service_);
+  }
+
+  HttpResponse call(const std::string& method, const std::string& path, const std::string& body = "") {
+    HttpRequest req;
+    req.method = method;
+    req.path = req.target = path;
+    req.body = body;
+    auto w = std::make_shared<BufferedResponseWriter>();
+    router_.dispatch(req, w);
+    for (int i = 0; i < 100 && !w->finished(); ++i) timer_.advance(10ms);
+    EXPECT_TRUE(w->finished());
+    return w->response();
+  }
+
+  static std::string chat(const std::string& model, const std::string& extra = "") {
+    return R"({"model":")" + model + R"(","messages":[{"role":"user","content":"Write a python function with def and return"}])" +
+           extra + "}";
+  }
+
+  // The JSON of every `data:` event of an SSE body but [DONE].
+  static std::vector<json> events(const std::string& body) {
+    std::vector<json> out;
+    size_t pos = 0;
+    while ((pos = body.find("data: ", pos)) != std::string::npos) {
+      size_t end = body.find("\n\n", pos);
+      std::string data = body.substr(pos + 6, end - pos - 6);
+      if (data != "[DONE]") out.push_back(json::parse(data));
+      pos = end;
+    }
+    return out;
+  }
+
+  qos::ManualClock clock_;
+  qos::ManualTimer timer_{clock_};
+  std::shared_ptr<FakeDirectory> dir_ = std::make_shared<FakeDirectory>(timer_);
+  obs::MetricsRegistry metrics_;
+  config::Config cfg_;
+  std::shared_ptr<router::RouterService> service_;
+  HttpRouter router_;
+};
+
+TEST_F(RoutingRoutesTest, AutoAnswersWithTheModelInAHeaderAndTheLlmpoolField) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("auto"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_EQ(r.headers["x-llmpool-model"], "coder");
+  EXPECT_FALSE(r.headers["x-llmpool-route-reason"].empty());
+  EXPECT_EQ(j["model"], "coder");
+  EXPECT_EQ(j["llmpool"]["model"], "coder");
+  EXPECT_EQ(j["llmpool"]["route"], "auto");
+  EXPECT_EQ(j["llmpool"]["reason"], r.headers["x-llmpool-route-reason"]);
+  EXPECT_EQ(j["llmpool"]["ensemble"]["strategy"], "fastest");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "def fixed(): pass");
+}
+
+TEST_F(RoutingRoutesTest, ARoutedStreamCarriesTheLlmpoolFieldOnItsFirstChunk) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("pair", R"(,"stream":true,"stream_options":{"include_usage":true})"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "text/event-stream");
+  EXPECT_EQ(r.headers["x-llmpool-model"], "coder");
+  std::vector<json> ev = events(r.body);
+  ASSERT_GE(ev.size(), 3u);
+  EXPECT_EQ(ev[0]["llmpool"]["model"], "coder");
+  EXPECT_EQ(ev[0]["choices"][0]["delta"]["content"], "def fixed(): pass");
+  EXPECT_FALSE(ev[1].contains("llmpool"));
+  EXPECT_EQ(ev[1]["choices"][0]["finish_reason"], "stop");
+  EXPECT_TRUE(ev.back().contains("usage"));
+  EXPECT_NE(r.body.find("data: [DONE]"), std::string::npos);
+}
+
+TEST_F(RoutingRoutesTest, ADirectRequestSaysSoToo) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("solo", R"(,"stream":true)"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["x-llmpool-model"], "solo");
+  EXPECT_EQ(r.headers["x-llmpool-route-reason"], "requested by name");
+  std::vector<json> ev = events(r.body);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev[0]["llmpool"]["route"], "solo");
+  EXPECT_TRUE(ev[0]["llmpool"]["ensemble"].is_null());
+}
+
+TEST_F(RoutingRoutesTest, FeedbackNamesWhatIsWrongAndFindsKnownResponses) {
+  HttpResponse r = call("POST", "/v1/feedback", "{not json");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "invalid_json");
+  r = call("POST", "/v1/feedback", R"({"response_id":"x"})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "helpful");
+  r = call("POST", "/v1/feedback", R"({"helpful":true})");
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "response_id");
+  r = call("POST", "/v1/feedback", R"({"response_id":"chatcmpl-unknown","helpful":true})");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json::parse(r.body)["error"]["type"], "invalid_request_error");
+
+  for (const char* m : {"auto", "solo"}) {
+    std::string id = json::parse(call("POST", "/v1/chat/completions", chat(m)).body)["id"];
+    r = call("POST", "/v1/feedback", R"({"response_id":")" + id + R"(","helpful":false})");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body)["model"], std::string(m) == "auto" ? "coder" : "solo");
+  }
+}
+
+TEST_F(RoutingRoutesTest, RoutingMetricsDescribeEveryInstance) {
+  call("POST", "/v1/chat/completions", chat("auto"));
+  HttpResponse r = call("GET", "/api/routing-metrics");
+  ASSERT_EQ(r.status, 200);
+  json j = json::parse(r.body);
+  ASSERT_EQ(j["instances"].size(), 3u);
+  const json& coder = j["instances"][1];
+  EXPECT_EQ(coder["id"], "coder");
+  EXPECT_EQ(coder["capability_tags"], json::array({"code"}));
+  EXPECT_EQ(coder["breaker_state"], "closed");
+  EXPECT_EQ(coder["latency_samples"], 1);
+  EXPECT_TRUE(coder["score"].is_number());
+  EXPECT_TRUE(coder["last_score"].is_number());
+  EXPECT_EQ(j["admission"]["max_active"], 2);
+  std::string prom = call("GET", "/metrics").body;
+  EXPECT_NE(prom.find("llmpool_router_overhead_seconds_count 1"), std::string::npos);
+  EXPECT_NE(prom.find("llmpool_breaker_state{instance=\"coder\"} 0"), std::string::npos);
+  EXPECT_NE(prom.find("llmpool_admission_active 0"), std::string::npos);
+}
+
+TEST_F(RoutingRoutesTest, OverTheAdmissionLimitIs429WithRetryAfter) {
+  auto a = service_->admit();
+  auto b = service_->admit();
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("solo"));
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.headers["Retry-After"], "7");
+  EXPECT_EQ(json::parse(r.body)["error"]["type"], "rate_limit_error");
+  a->release();
+  EXPECT_EQ(call("POST", "/v1/chat/completions", chat("auto")).status, 200);
+}
+
+TEST_F(RoutingRoutesTest, BadRoutingFieldsAreNamed) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("auto", R"(,"ensemble":{"strategy":"best"})"));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "ensemble.strategy");
+  r = call("POST", "/v1/chat/completions", chat("auto", R"(,"ensemble":{"strategy":"voting","k":99})"));
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "ensemble.k");
+  r = call("POST", "/v1/chat/completions", chat("auto", R"(,"ensemble":{"strategy":"judge","judge":"nobody"})"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "ensemble.judge");
+  r = call("POST", "/v1/chat/completions", chat("auto", R"(,"reasoning_effort":"extreme")"));
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "reasoning_effort");
+  r = call("POST", "/v1/chat/completions", chat("auto", R"(,"user":42)"));
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "user");
+  r = call("POST", "/v1/chat/completions", chat("nothing-here"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "model");
+}
+
+TEST_F(RoutingRoutesTest, AnEnsembleCanBeChosenPerRequest) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("pair", R"(,"ensemble":{"strategy":"voting","k":2})"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_EQ(j["llmpool"]["ensemble"]["strategy"], "voting");
+  EXPECT_EQ(j["llmpool"]["ensemble"]["candidates"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace llmpool::api

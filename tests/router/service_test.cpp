@@ -1,0 +1,366 @@
+#include "router/service.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "router/fake_directory.h"
+
+namespace llmpool::router {
+namespace {
+
+using namespace std::chrono_literals;
+using ensemble::testing::answer;
+using ensemble::testing::failure;
+using nlohmann::json;
+using testing::FakeDirectory;
+using testing::model;
+
+const char* kCodePrompt = "```python\ndef add(a, b):\n    return a - b\n```\nFix this python function.";
+
+class RouterServiceTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    svc_.reset();
+    if (!log_path_.empty()) std::filesystem::remove(log_path_);
+  }
+
+  void start() {
+    RouterService::Options o;
+    o.clock = &clock_;
+    o.timer = &timer_;
+    o.random = &random_;
+    o.metrics = &metrics_;
+    o.feedback_capacity = feedback_capacity_;
+    auto s = RouterService::create(cfg_, dir_, o);
+    ASSERT_TRUE(s.is_ok()) << s.status().message();
+    svc_ = std::move(s).value();
+  }
+
+  void with_log() {
+    log_path_ = (std::filesystem::temp_directory_path() /
+                 ("llmpool-router-test-" + std::to_string(::getpid()) + "-" +
+                  ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".jsonl"))
+                    .string();
+    std::filesystem::remove(log_path_);
+    cfg_.routing.decision_log = log_path_;
+  }
+
+  std::vector<json> log_lines() {
+    svc_->flush_log();
+    std::ifstream in(log_path_);
+    std::vector<json> out;
+    for (std::string line; std::getline(in, line);) out.push_back(json::parse(line));
+    return out;
+  }
+
+  RouteOutcome run(const std::string& asked, const std::string& prompt, RouteHints hints = {},
+                   std::string id = {}) {
+    RouteRequest rq;
+    rq.generate.model = asked;
+    rq.generate.messages = {{"user", prompt}};
+    rq.hints = std::move(hints);
+    rq.response_id = id.empty() ? "chatcmpl-" + std::to_string(++requests_) : id;
+    std::optional<RouteOutcome> out;
+    svc_->route(std::move(rq), nullptr, [&](RouteOutcome o) { out = std::move(o); });
+    for (int i = 0; i < 100 && !out; ++i) timer_.advance(10ms);
+    EXPECT_TRUE(out.has_value());
+    return out ? std::move(*out) : RouteOutcome{Status::internal("no answer"), {}};
+  }
+
+  config::RouteGroupConfig group(std::string name, std::vector<std::string> models,
+                                 std::vector<std::string> fallbacks = {}) {
+    config::RouteGroupConfig g;
+    g.name = std::move(name);
+    g.models = std::move(models);
+    g.fallbacks = std::move(fallbacks);
+    return g;
+  }
+
+  void add(const config::ModelConfig& m, std::vector<ensemble::testing::Script> scripts) {
+    cfg_.models.push_back(m);
+    providers_[m.name] = dir_->add(m, std::move(scripts));
+  }
+
+  qos::ManualClock clock_;
+  qos::ManualTimer timer_{clock_};
+  qos::SeededRandom random_{7};
+  std::shared_ptr<FakeDirectory> dir_ = std::make_shared<FakeDirectory>(timer_);
+  std::map<std::string, std::shared_ptr<ensemble::testing::FakeProvider>> providers_;
+  obs::MetricsRegistry metrics_;
+  config::Config cfg_;
+  size_t feedback_capacity_ = 100000;
+  std::unique_ptr<RouterService> svc_;
+  std::string log_path_;
+  int requests_ = 0;
+};
+
+TEST_F(RouterServiceTest, AutoPicksTheModelWithTheRequiredTagAndLogsTheDecision) {
+  add(model("general", {"general"}), {answer("hello", 0)});
+  add(model("coder", {"code"}), {answer("fixed", 0)});
+  with_log();
+  start();
+  RouteOutcome o = run("auto", kCodePrompt);
+  ASSERT_TRUE(o.completion.is_ok()) << o.completion.status().message();
+  EXPECT_EQ(o.info.model, "coder");
+  EXPECT_EQ(o.info.route, "auto");
+  EXPECT_NE(o.info.reason.find("best score"), std::string::npos) << o.info.reason;
+  EXPECT_EQ(o.completion->choices.at(0).text, "fixed");
+  EXPECT_EQ(providers_["general"]->calls(), 0);
+  EXPECT_EQ(dir_->acquired("general"), 0);  // scoring never loads a model
+  EXPECT_EQ(o.info.ensemble["strategy"], "fastest");
+
+  auto lines = log_lines();
+  ASSERT_EQ(lines.size(), 1u);
+  const json& l = lines[0];
+  EXPECT_EQ(l["route"], "auto");
+  EXPECT_EQ(l["chosen"], "coder");
+  EXPECT_EQ(l["answered_by"], "coder");
+  EXPECT_EQ(l["request_id"], "chatcmpl-1");
+  ASSERT_EQ(l["candidates"].size(), 2u);
+  EXPECT_EQ(l["candidates"][0]["model"], "coder");
+  EXPECT_EQ(l["candidates"][1]["excluded"], true);
+  EXPECT_NE(l["candidates"][1]["reason"].get<std::string>().find("missing required tags"), std::string::npos);
+  EXPECT_TRUE(l["router_us"].is_number());
+  EXPECT_GE(l["router_us"].get<double>(), 0.0);
+  EXPECT_EQ(l["classification"]["required"], json::array({"code"}));
+  EXPECT_TRUE(l["effort"].is_object());
+  EXPECT_EQ(metrics_.histogram("llmpool_router_overhead_seconds", "", {}, {}).count(), 1u);
+}
+
+TEST_F(RouterServiceTest, RequiredTagsBecomePreferredWhenNoModelHasThem) {
+  add(model("general", {"general"}), {answer("ok", 0)});
+  with_log();
+  start();
+  RouteOutcome o = run("auto", kCodePrompt);
+  ASSERT_TRUE(o.completion.is_ok()) << o.completion.status().message();
+  EXPECT_EQ(o.info.model, "general");
+  EXPECT_NE(o.info.reason.find("required tags"), std::string::npos) << o.info.reason;
+  EXPECT_EQ(log_lines().at(0)["relaxed_required_tags"], true);
+}
+
+TEST_F(RouterServiceTest, FallsBackAndRoutesAroundAnOpenBreaker) {
+  add(model("a", {"general"}), {failure(Status::unavailable("a is down"), 0)});
+  add(model("b", {"general"}), {answer("from b", 0)});
+  cfg_.routing.groups = {group("g", {"a"}, {"b"})};
+  cfg_.routing.breaker.failure_threshold = 1;
+  cfg_.routing.breaker.cooldown_ms = 1000;
+  start();
+  RouteOutcome o = run("g", "hello there");
+  ASSERT_TRUE(o.completion.is_ok()) << o.completion.status().message();
+  EXPECT_EQ(o.info.model, "b");
+  EXPECT_NE(o.info.reason.find("fallback"), std::string::npos) << o.info.reason;
+  EXPECT_EQ(providers_["a"]->calls(), 1);
+
+  // a's breaker is open: the next request goes straight to b.
+  json m = svc_->metrics_json();
+  EXPECT_EQ(m["instances"][0]["id"], "a");
+  EXPECT_EQ(m["instances"][0]["breaker_state"], "open");
+  o = run("g", "hello again");
+  EXPECT_EQ(o.info.model, "b");
+  EXPECT_EQ(providers_["a"]->calls(), 1);
+  EXPECT_NE(metrics_.render().find("llmpool_breaker_state{instance=\"a\"} 1"), std::string::npos);
+  EXPECT_EQ(metrics_.counter("llmpool_breaker_opens_total", "", {{"instance", "a"}}).value(), 1.0);
+
+  // After the cooldown a probe goes to a again (half-open); it fails, b answers.
+  clock_.advance(1500ms);
+  o = run("g", "and again");
+  EXPECT_EQ(providers_["a"]->calls(), 2);
+  EXPECT_EQ(o.info.model, "b");
+}
+
+TEST_F(RouterServiceTest, AnExplicitModelKeepsItsGroupsFallbacks) {
+  add(model("a", {"general"}), {failure(Status::unavailable("down"), 0)});
+  add(model("b", {"general"}), {answer("b", 0)});
+  add(model("c", {"general"}), {answer("c", 0)});
+  cfg_.routing.groups = {group("g", {"a", "c"}, {"b"})};
+  start();
+  EXPECT_TRUE(svc_->routes("a", {}));
+  EXPECT_FALSE(svc_->routes("b", {}));  // in no group's models: no fallbacks
+  EXPECT_TRUE(svc_->routes("g", {}));
+  EXPECT_TRUE(svc_->routes("auto", {}));
+  RouteOutcome o = run("a", "hi");
+  ASSERT_TRUE(o.completion.is_ok());
+  EXPECT_EQ(o.info.model, "b");
+  EXPECT_EQ(o.info.route, "a");
+  EXPECT_NE(o.info.reason.find("requested by name"), std::string::npos);
+  EXPECT_EQ(providers_["c"]->calls(), 0);  // the explicit choice is not second-guessed
+}
+
+TEST_F(RouterServiceTest, UnknownModelIsNotFound) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  start();
+  RouteOutcome o = run("nope", "hi");
+  ASSERT_FALSE(o.completion.is_ok());
+  EXPECT_EQ(o.completion.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(o.completion.status().param(), "model");
+}
+
+TEST_F(RouterServiceTest, EffortSetsTheThinkingBudgetOnlyForThinkingModels) {
+  add(model("thinker", {"general"}, true), {answer("t", 0)});
+  add(model("plain", {"general"}), {answer("p", 0)});
+  cfg_.routing.groups = {group("t", {"thinker"}), group("p", {"plain"})};
+  start();
+  RouteHints high;
+  high.reasoning_effort = ReasoningEffort::kHigh;
+  ASSERT_TRUE(run("t", "Prove that the sum of two even numbers is even.", high).completion.is_ok());
+  GenerateRequest r = providers_["thinker"]->request(0);
+  EXPECT_GT(r.thinking_budget, 256);
+  ASSERT_TRUE(r.sampling.max_tokens.has_value());
+  EXPECT_GT(*r.sampling.max_tokens, r.thinking_budget);
+
+  ASSERT_TRUE(run("p", "Prove that the sum of two even numbers is even.", high).completion.is_ok());
+  r = providers_["plain"]->request(0);
+  EXPECT_EQ(r.thinking_budget, -1);  // untouched: the model has no thinking block
+  ASSERT_TRUE(r.sampling.max_tokens.has_value());
+
+  RouteHints low;
+  low.reasoning_effort = ReasoningEffort::kMinimal;
+  low.temperature_set = true;
+  ASSERT_TRUE(run("t", "hi", low).completion.is_ok());
+  r = providers_["thinker"]->request(1);
+  EXPECT_EQ(r.thinking_budget, 0);  // too little effort to think
+  EXPECT_EQ(r.sampling.temperature, 1.0f);  // the client's (default) temperature is kept
+}
+
+TEST_F(RouterServiceTest, VotingChosenPerRequestReturnsTheMajority) {
+  add(model("a", {"general"}), {answer("Paris", 0)});
+  add(model("b", {"general"}), {answer("paris.", 0)});
+  add(model("c", {"general"}), {answer("Lyon", 0)});
+  start();
+  RouteHints h;
+  h.strategy = ensemble::StrategyKind::kVoting;
+  RouteOutcome o = run("auto", "What is the capital of France?", h);
+  ASSERT_TRUE(o.completion.is_ok()) << o.completion.status().message();
+  EXPECT_EQ(o.info.ensemble["strategy"], "voting");
+  EXPECT_EQ(o.info.ensemble["votes"].get<double>(), 2.0);
+  EXPECT_EQ(o.completion->choices.at(0).text.substr(0, 5), "Paris");
+  EXPECT_EQ(o.info.ensemble["candidates"].size(), 3u);
+  EXPECT_NE(o.info.reason.find("voting"), std::string::npos);
+}
+
+TEST_F(RouterServiceTest, FeedbackReachesTheInstanceAndUnknownIdsAreNotFound) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  feedback_capacity_ = 2;
+  start();
+  ASSERT_TRUE(run("auto", "hi", {}, "id-1").completion.is_ok());
+  auto bad = svc_->feedback("nope", true);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(bad.status().param(), "response_id");
+
+  auto ok = svc_->feedback("id-1", false);
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ(ok->model, "a");
+  json m = svc_->metrics_json();
+  EXPECT_EQ(m["instances"][0]["feedback"], 1);
+  EXPECT_LT(m["instances"][0]["quality"].get<double>(), 0.5);
+
+  // The map is bounded: the oldest id is forgotten.
+  ASSERT_TRUE(run("auto", "hi", {}, "id-2").completion.is_ok());
+  ASSERT_TRUE(run("auto", "hi", {}, "id-3").completion.is_ok());
+  EXPECT_FALSE(svc_->feedback("id-1", true).is_ok());
+  EXPECT_TRUE(svc_->feedback("id-3", true).is_ok());
+}
+
+TEST_F(RouterServiceTest, ACanaryIsAssignedByUserAndSwitchedOffOnARegression) {
+  add(model("base", {"general"}), {answer("base", 0)});
+  add(model("next", {"general"}), {answer("next", 0)});
+  cfg_.routing.groups = {group("g", {"base"})};
+  cfg_.routing.canary.min_samples = 3;
+  cfg_.routing.canary.max_helpful_drop = 0.1;
+  cfg_.routing.canary.routes = {{"g", "base", {{"trial", "next", 50}}}};
+  with_log();
+  start();
+  // The same user always lands in the same arm.
+  std::map<std::string, std::string> arm_of;
+  for (int u = 0; u < 40; ++u) {
+    std::string user = "user-" + std::to_string(u);
+    RouteHints h;
+    h.user = user;
+    std::string id = "r-" + user;
+    RouteOutcome o = run("g", "hi", h, id);
+    ASSERT_TRUE(o.completion.is_ok());
+    arm_of[id] = o.info.arm;
+    EXPECT_EQ(o.info.model, o.info.arm == "trial" ? "next" : "base");
+    EXPECT_EQ(run("g", "hi again", h).info.arm, o.info.arm);
+  }
+  // Baseline answers are helpful, the trial's are not: the trial is switched off.
+  for (const auto& [id, arm] : arm_of) ASSERT_TRUE(svc_->feedback(id, arm != "trial").is_ok());
+  json m = svc_->metrics_json();
+  ASSERT_EQ(m["routes"].size(), 1u);
+  const json& arms = m["routes"][0]["arms"];
+  EXPECT_EQ(arms[0]["name"], "baseline");
+  EXPECT_EQ(arms[1]["name"], "trial");
+  EXPECT_EQ(arms[1]["enabled"], false);
+  EXPECT_EQ(arms[0]["helpful_rate"], 1.0);
+  EXPECT_EQ(metrics_.counter("llmpool_canary_events_total", "",
+                             {{"route", "g"}, {"arm", "trial"}, {"kind", "auto_disabled"}})
+                .value(),
+            1.0);
+  // From now on everyone gets the baseline, and the event is in the log.
+  for (int u = 0; u < 10; ++u) {
+    RouteHints h;
+    h.user = "user-" + std::to_string(u);
+    EXPECT_EQ(run("g", "hi", h).info.model, "base");
+  }
+  bool event = false;
+  for (const auto& l : log_lines()) event = event || (l.value("event", "") == "canary" && l["kind"] == "auto_disabled");
+  EXPECT_TRUE(event);
+}
+
+TEST_F(RouterServiceTest, AdmissionLimitsGenerationsAndClosesForShutdown) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  cfg_.routing.admission.max_active = 1;
+  cfg_.routing.admission.retry_after_seconds = 3;
+  start();
+  auto first = svc_->admit();
+  ASSERT_TRUE(first.is_ok());
+  auto second = svc_->admit();
+  ASSERT_FALSE(second.is_ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(second.status().message().find("max_active"), std::string::npos);
+  EXPECT_EQ(svc_->retry_after_seconds(), 3);
+  EXPECT_EQ(svc_->metrics_json()["admission"]["rejected"], 1);
+  first->release();
+  EXPECT_TRUE(svc_->close_and_drain(100ms));
+  auto third = svc_->admit();
+  ASSERT_FALSE(third.is_ok());
+  EXPECT_EQ(third.status().code(), StatusCode::kUnavailable);
+}
+
+TEST_F(RouterServiceTest, ApplyKeepsStatisticsAndChangesGroups) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  add(model("b", {"general"}), {answer("y", 0)});
+  cfg_.routing.groups = {group("g", {"a"})};
+  start();
+  ASSERT_TRUE(run("g", "hi", {}, "id-a").completion.is_ok());
+  ASSERT_TRUE(svc_->feedback("id-a", false).is_ok());
+  config::Config next = cfg_;
+  next.routing.groups = {group("g", {"b"})};
+  ASSERT_TRUE(svc_->apply(next).is_ok());
+  EXPECT_EQ(run("g", "hi").info.model, "b");
+  EXPECT_EQ(svc_->metrics_json()["instances"][0]["feedback"], 1);  // a's statistics survived
+  next.routing.groups = {group("g", {"a"})};
+  std::filesystem::path bad = "/proc/llmpool-cannot-write/log.jsonl";
+  next.routing.decision_log = bad.string();
+  EXPECT_FALSE(svc_->apply(next).is_ok());
+  EXPECT_EQ(run("g", "hi").info.model, "b");  // the old configuration stays
+}
+
+TEST_F(RouterServiceTest, DirectAttemptsCountInTheInstanceStatistics) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  start();
+  DirectAttempt d = svc_->start_direct("a");
+  clock_.advance(40ms);
+  d.finish(Status::ok());
+  d.finish(Status::unavailable("twice"));  // only the first end counts
+  json inst = svc_->metrics_json()["instances"][0];
+  EXPECT_EQ(inst["latency_samples"], 1);
+  EXPECT_DOUBLE_EQ(inst["avg_latency_ms"].get<double>(), 40.0);
+  EXPECT_EQ(inst["success_rate"], 1.0);
+}
+
+}  // namespace
+}  // namespace llmpool::router
