@@ -11,6 +11,7 @@
 #include <iostream>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -36,6 +37,7 @@ std::string num(double v, int decimals = 0) {
 
 int run_main(int argc, char** argv) {
   std::string loadgen_path, log_path, slow;
+  std::vector<std::string> upstreams;
   double switch_at = 0, settle = 10, min_move = 0.10, target_p99_us = 100;
   CLI::App app{"llmpool-routing-report: traffic shares before/after an upstream turned slow, and router overhead"};
   app.option_defaults()->always_capture_default();
@@ -46,6 +48,7 @@ int run_main(int argc, char** argv) {
   app.add_option("--settle", settle, "seconds after the switch left out of the 'settled' span");
   app.add_option("--min-move", min_move, "acceptance: the slow one's share must fall by at least this much");
   app.add_option("--target-p99-us", target_p99_us, "target for the router's p99 overhead");
+  app.add_option("--upstream", upstreams, "NAME=FILE: an llmpool-fake-upstream's GET /control answer (repeatable)");
   CLI11_PARSE(app, argc, argv);
 
   std::ifstream in(loadgen_path);
@@ -62,6 +65,30 @@ int run_main(int argc, char** argv) {
   std::set<std::string> values;
   for (const auto& [value, n] : hc["total"].items()) values.insert(value);
 
+  const json& machine = doc.value("machine", json::object());
+  if (machine.contains("cpu_pressure_some_pct")) {
+    std::printf("CPU pressure during the measured phase: %s %% (the share of time some task waited for a CPU; "
+                "above ~10 %% other work on the machine inflates latencies, the router's p99 first).\n\n",
+                num(machine["cpu_pressure_some_pct"].get<double>(), 1).c_str());
+  }
+  if (!upstreams.empty()) {
+    std::printf("Seen by the upstreams themselves (warm-up included):");
+    for (const std::string& u : upstreams) {
+      size_t eq = u.find('=');
+      std::ifstream f(eq == std::string::npos ? std::string() : u.substr(eq + 1));
+      json state = json::parse(f, nullptr, false);
+      if (eq == std::string::npos || !state.is_object() || !state.contains("counts")) {
+        std::cerr << "llmpool-routing-report: --upstream " << u << ": not NAME=FILE with a /control answer\n";
+        return 2;
+      }
+      const json& c = state["counts"];
+      std::printf("%s %s %s requests (%s ok, %s cancelled, %s errors)", &u == &upstreams.front() ? "" : ";",
+                  u.substr(0, eq).c_str(),
+                  c.value("requests", json(0)).dump().c_str(), c.value("ok", json(0)).dump().c_str(),
+                  c.value("cancelled", json(0)).dump().c_str(), c.value("errors", json(0)).dump().c_str());
+    }
+    std::printf(".\n\n");
+  }
   std::printf("| span | windows | answered |");
   for (const std::string& v : values) std::printf(" %s |", v.c_str());
   std::printf("\n| --- | ---: | ---: |");
