@@ -166,6 +166,7 @@ routing:
 EOF
 start llmpool "$work/llmpool.out" "$llmpool" serve --config "$config" --host 127.0.0.1 --port 0
 llmpool_url=$url
+llmpool_pid=${pids[-1]}
 log "llmpool on $llmpool_url"
 
 # ---- load -----------------------------------------------------------------------------------
@@ -191,6 +192,9 @@ wait "$loadgen_pid" || loadgen_rc=$?
 ((loadgen_rc == 0 || loadgen_rc == 3)) || { cat "$work/load.txt" >&2; echo "routing.sh: loadgen failed ($loadgen_rc)" >&2; exit 1; }
 for name in up-a up-b; do curl -sf "${up_url[$name]}/control" >"$work/$name.control.json"; done
 curl -sf "$llmpool_url/api/routing-metrics" >"$work/routing-metrics.json" || true
+# Stop llmpool now: the decision log is buffered, and shutdown writes it out.
+kill "$llmpool_pid"
+wait "$llmpool_pid" || { echo "routing.sh: llmpool did not stop cleanly; see $work/llmpool.out.err" >&2; exit 1; }
 
 # ---- report ------------------------------------------------------------------------------
 report_rc=0
