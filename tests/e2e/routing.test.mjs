@@ -177,8 +177,6 @@ ${remote('stall-u', f['up-stall'], '    read_timeout_ms: 1500')}
 ${remote('ok-u', f['up-ok'])}
 routing:
   groups:
-    - name: auto
-      models: [stall-h, ok-h]
     - name: hedged
       models: [stall-h, ok-h]
       strategy: fastest
@@ -237,8 +235,6 @@ ${remote('lyon', f.lyon)}
 ${remote('judge-2', f['judge-2'])}
 routing:
   groups:
-    - name: auto
-      models: [paris-1]
     - name: vote
       models: [tiny, paris-1, paris-2]
       strategy: voting
