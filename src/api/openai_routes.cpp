@@ -152,8 +152,12 @@ struct Generation {
 
   void on_done(Result<Completion> r) {
     metrics->duration->observe(seconds_since(start));
-    direct.finish(r.status());
-    if (r && routing && !direct.model().empty()) routing->remember(meta.id, {direct.model(), "", ""});
+    const bool all_cancelled = r && !r->choices.empty() &&
+                               std::all_of(r->choices.begin(), r->choices.end(), [](const Choice& ch) {
+                                 return ch.finish_reason == FinishReason::kCancelled;
+                               });
+    direct.finish(r.status(), all_cancelled);
+    if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, {direct.model(), "", ""});
     hold.release();
     if (!r) {
       count_request(*metrics->registry, meta.model, endpoint_name(), http_status_for(r.status().code()));
@@ -168,12 +172,9 @@ struct Generation {
     const Completion& c = *r;
     metrics->prompt_tokens->inc(c.usage.prompt_tokens);
     metrics->completion_tokens->inc(c.usage.completion_tokens);
-    bool cancelled = !c.choices.empty() && std::all_of(c.choices.begin(), c.choices.end(), [](const Choice& ch) {
-      return ch.finish_reason == FinishReason::kCancelled;
-    });
     // 499: the client closed the request (nginx's convention); nobody reads the answer.
-    count_request(*metrics->registry, meta.model, endpoint_name(), cancelled ? 499 : 200);
-    if (cancelled) return writer->end();
+    count_request(*metrics->registry, meta.model, endpoint_name(), all_cancelled ? 499 : 200);
+    if (all_cancelled) return writer->end();
     if (!stream) {
       json body = completion_json(endpoint, meta, c, with_logprobs);
       if (!llmpool.is_null()) body["llmpool"] = llmpool;

@@ -1,7 +1,8 @@
 // `llmpool check-config FILE`: validates a config file and prints every
 // problem as file:line:column: field: message. Exit 0 when valid, 2 if not.
 // A valid file is summarised, one line per model, with the values that the
-// `defaults:` section and the built-in defaults filled in.
+// `defaults:` section and the built-in defaults filled in, then the route
+// groups, canaries and the decision log.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
@@ -29,7 +30,31 @@ std::string summary(const config::ModelConfig& m) {
     for (size_t i = 0; i < m.capabilities.size(); ++i) s += (i ? ", " : "") + m.capabilities[i];
     s += "]";
   }
+  if (m.thinking.supported)
+    s += ", thinking " + std::to_string(m.thinking.min_tokens) + "-" + std::to_string(m.thinking.max_tokens);
   return s;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+  return out;
+}
+
+// One line per route group, one per canary route, and the decision log.
+void print_routing(const config::RoutingConfig& r) {
+  for (const auto& g : r.groups) {
+    std::cout << "  route " << g.name << ": " << g.strategy << " over [" << join(g.models) << "]";
+    if (!g.fallbacks.empty()) std::cout << ", fallbacks [" << join(g.fallbacks) << "]";
+    if (!g.judge.empty()) std::cout << ", judge " << g.judge;
+    std::cout << "\n";
+  }
+  for (const auto& c : r.canary.routes) {
+    std::cout << "  canary " << c.route << ": baseline " << c.baseline_model;
+    for (const auto& a : c.arms) std::cout << ", " << a.name << " " << a.percent << "% -> " << a.model;
+    std::cout << "\n";
+  }
+  std::cout << "  decision log: " << (r.decision_log.empty() ? "off" : r.decision_log) << "\n";
 }
 
 }  // namespace
@@ -44,6 +69,7 @@ void add_check_config_command(CLI::App& app, int* exit_code) {
     if (r.ok()) {
       std::cout << *path << ": ok (" << r.config.models.size() << " model(s))\n";
       for (const auto& m : r.config.models) std::cout << summary(m) << "\n";
+      print_routing(r.config.routing);
       *exit_code = 0;
     } else {
       std::cout << *path << ": " << r.issues.size() << " problem(s)\n";

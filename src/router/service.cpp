@@ -107,6 +107,9 @@ std::string fixed(double v, int digits) {
   return os.str();
 }
 
+// One decision-log line; invalid UTF-8 from a model is replaced, never thrown.
+std::string log_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -226,16 +229,12 @@ struct RouterService::State {
   }
 };
 
-// Keeps the metrics collector from reaching a destroyed service.
-struct CollectorSlot {
+// Keeps the metrics collector (which the registry keeps for its lifetime)
+// from reaching a destroyed service.
+struct RouterService::CollectorSlot {
   std::mutex mu;
-  RouterService* service = nullptr;
+  RouterService* service = nullptr;  // guarded by mu
 };
-
-namespace {
-std::mutex g_slots_mu;
-std::map<const RouterService*, std::shared_ptr<CollectorSlot>> g_slots;
-}  // namespace
 
 RouterService::RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options)
     : directory_(std::move(directory)),
@@ -254,6 +253,7 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
   auto st = s->build_state(config, nullptr);
   if (!st) return st.status();
   s->state_ = std::move(st).value();
+  for (const auto& m : config.models) s->stats_for(*s->state_, m.name);  // every instance in /metrics from the start
   s->gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
   if (obs::MetricsRegistry* m = options.metrics) {
     std::vector<double> us_buckets = {1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2};
@@ -263,10 +263,7 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
     s->decisions_ = &m->counter("llmpool_router_decisions_total", "Requests routed by the router.");
     auto slot = std::make_shared<CollectorSlot>();
     slot->service = s.get();
-    {
-      std::lock_guard lock(g_slots_mu);
-      g_slots[s.get()] = slot;
-    }
+    s->slot_ = slot;
     m->add_collector([slot](std::string& out) {
       std::lock_guard lock(slot->mu);
       if (slot->service != nullptr) slot->service->collect_metrics(out);
@@ -276,18 +273,9 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
 }
 
 RouterService::~RouterService() {
-  std::shared_ptr<CollectorSlot> slot;
-  {
-    std::lock_guard lock(g_slots_mu);
-    auto it = g_slots.find(this);
-    if (it != g_slots.end()) {
-      slot = it->second;
-      g_slots.erase(it);
-    }
-  }
-  if (slot) {
-    std::lock_guard lock(slot->mu);
-    slot->service = nullptr;
+  if (slot_) {
+    std::lock_guard lock(slot_->mu);  // waits for a scrape in progress
+    slot_->service = nullptr;
   }
   flush_log();
 }
@@ -362,6 +350,7 @@ Result<std::shared_ptr<const RouterService::State>> RouterService::build_state(
 Status RouterService::apply(const config::Config& config) {
   auto next = build_state(config, state());
   if (!next) return next.status();
+  for (const auto& m : config.models) stats_for(**next, m.name);  // every instance in /metrics from the start
   gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
   std::lock_guard lock(mu_);
   state_ = std::move(next).value();
@@ -409,7 +398,7 @@ void RouterService::on_canary_event(const CanaryEvent& e) {
               {"arm", e.arm},                 {"arm_helpful_rate", e.arm_helpful_rate},
               {"baseline_helpful_rate", e.baseline_helpful_rate}, {"arm_samples", e.arm_samples},
               {"baseline_samples", e.baseline_samples}, {"message", e.message}};
-    st->log->append(j.dump(-1, ' ', false, json::error_handler_t::replace));
+    st->log->append(log_line(j));
   }
 }
 
@@ -427,7 +416,7 @@ bool RouterService::routes(const std::string& model, const RouteHints& hints) co
 namespace {
 
 // Everything the end of a routed run needs.
-struct RunContext {
+struct RunContext : RouterService::RunContextBase {
   std::string response_id;
   std::string asked;
   std::string route;
@@ -438,7 +427,22 @@ struct RunContext {
   size_t eligible = 0;
   bool relaxed = false;
   ensemble::StrategyKind strategy = ensemble::StrategyKind::kFastest;
-  json log;  // the decision log line so far
+  // What the decision log line is built from, once the answer is in (so
+  // that formatting it costs the request nothing before the provider call).
+  int64_t time_ms = 0;
+  Classification classification;
+  std::vector<ScoredCandidate> scored;
+  std::vector<std::string> order;
+  std::optional<EffortParams> effort;
+  std::optional<ReasoningEffort> reasoning_effort;
+  int32_t max_tokens = 0;
+  float temperature = 0.0f;
+  int32_t thinking_budget = -1;
+  std::string judge;
+  double router_us = 0.0;
+  // CONSENSUS: the request, kept for an escalation, and what the escalation did.
+  std::shared_ptr<GenerateRequest> escalation_request;
+  json escalation;
   std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -457,6 +461,8 @@ std::string route_reason(const RunContext& c, const ensemble::EnsembleResult* r)
   if (r != nullptr) {
     if (c.strategy != ensemble::StrategyKind::kFastest) {
       reason += "; " + r->decision.strategy + ": " + r->decision.reason;
+      if (!c.escalation.is_null() && c.escalation.value("ok", false))
+        reason += "; escalated to '" + r->model + "' (agreement " + fixed(r->decision.agreement, 2) + ")";
     } else if (r->model != c.chosen && !(c.canary && r->model == c.canary->model)) {
       reason += "; answered by fallback/hedge '" + r->model + "' instead of '" + c.chosen + "'";
     }
@@ -489,6 +495,38 @@ json classification_json(const Classification& c) {
             {"reasoning", f.reasoning},
             {"multi_step", f.multi_step},
             {"technical", f.technical}}}};
+}
+
+// The decision log line's fields known before the run (docs/routing.md).
+json decision_json(const RunContext& c) {
+  json j = {{"time_ms", c.time_ms},
+            {"request_id", c.response_id},
+            {"route", c.route},
+            {"model_asked", c.asked},
+            {"classification", classification_json(c.classification)},
+            {"relaxed_required_tags", c.relaxed},
+            {"candidates", c.scored},
+            {"strategy", ensemble::strategy_name(c.strategy)},
+            {"order", c.order},
+            {"chosen", c.chosen.empty() ? json() : json(c.chosen)},
+            {"router_us", c.router_us}};
+  if (c.canary)
+    j["canary"] = {{"route", c.canary->route},
+                   {"arm", c.canary->arm},
+                   {"model", c.canary->model},
+                   {"baseline", c.canary->baseline},
+                   {"bucket", c.canary->bucket}};
+  j["effort"] = nullptr;
+  if (c.effort)
+    j["effort"] = {{"effort", c.effort->effort},
+                   {"tier", c.effort->tier},
+                   {"max_tokens", c.max_tokens},
+                   {"temperature", c.temperature},
+                   {"thinking", c.effort->thinking},
+                   {"thinking_budget", c.thinking_budget},
+                   {"reasoning_effort", c.reasoning_effort ? json(reasoning_effort_name(*c.reasoning_effort)) : json()}};
+  if (!c.judge.empty()) j["judge"] = c.judge;
+  return j;
 }
 
 }  // namespace
@@ -618,31 +656,21 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     }
   }
 
-  ctx->log = {{"time_ms", unix_ms()},
-              {"request_id", ctx->response_id},
-              {"route", ctx->route},
-              {"model_asked", ctx->asked},
-              {"classification", classification_json(cls)},
-              {"relaxed_required_tags", ctx->relaxed},
-              {"candidates", scored},
-              {"strategy", ensemble::strategy_name(ctx->strategy)},
-              {"order", order}};
-  if (ctx->canary)
-    ctx->log["canary"] = {{"route", ctx->canary->route},
-                          {"arm", ctx->canary->arm},
-                          {"model", ctx->canary->model},
-                          {"baseline", ctx->canary->baseline},
-                          {"bucket", ctx->canary->bucket}};
-
+  ctx->time_ms = unix_ms();
+  ctx->order = order;
   if (order.empty()) {
     std::string why;
-    for (const auto& s : scored) why += (why.empty() ? "" : "; ") + s.model + ": " + s.reason;
+    for (const auto& sc : scored) why += (why.empty() ? "" : "; ") + sc.model + ": " + sc.reason;
     Status status = Status::unavailable("no model can take this request on route '" + ctx->route + "'" +
                                         (why.empty() ? std::string() : " (" + why + ")"));
-    ctx->log["chosen"] = nullptr;
-    ctx->log["error"] = status.message();
-    ctx->log["router_us"] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    if (st->log) st->log->append(ctx->log.dump(-1, ' ', false, json::error_handler_t::replace));
+    ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    if (st->log) {
+      ctx->classification = std::move(cls);
+      ctx->scored = std::move(scored);
+      json j = decision_json(*ctx);
+      j["error"] = status.message();
+      st->log->append(log_line(j));
+    }
     return fail(std::move(status));
   }
   ctx->chosen = order.front();
@@ -650,21 +678,13 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     if (s.model == ctx->chosen) ctx->chosen_score = s.score;
 
   // Effort, for the first choice (the others get the same request).
-  const bool regulate = !ctx->explicit_model || hints.reasoning_effort.has_value();
-  json effort_log = nullptr;
-  if (regulate) {
-    EffortParams ep = st->regulate(cls, hints, ctx->chosen, rq.generate);
-    effort_log = {{"effort", ep.effort},
-                  {"tier", ep.tier},
-                  {"max_tokens", rq.generate.sampling.max_tokens.value_or(0)},
-                  {"temperature", rq.generate.sampling.temperature},
-                  {"thinking", ep.thinking},
-                  {"thinking_budget", rq.generate.thinking_budget},
-                  {"reasoning_effort",
-                   hints.reasoning_effort ? json(reasoning_effort_name(*hints.reasoning_effort)) : json()}};
+  if (!ctx->explicit_model || hints.reasoning_effort.has_value()) {
+    ctx->effort = st->regulate(cls, hints, ctx->chosen, rq.generate);
+    ctx->reasoning_effort = hints.reasoning_effort;
+    ctx->max_tokens = rq.generate.sampling.max_tokens.value_or(0);
+    ctx->temperature = rq.generate.sampling.temperature;
+    ctx->thinking_budget = rq.generate.thinking_budget;
   }
-  ctx->log["chosen"] = ctx->chosen;
-  ctx->log["effort"] = effort_log;
 
   // The run.
   ensemble::RunInput in;
@@ -674,7 +694,8 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   for (const auto& name : order) {
     const providers::ModelEntry* e = entry_of(name);
     auto s = stats_for(*st, name);
-    InstanceSnapshot snap = s->snapshot();
+    auto cand = std::find_if(candidates.begin(), candidates.end(), [&](const Candidate& c) { return c.id == name; });
+    InstanceSnapshot snap = cand != candidates.end() ? cand->stats : s->snapshot();
     in.providers.push_back(std::make_shared<LazyProvider>(directory_, e->info));
     in.expected_p95.push_back(snap.samples >= st->instances->options.min_samples
                                   ? std::chrono::duration_cast<qos::Clock::Duration>(
@@ -695,29 +716,37 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     }
     in.judge = std::make_shared<LazyProvider>(directory_, e->info);
     stats.push_back(stats_for(*st, e->info.name));
-    ctx->log["judge"] = e->info.name;
+    ctx->judge = e->info.name;
   }
   ensemble::AttemptHooks hooks = ensemble::instance_hooks(std::move(stats), st->budget);
   in.admit = std::move(hooks.admit);
   in.on_attempt_end = std::move(hooks.on_attempt_end);
   st->budget->record_request();
+  if (ctx->strategy == ensemble::StrategyKind::kConsensus)
+    ctx->escalation_request = std::make_shared<GenerateRequest>(rq.generate);
   in.request = std::move(rq.generate);
 
-  const double router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-  ctx->log["router_us"] = router_us;
-  if (overhead_ != nullptr) overhead_->observe(router_us / 1e6);
+  ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  if (overhead_ != nullptr) overhead_->observe(ctx->router_us / 1e6);
+  ctx->classification = std::move(cls);
+  ctx->scored = std::move(scored);
   if (decisions_ != nullptr) decisions_->inc();
 
-  auto on_done = [this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
+  using Deliver = std::function<void(Result<ensemble::EnsembleResult>)>;
+  auto deliver = std::make_shared<Deliver>([this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
     ctx->finished->store(true);
     RouteOutcome out{Completion{}, RouteInfo{}};
     out.info.route = ctx->route;
     if (ctx->canary) out.info.arm = ctx->canary->arm;
-    json& log = ctx->log;
+    json log = st->log ? decision_json(*ctx) : json();
     if (r) {
       out.info.model = r->model;
       out.info.ensemble = r->decision;
       out.info.reason = route_reason(*ctx, &*r);
+      if (!ctx->escalation.is_null()) {
+        out.info.ensemble["escalation"] = ctx->escalation;
+        log["escalation"] = ctx->escalation;
+      }
       log["answered_by"] = r->model;
       log["ensemble"] = r->decision;
       log["attempts"] = attempts_json(r->attempts);
@@ -739,8 +768,12 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
       out.completion = r.status();
     }
     log["reason"] = out.info.reason;
-    if (st->log) st->log->append(log.dump(-1, ' ', false, json::error_handler_t::replace));
+    if (st->log) st->log->append(log_line(log));
     done(std::move(out));
+  });
+  auto on_done = [this, st, ctx, deliver](Result<ensemble::EnsembleResult> r) {
+    if (r && ctx->escalation_request && r->decision.escalate && escalate(st, ctx, *r, deliver)) return;
+    (*deliver)(std::move(r));
   };
 
   std::shared_ptr<ensemble::RunHandle> handle = st->runner_for(group_name).run(std::move(in), std::move(on_done));
@@ -762,11 +795,74 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   }
 }
 
+bool RouterService::escalate(const std::shared_ptr<const State>& st, const std::shared_ptr<RunContextBase>& base,
+                             const ensemble::EnsembleResult& first,
+                             const std::shared_ptr<std::function<void(Result<ensemble::EnsembleResult>)>>& deliver) {
+  auto ctx = std::static_pointer_cast<RunContext>(base);
+  // The best model tagged "reasoning" that may take work now, other than
+  // the one whose answer did not convince.
+  std::vector<Candidate> candidates;
+  std::vector<providers::ModelEntry> entries = directory_->list();
+  for (const auto& e : entries) {
+    if (std::find(e.info.capabilities.begin(), e.info.capabilities.end(), "reasoning") == e.info.capabilities.end())
+      continue;
+    if (e.info.name == first.model) continue;
+    Candidate c;
+    c.id = c.model = e.info.name;
+    c.tags = e.info.capabilities;
+    c.context = e.info.context;
+    c.load = e.stats;
+    c.stats = stats_for(*st, e.info.name)->snapshot();
+    candidates.push_back(std::move(c));
+  }
+  Requirements req;
+  req.prompt_tokens = ctx->classification.features.estimated_tokens;
+  std::vector<ScoredCandidate> scored = score_candidates(req, candidates, st->weights, st->score);
+  ctx->escalation = {{"trigger", "consensus agreement " + fixed(first.decision.agreement, 2) + " below the threshold"},
+                     {"agreement", first.decision.agreement},
+                     {"from", first.model}};
+  if (scored.empty() || scored.front().excluded) {
+    ctx->escalation["to"] = nullptr;
+    ctx->escalation["ok"] = false;
+    ctx->escalation["error"] = "no model tagged reasoning can take the request";
+    spdlog::info("routing: {} would escalate, but no reasoning model can take it", ctx->response_id);
+    return false;
+  }
+  const std::string target = scored.front().model;
+  ctx->escalation["to"] = target;
+  spdlog::info("routing: {} escalates from {} to {} (agreement {:.2f})", ctx->response_id, first.model, target,
+               first.decision.agreement);
+  const providers::ModelEntry* entry = nullptr;
+  for (const auto& e : entries)
+    if (e.info.name == target) entry = &e;
+  ensemble::RunInput in;
+  in.strategy = ensemble::StrategyKind::kFastest;
+  in.providers = {std::make_shared<LazyProvider>(directory_, entry->info)};
+  ensemble::AttemptHooks hooks = ensemble::instance_hooks({stats_for(*st, target)});
+  in.admit = std::move(hooks.admit);
+  in.on_attempt_end = std::move(hooks.on_attempt_end);
+  in.request = *ctx->escalation_request;
+  auto kept = std::make_shared<ensemble::EnsembleResult>(first);
+  st->default_runner->run(std::move(in), [ctx, kept, deliver](Result<ensemble::EnsembleResult> r) {
+    if (!r) {
+      ctx->escalation["ok"] = false;
+      ctx->escalation["error"] = r.status().message();
+      return (*deliver)(std::move(*kept));  // the consensus winner still answers
+    }
+    ctx->escalation["ok"] = true;
+    r->decision = kept->decision;  // the response reports the consensus that triggered it
+    r->attempts.insert(r->attempts.begin(), kept->attempts.begin(), kept->attempts.end());
+    (*deliver)(std::move(r));
+  });
+  return true;
+}
+
 // ----------------------------------------------------------- direct requests
 
-void DirectAttempt::finish(const Status& status) {
+void DirectAttempt::finish(const Status& status, bool cancelled) {
   if (done_ || !stats_) return;
   done_ = true;
+  if (cancelled) return stats_->on_cancelled();
   double ms = std::chrono::duration<double, std::milli>(clock_->now() - start_).count();
   switch (status.code()) {
     case StatusCode::kOk: stats_->on_success(ms); break;

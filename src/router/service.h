@@ -102,7 +102,8 @@ class DirectAttempt {
   DirectAttempt() = default;
   // Records the attempt's end once: success or failure (server-side errors
   // only: a rejected request says nothing about health), with its latency.
-  void finish(const Status& status);
+  // A generation the client cancelled (`cancelled`) says nothing either.
+  void finish(const Status& status, bool cancelled = false);
   const std::string& model() const { return model_; }
 
  private:
@@ -168,6 +169,12 @@ class RouterService {
   // ones, at most `timeout`. True if drained.
   bool close_and_drain(std::chrono::milliseconds timeout);
 
+  // What one routed request carries from the choice to the answer
+  // (defined in service.cpp).
+  struct RunContextBase {
+    virtual ~RunContextBase() = default;
+  };
+
   // GET /api/routing-metrics.
   nlohmann::json metrics_json();
   // Writes the decision log out now.
@@ -176,12 +183,19 @@ class RouterService {
  private:
   struct State;
   struct Instances;
+  struct CollectorSlot;
   RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options);
   Result<std::shared_ptr<const State>> build_state(const config::Config& config,
                                                    const std::shared_ptr<const State>& previous);
   std::shared_ptr<const State> state() const;
   std::shared_ptr<InstanceStats> stats_for(const State& st, const std::string& model);
   void on_canary_event(const CanaryEvent& event);
+  // CONSENSUS below its threshold: runs the request again on the best model
+  // tagged "reasoning" and delivers that answer (or, if it fails, `first`).
+  // False when no such model can take it (the caller delivers `first`).
+  bool escalate(const std::shared_ptr<const State>& st, const std::shared_ptr<RunContextBase>& ctx,
+                const ensemble::EnsembleResult& first,
+                const std::shared_ptr<std::function<void(Result<ensemble::EnsembleResult>)>>& deliver);
   void collect_metrics(std::string& out);
 
   std::shared_ptr<providers::ModelDirectory> directory_;
@@ -194,6 +208,7 @@ class RouterService {
   qos::AdmissionGate gate_;
   obs::Histogram* overhead_ = nullptr;
   obs::Counter* decisions_ = nullptr;
+  std::shared_ptr<CollectorSlot> slot_;  // the metrics collector's way back to this service
 
   mutable std::mutex mu_;
   std::shared_ptr<const State> state_;                  // guarded by mu_

@@ -3,10 +3,10 @@
 // rewrites its config file underneath it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import OpenAI from 'openai';
-import { startServer, writeConfig, TINY_MODEL } from './server.mjs';
+import { copyTinyModels, finishServer, startServer, writeConfig, TINY_MODEL } from './server.mjs';
 
 let server;
 let client;
@@ -119,20 +119,12 @@ before(async () => {
   assert.ok(TINY_MODEL, 'LLMPOOL_TINY_MODEL is not set');
   configPath = writeConfig(config());
   dir = dirname(configPath);
-  copyFileSync(TINY_MODEL, join(dir, 'a.gguf'));
-  copyFileSync(TINY_MODEL, join(dir, 'b.gguf'));
+  copyTinyModels(dir, ['a.gguf', 'b.gguf']);
   server = await startServer(configPath);
   client = new OpenAI({ baseURL: `${server.baseURL}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
 });
 
-after(async () => {
-  // LLMPOOL_E2E_DUMP=1 prints the server's log, to see what it did during a failure.
-  if (process.env.LLMPOOL_E2E_DUMP) console.error(server?.stderr());
-  if (server) {
-    const code = await server.stop();
-    assert.equal(code, 0, `server exit code; stderr:\n${server.stderr()}`);
-  }
-});
+after(() => finishServer(server));
 
 test('models load on first use and /api/capacity-status reports them', async () => {
   let cap = await capacity();

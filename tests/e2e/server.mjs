@@ -1,8 +1,9 @@
 // Starts the real llmpool binary (and llmpool-fake-upstream upstreams) on
 // free loopback ports for a test and stops them after. Shared by the e2e
 // test files.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -92,4 +93,18 @@ export function stopServer(child) {
     });
     child.kill('SIGTERM');
   });
+}
+
+// Copies the tiny model into `dir` once per name in `names` (a.gguf, b.gguf, ...).
+export function copyTinyModels(dir, names) {
+  for (const n of names) copyFileSync(TINY_MODEL, join(dir, n));
+}
+
+// Stops `server` (if it started) and checks that it exited cleanly.
+// LLMPOOL_E2E_DUMP=1 prints its log first, to see what it did during a failure.
+export async function finishServer(server) {
+  if (process.env.LLMPOOL_E2E_DUMP) console.error(server?.stderr());
+  if (!server) return;
+  const code = await server.stop();
+  assert.equal(code, 0, `server exit code; stderr:\n${server.stderr()}`);
 }

@@ -188,6 +188,25 @@ TEST_F(RouterServiceTest, AnExplicitModelKeepsItsGroupsFallbacks) {
   EXPECT_EQ(providers_["c"]->calls(), 0);  // the explicit choice is not second-guessed
 }
 
+TEST_F(RouterServiceTest, AClientThatGoesAwayCancelsTheRun) {
+  add(model("a", {"general"}), {ensemble::testing::stall()});
+  start();
+  RouteRequest rq;
+  rq.generate.model = "auto";
+  rq.generate.messages = {{"user", "hi"}};
+  auto cancel = std::make_shared<CancelToken>();
+  std::optional<RouteOutcome> out;
+  svc_->route(std::move(rq), cancel, [&](RouteOutcome o) { out = std::move(o); });
+  timer_.advance(500ms);
+  EXPECT_FALSE(out.has_value());  // still running
+  cancel->cancel();
+  for (int i = 0; i < 50 && !out; ++i) timer_.advance(10ms);
+  ASSERT_TRUE(out.has_value());
+  EXPECT_FALSE(out->completion.is_ok());
+  EXPECT_TRUE(providers_["a"]->cancelled(0));
+  EXPECT_EQ(svc_->metrics_json()["instances"][0]["router_in_flight"], 0);
+}
+
 TEST_F(RouterServiceTest, UnknownModelIsNotFound) {
   add(model("a", {"general"}), {answer("x", 0)});
   start();
@@ -238,6 +257,53 @@ TEST_F(RouterServiceTest, VotingChosenPerRequestReturnsTheMajority) {
   EXPECT_EQ(o.completion->choices.at(0).text.substr(0, 5), "Paris");
   EXPECT_EQ(o.info.ensemble["candidates"].size(), 3u);
   EXPECT_NE(o.info.reason.find("voting"), std::string::npos);
+}
+
+TEST_F(RouterServiceTest, ConsensusBelowItsThresholdEscalatesToAReasoningModel) {
+  add(model("a", {"general"}), {answer("yes", 0)});
+  add(model("b", {"general"}), {answer("no", 0)});
+  add(model("deep", {"reasoning"}), {answer("it depends", 0)});
+  auto g = group("g", {"a", "b"});
+  g.strategy = "consensus";
+  g.consensus_threshold = 0.6;
+  cfg_.routing.groups = {g};
+  with_log();
+  start();
+  RouteOutcome o = run("g", "Is it true?");
+  ASSERT_TRUE(o.completion.is_ok()) << o.completion.status().message();
+  EXPECT_EQ(o.info.model, "deep");
+  EXPECT_EQ(o.completion->choices.at(0).text, "it depends");
+  EXPECT_EQ(o.info.ensemble["strategy"], "consensus");
+  EXPECT_EQ(o.info.ensemble["escalate"], true);
+  EXPECT_EQ(o.info.ensemble["escalation"]["to"], "deep");
+  EXPECT_EQ(o.info.ensemble["escalation"]["ok"], true);
+  EXPECT_NE(o.info.reason.find("escalated to 'deep'"), std::string::npos) << o.info.reason;
+  json line = log_lines().at(0);
+  EXPECT_EQ(line["answered_by"], "deep");
+  EXPECT_EQ(line["escalation"]["from"], o.info.ensemble["winner_model"]);
+  EXPECT_EQ(line["attempts"].size(), 3u);
+
+  // Agreement at the threshold (1 of 2 = 0.5): no escalation.
+  config::Config next = cfg_;
+  next.routing.groups[0].consensus_threshold = 0.5;
+  ASSERT_TRUE(svc_->apply(next).is_ok());
+  o = run("g", "Is it true?");
+  EXPECT_NE(o.info.model, "deep");
+  EXPECT_TRUE(o.info.ensemble["escalation"].is_null());
+}
+
+TEST_F(RouterServiceTest, WithoutAReasoningModelTheConsensusWinnerAnswers) {
+  add(model("a", {"general"}), {answer("yes", 0)});
+  add(model("b", {"general"}), {answer("no", 0)});
+  auto g = group("g", {"a", "b"});
+  g.strategy = "consensus";
+  cfg_.routing.groups = {g};
+  start();
+  RouteOutcome o = run("g", "Is it true?");
+  ASSERT_TRUE(o.completion.is_ok());
+  EXPECT_EQ(o.info.model, "a");
+  EXPECT_EQ(o.info.ensemble["escalation"]["ok"], false);
+  EXPECT_TRUE(o.info.ensemble["escalation"]["to"].is_null());
 }
 
 TEST_F(RouterServiceTest, FeedbackReachesTheInstanceAndUnknownIdsAreNotFound) {
@@ -360,6 +426,16 @@ TEST_F(RouterServiceTest, DirectAttemptsCountInTheInstanceStatistics) {
   EXPECT_EQ(inst["latency_samples"], 1);
   EXPECT_DOUBLE_EQ(inst["avg_latency_ms"].get<double>(), 40.0);
   EXPECT_EQ(inst["success_rate"], 1.0);
+
+  // A generation the client cancelled and a rejected request say nothing about health.
+  DirectAttempt c = svc_->start_direct("a");
+  c.finish(Status::ok(), /*cancelled=*/true);
+  DirectAttempt q = svc_->start_direct("a");
+  q.finish(Status::resource_exhausted("queue full"));
+  inst = svc_->metrics_json()["instances"][0];
+  EXPECT_EQ(inst["latency_samples"], 1);
+  EXPECT_EQ(inst["success_rate"], 1.0);
+  EXPECT_EQ(inst["router_in_flight"], 0);
 }
 
 }  // namespace
