@@ -333,6 +333,10 @@ routing:
       assert.ok(route, JSON.stringify(m.routes));
       const arm = route.arms.find((a) => a.name === 'trial-arm');
       assert.equal(arm.enabled, false, JSON.stringify(route));
+      // ... and said so: a log line and a counter.
+      assert.match(server.stderr(), /canary: route 'auto' arm 'trial-arm' switched off/);
+      const prom = await (await fetch(`${server.baseURL}/metrics`)).text();
+      assert.match(prom, /^llmpool_canary_events_total\{[^}]*kind="auto_disabled"[^}]*\} 1$/m);
 
       // Users of the arm are back on the baseline.
       for (const user of [...armUsers].slice(0, 3)) {
