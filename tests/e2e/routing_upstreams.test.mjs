@@ -107,7 +107,7 @@ models:
 ${remote('up-a', f['up-a'])}
 ${remote('up-b', f['up-b'])}
 routing:
-  breaker: {failure_threshold: 2, cooldown_ms: 4000}
+  breaker: {failure_threshold: 2, cooldown_ms: 6000}
   score: {weights: {latency: 0.6, queue: 0.1, fit: 0.1, health: 0.1, feedback: 0.1}}
   groups:
     - name: auto
@@ -127,7 +127,7 @@ routing:
 
       // up-a fails every request: clients still get answers (from up-b), and
       // after failure_threshold failures up-a gets no more requests (until
-      // the cooldown, longer than these 4 requests of ~0.6 s).
+      // the cooldown, well over these 4 requests of ~0.6 s).
       await fakes['up-a'].control({ error_rate: 1, error_status: 503, reset_counts: true });
       for (let i = 0; i < 4; i++) {
         r = await chat(server, 'auto');
@@ -143,7 +143,7 @@ routing:
       // (half-open), succeeds, and the breaker closes.
       await fakes['up-a'].control({ error_rate: 0 });
       await until(async () => (await instance(server, 'up-a')).breaker_state === 'half_open',
-        'up-a half-open after the cooldown');
+        'up-a half-open after the cooldown', 15000);
       r = await until(async () => {
         const x = await chat(server, 'auto');
         assert.equal(x.status, 200, JSON.stringify(x.json));
