@@ -119,8 +119,14 @@ int serve(const ServeOptions& opts) {
   }
   watcher.stop();
   // No new generations from now on (503); those running finish first.
-  if (!routing->close_and_drain(std::chrono::milliseconds(cfg.server.shutdown_grace_ms)))
-    spdlog::warn("shutdown: generations still running after {} ms", cfg.server.shutdown_grace_ms);
+  const bool drained = routing->close_and_drain(std::chrono::milliseconds(cfg.server.shutdown_grace_ms));
+  if (!drained) {
+    spdlog::warn("shutdown: generations still running after {} ms; exiting without waiting for them",
+                 cfg.server.shutdown_grace_ms);
+    // Their callbacks still reach the router service: keep it (and the pool
+    // it holds) alive until the process ends instead of destroying it under them.
+    new std::shared_ptr<router::RouterService>(routing);
+  }
   server.stop();
   pool->stop();  // models stop after the server: nothing calls them any more
   spdlog::info("stopped");

@@ -207,8 +207,9 @@ const std::vector<std::string> kModelKeys = {
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
 const std::vector<std::string> kProviderTypes = {"local", "openai", "ollama"};
-const std::vector<std::string> kCapabilities = {"general", "code",   "reasoning", "fast",
-                                                "embedding", "safety", "vision"};
+// "tools": the router's classifier asks for it on requests with tools.
+const std::vector<std::string> kCapabilities = {"general",   "code",   "reasoning", "fast",
+                                                "embedding", "safety", "vision",    "tools"};
 
 std::vector<std::string> defaults_keys() {
   std::vector<std::string> out;

@@ -77,7 +77,7 @@ struct ModelConfig {
   int64_t keep_alive_ms = 300000;         // idle time before unloading; 0: at once; kKeepAliveForever
   bool pinned = false;                    // never evicted or unloaded by the pool once loaded
   bool warm = false;                      // loaded at start (and on reload), never unloaded when idle
-  std::vector<std::string> capabilities;  // general, code, reasoning, fast, embedding, safety, vision
+  std::vector<std::string> capabilities;  // general, code, reasoning, fast, embedding, safety, vision, tools
   ThinkingConfig thinking;                // effort regulation's thinking budget
   int line = 0;                           // where it is defined, for messages
 

@@ -22,7 +22,8 @@
 // apply() swaps the configuration for requests that start afterwards;
 // requests in flight finish with what they started with. The clock, timer,
 // random source and metrics registry passed in Options must outlive the
-// service; the directory is shared.
+// service; the directory is shared. Routed runs call back into the service:
+// destroy it only once they have ended (close_and_drain() returned true).
 #pragma once
 
 #include <chrono>

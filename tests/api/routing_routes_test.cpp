@@ -172,6 +172,16 @@ TEST_F(RoutingRoutesTest, OverTheAdmissionLimitIs429WithRetryAfter) {
   EXPECT_EQ(call("POST", "/v1/chat/completions", chat("auto")).status, 200);
 }
 
+TEST_F(RoutingRoutesTest, AfterShutdownBeganGenerationsAre503) {
+  EXPECT_TRUE(service_->close_and_drain(100ms));
+  for (const char* m : {"auto", "solo"}) {
+    HttpResponse r = call("POST", "/v1/chat/completions", chat(m));
+    EXPECT_EQ(r.status, 503);
+    EXPECT_EQ(json::parse(r.body)["error"]["type"], "unavailable_error");
+  }
+  EXPECT_EQ(call("GET", "/api/routing-metrics").status, 200);  // the rest still answers
+}
+
 TEST_F(RoutingRoutesTest, BadRoutingFieldsAreNamed) {
   HttpResponse r = call("POST", "/v1/chat/completions", chat("auto", R"(,"ensemble":{"strategy":"best"})"));
   EXPECT_EQ(r.status, 400);

@@ -386,7 +386,7 @@ TEST(ConfigTest, UnknownCapabilityListsTheKnownTags) {
   EXPECT_EQ(i->line, 4);
   EXPECT_EQ(i->column, 29);
   EXPECT_NE(i->message.find("unknown capability 'poetry' (known: general, code, reasoning, fast, embedding, "
-                            "safety, vision)"),
+                            "safety, vision, tools)"),
             std::string::npos);
   const ConfigIssue* twice = find_issue(r, "models[0].capabilities[2]");
   ASSERT_NE(twice, nullptr);
