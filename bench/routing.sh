@@ -110,6 +110,7 @@ trap 'exit 130' INT TERM
 start() { # name logfile command...
   local name=$1 logf=$2
   shift 2
+  : >"$logf" # exists before the poll below reads it, whenever the background job opens it
   "$@" >"$logf" 2>"$logf.err" &
   pids+=($!)
   local pid=$!
