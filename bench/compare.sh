@@ -102,9 +102,17 @@ needed=("$report")
 for b in "${needed[@]}"; do
   [[ -x $b ]] || { echo "compare.sh: missing $b (build it, or drop --no-build)" >&2; exit 1; }
 done
-# RESULTS.md = the setup written after the runs + the report's tables.
+# RESULTS.md = the setup written after the runs + the report's tables (+ the
+# Routing section of bench/routing.sh, kept as it was).
 write_results() { # work folder
-  { cat "$1/header.md"; "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"; } >"$out.tmp"
+  {
+    cat "$1/header.md"
+    "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"
+    if [[ -f $out ]] && grep -q '^<!-- routing:begin' "$out"; then
+      echo
+      sed -n '/^<!-- routing:begin/,/^<!-- routing:end -->$/p' "$out"
+    fi
+  } >"$out.tmp"
   mv "$out.tmp" "$out"
 }
 if [[ -n $report_from ]]; then
@@ -266,23 +274,8 @@ probe_stream() { # name port
   fi
 }
 
-# Other work on a shared machine ruins the figures; optionally wait it out.
-# PSI's avg10 is the share of the last 10 s in which some task waited for a CPU.
-wait_quiet() {
-  ((quiet_wait > 0)) && [[ -r /proc/pressure/cpu ]] || return 0
-  local waited=0 avg
-  while :; do
-    avg=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' /proc/pressure/cpu)
-    awk -v a="$avg" 'BEGIN { exit !(a < 5) }' && return 0
-    if ((waited >= quiet_wait)); then
-      log "machine still busy after ${quiet_wait}s (CPU pressure ${avg}%); going on"
-      return 0
-    fi
-    ((waited % 60 == 0)) && log "waiting for a quiet machine (CPU pressure ${avg}%)"
-    sleep 5
-    waited=$((waited + 5))
-  done
-}
+# Other work on a shared machine ruins the figures: wait_quiet (bench/quiet.sh).
+source bench/quiet.sh
 
 # ---- run ----------------------------------------------------------------------------
 date_utc=$(date -u '+%Y-%m-%d %H:%M UTC')

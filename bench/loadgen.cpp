@@ -5,7 +5,9 @@
 // other on fresh connections and timestamps every content delta as its bytes
 // leave the socket. The measured phase's wall time runs from the first
 // request sent to the last answer ended.
+#include <cctype>
 #include <csignal>
+#include <optional>
 #include <filesystem>
 #include <cstdio>
 #include <ctime>
@@ -43,6 +45,9 @@ struct Options {
   std::string json_path;
   std::string dump_odd;
   bool quiet = false;
+  double duration_s = 0;        // > 0: the measured phase ends after this long (requests is the cap)
+  std::string record_header;    // count requests per value of this response header
+  double window_s = 10;         // ... in windows this long
 };
 
 // Everything a client thread needs to send request i of a phase.
@@ -57,21 +62,31 @@ class LoadGenerator {
       : opts_(opts), url_(std::move(url)), path_(std::move(path)), classes_(std::move(classes)),
         endpoint_(opts.endpoint == "completions" ? Endpoint::kCompletions : Endpoint::kChat) {}
 
-  // Runs every request of `phase` on `concurrency` threads; returns the
-  // outcomes in request order and sets *wall_s.
-  std::vector<RequestOutcome> run(const Phase& phase, int concurrency, double* wall_s) const {
+  // Runs the requests of `phase` on `concurrency` threads; returns the
+  // outcomes in request order and sets *wall_s. With `duration_s` > 0 no
+  // request starts after that many seconds: the outcomes are those of the
+  // requests that started.
+  std::vector<RequestOutcome> run(const Phase& phase, int concurrency, double* wall_s,
+                                  double duration_s = 0) const {
     const int n = static_cast<int>(phase.classes.size());
     std::vector<RequestOutcome> outcomes(static_cast<size_t>(n));
     std::atomic<int> next{0};
     const auto t0 = Clock::now();
+    const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
     std::vector<std::thread> clients;
     for (int c = 0; c < std::min(concurrency, n); ++c) {
       clients.emplace_back([&] {
-        for (int i = next++; i < n; i = next++) outcomes[static_cast<size_t>(i)] = one(phase, i);
+        while (duration_s <= 0 || Clock::now() < end) {
+          const int i = next++;
+          if (i >= n) break;
+          outcomes[static_cast<size_t>(i)] = one(phase, i, t0);
+        }
       });
     }
     for (std::thread& t : clients) t.join();
     *wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    // Every index below min(next, n) was taken, and every one taken was run.
+    outcomes.resize(static_cast<size_t>(std::min(next.load(), n)));
     return outcomes;
   }
 
@@ -88,7 +103,7 @@ class LoadGenerator {
   }
 
  private:
-  RequestOutcome one(const Phase& phase, int i) const {
+  RequestOutcome one(const Phase& phase, int i, Clock::time_point phase_start) const {
     const int cls = phase.classes[static_cast<size_t>(i)];
     const std::string prompt = this->prompt(phase.tag, i, cls);
     HttpPost post;
@@ -100,13 +115,21 @@ class LoadGenerator {
     if (!opts_.api_key.empty()) post.headers.emplace_back("Authorization", "Bearer " + opts_.api_key);
 
     const auto start = Clock::now();
+    const double start_s = std::chrono::duration<double>(start - phase_start).count();
     ResponseReader reader(endpoint_, start, cls, max_tokens(cls), !opts_.dump_odd.empty());
+    std::string header;
     HttpHandlers handlers;
-    handlers.on_head = [&](const ResponseHead& head) { reader.on_head(head); };
+    handlers.on_head = [&](const ResponseHead& head) {
+      reader.on_head(head);
+      if (!opts_.record_header.empty()) header = head.header(opts_.record_header);
+    };
     handlers.on_body = [&](std::string_view bytes, Clock::time_point at) { return reader.on_body(bytes, at); };
     try {
       std::string error = http_post(post, handlers);
-      return reader.finish(error, Clock::now());
+      RequestOutcome out = reader.finish(error, Clock::now());
+      out.start_s = start_s;
+      out.header = std::move(header);
+      return out;
     } catch (const std::exception& e) {
       // Whatever a strange answer makes the parsers throw fails one request,
       // not the run.
@@ -114,6 +137,7 @@ class LoadGenerator {
       failed.cls = cls;
       failed.max_tokens = max_tokens(cls);
       failed.error = std::string("exception: ") + e.what();
+      failed.start_s = start_s;
       return failed;
     }
   }
@@ -168,6 +192,25 @@ void print_report(const Options& o, const std::string& target, const LoadGenerat
   }
   for (const auto& [msg, count] : s.errors) std::printf("  error x%d: %s\n", count, msg.c_str());
   for (const auto& [msg, count] : s.notes) std::printf("  note x%d: %s\n", count, msg.c_str());
+}
+
+// Requests per header value and window, a row per window.
+void print_header_counts(const HeaderCounts& c) {
+  std::printf("  %s per %s s window (by request start):\n", c.header.c_str(), fmt(c.window_s, 1).c_str());
+  std::printf("  %-14s", "window s");
+  for (const auto& [value, n] : c.total) std::printf(" %14s", value.c_str());
+  std::printf("\n");
+  for (const HeaderWindow& w : c.windows) {
+    std::printf("  %-14s", (fmt(w.start_s, 1) + "-" + fmt(w.end_s, 1)).c_str());
+    for (const auto& [value, n] : c.total) {
+      auto it = w.counts.find(value);
+      std::printf(" %14d", it == w.counts.end() ? 0 : it->second);
+    }
+    std::printf("\n");
+  }
+  std::printf("  %-14s", "total");
+  for (const auto& [value, n] : c.total) std::printf(" %14d", n);
+  std::printf("\n");
 }
 
 // Linux's CPU pressure (PSI): microseconds in which some runnable task
@@ -246,7 +289,16 @@ int run_main(int argc, char** argv) {
   app.add_option("--dump-odd", o.dump_odd,
                  "write the request and raw answer of every failed or noted measured request into this folder");
   app.add_flag("-q,--quiet", o.quiet, "no progress lines on stderr");
+  app.add_option("--duration", o.duration_s,
+                 "measure for this many seconds (no request starts later); --requests is then a cap, "
+                 "1000000 unless given")
+      ->check(CLI::Range(0.0, 86400.0));
+  app.add_option("--record-header", o.record_header,
+                 "count measured requests per value of this response header (e.g. x-llmpool-model), per window");
+  app.add_option("--window", o.window_s, "seconds per window of --record-header")->check(CLI::Range(0.1, 86400.0));
   CLI11_PARSE(app, argc, argv);
+  for (char& ch : o.record_header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (o.duration_s > 0 && app.count("--requests") == 0) o.requests = 1000000;
 
   std::string error;
   auto url = parse_url(o.url, &error);
@@ -296,7 +348,8 @@ int run_main(int argc, char** argv) {
   const long long pressure_before = cpu_pressure_us();
   double wall = 0;
   Phase measured{"Request", assign_classes(classes, o.requests, o.seed)};
-  std::vector<RequestOutcome> outcomes = gen.run(measured, o.concurrency, &wall);
+  std::vector<RequestOutcome> outcomes = gen.run(measured, o.concurrency, &wall, o.duration_s);
+  if (o.duration_s > 0) o.requests = static_cast<int>(outcomes.size());
   const long long pressure_after = cpu_pressure_us();
   nlohmann::json machine = {{"loadavg_1min_before", load_before}, {"loadavg_1min_after", loadavg_1min()}};
   if (pressure_before >= 0 && pressure_after >= 0 && wall > 0) {
@@ -307,6 +360,11 @@ int run_main(int argc, char** argv) {
   for (size_t c = 0; c < classes.size(); ++c) per_class.push_back(aggregate(outcomes, wall, static_cast<int>(c)));
 
   print_report(o, target, gen, stats, per_class);
+  std::optional<HeaderCounts> header_counts;
+  if (!o.record_header.empty()) {
+    header_counts = count_header(outcomes, o.record_header, o.window_s);
+    print_header_counts(*header_counts);
+  }
   if (machine.contains("cpu_pressure_some_pct")) {
     std::printf("  %-22s load average %s -> %s, CPU pressure %s%% of the time\n", "machine",
                 fmt(load_before, 2).c_str(), fmt(machine["loadavg_1min_after"].get<double>(), 2).c_str(),
@@ -341,11 +399,13 @@ int run_main(int argc, char** argv) {
           {"shared_prefix", o.shared_prefix},
           {"system", o.system},
           {"stream", !o.no_stream},
-          {"words_per_token", o.words_per_token}}},
+          {"words_per_token", o.words_per_token},
+          {"duration_s", o.duration_s}}},
         {"machine", machine},
         {"results", to_json(stats)},
         {"classes", by_class},
     };
+    if (header_counts) doc["header_counts"] = to_json(*header_counts);
     std::ofstream out(o.json_path);
     // Error messages quote the server's bytes, cut anywhere: replace invalid UTF-8.
     out << doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";

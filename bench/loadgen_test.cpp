@@ -346,6 +346,30 @@ class OneShotServer {
   std::thread thread_;
 };
 
+TEST(HeaderCountsTest, CountsValuesPerWindowByStartTime) {
+  auto outcome = [](double start_s, bool ok, std::string header) {
+    RequestOutcome r;
+    r.start_s = start_s;
+    r.ok = ok;
+    r.header = std::move(header);
+    return r;
+  };
+  std::vector<RequestOutcome> outcomes = {outcome(0.1, true, "a"), outcome(4.9, true, "b"),
+                                          outcome(5.0, true, "a"), outcome(12.0, false, "b"),
+                                          outcome(13.0, true, "")};
+  HeaderCounts c = count_header(outcomes, "x-llmpool-model", 5.0);
+  ASSERT_EQ(c.windows.size(), 3u);
+  EXPECT_EQ(c.windows[0].counts, (std::map<std::string, int>{{"a", 1}, {"b", 1}}));
+  EXPECT_EQ(c.windows[1].counts, (std::map<std::string, int>{{"a", 1}}));
+  EXPECT_EQ(c.windows[2].counts, (std::map<std::string, int>{{"(failed)", 1}, {"(none)", 1}}));
+  EXPECT_DOUBLE_EQ(c.windows[2].start_s, 10.0);
+  EXPECT_DOUBLE_EQ(c.windows[2].end_s, 15.0);
+  EXPECT_EQ(c.total, (std::map<std::string, int>{{"a", 2}, {"b", 1}, {"(failed)", 1}, {"(none)", 1}}));
+  nlohmann::json j = to_json(c);
+  EXPECT_EQ(j["header"], "x-llmpool-model");
+  EXPECT_EQ(j["windows"][1]["counts"]["a"], 1);
+}
+
 TEST(HttpPostTest, StreamsAChunkedSseAnswerFromALoopbackServer) {
   std::string events = chunk("a") + chunk("b") + "data: [DONE]\n\n";
   auto as_chunk = [](const std::string& s) {

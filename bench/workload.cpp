@@ -414,4 +414,30 @@ nlohmann::json to_json(const PhaseStats& s) {
   };
 }
 
+HeaderCounts count_header(const std::vector<RequestOutcome>& outcomes, const std::string& header, double window_s) {
+  HeaderCounts c;
+  c.header = header;
+  c.window_s = window_s;
+  for (const RequestOutcome& r : outcomes) {
+    const std::string key = !r.ok ? "(failed)" : r.header.empty() ? "(none)" : r.header;
+    size_t w = static_cast<size_t>(std::max(0.0, r.start_s) / window_s);
+    while (c.windows.size() <= w) {
+      HeaderWindow hw;
+      hw.start_s = static_cast<double>(c.windows.size()) * window_s;
+      hw.end_s = hw.start_s + window_s;
+      c.windows.push_back(std::move(hw));
+    }
+    c.windows[w].counts[key]++;
+    c.total[key]++;
+  }
+  return c;
+}
+
+nlohmann::json to_json(const HeaderCounts& c) {
+  nlohmann::json windows = nlohmann::json::array();
+  for (const HeaderWindow& w : c.windows)
+    windows.push_back({{"start_s", w.start_s}, {"end_s", w.end_s}, {"counts", w.counts}});
+  return {{"header", c.header}, {"window_s", c.window_s}, {"windows", windows}, {"total", c.total}};
+}
+
 }  // namespace llmpool::bench

@@ -74,6 +74,8 @@ struct RequestOutcome {
   int max_tokens = 0;                // what was asked for
   std::vector<std::string> notes;    // protocol oddities that did not fail it
   std::string raw;                   // the response body as received, when asked for
+  double start_s = 0;                // when it started, seconds since its phase started
+  std::string header;                // the value of the recorded response header (--record-header)
 
   // Completion tokens as the server counted them, else the number of deltas.
   long output_tokens() const {
@@ -149,5 +151,22 @@ PhaseStats aggregate(const std::vector<RequestOutcome>& outcomes, double wall_s,
 
 nlohmann::json to_json(const Summary& s);
 nlohmann::json to_json(const PhaseStats& s);
+
+// Requests per value of one response header (e.g. x-llmpool-model: which
+// model answered), in consecutive windows of `window_s` seconds by the
+// requests' start times, and in total. Failed requests count as "(failed)",
+// ok ones without the header as "(none)".
+struct HeaderWindow {
+  double start_s = 0, end_s = 0;
+  std::map<std::string, int> counts;
+};
+struct HeaderCounts {
+  std::string header;
+  double window_s = 0;
+  std::vector<HeaderWindow> windows;   // from 0 to the last request's start; empty windows included
+  std::map<std::string, int> total;
+};
+HeaderCounts count_header(const std::vector<RequestOutcome>& outcomes, const std::string& header, double window_s);
+nlohmann::json to_json(const HeaderCounts& c);
 
 }  // namespace llmpool::bench

@@ -1,5 +1,6 @@
-// Starts the real llmpool binary on a free loopback port for a test and
-// stops it after. Shared by the e2e test files.
+// Starts the real llmpool binary (and llmpool-fake-upstream upstreams) on
+// free loopback ports for a test and stops them after. Shared by the e2e
+// test files.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -20,15 +21,45 @@ export function writeConfig(yaml) {
 // Starts `llmpool serve` and resolves once it prints its address.
 export function startServer(configPath, { timeoutMs = 60000 } = {}) {
   if (!BIN) throw new Error('LLMPOOL_BIN is not set');
-  const child = spawn(BIN, ['serve', '--config', configPath, '--port', '0', '--host', '127.0.0.1'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  return startProcess('server', BIN, ['serve', '--config', configPath, '--port', '0', '--host', '127.0.0.1'], timeoutMs);
+}
+
+export const FAKE_UPSTREAM = process.env.LLMPOOL_FAKE_UPSTREAM;
+
+// Starts llmpool-fake-upstream (bench/README.md) on a free port with the
+// given flags, e.g. {name: 'up-a', ttftMs: 20, text: 'Paris'}; resolves to
+// the server object plus control(body) (POST /control) and state() (GET).
+export async function startFake(flags = {}, { timeoutMs = 30000 } = {}) {
+  if (!FAKE_UPSTREAM) throw new Error('LLMPOOL_FAKE_UPSTREAM is not set');
+  const args = ['--port', '0'];
+  for (const [key, value] of Object.entries(flags)) {
+    const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    if (value === true) args.push(flag);
+    else if (value !== false && value !== undefined) args.push(flag, String(value));
+  }
+  const fake = await startProcess('fake upstream', FAKE_UPSTREAM, args, timeoutMs);
+  const control = async (body) => {
+    const res = await fetch(`${fake.baseURL}/control`, {
+      method: body ? 'POST' : 'GET',
+      headers: body ? { 'content-type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const json = await res.json();
+    if (res.status !== 200) throw new Error(`fake upstream /control: ${res.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+  return { ...fake, control: (body) => control(body), state: () => control(undefined) };
+}
+
+// Starts `bin args` and resolves once it prints "listening on URL".
+function startProcess(what, bin, args, timeoutMs) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`server did not start in ${timeoutMs} ms; stderr:\n${stderr}`));
+      reject(new Error(`${what} did not start in ${timeoutMs} ms; stderr:\n${stderr}`));
     }, timeoutMs);
     let out = '';
     child.stdout.on('data', (d) => {
@@ -46,7 +77,7 @@ export function startServer(configPath, { timeoutMs = 60000 } = {}) {
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before listening; stderr:\n${stderr}`));
+      reject(new Error(`${what} exited with ${code} before listening; stderr:\n${stderr}`));
     });
   });
 }

@@ -1,6 +1,7 @@
 // Helpers for the remote provider tests: a collector for generate()'s
-// callbacks, a fake upstream built on llmpool's own HttpServer, and a raw
-// TCP server for answers no well-behaved HTTP server would give.
+// callbacks, the fake upstream built on llmpool's own HttpServer (shared
+// with llmpool-fake-upstream, bench/fake_server.h), and a raw TCP server for
+// answers no well-behaved HTTP server would give.
 #pragma once
 
 #include <arpa/inet.h>
@@ -25,10 +26,9 @@
 #include <thread>
 #include <vector>
 
-#include "api/http_server.h"
-#include "api/router.h"
 #include "common/chat.h"
 #include "config/config.h"
+#include "fake_server.h"
 
 namespace llmpool::providers::testing {
 
@@ -95,118 +95,17 @@ class Collector {
   int done_calls_ = 0;
 };
 
-inline std::string sse(const nlohmann::json& j) { return "data: " + j.dump() + "\n\n"; }
+using fake::chat_chunk;
+using fake::sse;
 
-inline nlohmann::json chat_chunk(int index, const std::string& text, const char* finish = nullptr) {
-  nlohmann::json choice = {{"index", index}, {"delta", {{"content", text}}},
-                           {"finish_reason", finish ? nlohmann::json(finish) : nlohmann::json()}};
-  return {{"object", "chat.completion.chunk"}, {"choices", nlohmann::json::array({choice})}};
-}
-
-// An upstream on loopback made of llmpool's HttpServer. Handlers that must
-// wait run on threads of their own (spawn), never on the server's I/O
-// threads; they wait with hold(), which ends on release(), when the
-// client goes away, or after 10 s.
-class FakeUpstream {
+// The shared fake upstream (bench/fake_server.h): start() fails the test
+// when the server cannot bind.
+class FakeUpstream : public fake::FakeServer {
  public:
-  FakeUpstream() = default;
-  ~FakeUpstream() { stop(); }
-
-  void post(const std::string& path, api::Handler handler) { router_.add("POST", path, std::move(handler)); }
-  void get(const std::string& path, api::Handler handler) { router_.add("GET", path, std::move(handler)); }
-
   void start() {
-    config::ServerConfig c;
-    c.host = "127.0.0.1";
-    c.port = 0;
-    c.io_threads = 2;
-    c.shutdown_grace_ms = 500;
-    server_ = std::make_unique<api::HttpServer>(c, router_);
-    Status st = server_->start();
+    Status st = FakeServer::start();
     ASSERT_TRUE(st.is_ok()) << st.to_string();
   }
-  void stop() {
-    release();
-    std::vector<std::thread> threads;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      threads.swap(threads_);
-    }
-    for (auto& t : threads) t.join();
-    if (server_) server_->stop();
-  }
-
-  uint16_t port() const { return server_->port(); }
-  std::string url(const std::string& path = "") const { return "http://127.0.0.1:" + std::to_string(port()) + path; }
-
-  void spawn(std::function<void()> fn) {
-    std::lock_guard<std::mutex> lock(mu_);
-    threads_.emplace_back(std::move(fn));
-  }
-
-  // Blocks until release(), the client's disconnect (`cancel`) or 10 s.
-  // Returns true when released.
-  bool hold(const CancelTokenPtr& cancel) {
-    std::unique_lock<std::mutex> lock(mu_);
-    holding_++;
-    cv_.notify_all();
-    auto deadline = Clock::now() + 10s;
-    while (!released_ && !(cancel && cancel->cancelled()) && Clock::now() < deadline)
-      cv_.wait_for(lock, 10ms);
-    holding_--;
-    if (cancel && cancel->cancelled()) client_gone_++;
-    cv_.notify_all();
-    return released_;
-  }
-  void release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
-  // Waits until `n` handlers are in hold().
-  bool wait_holding(int n, std::chrono::milliseconds timeout = 10s) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return holding_ >= n; });
-  }
-  // Waits until `n` held handlers noticed that their client went away.
-  bool wait_client_gone(int n, std::chrono::milliseconds timeout = 10s) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return client_gone_ >= n; });
-  }
-
-  // The last request body and headers seen by a handler that records them.
-  void record(const api::HttpRequest& req) {
-    std::lock_guard<std::mutex> lock(mu_);
-    last_body_ = req.body;
-    last_headers_ = req.headers;
-    requests_++;
-  }
-  nlohmann::json last_body() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return nlohmann::json::parse(last_body_, nullptr, false);
-  }
-  std::string last_header(const std::string& name) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = last_headers_.find(name);
-    return it == last_headers_.end() ? std::string() : it->second;
-  }
-  int requests() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return requests_;
-  }
-
- private:
-  api::HttpRouter router_;
-  std::unique_ptr<api::HttpServer> server_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::thread> threads_;
-  bool released_ = false;
-  int holding_ = 0;
-  int client_gone_ = 0;
-  std::string last_body_;
-  std::map<std::string, std::string> last_headers_;
-  int requests_ = 0;
 };
 
 // A TCP server on loopback that reads one request per connection, writes
