@@ -103,15 +103,18 @@ for b in "${needed[@]}"; do
   [[ -x $b ]] || { echo "compare.sh: missing $b (build it, or drop --no-build)" >&2; exit 1; }
 done
 # RESULTS.md = the setup written after the runs + the report's tables (+ the
-# Routing section of bench/routing.sh, kept as it was).
+# sections kept as they were: Routing from bench/routing.sh, and the notes on
+# the targets and cancellation, written by hand).
 write_results() { # work folder
   {
     cat "$1/header.md"
     "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"
-    if [[ -f $out ]] && grep -q '^<!-- routing:begin' "$out"; then
-      echo
-      sed -n '/^<!-- routing:begin/,/^<!-- routing:end -->$/p' "$out"
-    fi
+    for kept in routing notes; do
+      if [[ -f $out ]] && grep -q "^<!-- $kept:begin" "$out"; then
+        echo
+        sed -n "/^<!-- $kept:begin/,/^<!-- $kept:end -->\$/p" "$out"
+      fi
+    done
   } >"$out.tmp"
   mv "$out.tmp" "$out"
 }
