@@ -425,6 +425,24 @@ TEST_F(EnsembleRunnerTest, StreamingSendsNoDeltaAfterDone) {
   EXPECT_EQ(ended_.size(), 1u);
 }
 
+TEST_F(EnsembleRunnerTest, StreamingCallerMayCancelFromInsideTheDeltaCallback) {
+  auto a = fake("a", {streamed({"a", "b", "c"}, 100)});
+  auto in = input(StrategyKind::kFastest, {a});
+  int deltas = 0;
+  in.on_delta = [&](size_t, Delta) {
+    ++deltas;
+    handle_->cancel();  // e.g. the client went away while its chunk was written
+    EXPECT_TRUE(result_.has_value());  // done ran on this thread, inside the callback
+  };
+  start(std::move(in));
+  timer_.advance(1s);
+  EXPECT_EQ(deltas, 1);
+  ASSERT_TRUE(result_);
+  EXPECT_EQ(result_->status().message(), "cancelled by the caller");
+  EXPECT_TRUE(a->cancelled(0));
+  EXPECT_EQ(ended_.size(), 1u);
+}
+
 TEST_F(EnsembleRunnerTest, FastestKeepsEveryChoiceOfTheWinner) {
   Script two = answer("", 100);
   two.choices = {"Paris", "Paris, France"};
