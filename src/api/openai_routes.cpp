@@ -108,8 +108,8 @@ struct Generation {
   }
 
   // Streams a whole completion that arrived without deltas (a routed answer
-  // comes whole from the ensemble runner): per choice one content chunk and
-  // one finishing chunk.
+  // of a gathering strategy, or from a provider that does not stream): per
+  // choice one content chunk and one finishing chunk.
   void replay(const Completion& c) {
     for (const Choice& ch : c.choices) {
       Delta d;
@@ -231,19 +231,30 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     });
   }
 
-  // Through the router: the answer comes whole from the ensemble runner and
-  // is streamed (when asked) as one content chunk and one finishing chunk
-  // per choice.
+  // Through the router. A FASTEST run streams (when asked) the deltas of
+  // the attempt that produced output first: the SSE headers go out with
+  // its first delta, so they name the model that answers. The gathering
+  // strategies, and providers that do not stream, answer whole: that is
+  // streamed as one content chunk and one finishing chunk per choice.
   void route(Endpoint endpoint, ApiRequest parsed, qos::AdmissionGate::Hold hold, const ResponseWriterPtr& writer) {
     auto g = new_generation(endpoint, parsed, parsed.generate.model, writer);
     g->hold = std::move(hold);
-    router::RouteRequest rr{std::move(parsed.generate), std::move(parsed.hints), g->meta.id};
+    router::RouteRequest rr{std::move(parsed.generate), std::move(parsed.hints), g->meta.id, {}, {}};
     auto self = shared_from_this();
+    if (g->stream) {
+      // The router calls these one at a time, before its done (RouteRequest).
+      rr.on_stream_start = [self, g](const router::RouteInfo& info) {
+        g->meta.model = info.model;
+        g->metrics = self->metrics_for(info.model);  // TTFT and ITL count for the model that answers
+        g->set_route(info);
+      };
+      rr.on_delta = [g](Delta d) { g->on_delta(std::move(d)); };
+    }
     routing_->route(std::move(rr), writer->cancel_token(), [self, g](router::RouteOutcome o) {
       if (!o.info.model.empty()) g->meta.model = o.info.model;
       g->metrics = self->metrics_for(g->meta.model);
       g->set_route(o.info);
-      g->on_done(std::move(o.completion));  // streams the whole answer (see replay)
+      g->on_done(std::move(o.completion));  // ends the stream, or streams a whole answer (see replay)
     });
   }
 

@@ -157,6 +157,7 @@ class RunState final : public RunHandle, public std::enable_shared_from_this<Run
 
   void run_actions(Actions& a);
   void on_slot_done(size_t slot, Result<Completion> r);
+  void on_slot_delta(size_t slot, Delta d);
   void on_hedge_timer();
   void on_deadline();
 
@@ -167,7 +168,7 @@ class RunState final : public RunHandle, public std::enable_shared_from_this<Run
   void schedule_hedge_locked(size_t provider);
   size_t running_locked() const;
   bool good(const Result<Completion>& r) const;
-  void cancel_running_locked();
+  void cancel_running_locked(std::optional<size_t> keep = std::nullopt);
   void finish_locked(Actions& a, Result<EnsembleResult> r);
   void finish_fastest_locked(Actions& a, size_t slot);
   void gathered_locked(Actions& a);
@@ -191,6 +192,12 @@ class RunState final : public RunHandle, public std::enable_shared_from_this<Run
   std::optional<qos::Timer::TaskId> hedge_timer_;
   std::optional<qos::Timer::TaskId> deadline_timer_;
   Status last_error_;
+  std::optional<size_t> committed_;     // FASTEST streaming: the slot whose deltas are forwarded
+  // Held while on_delta or done runs, so that they never overlap and no
+  // delta follows done. Recursive: on_delta may cancel the run, which calls
+  // done on the same thread. Taken only without mu_ held.
+  std::recursive_mutex cb_mu_;
+  bool done_called_ = false;            // guarded by cb_mu_
   // Gathering strategies.
   std::vector<CandidateAnswer> answers_;
   std::vector<CandidateRef> refs_;
@@ -207,6 +214,8 @@ void RunState::run_actions(Actions& a) {
     const size_t slot = l.slot;
     GenerateCallbacks cb;
     cb.on_done = [self, slot](Result<Completion> r) { self->on_slot_done(slot, std::move(r)); };
+    if (in_.on_delta && in_.strategy == StrategyKind::kFastest)
+      cb.on_delta = [self, slot](Delta d) { self->on_slot_delta(slot, std::move(d)); };
     try {
       l.provider->generate(std::move(l.request), l.cancel, std::move(cb));
     } catch (const std::exception& e) {
@@ -214,7 +223,37 @@ void RunState::run_actions(Actions& a) {
       on_slot_done(slot, Status::internal(std::string("provider threw: ") + e.what()));
     }
   }
-  if (a.finish && a.done) a.done(std::move(*a.finish));
+  if (a.finish && a.done) {
+    std::lock_guard cb_lock(cb_mu_);
+    done_called_ = true;
+    a.done(std::move(*a.finish));
+  }
+}
+
+void RunState::on_slot_delta(size_t slot, Delta d) {
+  size_t provider = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (phase_ != Phase::kRunning) return;
+    if (!committed_) {
+      const bool says_something =
+          !d.text.empty() || !d.reasoning_content.empty() || !d.tool_calls.empty() || !d.logprobs.empty();
+      const Slot& s = slots_[slot];
+      if (!says_something || !s.running || s.cancelled_by_us) return;
+      // The first words out commit the run to this attempt: the client will
+      // see them, so no other attempt may answer any more.
+      committed_ = slot;
+      if (hedge_timer_) shared_->timer.cancel(*hedge_timer_);
+      hedge_timer_.reset();
+      cancel_running_locked(slot);
+    } else if (*committed_ != slot) {
+      return;
+    }
+    provider = slots_[slot].provider;
+  }
+  std::lock_guard cb_lock(cb_mu_);
+  if (done_called_) return;
+  in_.on_delta(provider, std::move(d));
 }
 
 void RunState::start() {
@@ -311,6 +350,7 @@ void RunState::start_slot_locked(Actions& a, size_t provider, AttemptKind kind, 
 }
 
 bool RunState::launch_next_locked(Actions& a, bool hedge) {
+  if (committed_) return false;  // a streamed answer has begun: nobody else may answer
   while (next_provider_ < in_.providers.size()) {
     const size_t p = next_provider_++;
     // Until something has started, a refused provider's successor is still the primary attempt.
@@ -423,6 +463,11 @@ void RunState::on_slot_done(size_t slot, Result<Completion> r) {
     } else if (in_.strategy == StrategyKind::kFastest) {
       if (outcome == AttemptOutcome::kSuccess) {
         finish_fastest_locked(a, slot);
+      } else if (committed_ == slot) {
+        // Part of this answer is out already: no fallback can continue it.
+        last_error_ = status;
+        finish_locked(a, with_code(status.code(), "model '" + s.model +
+                                                      "' failed after it had started streaming: " + status.message()));
       } else {
         last_error_ = status;
         if (!launch_next_locked(a, false) && running_locked() == 0) {
@@ -437,9 +482,10 @@ void RunState::on_slot_done(size_t slot, Result<Completion> r) {
   run_actions(a);
 }
 
-void RunState::cancel_running_locked() {
-  for (auto& s : slots_) {
-    if (!s.running || s.cancelled_by_us) continue;
+void RunState::cancel_running_locked(std::optional<size_t> keep) {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (!s.running || s.cancelled_by_us || keep == i) continue;
     s.cancelled_by_us = true;
     s.cancel->cancel();
     records_[s.record].outcome = AttemptOutcome::kCancelled;
@@ -481,8 +527,7 @@ void RunState::finish_fastest_locked(Actions& a, size_t slot) {
   const Slot& s = slots_[slot];
   const Completion& c = s.result->value();
   EnsembleResult res;
-  res.completion.choices = {c.choices[0]};
-  res.completion.choices[0].index = 0;
+  res.completion.choices = c.choices;  // n > 1: every choice of the winner
   res.completion.usage = c.usage;
   res.model = s.model;
   res.total_usage = total_usage_locked();
@@ -503,7 +548,7 @@ void RunState::finish_fastest_locked(Actions& a, size_t slot) {
   d.winner_model = s.model;
   d.winner_votes = 1.0;
   d.total_votes = 1.0;
-  d.reason = "first good answer: " + s.model + " after " + fmt_ms(s.latency_ms);
+  d.reason = (committed_ ? "first to stream: " : "first good answer: ") + s.model + " after " + fmt_ms(s.latency_ms);
   if (records_[s.record].kind == AttemptKind::kHedge) d.reason += " (hedged attempt)";
   if (records_[s.record].kind == AttemptKind::kFallback) d.reason += " (fallback)";
   if (records_.size() > 1) d.reason += "; " + std::to_string(records_.size()) + " attempts";

@@ -17,7 +17,21 @@
 //              unparsable or failed judgement falls back to the first good
 //              candidate, with the reason in the decision.
 //
-// The result carries one choice: the winner. A "good" answer: an ok Completion whose first choice did not end
+// Streaming (FASTEST only): with RunInput::on_delta set, every attempt runs
+// with deltas. The first attempt to deliver a non-empty delta (text,
+// reasoning, a tool call or logprobs) commits the run: the other running
+// attempts are cancelled (they end kCancelled, as losers do), no hedge or
+// fallback starts afterwards, and from then on the committed attempt's
+// deltas, and only those, go to on_delta in order. Failures before the
+// commit behave as without streaming; a committed attempt that then fails
+// ends the run with its error (the caller already holds part of an answer).
+// on_delta is never called concurrently, nor after `done` was called; it
+// runs on the committed provider's thread. The gathering strategies ignore
+// on_delta: they deliver whole answers only.
+//
+// FASTEST delivers every choice of the winning completion (n > 1 asks each
+// attempt for n choices); the gathering strategies deliver one choice, the
+// winner. A "good" answer: an ok Completion whose first choice did not end
 // cancelled and (with reject_empty) is not empty. The deadline cancels
 // what still runs: FASTEST then fails with DeadlineExceeded; the gathering
 // strategies decide on the answers they have (failing only with none); a
@@ -31,7 +45,9 @@
 // even after the run has finished (losers end as kCancelled).
 //
 // Threading: run() returns at once; `done` is called exactly once, on a
-// provider's, the timer's or the caller's thread (possibly inside run()).
+// provider's, the timer's or the caller's thread (possibly inside run()),
+// never while on_delta runs on another thread. A cancel() from inside
+// on_delta calls `done` before on_delta returns.
 // admit runs under the run's lock: it must not call back into the run.
 // Callbacks must not block. The clock and the timer must outlive every run;
 // the runner itself may be destroyed while runs are in flight.
@@ -104,10 +120,13 @@ struct RunInput {
   qos::Deadline deadline = qos::Deadline::never();
   std::function<bool(size_t provider, AttemptKind kind)> admit;
   std::function<void(const AttemptRecord&)> on_attempt_end;
+  // FASTEST: stream the committed attempt's deltas (see the top of this
+  // file); `provider` indexes `providers`. Empty: whole answers only.
+  std::function<void(size_t provider, Delta delta)> on_delta;
 };
 
 struct EnsembleResult {
-  Completion completion;   // the winning answer as choice 0, with its attempt's usage
+  Completion completion;   // the winning answer (FASTEST: all its choices; else one, as choice 0), with its attempt's usage
   std::string model;       // who gave it
   EnsembleDecision decision;
   std::vector<AttemptRecord> attempts;  // as known when the result was delivered

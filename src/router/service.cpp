@@ -470,6 +470,23 @@ std::string route_reason(const RunContext& c, const ensemble::EnsembleResult* r)
   return header_safe(reason);
 }
 
+// What a stream's first chunk says: the committed attempt's model, before
+// the run has ended.
+RouteInfo stream_info(const RunContext& c, const std::string& model) {
+  ensemble::EnsembleResult r;
+  r.model = model;
+  r.decision.strategy = ensemble::strategy_name(ensemble::StrategyKind::kFastest);
+  r.decision.winner_model = model;
+  r.decision.reason = "first to stream: " + model + " (the full decision is in the decision log)";
+  RouteInfo info;
+  info.model = model;
+  info.route = c.route;
+  info.reason = route_reason(c, &r);
+  if (c.canary) info.arm = c.canary->arm;
+  info.ensemble = r.decision;
+  return info;
+}
+
 json attempts_json(const std::vector<ensemble::AttemptRecord>& attempts) {
   json out = json::array();
   for (const auto& a : attempts) {
@@ -725,6 +742,17 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   if (ctx->strategy == ensemble::StrategyKind::kConsensus)
     ctx->escalation_request = std::make_shared<GenerateRequest>(rq.generate);
   in.request = std::move(rq.generate);
+  if (ctx->strategy == ensemble::StrategyKind::kFastest && rq.on_delta) {
+    // The runner calls this one delta at a time and never after done.
+    in.on_delta = [ctx, order, on_start = std::move(rq.on_stream_start), on_delta = std::move(rq.on_delta),
+                   started = false](size_t provider, Delta d) mutable {
+      if (!started) {
+        started = true;
+        if (on_start) on_start(stream_info(*ctx, order.at(provider)));
+      }
+      on_delta(std::move(d));
+    };
+  }
 
   ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
   if (overhead_ != nullptr) overhead_->observe(ctx->router_us / 1e6);

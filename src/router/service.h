@@ -69,12 +69,6 @@ struct RouteHints {
   std::string judge;                                  // extension `ensemble.judge`; "": the group's
 };
 
-struct RouteRequest {
-  GenerateRequest generate;  // generate.model: "auto", a group name or a model name
-  RouteHints hints;
-  std::string response_id;   // the id the answer carries; the key for feedback
-};
-
 // Which model answered and why: response headers, the `llmpool` field.
 struct RouteInfo {
   std::string model;         // the model that answered ("" when none did)
@@ -82,6 +76,23 @@ struct RouteInfo {
   std::string reason;        // one line
   std::string arm;           // canary arm, when the request was in a canary route
   nlohmann::json ensemble;   // to_json(EnsembleDecision); null for a direct request
+};
+
+struct RouteRequest {
+  GenerateRequest generate;  // generate.model: "auto", a group name or a model name
+  RouteHints hints;
+  std::string response_id;   // the id the answer carries; the key for feedback
+  // Streaming, for FASTEST runs only (the gathering strategies answer
+  // whole): with on_delta set, the first attempt to produce output commits
+  // the run (EnsembleRunner). on_stream_start is then called once, before
+  // that attempt's first delta, with what is known of the answer: its
+  // model, route, reason and a provisional fastest decision (the full one
+  // comes with `done` and in the decision log); on_delta gets each delta
+  // of that attempt in order. Neither runs concurrently with the other or
+  // with `done`, nor after `done`. A run that fails before any delta calls
+  // neither.
+  std::function<void(const RouteInfo&)> on_stream_start;
+  std::function<void(Delta)> on_delta;
 };
 
 struct RouteOutcome {

@@ -12,6 +12,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using ensemble::testing::answer;
+using ensemble::testing::Script;
+using ensemble::testing::streamed;
 using nlohmann::json;
 using router::testing::FakeDirectory;
 using router::testing::model;
@@ -21,7 +23,8 @@ class RoutingRoutesTest : public ::testing::Test {
   void SetUp() override {
     for (auto m : {model("general", {"general"}), model("coder", {"code"}), model("solo", {"general"})}) {
       cfg_.models.push_back(m);
-      dir_->add(m, {answer(m.name == "coder" ? "def fixed(): pass" : "hello", 0)});
+      auto it = scripts_.find(m.name);
+      dir_->add(m, {it != scripts_.end() ? it->second : answer(m.name == "coder" ? "def fixed(): pass" : "hello", 0)});
     }
     config::RouteGroupConfig g;
     g.name = "pair";
@@ -70,6 +73,17 @@ class RoutingRoutesTest : public ::testing::Test {
     return out;
   }
 
+  // The contents of a stream's chunks, in order, for choice `index`.
+  static std::vector<std::string> contents(const std::vector<json>& ev, int index = 0) {
+    std::vector<std::string> out;
+    for (const auto& e : ev)
+      for (const auto& c : e.value("choices", json::array()))
+        if (c["index"] == index && c["delta"].contains("content") && c["delta"]["content"].is_string())
+          out.push_back(c["delta"]["content"]);
+    return out;
+  }
+
+  std::map<std::string, Script> scripts_;  // set before SetUp: a model's script instead of the default answer
   qos::ManualClock clock_;
   qos::ManualTimer timer_{clock_};
   std::shared_ptr<FakeDirectory> dir_ = std::make_shared<FakeDirectory>(timer_);
@@ -206,6 +220,103 @@ TEST_F(RoutingRoutesTest, AnEnsembleCanBeChosenPerRequest) {
   json j = json::parse(r.body);
   EXPECT_EQ(j["llmpool"]["ensemble"]["strategy"], "voting");
   EXPECT_EQ(j["llmpool"]["ensemble"]["candidates"].size(), 2u);
+}
+
+// The same routes over providers that stream their answers.
+class RoutedStreamTest : public RoutingRoutesTest {
+ protected:
+  RoutedStreamTest() {
+    scripts_["coder"] = streamed({"def ", "fixed", "(): pass"}, 100, 50);
+    scripts_["general"] = streamed({"hel", "lo"}, 400, 50);
+  }
+};
+
+TEST_F(RoutedStreamTest, ARoutedStreamPassesTheDeltasThroughAsTheyCome) {
+  HttpRequest req;
+  req.method = "POST";
+  req.path = req.target = "/v1/chat/completions";
+  req.body = chat("pair", R"(,"stream":true)");
+  auto w = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(req, w);
+  timer_.advance(50ms);
+  EXPECT_TRUE(w->response().headers.empty());  // nothing is out before the first delta
+  timer_.advance(60ms);                        // coder's first piece
+  HttpResponse mid = w->response();
+  EXPECT_FALSE(w->finished());
+  EXPECT_EQ(mid.content_type, "text/event-stream");
+  EXPECT_EQ(mid.headers["x-llmpool-model"], "coder");
+  EXPECT_FALSE(mid.headers["x-llmpool-route-reason"].empty());
+  std::vector<json> ev = events(mid.body);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0]["model"], "coder");
+  EXPECT_EQ(ev[0]["llmpool"]["model"], "coder");
+  EXPECT_EQ(ev[0]["llmpool"]["route"], "pair");
+  EXPECT_EQ(ev[0]["llmpool"]["ensemble"]["strategy"], "fastest");
+  EXPECT_EQ(ev[0]["choices"][0]["delta"]["content"], "def ");
+  for (int i = 0; i < 100 && !w->finished(); ++i) timer_.advance(10ms);
+  ASSERT_TRUE(w->finished());
+  HttpResponse r = w->response();
+  ev = events(r.body);
+  EXPECT_EQ(contents(ev), (std::vector<std::string>{"def ", "fixed", "(): pass"}));
+  EXPECT_EQ(ev.back()["choices"][0]["finish_reason"], "stop");
+  for (size_t i = 1; i < ev.size(); ++i) EXPECT_FALSE(ev[i].contains("llmpool"));
+  EXPECT_NE(r.body.find("data: [DONE]"), std::string::npos);
+  // The stream's first token counts for the model that answered.
+  std::string prom = call("GET", "/metrics").body;
+  EXPECT_NE(prom.find("llmpool_time_to_first_token_seconds_count{model=\"coder\"} 1"), std::string::npos);
+  EXPECT_NE(prom.find("llmpool_inter_token_latency_seconds_count{model=\"coder\"} 2"), std::string::npos);
+  EXPECT_EQ(prom.find("llmpool_time_to_first_token_seconds_count{model=\"pair\"} 1"), std::string::npos);
+  // The same request without stream: the whole answer.
+  r = call("POST", "/v1/chat/completions", chat("pair"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "def fixed(): pass");
+}
+
+TEST_F(RoutedStreamTest, NTwoStreamsBothChoicesOfTheWinner) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("pair", R"(,"stream":true,"n":2)"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<json> ev = events(r.body);
+  EXPECT_EQ(contents(ev, 0), (std::vector<std::string>{"def ", "fixed", "(): pass"}));
+  EXPECT_EQ(contents(ev, 1), (std::vector<std::string>{"def ", "fixed", "(): pass"}));
+  r = call("POST", "/v1/chat/completions", chat("pair", R"(,"n":2)"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  ASSERT_EQ(j["choices"].size(), 2u);
+  EXPECT_EQ(j["choices"][1]["index"], 1);
+}
+
+class RoutedStreamFailureTest : public RoutingRoutesTest {
+ protected:
+  RoutedStreamFailureTest() {
+    scripts_["coder"] = ensemble::testing::failure(Status::unavailable("coder is down"), 50);
+    scripts_["general"] = ensemble::testing::failure(Status::unavailable("general is down"), 50);
+    Script broken = streamed({"so", "lo"}, 50);
+    broken.error = Status::internal("the engine stopped");
+    scripts_["solo"] = broken;
+  }
+};
+
+TEST_F(RoutedStreamFailureTest, AStreamThatFailsBeforeAnyDeltaIsAnErrorResponse) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("pair", R"(,"stream":true)"));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.content_type, "text/event-stream");
+  json j = json::parse(r.body);
+  EXPECT_EQ(j["error"]["type"], "unavailable_error");
+  EXPECT_NE(j["error"]["message"].get<std::string>().find("down"), std::string::npos);
+}
+
+TEST_F(RoutedStreamFailureTest, AStreamThatFailsAfterItsFirstDeltaEndsWithAnErrorEvent) {
+  // solo streams two pieces, then fails: the client already has them.
+  HttpResponse r =
+      call("POST", "/v1/chat/completions", chat("solo", R"(,"stream":true,"ensemble":{"strategy":"fastest"})"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["x-llmpool-model"], "solo");
+  std::vector<json> ev = events(r.body);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(contents(ev), (std::vector<std::string>{"so", "lo"}));
+  ASSERT_TRUE(ev.back().contains("error"));
+  EXPECT_NE(ev.back()["error"]["message"].get<std::string>().find("the engine stopped"), std::string::npos);
+  EXPECT_EQ(r.body.find("data: [DONE]"), std::string::npos);
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The router end to end: the real binary with two copies of the tiny model
 // behind route groups, driven by the official openai client. Checks that
 // `model: "auto"` picks a model and says which (header and `llmpool`
-// field), that streams carry the field on their first chunk, that every
+// field), that streams carry the field on their first chunk and arrive
+// token by token, that n > 1 returns every choice, that every
 // decision is a line in the decision log, and that /v1/feedback and
 // /api/routing-metrics answer.
 import { test, before, after } from 'node:test';
@@ -119,6 +120,45 @@ test('a routed stream carries the llmpool field on its first chunk', async () =>
   assert.equal(chunks[0].llmpool.model, served);
   assert.equal(chunks.slice(1).some((c) => c.llmpool), false);
   assert.ok(chunks.some((c) => c.choices[0]?.finish_reason));
+});
+
+// The concatenated content of a stream's chunks, per choice index.
+function streamedContent(chunks) {
+  const out = [];
+  for (const c of chunks)
+    for (const ch of c.choices) {
+      out[ch.index] ??= [];
+      if (ch.delta?.content) out[ch.index].push(ch.delta.content);
+    }
+  return out;
+}
+
+test('a routed stream arrives token by token and equals the whole answer', async () => {
+  const params = { model: 'auto', messages: [{ role: 'user', content: CODE }], max_tokens: 8, ignore_eos: true, temperature: 0 };
+  const { data: stream, response } = await client.chat.completions.create({ ...params, stream: true }).withResponse();
+  const served = response.headers.get('x-llmpool-model');
+  assert.ok(['general', 'coder'].includes(served), `x-llmpool-model ${served}`);
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assert.equal(chunks[0].llmpool.model, served);
+  const [pieces] = streamedContent(chunks);
+  assert.ok(pieces.length >= 2, `${pieces.length} content chunks`);
+  // a and b are the same tiny model, so a greedy answer is the same whoever answers.
+  const whole = await client.chat.completions.create(params);
+  assert.equal(pieces.join(''), whole.choices[0].message.content);
+});
+
+test('a routed request with n 2 returns both choices, streamed or not', async () => {
+  const params = { model: 'auto', messages: [{ role: 'user', content: CODE }], max_tokens: 4, ignore_eos: true, temperature: 0, n: 2 };
+  const whole = await client.chat.completions.create(params);
+  assert.deepEqual(whole.choices.map((c) => c.index), [0, 1]);
+  const stream = await client.chat.completions.create({ ...params, stream: true });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  const content = streamedContent(chunks);
+  assert.equal(content.length, 2);
+  assert.equal(content[0].join(''), whole.choices[0].message.content);
+  assert.equal(content[1].join(''), whole.choices[1].message.content);
 });
 
 test('a voting group gathers two answers and reports them', async () => {

@@ -5,6 +5,12 @@
 // request answers with FinishReason::kCancelled when it is noticed: at its
 // due time, or at the next poll for a stalled one. latency 0 answers inside
 // generate(), like a provider that calls back synchronously.
+// Streaming: a script with `pieces` sends them as deltas (every choice gets
+// the same pieces) when the caller set on_delta: the first at `latency`,
+// then one every `piece_gap`, and one gap after the last a delta with
+// finish reason stop per choice and on_done (or, with `error` set, on_done
+// failing with it). The answer's text is the
+// pieces joined when `text` is empty. A cancel stops the pieces.
 // Thread-safe.
 #pragma once
 
@@ -27,7 +33,17 @@ struct Script {
   bool stall = false;
   std::vector<ToolCall> tool_calls;
   Usage usage{10, 5, 0};
+  std::vector<std::string> pieces;   // streamed as deltas
+  std::chrono::milliseconds piece_gap{10};
 };
+
+inline Script streamed(std::vector<std::string> pieces, int ms = 100, int gap_ms = 10) {
+  Script s;
+  s.pieces = std::move(pieces);
+  s.latency = std::chrono::milliseconds(ms);
+  s.piece_gap = std::chrono::milliseconds(gap_ms);
+  return s;
+}
 
 inline Script answer(std::string text, int ms = 100) {
   Script s;
@@ -75,6 +91,13 @@ class FakeProvider : public providers::Provider {
       poll(cancel, done, n);
       return;
     }
+    if (!s.pieces.empty() && s.text.empty()) {
+      for (const auto& p : s.pieces) s.text += p;
+    }
+    if (!s.pieces.empty() && done->on_delta) {
+      timer_.schedule_after(s.latency, [this, s, cancel, done, n] { stream(s, cancel, done, n, 0); });
+      return;
+    }
     if (s.latency.count() == 0) {
       deliver(s, cancel, *done, n);
       return;
@@ -114,6 +137,33 @@ class FakeProvider : public providers::Provider {
         poll(cancel, done, n);
       }
     });
+  }
+
+  void stream(const Script& s, const CancelTokenPtr& cancel, const std::shared_ptr<GenerateCallbacks>& done,
+              int32_t n, size_t next) {
+    if (cancel->cancelled()) {
+      finish_cancelled(*done, n);
+      return;
+    }
+    if (next == s.pieces.size()) {
+      if (s.error.is_ok()) {
+        for (int32_t i = 0; i < n; ++i) {  // like the engine: a last delta with the finish reason
+          Delta d;
+          d.index = i;
+          d.finish_reason = FinishReason::kStop;
+          done->on_delta(std::move(d));
+        }
+      }
+      deliver(s, cancel, *done, n);
+      return;
+    }
+    for (int32_t i = 0; i < n; ++i) {
+      Delta d;
+      d.index = i;
+      d.text = s.pieces[next];
+      done->on_delta(std::move(d));
+    }
+    timer_.schedule_after(s.piece_gap, [this, s, cancel, done, n, next] { stream(s, cancel, done, n, next + 1); });
   }
 
   void finish_cancelled(GenerateCallbacks& cb, int32_t n) {

@@ -18,6 +18,7 @@ using testing::failure;
 using testing::FakeProvider;
 using testing::Script;
 using testing::stall;
+using testing::streamed;
 
 class EnsembleRunnerTest : public ::testing::Test {
  protected:
@@ -59,8 +60,30 @@ class EnsembleRunnerTest : public ::testing::Test {
     });
   }
 
+  // Records the run's deltas, and whether one came after done.
+  void streaming(RunInput& in) {
+    in.on_delta = [this](size_t provider, Delta d) {
+      if (result_.has_value()) delta_after_done_ = true;
+      delta_providers_.push_back(provider);
+      streamed_text_ += d.text;
+    };
+  }
+
+  // The run answered with `model` (provider index `provider`), and only its
+  // deltas were forwarded: two pieces and the finish, none after done.
+  void expect_streamed_from(const std::string& model, size_t provider) {
+    ASSERT_TRUE(result_ && *result_) << (result_ ? result_->status().to_string() : "no result");
+    EXPECT_EQ((*result_)->model, model);
+    EXPECT_EQ(streamed_text_, (*result_)->completion.choices.at(0).text);
+    EXPECT_EQ(delta_providers_, std::vector<size_t>(3, provider));
+    EXPECT_FALSE(delta_after_done_);
+  }
+
   qos::ManualClock clock_;
   qos::ManualTimer timer_{clock_};
+  std::vector<size_t> delta_providers_;
+  std::string streamed_text_;
+  bool delta_after_done_ = false;
   std::unique_ptr<EnsembleRunner> runner_;
   std::shared_ptr<RunHandle> handle_;
   std::optional<Result<EnsembleResult>> result_;
@@ -294,6 +317,160 @@ TEST_F(EnsembleRunnerTest, CancelEndsTheRunAndItsAttempts) {
   handle_->cancel();  // idempotent; done is not called again
   timer_.advance(1s);
   EXPECT_EQ(ended_.size(), 1u);
+}
+
+// ---- FASTEST, streaming ----
+
+TEST_F(EnsembleRunnerTest, StreamingCommitsOnTheFirstDeltaAndCancelsTheOthers) {
+  auto a = fake("a", {streamed({"Pa", "ris"}, 100, 200)});
+  auto b = fake("b", {streamed({"Lyon"}, 200)});
+  auto c = fake("c", {answer("Nice", 1)});
+  auto in = input(StrategyKind::kFastest, {a, b, c});
+  in.expected_p95 = {50ms, 80ms, 50ms};  // without the commit, c would hedge at 130 ms
+  streaming(in);
+  RunnerOptions o;
+  o.judge_prompt_path = "";
+  o.max_parallel = 3;
+  auto runner = make(o);
+  start(std::move(in), runner.get());
+  timer_.advance(60ms);
+  EXPECT_EQ(b->calls(), 1);  // the hedge
+  EXPECT_FALSE(b->cancelled(0));
+  timer_.advance(40ms);  // a's first piece
+  EXPECT_TRUE(b->cancelled(0));
+  EXPECT_EQ(streamed_text_, "Pa");
+  EXPECT_FALSE(result_.has_value());
+  timer_.advance(2s);
+  expect_streamed_from("a", 0);
+  EXPECT_EQ(streamed_text_, "Paris");
+  EXPECT_EQ(c->calls(), 0);  // no hedge once committed, even with a free slot
+  const auto& att = (*result_)->attempts;
+  ASSERT_EQ(att.size(), 2u);
+  EXPECT_EQ(att[0].outcome, AttemptOutcome::kSuccess);
+  EXPECT_EQ(att[1].outcome, AttemptOutcome::kCancelled);
+  ASSERT_EQ(ended_.size(), 2u);
+  EXPECT_EQ(ended_[0].model, "b");
+  EXPECT_EQ(ended_[0].outcome, AttemptOutcome::kCancelled);
+}
+
+TEST_F(EnsembleRunnerTest, StreamingHedgeThatStreamsFirstWins) {
+  auto a = fake("a", {streamed({"Lyon"}, 500)});
+  auto b = fake("b", {streamed({"Par", "is"}, 100)});
+  auto in = input(StrategyKind::kFastest, {a, b});
+  in.expected_p95 = {200ms, 200ms};
+  streaming(in);
+  start(std::move(in));
+  timer_.advance(300ms);  // the hedge started at 200 ms and streams at 300 ms
+  EXPECT_TRUE(a->cancelled(0));
+  timer_.advance(1s);
+  expect_streamed_from("b", 1);
+  EXPECT_EQ(streamed_text_, "Paris");
+  const auto& att = (*result_)->attempts;
+  ASSERT_EQ(att.size(), 2u);
+  EXPECT_EQ(att[0].outcome, AttemptOutcome::kCancelled);
+  EXPECT_EQ(att[1].kind, AttemptKind::kHedge);
+  EXPECT_EQ(att[1].outcome, AttemptOutcome::kSuccess);
+  EXPECT_NE((*result_)->decision.reason.find("first to stream"), std::string::npos) << (*result_)->decision.reason;
+}
+
+TEST_F(EnsembleRunnerTest, StreamingFailureBeforeAnyDeltaFallsBackAndTheFallbackStreams) {
+  auto a = fake("a", {failure(Status::unavailable("model a is down"), 50)});
+  auto b = fake("b", {streamed({"Par", "is"}, 100)});
+  auto in = input(StrategyKind::kFastest, {a, b});
+  streaming(in);
+  start(std::move(in));
+  timer_.advance(1s);
+  expect_streamed_from("b", 1);
+  EXPECT_EQ(streamed_text_, "Paris");
+  const auto& att = (*result_)->attempts;
+  ASSERT_EQ(att.size(), 2u);
+  EXPECT_EQ(att[0].outcome, AttemptOutcome::kFailure);
+  EXPECT_EQ(att[1].kind, AttemptKind::kFallback);
+}
+
+TEST_F(EnsembleRunnerTest, StreamingCommittedAttemptFailingEndsTheRunWithItsError) {
+  Script broken = streamed({"Pa", "ri"}, 100);
+  broken.error = Status::internal("the engine stopped");
+  auto a = fake("a", {broken});
+  auto b = fake("b", {answer("Paris", 10)});
+  auto in = input(StrategyKind::kFastest, {a, b});
+  streaming(in);
+  start(std::move(in));
+  timer_.advance(1s);
+  ASSERT_TRUE(result_);
+  ASSERT_FALSE(*result_);
+  EXPECT_EQ(result_->status().code(), StatusCode::kInternal);
+  EXPECT_NE(result_->status().message().find("failed after it had started streaming"), std::string::npos)
+      << result_->status().message();
+  EXPECT_NE(result_->status().message().find("the engine stopped"), std::string::npos);
+  EXPECT_EQ(b->calls(), 0);  // no fallback after part of an answer is out
+  EXPECT_EQ(streamed_text_, "Pari");
+  ASSERT_EQ(ended_.size(), 1u);
+  EXPECT_EQ(ended_[0].outcome, AttemptOutcome::kFailure);
+}
+
+TEST_F(EnsembleRunnerTest, StreamingSendsNoDeltaAfterDone) {
+  auto a = fake("a", {streamed({"a", "b", "c", "d"}, 100, 100)});
+  auto in = input(StrategyKind::kFastest, {a});
+  streaming(in);
+  start(std::move(in));
+  timer_.advance(150ms);
+  EXPECT_EQ(streamed_text_, "a");
+  handle_->cancel();
+  ASSERT_TRUE(result_);
+  EXPECT_EQ(result_->status().message(), "cancelled by the caller");
+  timer_.advance(1s);
+  EXPECT_EQ(streamed_text_, "a");
+  EXPECT_FALSE(delta_after_done_);
+  EXPECT_EQ(ended_.size(), 1u);
+}
+
+TEST_F(EnsembleRunnerTest, StreamingCallerMayCancelFromInsideTheDeltaCallback) {
+  auto a = fake("a", {streamed({"a", "b", "c"}, 100)});
+  auto in = input(StrategyKind::kFastest, {a});
+  int deltas = 0;
+  in.on_delta = [&](size_t, Delta) {
+    ++deltas;
+    handle_->cancel();  // e.g. the client went away while its chunk was written
+    EXPECT_TRUE(result_.has_value());  // done ran on this thread, inside the callback
+  };
+  start(std::move(in));
+  timer_.advance(1s);
+  EXPECT_EQ(deltas, 1);
+  ASSERT_TRUE(result_);
+  EXPECT_EQ(result_->status().message(), "cancelled by the caller");
+  EXPECT_TRUE(a->cancelled(0));
+  EXPECT_EQ(ended_.size(), 1u);
+}
+
+TEST_F(EnsembleRunnerTest, FastestKeepsEveryChoiceOfTheWinner) {
+  Script two = answer("", 100);
+  two.choices = {"Paris", "Paris, France"};
+  auto a = fake("a", {two});
+  auto in = input(StrategyKind::kFastest, {a});
+  in.request.n = 2;
+  start(std::move(in));
+  timer_.advance(1s);
+  ASSERT_TRUE(result_ && *result_);
+  EXPECT_EQ(a->request(0).n, 2);
+  const auto& ch = (*result_)->completion.choices;
+  ASSERT_EQ(ch.size(), 2u);
+  EXPECT_EQ(ch[0].index, 0);
+  EXPECT_EQ(ch[0].text, "Paris");
+  EXPECT_EQ(ch[1].index, 1);
+  EXPECT_EQ(ch[1].text, "Paris, France");
+}
+
+TEST_F(EnsembleRunnerTest, GatheringStrategiesIgnoreTheDeltaCallback) {
+  auto a = fake("a", {streamed({"Par", "is"}, 100)});
+  auto b = fake("b", {streamed({"Par", "is"}, 100)});
+  auto in = input(StrategyKind::kVoting, {a, b});
+  streaming(in);
+  start(std::move(in));
+  timer_.advance(1s);
+  ASSERT_TRUE(result_ && *result_);
+  EXPECT_EQ((*result_)->completion.choices.at(0).text, "Paris");
+  EXPECT_TRUE(delta_providers_.empty());
 }
 
 TEST_F(EnsembleRunnerTest, RejectsRunsWithoutProviders) {

@@ -207,6 +207,59 @@ TEST_F(RouterServiceTest, AClientThatGoesAwayCancelsTheRun) {
   EXPECT_EQ(svc_->metrics_json()["instances"][0]["router_in_flight"], 0);
 }
 
+TEST_F(RouterServiceTest, AStreamStartsWithTheModelThatAnswersAndPassesItsDeltas) {
+  add(model("a", {"general"}), {failure(Status::unavailable("a is down"), 50)});
+  add(model("b", {"general"}), {ensemble::testing::streamed({"from", " b"}, 100)});
+  cfg_.routing.groups = {group("g", {"a"}, {"b"})};
+  start();
+  RouteRequest rq;
+  rq.generate.model = "g";
+  rq.generate.messages = {{"user", "hello there"}};
+  rq.response_id = "chatcmpl-stream";
+  std::vector<std::string> events;
+  rq.on_stream_start = [&](const RouteInfo& info) {
+    events.push_back("start " + info.model + " " + info.route);
+    EXPECT_NE(info.reason.find("fallback/hedge 'b'"), std::string::npos) << info.reason;
+    EXPECT_EQ(info.ensemble["strategy"], "fastest");
+  };
+  rq.on_delta = [&](Delta d) { events.push_back("delta " + d.text); };
+  std::optional<RouteOutcome> out;
+  svc_->route(std::move(rq), nullptr, [&](RouteOutcome o) {
+    events.push_back("done");
+    out = std::move(o);
+  });
+  timer_.advance(140ms);  // a failed at 50 ms; b, the fallback, streams from 150 ms
+  EXPECT_TRUE(events.empty());
+  timer_.advance(15ms);
+  EXPECT_EQ(events, (std::vector<std::string>{"start b g", "delta from"}));
+  EXPECT_FALSE(out.has_value());
+  for (int i = 0; i < 100 && !out; ++i) timer_.advance(10ms);
+  ASSERT_TRUE(out && out->completion.is_ok());
+  EXPECT_EQ(events, (std::vector<std::string>{"start b g", "delta from", "delta  b", "delta ", "done"}));
+  EXPECT_EQ(out->info.model, "b");
+  EXPECT_EQ(out->completion->choices.at(0).text, "from b");
+}
+
+TEST_F(RouterServiceTest, GatheringStrategiesDoNotStream) {
+  add(model("a", {"general"}), {ensemble::testing::streamed({"same"}, 10)});
+  add(model("b", {"general"}), {ensemble::testing::streamed({"same"}, 10)});
+  cfg_.routing.groups = {group("g", {"a", "b"})};
+  start();
+  RouteRequest rq;
+  rq.generate.model = "g";
+  rq.generate.messages = {{"user", "hello there"}};
+  rq.hints.strategy = ensemble::StrategyKind::kVoting;
+  int streamed = 0;
+  rq.on_stream_start = [&](const RouteInfo&) { ++streamed; };
+  rq.on_delta = [&](Delta) { ++streamed; };
+  std::optional<RouteOutcome> out;
+  svc_->route(std::move(rq), nullptr, [&](RouteOutcome o) { out = std::move(o); });
+  for (int i = 0; i < 100 && !out; ++i) timer_.advance(10ms);
+  ASSERT_TRUE(out && out->completion.is_ok());
+  EXPECT_EQ(out->completion->choices.at(0).text, "same");
+  EXPECT_EQ(streamed, 0);
+}
+
 TEST_F(RouterServiceTest, UnknownModelIsNotFound) {
   add(model("a", {"general"}), {answer("x", 0)});
   start();
