@@ -21,7 +21,7 @@ constexpr const char* kFallbackTemplate = "chatml";
 // stream; below this many extra tokens recomputing them is cheaper.
 constexpr size_t kMinStreamCopyTokens = 32;
 // Prompt tokens in the step that follows an aborted one.
-constexpr int32_t kPrefillAfterAbort = 64;
+constexpr int32_t kPrefillAfterAbort = 16;
 
 using Clock = std::chrono::steady_clock;
 
