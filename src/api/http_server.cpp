@@ -191,10 +191,13 @@ struct HttpServer::Impl {
   // Notices a client that goes away while its answer is being made: the
   // socket turns readable with nothing to read (EOF or reset).
   static asio::awaitable<void> watch_disconnect(tcp::socket& socket, std::shared_ptr<Exchange> ex,
-                                                std::shared_ptr<bool> gone) {
+                                                std::shared_ptr<bool> gone, std::shared_ptr<bool> answered) {
     beast::error_code ec;
     co_await socket.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;  // cancelled: the answer is complete
+    // Once the answer is complete the session may already have destroyed the
+    // socket (a wait that completed just before it was cancelled): touch
+    // nothing then.
+    if (ec || *answered) co_return;
     beast::error_code aec;
     if (socket.available(aec) == 0 || aec) {
       *gone = true;
@@ -211,7 +214,8 @@ struct HttpServer::Impl {
     auto waker = std::make_shared<Waker>(strand);
     auto ex = std::make_shared<Exchange>(waker);
     auto gone = std::make_shared<bool>(false);
-    asio::co_spawn(strand, watch_disconnect(stream.socket(), ex, gone), asio::detached);
+    auto answered = std::make_shared<bool>(false);
+    asio::co_spawn(strand, watch_disconnect(stream.socket(), ex, gone, answered), asio::detached);
     router.dispatch(request, ex);
 
     beast::error_code ec;
@@ -262,6 +266,7 @@ struct HttpServer::Impl {
         }
       }
     }
+    *answered = true;
     beast::error_code ignored;
     stream.socket().cancel(ignored);  // ends the disconnect watcher
     if (!done || ec) {

@@ -45,8 +45,11 @@ void ThreadTimer::loop() {
       continue;
     }
     auto first = tasks_.begin();
-    if (first->first.first > std::chrono::steady_clock::now()) {
-      cv_.wait_until(lock, first->first.first);
+    // A copy: wait_until reads the time again after waking, and by then
+    // cancel() (or the destructor) may have erased the task that held it.
+    const auto due = first->first.first;
+    if (due > std::chrono::steady_clock::now()) {
+      cv_.wait_until(lock, due);
       continue;
     }
     auto fn = std::move(first->second);
