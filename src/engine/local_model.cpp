@@ -127,8 +127,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
-  for (llama_token t = 0; t < m->n_vocab_; ++t)
-    if (llama_vocab_is_eog(vocab, t)) m->eog_tokens_.push_back(t);
+  m->eog_tokens_ = end_of_generation_tokens(vocab);
   m->size_bytes_ = llama_model_size(m->model_.get());
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
@@ -536,7 +535,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   auto start = [&](Slot* s, int32_t choice) -> Status {
     Result<SamplerPtr> sampler = Status::internal("sampler not built");
     try {
-      sampler = make_sampler(model_.get(), sp, job->grammar, seed + static_cast<uint32_t>(choice));
+      sampler = make_sampler(model_.get(), sp, job->grammar, seed + static_cast<uint32_t>(choice), eog_tokens_);
     } catch (const std::exception& e) {
       sampler = Status::internal(std::string("cannot build the sampler: ") + e.what());
     }

@@ -20,8 +20,16 @@ Result<std::string> grammar_for(const SamplingParams& p) {
   return std::string();
 }
 
+std::vector<int32_t> end_of_generation_tokens(const llama_vocab* vocab) {
+  std::vector<int32_t> out;
+  const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+  for (llama_token t = 0; t < n_vocab; ++t)
+    if (llama_vocab_is_eog(vocab, t)) out.push_back(t);
+  return out;
+}
+
 Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& p,
-                                const GrammarSpec& grammar, uint32_t seed) {
+                                const GrammarSpec& grammar, uint32_t seed, const std::vector<int32_t>& eog_tokens) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   const int32_t n_vocab = llama_vocab_n_tokens(vocab);
   SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
@@ -41,8 +49,7 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
   if (p.ignore_eos) {
     // Generation must run to max_tokens: end-of-generation tokens are banned.
     std::vector<llama_logit_bias> ban;
-    for (llama_token t = 0; t < n_vocab; ++t)
-      if (llama_vocab_is_eog(vocab, t)) ban.push_back({t, -INFINITY});
+    for (int32_t t : eog_tokens) ban.push_back({t, -INFINITY});
     if (!ban.empty()) add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(ban.size()), ban.data()));
   }
   if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/chat.h"
 #include "common/status.h"
@@ -32,8 +33,14 @@ Result<std::string> grammar_for(const SamplingParams& params);
 // top-k / top-p / min-p / temperature / seeded draw. `seed` is the seed to
 // use for this choice. InvalidArgument when the grammar does not parse or a
 // logit_bias token id is outside the vocabulary.
+// `eog_tokens` are the model's end-of-generation tokens
+// (end_of_generation_tokens()), banned under ignore_eos.
 Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& params,
-                                const GrammarSpec& grammar, uint32_t seed);
+                                const GrammarSpec& grammar, uint32_t seed, const std::vector<int32_t>& eog_tokens);
+
+// Every end-of-generation token of the vocabulary (one pass over it: compute
+// once per model).
+std::vector<int32_t> end_of_generation_tokens(const llama_vocab* vocab);
 
 // The log-probability of `token` under the raw distribution `logits`
 // (n_vocab values), with the `top_n` most likely alternatives.

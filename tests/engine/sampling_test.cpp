@@ -59,7 +59,7 @@ TEST_F(SamplingTest, ThinkingBudgetForcesTheEndTagOnceSpent) {
   g.thinking_start = "<think>";
   g.thinking_end = {"</think>"};
   g.prefill_tokens = tokens("<|im_start|>assistant\n");
-  auto s = make_sampler(model_.get(), p, g, 1);
+  auto s = make_sampler(model_.get(), p, g, 1, end_of_generation_tokens(vocab_));
   ASSERT_TRUE(s.is_ok()) << s.status().to_string();
   const auto word = tokens(" sky")[0];
   // Before the block opens and while the budget lasts, anything goes.
@@ -86,7 +86,7 @@ TEST_F(SamplingTest, ThinkingThatEndsWithinTheBudgetIsLeftAlone) {
   g.thinking_budget = 5;
   g.thinking_start = "<think>";
   g.thinking_end = {"</think>"};
-  auto s = make_sampler(model_.get(), p, g, 1);
+  auto s = make_sampler(model_.get(), p, g, 1, end_of_generation_tokens(vocab_));
   ASSERT_TRUE(s.is_ok());
   for (llama_token t : tokens("<think> short</think>")) llama_sampler_accept(s->get(), t);
   for (int i = 0; i < 10; ++i) llama_sampler_accept(s->get(), tokens(" answer")[0]);
@@ -96,7 +96,7 @@ TEST_F(SamplingTest, ThinkingThatEndsWithinTheBudgetIsLeftAlone) {
 TEST_F(SamplingTest, IgnoreEosBansEveryEndOfGenerationToken) {
   SamplingParams p;
   p.ignore_eos = true;
-  auto s = make_sampler(model_.get(), p, GrammarSpec{}, 1);
+  auto s = make_sampler(model_.get(), p, GrammarSpec{}, 1, end_of_generation_tokens(vocab_));
   ASSERT_TRUE(s.is_ok());
   auto ok = allowed(s->get());
   size_t eog = 0;
