@@ -1,0 +1,134 @@
+#include "common/json.h"
+
+#include <vector>
+
+namespace llmpool {
+namespace {
+
+using json = nlohmann::json;
+
+// A SAX handler that builds the DOM (nlohmann's own builder) and refuses
+// values nested deeper than the limit the moment the parser opens one, so
+// a deep value is never built at all.
+class BoundedDomParser {
+ public:
+  BoundedDomParser(json& root, int max_depth) : dom_(root, /*allow_exceptions=*/false), max_depth_(max_depth) {}
+
+  bool null() { return dom_.null(); }
+  bool boolean(bool v) { return dom_.boolean(v); }
+  bool number_integer(json::number_integer_t v) { return dom_.number_integer(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return dom_.number_unsigned(v); }
+  bool number_float(json::number_float_t v, const json::string_t& s) { return dom_.number_float(v, s); }
+  bool string(json::string_t& v) { return dom_.string(v); }
+  bool binary(json::binary_t& v) { return dom_.binary(v); }
+  bool start_object(std::size_t n) { return enter() && dom_.start_object(n); }
+  bool key(json::string_t& v) { return dom_.key(v); }
+  bool end_object() {
+    --depth_;
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) { return enter() && dom_.start_array(n); }
+  bool end_array() {
+    --depth_;
+    return dom_.end_array();
+  }
+  bool parse_error(std::size_t position, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& ex) {
+    error_position_ = position;
+    error_ = ex.what();
+    // nlohmann's messages look like "[json.exception.parse_error.101] parse
+    // error at line 1, column 5: syntax error while parsing value - ...":
+    // keep the part after the id, which quotes at most the last token.
+    auto pos = error_.find("] ");
+    if (pos != std::string::npos) error_ = error_.substr(pos + 2);
+    if (error_.size() > 160) error_ = error_.substr(0, 160) + "...";
+    return false;
+  }
+
+  bool too_deep() const { return too_deep_; }
+  size_t error_position() const { return error_position_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool enter() {
+    if (++depth_ > max_depth_) {
+      too_deep_ = true;
+      return false;
+    }
+    return true;
+  }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  int max_depth_;
+  int depth_ = 0;
+  bool too_deep_ = false;
+  size_t error_position_ = 0;
+  std::string error_;
+};
+
+}  // namespace
+
+Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::string_view what, std::string param) {
+  if (limits.max_bytes > 0 && text.size() > limits.max_bytes) {
+    return Status::invalid_argument(std::string(what) + " is " + std::to_string(text.size()) +
+                                        " bytes; the limit is " + std::to_string(limits.max_bytes),
+                                    std::move(param));
+  }
+  json root;
+  BoundedDomParser sax(root, limits.max_depth);
+  bool ok = false;
+  try {
+    ok = json::sax_parse(text.begin(), text.end(), &sax, json::input_format_t::json, /*strict=*/true);
+  } catch (const std::exception& e) {  // the DOM builder's own errors (none expected)
+    return Status::invalid_argument(std::string(what) + " is not valid JSON", std::move(param));
+  }
+  if (sax.too_deep()) {
+    return Status::invalid_argument(std::string(what) + " is nested deeper than " +
+                                        std::to_string(limits.max_depth) + " levels",
+                                    std::move(param));
+  }
+  if (!ok) {
+    std::string msg = std::string(what) + " is not valid JSON";
+    if (!sax.error().empty()) msg += ": " + sax.error();
+    return Status::invalid_argument(std::move(msg), std::move(param));
+  }
+  return root;
+}
+
+std::string json_excerpt(const json& value, size_t max_chars) {
+  switch (value.type()) {
+    case json::value_t::array:
+      return "an array of " + std::to_string(value.size()) + (value.size() == 1 ? " item" : " items");
+    case json::value_t::object:
+      return "an object with " + std::to_string(value.size()) + (value.size() == 1 ? " key" : " keys");
+    case json::value_t::binary:
+      return "binary data";
+    default:
+      break;
+  }
+  std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);  // a scalar: flat
+  if (s.size() > max_chars) {
+    size_t cut = max_chars;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
+    s = s.substr(0, cut) + "...";
+  }
+  return s;
+}
+
+const char* json_type_name(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned: return "an integer";
+    case json::value_t::number_float: return "a number";
+    case json::value_t::string: return "a string";
+    case json::value_t::array: return "an array";
+    case json::value_t::object: return "an object";
+    case json::value_t::binary: return "binary data";
+    case json::value_t::discarded: return "nothing";
+  }
+  return "unknown";
+}
+
+}  // namespace llmpool
