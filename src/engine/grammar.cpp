@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <vector>
 
@@ -125,11 +126,18 @@ Status check_schema_object(const common_json& node, size_t weight, const std::st
       return refuse(param, "has more than " + std::to_string(limits.max_enum_values) + " enum values");
   }
   if (node.contains("properties") && node.at("properties").is_object()) {
-    size_t n = node.at("properties").size();
-    if (n > limits.max_object_properties)
-      return refuse(param, "has an object of " + std::to_string(n) + " properties; the limit is " +
-                               std::to_string(limits.max_object_properties));
-    counts->properties += n * weight;
+    const common_json& properties = node.at("properties");
+    // The converter's work is cubic in the optional ones (its chain of
+    // "-rest" rules is rebuilt from each of them).
+    std::set<std::string> required;
+    if (node.contains("required") && node.at("required").is_array())
+      for (const common_json& name : node.at("required"))
+        if (name.is_string() && properties.contains(name.get<std::string>())) required.insert(name.get<std::string>());
+    size_t optional = properties.size() - required.size();
+    if (optional > limits.max_optional_properties)
+      return refuse(param, "has an object of " + std::to_string(optional) + " optional properties; the limit is " +
+                               std::to_string(limits.max_optional_properties));
+    counts->properties += properties.size() * weight;
     if (counts->properties > limits.max_properties)
       return refuse(param, "has more than " + std::to_string(limits.max_properties) + " properties in all");
   }

@@ -31,7 +31,7 @@ struct SchemaLimits {
   int64_t max_repetition_total = 10000;  // the sum of those counts over the whole schema
   size_t max_enum_values = 1000;     // enum entries, over the whole schema
   size_t max_properties = 1000;      // properties, over the whole schema
-  size_t max_object_properties = 256;  // properties of one object
+  size_t max_optional_properties = 128;  // properties of one object not in its `required`
   size_t max_expanded_schemas = 10000;  // schemas the converter builds, `type` array copies counted
   double max_integer_bound = 9007199254740992.0;  // |minimum|, |maximum| and the exclusive ones: 2^53
   size_t max_grammar_bytes = 256 << 10;  // the grammar produced

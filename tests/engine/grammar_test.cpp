@@ -62,8 +62,11 @@ TEST(JsonSchemaGrammarTest, RefusesHugeEnumsPropertiesAndTypeArrayCopies) {
   EXPECT_NE(grammar_error(big_enum + "]}").message().find("enum"), std::string::npos);
 
   std::string wide = R"({"type":"object","properties":{)";
-  for (int i = 0; i < 257; ++i) wide += std::string(i ? "," : "") + "\"p" + std::to_string(i) + R"(":{"type":"string"})";
-  EXPECT_NE(grammar_error(wide + "}}").message().find("257 properties"), std::string::npos);
+  for (int i = 0; i < 129; ++i) wide += std::string(i ? "," : "") + "\"p" + std::to_string(i) + R"(":{"type":"string"})";
+  EXPECT_NE(grammar_error(wide + "}}").message().find("129 optional properties"), std::string::npos);
+  // Required names count once, and only when they are properties.
+  EXPECT_TRUE(json_schema_grammar(wide + R"(},"required":["p0","p0"]})").is_ok());
+  EXPECT_NE(grammar_error(wide + R"(},"required":["nope"]})").message().find("129 optional"), std::string::npos);
 
   // `type` arrays nested 20 deep: 2^20 copies in the converter.
   std::string copies;
@@ -74,11 +77,14 @@ TEST(JsonSchemaGrammarTest, RefusesHugeEnumsPropertiesAndTypeArrayCopies) {
 }
 
 TEST(JsonSchemaGrammarTest, ConvertsTheWidestObjectAllowed) {
-  // 256 optional properties: the converter's work grows with the cube of
-  // this count, which is why one object is limited to 256.
-  std::string wide = R"({"type":"object","properties":{)";
-  for (int i = 0; i < 256; ++i) wide += std::string(i ? "," : "") + "\"p" + std::to_string(i) + R"(":{"type":"string"})";
-  Result<std::string> g = json_schema_grammar(wide + "}}");
+  // 128 optional properties beside 600 required ones: the converter's work
+  // grows with the cube of the optional count, which is why it is limited.
+  std::string wide = R"({"type":"object","properties":{)", required;
+  for (int i = 0; i < 728; ++i) {
+    wide += std::string(i ? "," : "") + "\"p" + std::to_string(i) + R"(":{"type":"string"})";
+    if (i >= 128) required += std::string(required.empty() ? "" : ",") + "\"p" + std::to_string(i) + "\"";
+  }
+  Result<std::string> g = json_schema_grammar(wide + "},\"required\":[" + required + "]}");
   ASSERT_TRUE(g.is_ok()) << g.status().to_string();
 }
 
