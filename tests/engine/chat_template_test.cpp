@@ -289,10 +289,15 @@ TEST_F(ChatTemplateTest, GenericFormatAutoAnswersInTextOrOpensACallLazily) {
   Streamed plain = stream_through(*text, "It is sunny in Paris today.", 4);
   EXPECT_EQ(plain.content, "It is sunny in Paris today.");
   EXPECT_TRUE(text->tool_calls().empty());
-  auto call = f->make_parser();
-  stream_through(*call, "Let me look. {\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}]}", 6);
-  ASSERT_EQ(call->tool_calls().size(), 1u);
-  EXPECT_EQ(call->tool_calls()[0].name, "get_weather");
+  for (size_t step : {1, 6}) {
+    auto call = f->make_parser();
+    Streamed s = stream_through(
+        *call, "Let me look. {\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}]}", step);
+    ASSERT_EQ(call->tool_calls().size(), 1u);
+    EXPECT_EQ(call->tool_calls()[0].name, "get_weather");
+    EXPECT_EQ(s.content, call->content()) << "no piece of the call's opening streams as text";
+    EXPECT_EQ(call->content().rfind("Let me look.", 0), 0u);
+  }
 }
 
 TEST_F(ChatTemplateTest, GenericFormatWritesEarlierCallsAndToolResultsIntoTheHistory) {
