@@ -37,7 +37,8 @@ struct GrammarSpec {
   std::vector<int32_t> trigger_tokens;
   std::string prefill_text;                   // the prompt's tail: the template's generation prompt
   std::vector<int32_t> prefill_tokens;        // its tokens, fed to the samplers before sampling
-  bool grammar_prefill = false;               // the grammar starts at prefill_text (forced tool calls)
+  bool grammar_prefill = false;               // the grammar starts at prefill_text (a template's own
+                                              // forced grammar, for formats whose calls have no trigger word)
   // Thinking budget (GenerateRequest::thinking_budget) for templates with a
   // thinking block: once `thinking_budget` tokens were spent inside it, the
   // first end tag is forced and the model answers. -1: no limit.
