@@ -18,7 +18,9 @@
 // ModelDirectory::list(): id and model are the model's name.
 //
 // Threading: every public method is thread-safe; route()'s `done` runs on a
-// provider's or the timer's thread (or inside route() for early errors).
+// provider's or the timer's thread, on the thread that cancels the
+// request's token (the run hears it at once through a subscription), or
+// inside route() for early errors.
 // apply() swaps the configuration for requests that start afterwards;
 // requests in flight finish with what they started with. The clock, timer,
 // random source and metrics registry passed in Options must outlive the
@@ -164,7 +166,8 @@ class RouterService {
   // that names an ensemble strategy.
   bool routes(const std::string& model, const RouteHints& hints) const;
 
-  // Runs a routed request; `done` is called exactly once.
+  // Runs a routed request; `done` is called exactly once. Cancelling
+  // `cancel` (may be null) ends the run at once and cancels its attempts.
   void route(RouteRequest request, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done);
 
   // For a request sent straight to `model`: statistics and breaker
