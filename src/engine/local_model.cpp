@@ -154,7 +154,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->slots_.resize(static_cast<size_t>(spec.parallel));
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
-  m->prep_thread_ = std::thread([raw = m.get()] { raw->prep_loop(); });
+  for (auto& lane : m->lanes_) lane.thread = std::thread([raw = m.get(), &lane] { raw->prep_loop(lane); });
   spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {} x {} sequences, {} KV cache, batch {}, {} threads)",
                spec.name, spec.path, m->size_bytes_ / 1048576.0, spec.context, spec.parallel,
                cp.kv_unified ? "unified" : "per-sequence", m->spec_.batch, threads);
@@ -167,43 +167,55 @@ LocalModel::~LocalModel() {
     stopping_ = true;
   }
   cv_.notify_all();
-  prep_cv_.notify_all();
-  // The preparation thread first: once it is gone nothing new reaches the
-  // engine's queue, which the engine thread then fails on its way out.
-  if (prep_thread_.joinable()) prep_thread_.join();
+  for (auto& lane : lanes_) lane.cv.notify_all();
+  // The preparation threads first: once they are gone nothing new reaches
+  // the engine's queue, which the engine thread then fails on its way out.
+  for (auto& lane : lanes_)
+    if (lane.thread.joinable()) lane.thread.join();
   if (thread_.joinable()) thread_.join();
 }
 
+namespace {
+// The preparation lane the calling thread runs (null on other threads).
+thread_local void* tl_prep_lane = nullptr;
+}  // namespace
+
 void LocalModel::release_prep_locked() {
-  if (!prep_held_) return;
-  --preparing_;
-  prep_held_ = false;
+  if (tl_prep_lane) static_cast<PrepLane*>(tl_prep_lane)->busy = false;
 }
 
 int64_t LocalModel::waiting_locked() const {
-  return static_cast<int64_t>(queue_.size() + prep_queue_.size()) + preparing_;
+  int64_t n = static_cast<int64_t>(queue_.size());
+  for (const auto& lane : lanes_) n += static_cast<int64_t>(lane.queue.size()) + (lane.busy ? 1 : 0);
+  return n;
 }
 
-void LocalModel::prep_loop() {
+void LocalModel::push_prep_locked(PrepTask task, int64_t bytes) {
+  PrepLane& lane = lanes_[bytes > spec_.prep_large_bytes ? 1 : 0];
+  lane.queue.push_back(std::move(task));
+  lane.cv.notify_one();
+}
+
+void LocalModel::prep_loop(PrepLane& lane) {
+  tl_prep_lane = &lane;
   for (;;) {
     PrepTask task;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      prep_cv_.wait(lock, [this] { return stopping_ || !prep_queue_.empty(); });
+      lane.cv.wait(lock, [&] { return stopping_ || !lane.queue.empty(); });
       if (stopping_) break;
-      task = std::move(prep_queue_.front());
-      prep_queue_.pop_front();
-      ++preparing_;
-      prep_held_ = true;
+      task = std::move(lane.queue.front());
+      lane.queue.pop_front();
+      lane.busy = true;
     }
     task.run();  // never throws: each task answers its own failures
     std::lock_guard<std::mutex> lock(mu_);
-    release_prep_locked();
+    lane.busy = false;
   }
   std::deque<PrepTask> left;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    left.swap(prep_queue_);
+    left.swap(lane.queue);
   }
   Status gone = Status::unavailable("model '" + spec_.name + "' is shutting down");
   for (auto& t : left) t.refuse(gone);
@@ -288,25 +300,26 @@ void LocalModel::embed(std::vector<std::string> inputs, EmbedCallback done) {
     } else if (waiting_locked() + static_cast<int64_t>(embed_queue_.size()) >= spec_.max_queue) {
       refused = Status::resource_exhausted("model '" + spec_.name + "' queue is full; retry later");
     } else {
+      int64_t bytes = 0;
+      for (const auto& in : inputs) bytes += static_cast<int64_t>(in.size());
       auto shared_done = std::make_shared<EmbedCallback>(std::move(done));
       PrepTask task;
       task.run = [this, inputs = std::move(inputs), shared_done]() mutable {
         try {
-          prepare_embedding(std::move(inputs), std::move(*shared_done));
+          prepare_embedding(std::move(inputs), *shared_done);
         } catch (const std::exception& e) {
           if (*shared_done) (*shared_done)(Status::internal(std::string("preparing the input failed: ") + e.what()));
         }
       };
       task.refuse = [shared_done](const Status& st) { (*shared_done)(st); };
-      prep_queue_.push_back(std::move(task));
+      push_prep_locked(std::move(task), bytes);
     }
     lock.unlock();
     if (!refused) return done(refused);
   }
-  prep_cv_.notify_one();
 }
 
-void LocalModel::prepare_embedding(std::vector<std::string> inputs, EmbedCallback done) {
+void LocalModel::prepare_embedding(std::vector<std::string> inputs, EmbedCallback& done) {
   EmbedJob job;
   for (size_t i = 0; i < inputs.size(); ++i) {
     auto tokens = tokenize(inputs[i], true, false);
@@ -394,6 +407,8 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
     return job->callbacks.on_done(Status::invalid_argument(
         "model '" + spec_.name + "' is an embedding model; use /v1/embeddings", "model"));
   if (spec_.deadline_ms > 0) job->deadline = Clock::now() + std::chrono::milliseconds(spec_.deadline_ms);
+  int64_t bytes = request.prompt ? static_cast<int64_t>(request.prompt->size()) : 0;
+  for (const auto& m : request.messages) bytes += static_cast<int64_t>(m.content.size());
   Status refused;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -413,11 +428,10 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
         }
       };
       task.refuse = [job](const Status& st) { job->callbacks.on_done(st); };
-      prep_queue_.push_back(std::move(task));
+      push_prep_locked(std::move(task), bytes);
     }
   }
   if (!refused) return job->callbacks.on_done(refused);
-  prep_cv_.notify_one();
 }
 
 void LocalModel::prepare(std::shared_ptr<Job> job, GenerateRequest request) {

@@ -12,10 +12,12 @@
 //
 // Threading: submit(), embed(), tokenize(), detokenize(), format_chat() and
 // stats() are thread-safe and never wait for the model. submit() and embed()
-// do no heavy work on the caller's thread (an HTTP I/O thread): the model's
-// preparation thread formats the chat, tokenizes and builds the grammar,
-// then hands the request to the engine thread. Callbacks run on one of those
-// two threads (or, for a refusal known at once, before submit() returns):
+// do no heavy work on the caller's thread (an HTTP I/O thread): one of the
+// model's two preparation threads formats the chat, tokenizes and builds the
+// grammar, then hands the request to the engine thread. Requests of more
+// than `prep_large_bytes` go to one of them and the rest to the other, so a
+// huge prompt never holds up the preparation of short ones. Callbacks run on
+// those threads (or, for a refusal known at once, before submit() returns):
 // keep them quick and never call back into this model from them.
 //
 // Isolation: a failure while preparing, sampling, applying a grammar,
@@ -27,6 +29,7 @@
 // the threads.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -87,6 +90,9 @@ struct LocalModelSpec {
   // After every step, check that the active-sequence count equals the slots
   // in use and that each slot's tokens match its KV cache; abort if not.
   bool check_invariants = kCheckEngineInvariants;
+  // Requests whose text is longer are prepared on the second preparation
+  // thread, apart from the short ones.
+  int64_t prep_large_bytes = 32 * 1024;
 };
 
 // A point-in-time view of the engine, for metrics and capacity reports.
@@ -167,14 +173,23 @@ class LocalModel {
 
   explicit LocalModel(LocalModelSpec spec);
   void run();
-  void prep_loop();
+  struct PrepLane {
+    std::deque<PrepTask> queue;  // guarded by mu_
+    bool busy = false;           // its running task still counts as waiting; mu_
+    std::condition_variable cv;
+    std::thread thread;
+  };
+  void prep_loop(PrepLane& lane);
+  // Queues `task` (of `bytes` of text) on its lane; mu_ held.
+  void push_prep_locked(PrepTask task, int64_t bytes);
   // Formats, tokenizes and checks one request, then queues it for the engine
   // (or answers it). Runs on the preparation thread.
   void prepare(std::shared_ptr<Job> job, GenerateRequest request);
-  void prepare_embedding(std::vector<std::string> inputs, EmbedCallback done);
+  // Answers through `done` (left in place until the input is queued).
+  void prepare_embedding(std::vector<std::string> inputs, EmbedCallback& done);
   // Waiting requests (preparing, queued for the engine); mu_ held.
   int64_t waiting_locked() const;
-  // The preparation thread's current task no longer counts as preparing.
+  // The calling preparation thread's task no longer counts as waiting; mu_ held.
   void release_prep_locked();
   void step();
   bool admit(const std::shared_ptr<Job>& job);
@@ -220,13 +235,9 @@ class LocalModel {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
   std::deque<EmbedJob> embed_queue_;        // guarded by mu_
-  std::deque<PrepTask> prep_queue_;         // guarded by mu_
-  int32_t preparing_ = 0;                   // tasks taken off prep_queue_, not queued or answered yet; mu_
-  bool prep_held_ = false;                  // the running task still counts in preparing_; mu_
+  std::array<PrepLane, 2> lanes_;           // short requests, long ones
   bool stopping_ = false;                   // guarded by mu_
-  std::condition_variable prep_cv_;
   std::thread thread_;
-  std::thread prep_thread_;
 
   std::atomic<int64_t> stat_active_{0};
   std::atomic<int64_t> stat_done_{0};

@@ -334,17 +334,22 @@ TEST(LocalModelDeadlineTest, SeveralChoicesPastTheirDeadlineAtEveryPhaseAreAnswe
 }
 
 // Preparation (templating, tokenizing, grammar) runs on the model's own
-// thread: these hold that thread inside a callback to see it.
+// threads: these hold the one for long requests inside a callback to see it.
 class LocalModelPreparationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    model_ = load(tiny_spec(256, 2, 64, 2));
+    LocalModelSpec spec = tiny_spec(256, 2, 64, 2);
+    spec.prep_large_bytes = 1024;  // long(): 3 KB
+    model_ = load(spec);
     ASSERT_TRUE(model_);
   }
 
-  // Submits a request that fails during preparation (its prompt is longer
-  // than the context) and whose on_done then holds the preparation thread
-  // until release() is called.
+  // A request for the long-request preparation thread; longer than the
+  // context, so it fails there (context_length_exceeded).
+  static GenerateRequest long_request() { return request(words(400), 4); }
+
+  // Submits a long request whose on_done then holds the long-request
+  // preparation thread until release() is called.
   void hold_preparation_thread() {
     GenerateCallbacks cb;
     cb.on_done = [this, caller = std::this_thread::get_id()](Result<Completion> r) {
@@ -353,7 +358,7 @@ class LocalModelPreparationTest : public ::testing::Test {
       entered_.set_value();
       if (holder_thread_ != caller) release_future_.wait();  // (on the caller's thread it would never return)
     };
-    model_->submit(request(words(400), 4), nullptr, std::move(cb));
+    model_->submit(long_request(), nullptr, std::move(cb));
     entered_.get_future().wait();
   }
   void release() {
@@ -389,10 +394,20 @@ TEST_F(LocalModelPreparationTest, SubmitReturnsBeforeTheHugePromptIsTokenized) {
   expect_serves(*model_);
 }
 
+TEST_F(LocalModelPreparationTest, AShortRequestDoesNotWaitForALongOnesPreparation) {
+  hold_preparation_thread();
+  Answer short_one;
+  model_->submit(request("short", 3), nullptr, short_one.callbacks());
+  const auto& r = short_one.wait();  // while the long-request thread is held
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_GT(r->usage.prompt_tokens, 0);
+  release();
+}
+
 TEST_F(LocalModelPreparationTest, QueueLimitCountsRequestsBeingPrepared) {
   hold_preparation_thread();  // 1 of max_queue 2: being prepared (answered)
   Answer waiting, refused;
-  model_->submit(request("waits for preparation", 2), nullptr, waiting.callbacks());
+  model_->submit(long_request(), nullptr, waiting.callbacks());
   model_->submit(request("one too many", 2), nullptr, refused.callbacks());
   ASSERT_TRUE(refused.answered()) << "the limit did not count the requests being prepared";
   EXPECT_EQ(refused.wait().status().code(), StatusCode::kResourceExhausted);
@@ -400,14 +415,15 @@ TEST_F(LocalModelPreparationTest, QueueLimitCountsRequestsBeingPrepared) {
   EXPECT_FALSE(waiting.answered());
   EXPECT_EQ(model_->stats().queued, 2);
   release();
-  EXPECT_TRUE(waiting.wait().is_ok()) << waiting.wait().status().to_string();
+  EXPECT_EQ(waiting.wait().status().error_code(), "context_length_exceeded");
   EXPECT_TRUE(eventually([&] { return idle(*model_); }));
+  expect_serves(*model_);
 }
 
 TEST_F(LocalModelPreparationTest, ShutdownAnswersRequestsWaitingForPreparationOnce) {
   hold_preparation_thread();
   Answer waiting;
-  model_->submit(request("never prepared", 2), nullptr, waiting.callbacks());
+  model_->submit(long_request(), nullptr, waiting.callbacks());  // never prepared
   LocalModel* raw = model_.get();
   std::thread destroyer([&] { model_.reset(); });
   // Wait until the destructor has closed admission, then let the
