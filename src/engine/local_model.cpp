@@ -141,6 +141,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
   m->eog_tokens_ = end_of_generation_tokens(vocab);
+  m->longest_token_bytes_ = longest_token_bytes(vocab);
   m->size_bytes_ = llama_model_size(m->model_.get());
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
@@ -182,6 +183,12 @@ thread_local void* tl_prep_lane = nullptr;
 
 void LocalModel::release_prep_locked() {
   if (tl_prep_lane) static_cast<PrepLane*>(tl_prep_lane)->busy = false;
+}
+
+int64_t LocalModel::min_tokens(size_t bytes) const {
+  if (longest_token_bytes_ <= 0) return 0;
+  return static_cast<int64_t>((bytes + static_cast<size_t>(longest_token_bytes_) - 1) /
+                              static_cast<size_t>(longest_token_bytes_));
 }
 
 int64_t LocalModel::waiting_locked() const {
@@ -322,6 +329,11 @@ void LocalModel::embed(std::vector<std::string> inputs, EmbedCallback done) {
 void LocalModel::prepare_embedding(std::vector<std::string> inputs, EmbedCallback& done) {
   EmbedJob job;
   for (size_t i = 0; i < inputs.size(); ++i) {
+    if (const int64_t at_least = min_tokens(inputs[i].size()); at_least > spec_.context)
+      return done(Status::invalid_argument("input " + std::to_string(i) + " is at least " + std::to_string(at_least) +
+                                               " tokens; this model's maximum context length is " +
+                                               std::to_string(spec_.context),
+                                           "input", "context_length_exceeded"));
     auto tokens = tokenize(inputs[i], true, false);
     if (!tokens) return done(tokens.status());
     if (tokens->empty())
@@ -461,6 +473,13 @@ void LocalModel::prepare(std::shared_ptr<Job> job, GenerateRequest request) {
   if (!prompt) return job->callbacks.on_done(prompt.status());
   // Chat prompts carry the template's special tokens as text; raw
   // completion prompts are plain text.
+  if (const int64_t at_least = min_tokens(prompt->size()); at_least >= spec_.context) {
+    // Refused without tokenizing: megabytes of text take seconds of a core.
+    return job->callbacks.on_done(Status::invalid_argument(
+        "This model's maximum context length is " + std::to_string(spec_.context) +
+            " tokens, but the prompt is at least " + std::to_string(at_least) + " tokens",
+        request.prompt ? "prompt" : "messages", "context_length_exceeded"));
+  }
   auto tokens = tokenize(*prompt, true, !request.prompt.has_value());
   if (!tokens) return job->callbacks.on_done(tokens.status());
   if (tokens->empty()) return job->callbacks.on_done(Status::invalid_argument("the prompt is empty", "messages"));

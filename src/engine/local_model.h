@@ -187,6 +187,8 @@ class LocalModel {
   void prepare(std::shared_ptr<Job> job, GenerateRequest request);
   // Answers through `done` (left in place until the input is queued).
   void prepare_embedding(std::vector<std::string> inputs, EmbedCallback& done);
+  // The fewest tokens `bytes` of text can take (0 when the vocabulary gives no bound).
+  int64_t min_tokens(size_t bytes) const;
   // Waiting requests (preparing, queued for the engine); mu_ held.
   int64_t waiting_locked() const;
   // The calling preparation thread's task no longer counts as waiting; mu_ held.
@@ -211,6 +213,7 @@ class LocalModel {
   std::unique_ptr<ChatTemplate> jinja_;      // the model's Jinja template, when it parses
   int32_t n_vocab_ = 0;
   std::vector<int32_t> eog_tokens_;           // end-of-generation tokens of the vocabulary
+  int32_t longest_token_bytes_ = 0;           // 0: no bound (see longest_token_bytes())
   int32_t n_embd_ = 0;
   uint64_t size_bytes_ = 0;
 

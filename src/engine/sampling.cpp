@@ -184,6 +184,22 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
   return chain;
 }
 
+int32_t longest_token_bytes(const llama_vocab* vocab) {
+  const auto type = llama_vocab_type(vocab);
+  if (type != LLAMA_VOCAB_TYPE_SPM && type != LLAMA_VOCAB_TYPE_BPE) return 0;
+  int32_t longest = 0;
+  char buf[256];
+  const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+  for (llama_token t = 0; t < n_vocab; ++t) {
+    // A special token that strips the whitespace beside it swallows text.
+    if (llama_vocab_get_attr(vocab, t) & (LLAMA_TOKEN_ATTR_LSTRIP | LLAMA_TOKEN_ATTR_RSTRIP)) return 0;
+    int32_t n = llama_token_to_piece(vocab, t, buf, sizeof(buf), 0, true);
+    if (n < 0) return 0;  // a piece over 256 bytes: no useful bound
+    longest = std::max(longest, n);
+  }
+  return longest;
+}
+
 TokenLogprob token_logprob(const llama_vocab* vocab, const float* logits, int32_t n_vocab,
                            int32_t token, int32_t top_n) {
   float max = *std::max_element(logits, logits + n_vocab);

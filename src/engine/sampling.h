@@ -54,6 +54,12 @@ Result<int32_t> sample_token(llama_sampler* chain, const float* logits, int32_t 
 // once per model).
 std::vector<int32_t> end_of_generation_tokens(const llama_vocab* vocab);
 
+// The longest text one token stands for (special tokens included), for
+// vocabularies whose tokenizer never drops or shortens text (SPM, BPE
+// without whitespace-stripping special tokens): a text of B bytes then takes
+// at least B / that many tokens. 0 for the others, where no such bound holds.
+int32_t longest_token_bytes(const llama_vocab* vocab);
+
 // The log-probability of `token` under the raw distribution `logits`
 // (n_vocab values), with the `top_n` most likely alternatives.
 TokenLogprob token_logprob(const llama_vocab* vocab, const float* logits, int32_t n_vocab,

@@ -174,6 +174,24 @@ TEST_F(LocalModelIsolationTest, GrammarWithIgnoreEosEndsWhenTheGrammarIsComplete
   EXPECT_TRUE(eventually([&] { return idle(*model_); }));
 }
 
+TEST_F(LocalModelIsolationTest, APromptThatCannotFitIsRefusedBeforeItIsTokenized) {
+  // Megabytes of text are refused from their length alone (the longest token
+  // bounds how few tokens they can be); a prompt just over the context is
+  // still counted exactly.
+  Answer huge, over;
+  model_->submit(request(words(200000), 4), nullptr, huge.callbacks());
+  model_->submit(request(words(800), 4), nullptr, over.callbacks());
+  const auto& rh = huge.wait();
+  ASSERT_FALSE(rh.is_ok());
+  EXPECT_EQ(rh.status().error_code(), "context_length_exceeded");
+  EXPECT_NE(rh.status().message().find("at least"), std::string::npos) << rh.status().message();
+  const auto& ro = over.wait();
+  ASSERT_FALSE(ro.is_ok());
+  EXPECT_EQ(ro.status().error_code(), "context_length_exceeded");
+  EXPECT_EQ(ro.status().message().find("at least"), std::string::npos) << ro.status().message();
+  expect_serves(*model_);
+}
+
 TEST_F(LocalModelIsolationTest, AConstraintThatFailsEndsOnlyItsOwnRequest) {
   // A runs on; B's grammar meets a bias that bans every token, so B cannot
   // go on. Before, that threw out of the step and failed A with it.
