@@ -574,8 +574,10 @@ void LocalModel::run() {
       step();
       if (spec_.check_invariants) check_invariants();
     } catch (const std::exception& e) {
-      // Fail everything the step touched, including the request it was
-      // admitting, so one bad request can never wedge the engine.
+      // The last resort: a request's own failures (admitting, sampling,
+      // grammar, output) end that request inside the step. What reaches here
+      // is the engine's (e.g. out of memory): fail everything the step
+      // touched, so the engine is never wedged.
       spdlog::error("model '{}': engine step failed: {}", spec_.name, e.what());
       Status st = Status::internal(std::string("engine step failed: ") + e.what());
       for (auto& s : slots_)
