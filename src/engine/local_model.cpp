@@ -316,6 +316,8 @@ void LocalModel::embed(std::vector<std::string> inputs, EmbedCallback done) {
           prepare_embedding(std::move(inputs), *shared_done);
         } catch (const std::exception& e) {
           if (*shared_done) (*shared_done)(Status::internal(std::string("preparing the input failed: ") + e.what()));
+        } catch (...) {
+          if (*shared_done) (*shared_done)(Status::internal("preparing the input failed"));
         }
       };
       task.refuse = [shared_done](const Status& st) { (*shared_done)(st); };
@@ -437,6 +439,8 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
         } catch (const std::exception& e) {
           spdlog::error("model '{}': preparing a request failed: {}", spec_.name, e.what());
           if (!job->queued) job->callbacks.on_done(Status::internal(std::string("preparing the request failed: ") + e.what()));
+        } catch (...) {
+          if (!job->queued) job->callbacks.on_done(Status::internal("preparing the request failed"));
         }
       };
       task.refuse = [job](const Status& st) { job->callbacks.on_done(st); };
@@ -954,6 +958,8 @@ void LocalModel::isolated(Slot& s, Work&& work) {
     st = work();
   } catch (const std::exception& e) {
     st = Status::internal(std::string("generating the output failed: ") + e.what());
+  } catch (...) {
+    st = Status::internal("generating the output failed");
   }
   if (st || !job) return;
   spdlog::warn("model '{}': request ended by {}", spec_.name, st.to_string());

@@ -82,6 +82,8 @@ Result<int32_t> sample_token(llama_sampler* chain, const float* logits, int32_t 
     return static_cast<int32_t>(pick.id);
   } catch (const std::exception& e) {
     return Status::invalid_argument(std::string("the output constraint failed: ") + e.what(), constraint_param);
+  } catch (...) {
+    return Status::invalid_argument("the output constraint failed", constraint_param);
   }
 }
 
