@@ -385,13 +385,14 @@ class LocalModelPreparationTest : public ::testing::Test {
   }
   void TearDown() override { release(); }  // never leave the thread held
 
-  std::unique_ptr<LocalModel> model_;
   std::promise<void> entered_;
   std::promise<void> release_;
   std::shared_future<void> release_future_ = release_.get_future().share();
   bool released_ = false;
   Status holder_status_;
   std::thread::id holder_thread_;
+  // Last, so it goes first: its threads may still be in the callback above.
+  std::unique_ptr<LocalModel> model_;
 };
 
 TEST_F(LocalModelPreparationTest, SubmitReturnsBeforeTheHugePromptIsTokenized) {
