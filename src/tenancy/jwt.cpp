@@ -260,9 +260,15 @@ Result<std::unique_ptr<JwtVerifier>> JwtVerifier::create(const JwtConfig& config
         if (use != jwk.end() && (!use->is_string() || *use != "sig")) continue;
         PkeyPtr key = pkey_from_jwk(config.algorithm, jwk);
         if (!key) continue;
-        auto kid = jwk.find("kid");
-        keys->public_keys.push_back({kid != jwk.end() && kid->is_string() ? kid->get<std::string>() : "",
-                                     std::move(key)});
+        auto kid_it = jwk.find("kid");
+        std::string kid = kid_it != jwk.end() && kid_it->is_string() ? kid_it->get<std::string>() : "";
+        // Two usable keys under one kid would make the choice ambiguous.
+        for (const auto& e : keys->public_keys) {
+          if (e.kid == kid) {
+            return bad_config(config.jwks_file + " has two usable keys with kid \"" + kid + "\"", "jwks_file");
+          }
+        }
+        keys->public_keys.push_back({std::move(kid), std::move(key)});
       }
       if (keys->public_keys.empty()) {
         return bad_config(config.jwks_file + std::string(" holds no usable ") + alg_name + " key", "jwks_file");
@@ -311,7 +317,7 @@ Result<JwtIdentity> JwtVerifier::verify(std::string_view token) const {
     EVP_PKEY* key = nullptr;
     if (keys_->from_jwks && !kid.empty()) {
       for (const auto& e : keys_->public_keys) {
-        if (e.kid == kid) key = e.key.get();
+        if (e.kid == kid) key = e.key.get();  // kids are unique (create() checks)
       }
       if (!key) return refuse("no configured key has this kid");
     } else if (keys_->public_keys.size() == 1) {
@@ -361,7 +367,9 @@ Result<JwtIdentity> JwtVerifier::verify(std::string_view token) const {
   }
   auto tenant = claims->find(config_.tenant_claim);
   if (tenant == claims->end() || !tenant->is_string()) return refuse("no " + config_.tenant_claim + " claim");
-  if (!validate_tenant_name(tenant->get_ref<const std::string&>())) return refuse("the tenant claim is not a tenant name");
+  if (!validate_tenant_name(tenant->get_ref<const std::string&>())) {
+    return refuse("the tenant claim is not a tenant name");
+  }
 
   JwtIdentity id;
   id.tenant = tenant->get<std::string>();

@@ -16,8 +16,9 @@
 //    public key (`public_key_file`, SubjectPublicKeyInfo) or a JWKS file
 //    (`jwks_file`). With a JWKS, the token's `kid` selects the key among the
 //    keys of the right type (a key's `alg` and `use`, where present, must be
-//    the configured algorithm and "sig"); a token without `kid` is accepted
-//    only when exactly one key fits. Files are read at create(): reloading
+//    the configured algorithm and "sig"; other keys are skipped, and two
+//    usable keys with one kid are refused); a token without `kid` is
+//    accepted only when exactly one key fits. Files are read at create(): reloading
 //    means creating a new verifier.
 //  ES256 signatures are JOSE's raw r||s (64 bytes), turned into DER for EVP.
 //

@@ -518,9 +518,10 @@ Result<CreatedApiKey> TenantStore::create_key(const NewApiKey& spec) {
 
 Result<std::vector<ApiKeyInfo>> TenantStore::list_keys(std::string_view tenant) const {
   std::lock_guard lock(mu_);
-  return impl_->list_for_tenant<ApiKeyInfo>(std::string("SELECT ") + kKeyColumns +
-                                                " FROM api_keys WHERE (? = '' OR tenant = ?) ORDER BY created_at, prefix",
-                                            tenant, read_key);
+  return impl_->list_for_tenant<ApiKeyInfo>(
+      std::string("SELECT ") + kKeyColumns +
+          " FROM api_keys WHERE (? = '' OR tenant = ?) ORDER BY created_at, prefix",
+      tenant, read_key);
 }
 
 Status TenantStore::revoke_key(std::string_view prefix) {

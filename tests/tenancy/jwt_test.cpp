@@ -58,7 +58,9 @@ class JwtVerifierTest : public ::testing::Test {
     c.public_key_file = dir_.write("key.pem", testing::public_pem(key));
     return make(c);
   }
-  std::string hs(const json& payload) { return testing::sign_hs256({{"alg", "HS256"}, {"typ", "JWT"}}, payload, kSecret); }
+  std::string hs(const json& payload) {
+    return testing::sign_hs256({{"alg", "HS256"}, {"typ", "JWT"}}, payload, kSecret);
+  }
   static std::string reason(const Result<JwtIdentity>& r) { return r.status().message(); }
 
   testing::TempDir dir_;
@@ -218,7 +220,7 @@ TEST_F(JwtVerifierTest, Es256GoodAndBad) {
   // A flipped bit in s.
   std::string raw = *base64url_decode(good.substr(good.rfind('.') + 1));
   raw[40] ^= 1;
-  EXPECT_EQ(reason(v->verify(input.substr(0, 0) + good.substr(0, good.rfind('.') + 1) + base64url_encode(raw))),
+  EXPECT_EQ(reason(v->verify(good.substr(0, good.rfind('.') + 1) + base64url_encode(raw))),
             "invalid token: bad signature");
 }
 
@@ -251,6 +253,29 @@ TEST_F(JwtVerifierTest, JwksSelectsTheKeyByKid) {
             "invalid token: no configured key has this kid");
   EXPECT_EQ(reason(v->verify(testing::sign_with({{"alg", "RS256"}}, claims(), rsa_))),
             "invalid token: the token has no kid to choose a key");
+}
+
+TEST_F(JwtVerifierTest, JwksSkipsKeysForOtherUsesAndRefusesDuplicateKids) {
+  json rs384 = testing::public_jwk(rsa_, "k");
+  rs384["alg"] = "RS384";
+  json enc = testing::public_jwk(rsa_other_, "k");
+  enc["use"] = "enc";
+  json good = testing::public_jwk(rsa_other_, "k");
+  good["alg"] = "RS256";
+  good["use"] = "sig";
+  JwtConfig c = base(JwtAlgorithm::kRs256);
+  c.jwks_file = dir_.write("jwks.json", json{{"keys", {rs384, enc, good}}}.dump());
+  auto v = make(c);
+  ASSERT_NE(v, nullptr);
+  EXPECT_TRUE(v->verify(testing::sign_with({{"alg", "RS256"}, {"kid", "k"}}, claims(), rsa_other_)).is_ok());
+  EXPECT_EQ(reason(v->verify(testing::sign_with({{"alg", "RS256"}, {"kid", "k"}}, claims(), rsa_))),
+            "invalid token: bad signature");
+  c.jwks_file = dir_.write("dup.json", json{{"keys", {testing::public_jwk(rsa_, "k"), good}}}.dump());
+  Result<std::unique_ptr<JwtVerifier>> dup = JwtVerifier::create(c, clock_);
+  ASSERT_FALSE(dup.is_ok());
+  EXPECT_EQ(dup.status().param(), "jwks_file");
+  c.jwks_file = dir_.write("none.json", json{{"keys", {rs384, enc}}}.dump());
+  EXPECT_EQ(JwtVerifier::create(c, clock_).status().param(), "jwks_file");
 }
 
 TEST_F(JwtVerifierTest, JwksWithEs256Keys) {
