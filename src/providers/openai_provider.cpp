@@ -600,8 +600,12 @@ void RemoteProvider::finish(const std::shared_ptr<Call>& call, Status transport)
     shared.generated_tokens.fetch_add(result->usage.completion_tokens);
   } else {
     // The URL goes to the log only: client-facing messages name the model.
-    spdlog::warn("model '{}': upstream request to {} failed: {}", shared.model, call->http.url,
-                 result.status().to_string());
+    // The upstream's own faults are warnings; a request it refused is not.
+    const StatusCode code = result.status().code();
+    const bool upstream_fault = code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded ||
+                                code == StatusCode::kInternal;
+    spdlog::log(upstream_fault ? spdlog::level::warn : spdlog::level::debug, "model '{}': upstream request to {} failed: {}",
+                shared.model, call->http.url, result.status().to_string());
   }
   // Free the slot before telling the caller: the caller may drop the last
   // reference to the provider in on_done.

@@ -598,6 +598,23 @@ TEST(LineSplitterTest, SplitsLinesWhateverThePiecesAndKeepsTheRest) {
   }
 }
 
+TEST(LineSplitterTest, ALongLineFedByteByByteIsScannedOnce) {
+  // A rescan from the line's start on every piece would compare about
+  // 5 * 10^11 bytes here; a scan that resumes compares each byte once.
+  LineSplitter s;
+  size_t got = 0;
+  auto on_line = [&](std::string_view l) {
+    got = l.size();
+    return Status::ok();
+  };
+  const std::string line(1000000, 'x');
+  for (char c : line) ASSERT_TRUE(s.feed(std::string_view(&c, 1), on_line).is_ok());
+  EXPECT_EQ(s.pending(), line.size());
+  ASSERT_TRUE(s.feed("\n", on_line).is_ok());
+  EXPECT_EQ(got, line.size());
+  EXPECT_EQ(s.pending(), 0u);
+}
+
 TEST(OpenAiStreamDecoderTest, AnEventLargerThanTheLimitFailsTheRequest) {
   // One endless line, fed in pieces.
   OpenAiStreamDecoder a(true, 1, "upstream for model 'm'", 4096);
