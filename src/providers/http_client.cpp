@@ -728,10 +728,20 @@ Status upstream_error_status(int http_status, std::string_view body, const std::
     if (message.empty()) message = str(j, "detail");  // FastAPI-style servers
   }
   if (message.empty()) {
-    std::string raw(body.substr(0, 512));
+    std::string raw(body.substr(0, 1024));
     while (!raw.empty() && std::isspace(static_cast<unsigned char>(raw.back()))) raw.pop_back();
     message = raw.empty() ? "no details given" : raw;
   }
+  // An upstream's message is quoted, never more than a short piece of it
+  // (whole UTF-8 characters), whatever size its answer had.
+  constexpr size_t kMaxMessage = 512;
+  if (message.size() > kMaxMessage) {
+    size_t cut = kMaxMessage;
+    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
+    message = message.substr(0, cut) + "...";
+  }
+  if (param.size() > 128) param.clear();
+  if (code.size() > 128) code.clear();
   const std::string prefix = who + " answered HTTP " + std::to_string(http_status) + ": ";
   switch (http_status) {
     case 401: return Status::unauthenticated(prefix + message);

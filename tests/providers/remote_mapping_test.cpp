@@ -106,6 +106,17 @@ TEST(UpstreamErrorStatusTest, KeepsTheUpstreamsMessageParamAndCode) {
   EXPECT_NE(s.message().find("no details given"), std::string::npos);
 }
 
+TEST(UpstreamErrorStatusTest, QuotesAtMostAShortPieceOfAHugeMessage) {
+  std::string huge = json{{"error", {{"message", std::string(100000, 'e') + "\u00e9"}, {"param", std::string(1000, 'p')}}}}.dump();
+  Status s = upstream_error_status(400, huge, "upstream for model 'm'");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_LE(s.message().size(), 520u);
+  EXPECT_EQ(s.message().substr(s.message().size() - 3), "...");
+  EXPECT_EQ(s.param(), "");
+  s = upstream_error_status(502, std::string(100000, 'x'), "upstream for model 'm'");
+  EXPECT_LT(s.message().size(), 600u);
+}
+
 GenerateRequest chat(std::string text) {
   GenerateRequest r;
   ChatMessage system, user;

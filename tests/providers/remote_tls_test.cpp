@@ -186,6 +186,33 @@ TEST_F(RemoteTlsTest, UnknownCaFails) {
   EXPECT_EQ(fake_.requests(), 0);
 }
 
+TEST_F(RemoteTlsTest, AServerThatNeverAnswersTheHandshakeTimesOut) {
+  // Listens, so the TCP connect succeeds, but never accepts or speaks TLS.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  HttpClient client(trusting(ca_file_->path()));
+  HttpClientRequest r = post("https://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/plain");
+  r.connect_timeout_ms = 300;
+  r.label = "upstream for model 'm'";
+  std::promise<Status> p;
+  HttpStreamCallbacks cb;
+  cb.on_done = [&](Status st) { p.set_value(std::move(st)); };
+  client.stream(r, nullptr, cb);
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  Status st = f.get();
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.to_string();
+  EXPECT_NE(st.message().find("setting up TLS"), std::string::npos) << st.message();
+  EXPECT_EQ(st.message().find("127.0.0.1"), std::string::npos) << st.message();
+  ::close(fd);
+}
+
 TEST_F(RemoteTlsTest, InsecureSkipVerifyAcceptsAnyCertificate) {
   TlsRelay relay(*wrong_name_, fake_.port());
   HttpClientOptions o;
