@@ -17,7 +17,8 @@
 //   `max_idle_per_host`, each idle for at most `idle_timeout_ms`) and reuses
 //   them. A request that finds a pooled connection closed by the server
 //   before any byte of the answer arrived is retried once on a new one.
-// - Timeouts: `connect_timeout_ms` bounds resolving plus connecting;
+// - Timeouts: `connect_timeout_ms` bounds resolving plus connecting (plus
+//   the TLS handshake for https);
 //   `read_timeout_ms` is the longest silence allowed, measured per read (and
 //   per write), so a long stream that keeps sending is never cut.
 // - Cancellation: the request's CancelToken is polled every ~50 ms; when it
