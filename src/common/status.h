@@ -5,9 +5,7 @@
 // OpenAI error `code` string such as "model_not_found". The mapping from
 // Code to HTTP status and OpenAI error type lives in api/errors.cpp only.
 //
-// Status and Result are plain values: copyable, thread-compatible. Both are
-// [[nodiscard]]: a call whose Status is dropped does not compile (-Werror);
-// write `(void)call();` with a comment where ignoring it is right.
+// Status and Result are plain values: copyable, thread-compatible.
 // RETURN_IF_ERROR and ASSIGN_OR_RETURN (end of this file) replace the
 // hand-written `if (!s) return s;` chains.
 #pragma once
@@ -33,7 +31,7 @@ enum class StatusCode {
   kInternal,
 };
 
-class [[nodiscard]] Status {
+class Status {
  public:
   Status() = default;
 
@@ -98,7 +96,7 @@ inline const Status& status_of(const Status& s) { return s; }
 
 // Result<T> holds either a T or a non-ok Status.
 template <typename T>
-class [[nodiscard]] Result {
+class Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
