@@ -6,6 +6,9 @@ find_package(yaml-cpp REQUIRED)
 find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)
-# TLS to https upstreams (providers/http_client.cpp), through Asio SSL.
-find_package(OpenSSL 3 REQUIRED)
 find_package(GTest REQUIRED)
+
+# Tenancy: the embedded database and the crypto for keys, JWT and HMAC;
+# TLS to https upstreams (providers/http_client.cpp, through Asio SSL).
+find_package(SQLite3 REQUIRED)
+find_package(OpenSSL 3 REQUIRED COMPONENTS SSL Crypto)
