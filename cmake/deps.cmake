@@ -8,6 +8,7 @@ find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(GTest REQUIRED)
 
-# Tenancy: the embedded database and the crypto for keys, JWT and HMAC.
+# Tenancy: the embedded database and the crypto for keys, JWT and HMAC;
+# TLS to https upstreams (providers/http_client.cpp, through Asio SSL).
 find_package(SQLite3 REQUIRED)
-find_package(OpenSSL 3 REQUIRED COMPONENTS Crypto)
+find_package(OpenSSL 3 REQUIRED COMPONENTS SSL Crypto)

@@ -6,6 +6,8 @@
 // Code to HTTP status and OpenAI error type lives in api/errors.cpp only.
 //
 // Status and Result are plain values: copyable, thread-compatible.
+// RETURN_IF_ERROR and ASSIGN_OR_RETURN (end of this file) replace the
+// hand-written `if (!s) return s;` chains.
 #pragma once
 
 #include <optional>
@@ -89,6 +91,9 @@ class Status {
 
 const char* status_code_name(StatusCode code);
 
+// The Status of a Status (itself) or of a Result (its error); for the macros.
+inline const Status& status_of(const Status& s) { return s; }
+
 // Result<T> holds either a T or a non-ok Status.
 template <typename T>
 class Result {
@@ -116,4 +121,29 @@ class Result {
   std::variant<T, Status> v_;
 };
 
+template <typename T>
+const Status& status_of(const Result<T>& r) {
+  return r.status();
+}
+
 }  // namespace llmpool
+
+#define LLMPOOL_CONCAT_INNER_(a, b) a##b
+#define LLMPOOL_CONCAT_(a, b) LLMPOOL_CONCAT_INNER_(a, b)
+
+// Evaluates `expr` (a Status or a Result) once; returns its Status from the
+// enclosing function (which returns Status or Result<U>) when it is not ok.
+#define RETURN_IF_ERROR(expr)                                         \
+  do {                                                                \
+    auto&& llmpool_status_or_ = (expr);                               \
+    if (!llmpool_status_or_.is_ok()) return ::llmpool::status_of(llmpool_status_or_); \
+  } while (0)
+
+// `ASSIGN_OR_RETURN(auto x, make_x());` or `ASSIGN_OR_RETURN(x_, make_x());`:
+// evaluates the Result once; returns its Status when it failed, otherwise
+// moves its value into the left-hand side.
+#define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL_(LLMPOOL_CONCAT_(llmpool_result_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                            \
+  if (!tmp.is_ok()) return tmp.status();        \
+  lhs = std::move(tmp).value()

@@ -201,7 +201,7 @@ const std::vector<std::string> kPoolKeys = {"memory_budget", "max_loaded_models"
 // Fields a model may set; `defaults:` takes the same except those naming one model.
 const std::vector<std::string> kModelKeys = {
     "name",     "aliases",       "type",         "path",      "base_url",     "upstream_model",
-    "api_key_env", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
+    "api_key_env", "ca_file", "tls_insecure_skip_verify", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
     "batch",    "threads",       "max_queue",    "deadline_ms", "max_concurrent", "priority",
     "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "thinking"};
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
@@ -272,6 +272,8 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
   r.read_string(n, "base_url", prefix, &m->base_url, 2048);
   r.read_string(n, "upstream_model", prefix, &m->upstream_model, 256);
   r.read_string(n, "api_key_env", prefix, &m->api_key_env, 128);
+  r.read_string(n, "ca_file", prefix, &m->ca_file);
+  r.read_bool(n, "tls_insecure_skip_verify", prefix, &m->tls_insecure_skip_verify);
   r.read_int(n, "connect_timeout_ms", prefix, &m->connect_timeout_ms, 1, 600000);
   r.read_int(n, "read_timeout_ms", prefix, &m->read_timeout_ms, 1, 86400000);
   r.read_int(n, "context", prefix, &m->context, 64, 1 << 24);
@@ -303,12 +305,20 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
       r.issue(t, prefix + ".type", "unknown provider type '" + m->type + "' (known: " + join_list(kProviderTypes) + ")");
   }
   if (YAML::Node u = n["base_url"]; u.IsDefined() && u.IsScalar()) {
-    const std::string& url = m->base_url;
+    // The scheme is case-insensitive; http and https (TLS, certificates
+    // checked) are the two the remote providers speak.
+    std::string url = m->base_url;
+    for (size_t i = 0; i < url.size() && i < 8; ++i)
+      url[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(url[i])));
     size_t scheme = url.rfind("http://", 0) == 0 ? 7 : url.rfind("https://", 0) == 0 ? 8 : 0;
     if (scheme == 0)
-      r.issue(u, prefix + ".base_url", "must start with http:// or https://, got '" + url + "'");
-    else if (url.size() == scheme || url[scheme] == '/')
-      r.issue(u, prefix + ".base_url", "has no host: '" + url + "'");
+      r.issue(u, prefix + ".base_url",
+              "must start with http:// or https:// (the schemes remote providers speak), got '" + m->base_url + "'");
+    else if (url.size() == scheme || url[scheme] == '/' || url[scheme] == ':' || url[scheme] == '?')
+      r.issue(u, prefix + ".base_url", "has no host: '" + m->base_url + "'");
+    else if (url.find_first_of(" \t\r\n#@") != std::string::npos)
+      r.issue(u, prefix + ".base_url",
+              "must not contain spaces, a fragment (#) or user info (@): '" + m->base_url + "'");
   }
   if (YAML::Node k = n["api_key_env"]; k.IsDefined() && k.IsScalar() && !is_env_var_name(m->api_key_env)) {
     r.issue(k, prefix + ".api_key_env",
@@ -337,13 +347,15 @@ void finish_model(Reader& r, const YAML::Node& n, const std::string& prefix, con
   bool known_type = std::find(kProviderTypes.begin(), kProviderTypes.end(), m->type) != kProviderTypes.end();
   if (!known_type) return;  // reported where the type is written
   if (!m->is_remote()) {
-    for (const char* key : {"base_url", "upstream_model", "api_key_env"})
+    for (const char* key : {"base_url", "upstream_model", "api_key_env", "ca_file", "tls_insecure_skip_verify"})
       if (n[key].IsDefined())
         r.issue(n[key], prefix + "." + key, "is only for remote models (type openai or ollama), not local ones");
     // Remote settings inherited from `defaults:` do not apply to local models.
     m->base_url.clear();
     m->upstream_model.clear();
     m->api_key_env.clear();
+    m->ca_file.clear();
+    m->tls_insecure_skip_verify = false;
     if (m->path.empty()) {
       r.issue(n, prefix + ".path", "is required for a local model");
     } else {
@@ -360,6 +372,14 @@ void finish_model(Reader& r, const YAML::Node& n, const std::string& prefix, con
     if (m->base_url.empty())
       r.issue(n, prefix + ".base_url", "is required for a " + m->type + " model (http:// or https:// URL)");
     if (m->upstream_model.empty()) m->upstream_model = m->name;
+    if (!m->ca_file.empty()) {
+      fs::path p(m->ca_file);
+      if (p.is_relative()) p = base / p;
+      m->ca_file = p.lexically_normal().string();
+      std::error_code ec;
+      YAML::Node at = n["ca_file"].IsDefined() ? n["ca_file"] : n;
+      if (check_files && !fs::is_regular_file(p, ec)) r.issue(at, prefix + ".ca_file", "no such file: " + m->ca_file);
+    }
   }
 }
 

@@ -64,6 +64,8 @@ struct ModelConfig {
   std::string base_url;                   // e.g. http://127.0.0.1:8000/v1 or http://127.0.0.1:11434
   std::string upstream_model;             // the model's name upstream; set to `name` when not given
   std::string api_key_env;                // environment variable holding the API key (never the key)
+  std::string ca_file;                    // https: PEM file of CAs to trust instead of the system store
+  bool tls_insecure_skip_verify = false;  // https: accept any certificate (test rigs only)
   int32_t connect_timeout_ms = 5000;
   int32_t read_timeout_ms = 120000;       // longest silence while waiting for bytes
   int32_t max_concurrent = 0;             // requests in flight at once; 0: unlimited (local: parallel)

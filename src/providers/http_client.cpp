@@ -13,7 +13,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -26,13 +29,17 @@
 #include <thread>
 #include <vector>
 
+#include "common/json.h"
+
 namespace llmpool::providers {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
+using TlsStream = beast::ssl_stream<tcp::socket>;
 
 namespace {
 
@@ -49,6 +56,8 @@ std::string lower(std::string s) {
   return s;
 }
 
+uint16_t default_port(const std::string& scheme) { return scheme == "https" ? 443 : 80; }
+
 std::string host_for_url(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -57,7 +66,7 @@ std::string host_for_url(const std::string& host) {
 
 std::string HttpUrl::origin() const {
   std::string s = scheme + "://" + host_for_url(host);
-  if (port != 80) s += ":" + std::to_string(port);
+  if (port != default_port(scheme)) s += ":" + std::to_string(port);
   return s;
 }
 
@@ -68,12 +77,11 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
     return Status::invalid_argument("'" + std::string(url) + "' is not a usable URL: " + why);
   };
   auto sep = url.find("://");
-  if (sep == std::string_view::npos) return bad("it must start with http://");
+  if (sep == std::string_view::npos) return bad("it must start with http:// or https://");
   HttpUrl out;
   out.scheme = lower(std::string(url.substr(0, sep)));
-  if (out.scheme == "https")
-    return Status::unimplemented("https is not supported yet (URL '" + std::string(url) + "'); use http://");
-  if (out.scheme != "http") return bad("the scheme must be http");
+  if (out.scheme != "http" && out.scheme != "https") return bad("the scheme must be http or https");
+  out.port = default_port(out.scheme);
   std::string_view rest = url.substr(sep + 3);
   if (rest.find('#') != std::string_view::npos) return bad("fragments (#) are not allowed");
   for (char c : rest)
@@ -121,17 +129,39 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
 namespace {
 
 enum class Abort { kNone, kCancelled, kTimeout, kShutdown };
-enum class Phase { kConnect, kWrite, kReadHead, kReadBody };
+enum class Phase { kConnect, kHandshake, kWrite, kReadHead, kReadBody };
 
 const char* phase_text(Phase p) {
   switch (p) {
     case Phase::kConnect: return "connecting";
+    case Phase::kHandshake: return "setting up TLS";
     case Phase::kWrite: return "sending the request";
     case Phase::kReadHead: return "waiting for the answer";
     case Phase::kReadBody: return "reading the answer";
   }
   return "";
 }
+
+// A connection: a plain socket, or a TLS stream over one. Pooled
+// connections keep their kind; the pool key has the scheme, so a TLS
+// connection is never handed to a plain request or the other way round.
+struct Connection {
+  std::optional<tcp::socket> plain;
+  std::unique_ptr<TlsStream> tls;
+
+  bool empty() const { return !plain && !tls; }
+  tcp::socket* lowest() {
+    if (tls) return &tls->next_layer();
+    return plain ? &*plain : nullptr;
+  }
+  void close() {
+    beast::error_code ignored;
+    if (tcp::socket* s = lowest()) {
+      s->cancel(ignored);
+      s->close(ignored);
+    }
+  }
+};
 
 // One request in flight. Everything but construction happens on `strand`:
 // the request coroutine and its watcher never run at the same time.
@@ -140,17 +170,17 @@ struct Exchange {
       : strand(asio::make_strand(ioc)),
         timer(strand),
         resolver(strand),
-        socket(ioc),
         req(std::move(r)),
         url(std::move(u)),
-        key(url.host + ":" + std::to_string(url.port)),
+        key(url.scheme + "://" + url.host + ":" + std::to_string(url.port)),
+        who(req.label.empty() ? url.to_string() : req.label),
         cancel(std::move(c)),
         callbacks(std::move(cb)) {}
 
   // on_done is owed exactly once, also when the I/O context is torn down
   // with this request's coroutine still suspended.
   ~Exchange() {
-    if (!done_called) finish(Status::unavailable("the HTTP client stopped before " + url.to_string() + " answered"));
+    if (!done_called) finish(Status::unavailable("the HTTP client stopped before " + who + " answered"));
   }
 
   void finish(Status st) {
@@ -174,19 +204,18 @@ struct Exchange {
   }
 
   void close_now() {
-    beast::error_code ignored;
     resolver.cancel();
-    socket.cancel(ignored);
-    socket.close(ignored);
+    conn.close();
   }
 
   asio::strand<asio::io_context::executor_type> strand;
   asio::steady_timer timer;
   tcp::resolver resolver;
-  tcp::socket socket;
+  Connection conn;
   HttpClientRequest req;
   HttpUrl url;
-  std::string key;  // pool key: host:port
+  std::string key;  // pool key: scheme://host:port
+  std::string who;  // what messages call the server
   CancelTokenPtr cancel;
   HttpStreamCallbacks callbacks;
   Clock::time_point deadline = Clock::time_point::max();
@@ -194,44 +223,87 @@ struct Exchange {
   Abort abort = Abort::kNone;
   bool finished = false;
   bool done_called = false;
+  std::string tls_failure;  // why the certificate was refused, when it was
 };
 
 bool is_closed_error(const beast::error_code& ec) {
   return ec == asio::error::eof || ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
+         ec == ssl::error::stream_truncated;
 }
 
 // An idle keep-alive connection has nothing to say: if it is readable, the
-// server closed it (or sent garbage) and it must not be reused.
-bool idle_socket_usable(tcp::socket& s) {
-  if (!s.is_open()) return false;
+// server closed it (or sent garbage, or a TLS alert) and it must not be
+// reused.
+bool idle_socket_usable(Connection& c) {
+  tcp::socket* s = c.lowest();
+  if (s == nullptr || !s->is_open()) return false;
+  if (c.tls && SSL_pending(c.tls->native_handle()) > 0) return false;
   pollfd p{};
-  p.fd = s.native_handle();
+  p.fd = s->native_handle();
   p.events = POLLIN | POLLRDHUP;
   return ::poll(&p, 1, 0) == 0;
 }
 
+// The client's TLS settings as an OpenSSL context. Throws what Asio throws
+// on a bad CA file; callers catch.
+std::unique_ptr<ssl::context> make_tls_context(const TlsOptions& o) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  if (o.insecure_skip_verify) {
+    ctx->set_verify_mode(ssl::verify_none);
+    return ctx;
+  }
+  if (o.ca_file.empty())
+    ctx->set_default_verify_paths();
+  else
+    ctx->load_verify_file(o.ca_file);
+  ctx->set_verify_mode(ssl::verify_peer);
+  return ctx;
+}
+
 }  // namespace
 
+Status check_tls_options(const TlsOptions& tls) {
+  if (tls.ca_file.empty() || tls.insecure_skip_verify) return Status::ok();
+  try {
+    (void)make_tls_context(tls);
+  } catch (const std::exception& e) {
+    return Status::invalid_argument("ca_file '" + tls.ca_file + "' cannot be used: " + e.what(), "ca_file");
+  }
+  return Status::ok();
+}
+
 struct HttpClient::Impl {
-  explicit Impl(HttpClientOptions o) : options(o), work(asio::make_work_guard(ioc)) {}
+  explicit Impl(HttpClientOptions o) : options(o), work(asio::make_work_guard(ioc)) {
+    try {
+      tls_context = make_tls_context(options.tls);
+    } catch (const std::exception& e) {
+      tls_error = std::string("the TLS settings cannot be used: ") + e.what();
+    }
+    if (options.tls.insecure_skip_verify)
+      spdlog::warn("HTTP client: tls_insecure_skip_verify is set: upstream TLS certificates are not checked");
+  }
 
   HttpClientOptions options;
   asio::io_context ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::unique_ptr<ssl::context> tls_context;  // null when tls_error says why
+  std::string tls_error;
   std::vector<std::thread> threads;
   std::vector<std::thread::id> thread_ids;
   std::atomic<bool> stopping{false};
   std::atomic<int64_t> active{0};
 
   struct IdleConnection {
-    tcp::socket socket;
+    Connection conn;
     Clock::time_point since;
   };
   mutable std::mutex pool_mu;
   std::map<std::string, std::deque<IdleConnection>> pool;  // guarded by pool_mu
 
-  std::optional<tcp::socket> take_idle(const std::string& key) {
+  std::optional<Connection> take_idle(const std::string& key) {
     std::lock_guard<std::mutex> lock(pool_mu);
     auto it = pool.find(key);
     if (it == pool.end()) return std::nullopt;
@@ -240,59 +312,62 @@ struct HttpClient::Impl {
     while (!q.empty()) {
       IdleConnection c = std::move(q.back());  // the most recently used is the likeliest alive
       q.pop_back();
-      if (c.since >= too_old && idle_socket_usable(c.socket)) return std::move(c.socket);
-      beast::error_code ignored;
-      c.socket.close(ignored);
+      if (c.since >= too_old && idle_socket_usable(c.conn)) return std::move(c.conn);
+      c.conn.close();
     }
     return std::nullopt;
   }
 
-  void put_idle(const std::string& key, tcp::socket socket) {
-    beast::error_code ignored;
+  void put_idle(const std::string& key, Connection conn) {
     if (stopping.load() || options.max_idle_per_host <= 0) {
-      socket.close(ignored);
+      conn.close();
       return;
     }
     std::lock_guard<std::mutex> lock(pool_mu);
     auto& q = pool[key];
-    q.push_back({std::move(socket), Clock::now()});
+    q.push_back({std::move(conn), Clock::now()});
     while (q.size() > static_cast<size_t>(options.max_idle_per_host)) {
-      q.front().socket.close(ignored);
+      q.front().conn.close();
       q.pop_front();
     }
   }
 
   void clear_pool() {
     std::lock_guard<std::mutex> lock(pool_mu);
-    beast::error_code ignored;
     for (auto& [key, q] : pool)
-      for (auto& c : q) c.socket.close(ignored);
+      for (auto& c : q) c.conn.close();
     pool.clear();
   }
 
   Status error_status(const Exchange& ex, const beast::error_code& ec) const {
-    const std::string where = ex.url.to_string();
+    const std::string& who = ex.who;
     switch (ex.abort) {
       case Abort::kCancelled:
-        return Status::unavailable("the request to " + where + " was cancelled");
+        return Status::unavailable("the request to " + who + " was cancelled");
       case Abort::kShutdown:
-        return Status::unavailable("the HTTP client is shutting down; the request to " + where + " was abandoned");
+        return Status::unavailable("the HTTP client is shutting down; the request to " + who + " was abandoned");
       case Abort::kTimeout:
-        if (ex.phase == Phase::kConnect)
-          return Status::deadline_exceeded("cannot connect to " + ex.url.origin() + " within " +
-                                           std::to_string(ex.req.connect_timeout_ms) + " ms");
-        return Status::deadline_exceeded("no data from " + where + " for " + std::to_string(ex.req.read_timeout_ms) +
+        if (ex.phase == Phase::kConnect || ex.phase == Phase::kHandshake)
+          return Status::deadline_exceeded("cannot connect to " + who + " within " +
+                                           std::to_string(ex.req.connect_timeout_ms) + " ms (" +
+                                           phase_text(ex.phase) + ")");
+        return Status::deadline_exceeded("no data from " + who + " for " + std::to_string(ex.req.read_timeout_ms) +
                                          " ms while " + phase_text(ex.phase));
       case Abort::kNone:
         break;
     }
-    if (ex.phase == Phase::kConnect) return Status::unavailable("cannot connect to " + ex.url.origin() + ": " + ec.message());
+    if (ex.phase == Phase::kConnect) return Status::unavailable("cannot connect to " + who + ": " + ec.message());
+    if (ex.phase == Phase::kHandshake) {
+      if (!ex.tls_failure.empty())
+        return Status::unavailable("the TLS certificate of " + who + " was refused: " + ex.tls_failure);
+      return Status::unavailable("the TLS handshake with " + who + " failed: " + ec.message());
+    }
     if (is_closed_error(ec) || ec == http::error::partial_message)
-      return Status::unavailable("the connection to " + ex.url.origin() + " closed while " + phase_text(ex.phase) +
-                                 " (" + ec.message() + ")");
+      return Status::unavailable("the connection to " + who + " closed while " + phase_text(ex.phase) + " (" +
+                                 ec.message() + ")");
     if (ec.category() == http::make_error_code(http::error::bad_version).category())
-      return Status::unavailable("malformed HTTP answer from " + where + ": " + ec.message());
-    return Status::unavailable("HTTP request to " + where + " failed while " + phase_text(ex.phase) + ": " +
+      return Status::unavailable("malformed HTTP answer from " + who + ": " + ec.message());
+    return Status::unavailable("HTTP request to " + who + " failed while " + phase_text(ex.phase) + ": " +
                                ec.message());
   }
 
@@ -320,33 +395,146 @@ struct HttpClient::Impl {
     }
   }
 
+  // A fresh connection of the URL's kind, connected (and for https with the
+  // TLS handshake done and the certificate checked).
   asio::awaitable<Status> connect(Exchange& ex) {
+    ex.conn.close();
+    ex.conn = Connection();
+    if (ex.url.tls()) {
+      if (!tls_context) co_return Status::unavailable("cannot connect to " + ex.who + ": " + tls_error);
+      ex.conn.tls = std::make_unique<TlsStream>(ioc, *tls_context);
+    } else {
+      ex.conn.plain.emplace(ioc);
+    }
     ex.arm(ex.req.connect_timeout_ms, Phase::kConnect);
     beast::error_code ec;
     auto endpoints = co_await ex.resolver.async_resolve(ex.url.host, std::to_string(ex.url.port),
                                                          asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       if (ex.abort != Abort::kNone) co_return error_status(ex, ec);
-      co_return Status::unavailable("cannot resolve '" + ex.url.host + "' for " + ex.url.origin() + ": " +
-                                    ec.message());
+      co_return Status::unavailable("cannot resolve the host of " + ex.who + ": " + ec.message());
     }
     Exchange* exp = &ex;
+    tcp::socket& socket = *ex.conn.lowest();
     co_await asio::async_connect(
-        ex.socket, endpoints, [exp](const beast::error_code&, const tcp::endpoint&) { return exp->abort == Abort::kNone; },
+        socket, endpoints, [exp](const beast::error_code&, const tcp::endpoint&) { return exp->abort == Abort::kNone; },
         asio::redirect_error(asio::use_awaitable, ec));
     if (!ec && ex.abort != Abort::kNone) ec = asio::error::operation_aborted;
     if (ec) co_return error_status(ex, ec);
     beast::error_code ignored;
-    ex.socket.set_option(tcp::no_delay(true), ignored);
+    socket.set_option(tcp::no_delay(true), ignored);
+    if (ex.conn.tls) co_return co_await handshake(ex);
     co_return Status::ok();
+  }
+
+  asio::awaitable<Status> handshake(Exchange& ex) {
+    ex.phase = Phase::kHandshake;  // still under the connect timeout
+    SSL* ssl_handle = ex.conn.tls->native_handle();
+    beast::error_code not_ip;
+    (void)asio::ip::make_address(ex.url.host, not_ip);
+    // SNI carries host names only (RFC 6066).
+    if (not_ip && SSL_set_tlsext_host_name(ssl_handle, ex.url.host.c_str()) != 1)
+      co_return Status::unavailable("cannot set up TLS for " + ex.who + ": the host name is not usable for SNI");
+    if (!options.tls.insecure_skip_verify) {
+      // OpenSSL checks the name while it verifies the chain, so a
+      // certificate for another host fails the handshake itself.
+      X509_VERIFY_PARAM* param = SSL_get0_param(ssl_handle);
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      int set = not_ip ? X509_VERIFY_PARAM_set1_host(param, ex.url.host.c_str(), ex.url.host.size())
+                       : X509_VERIFY_PARAM_set1_ip_asc(param, ex.url.host.c_str());
+      if (set != 1) co_return Status::unavailable("cannot set up TLS for " + ex.who + ": bad host name");
+    }
+    beast::error_code ec;
+    co_await ex.conn.tls->async_handshake(ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && ex.abort != Abort::kNone) ec = asio::error::operation_aborted;
+    if (ec) {
+      long verify = SSL_get_verify_result(ssl_handle);
+      if (verify != X509_V_OK) ex.tls_failure = X509_verify_cert_error_string(verify);
+      co_return error_status(ex, ec);
+    }
+    co_return Status::ok();
+  }
+
+  struct Sent {
+    Status status;
+    bool retry = false;  // a reused connection was found closed before any answer
+  };
+
+  // Writes `req` on `stream` and relays the answer.
+  template <class Stream>
+  asio::awaitable<Sent> transfer(Exchange& ex, Stream& stream, http::request<http::string_body>& req, bool reused,
+                                 int attempt) {
+    beast::flat_buffer buffer;
+    http::response_parser<http::buffer_body> parser;
+    // Streams are as long as they are; silence is what is bounded. (Not
+    // boost::none: Beast 1.74 then rejects every Content-Length body.)
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+    parser.header_limit(kHeaderLimit);
+    beast::error_code ec;
+    ex.arm(ex.req.read_timeout_ms, Phase::kWrite);
+    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      ex.arm(ex.req.read_timeout_ms, Phase::kReadHead);
+      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) {
+      // The server may close an idle connection just as we reuse it; the
+      // request never reached it, so one retry on a new connection is safe.
+      if (reused && attempt == 0 && ex.abort == Abort::kNone && !parser.got_some() && is_closed_error(ec)) {
+        ex.conn.close();
+        co_return Sent{Status::ok(), true};
+      }
+      co_return Sent{error_status(ex, ec)};
+    }
+
+    HttpResponseHead head;
+    head.status = static_cast<int>(parser.get().result_int());
+    for (const auto& f : parser.get()) head.headers[lower(std::string(f.name_string()))] = std::string(f.value());
+    if (ex.callbacks.on_head) ex.callbacks.on_head(head);
+
+    bool stopped = false;
+    char chunk[kReadChunk];
+    // Not eager: an eager parser that ends a chunk goes on into the next
+    // chunk's header, and with that still missing async_read_some waits
+    // for the socket instead of handing over the chunk it has.
+    while (!parser.is_done()) {
+      parser.get().body().data = chunk;
+      parser.get().body().size = sizeof chunk;
+      ex.arm(ex.req.read_timeout_ms, Phase::kReadBody);
+      co_await http::async_read_some(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      // A TLS server that ends a close-delimited body without close_notify.
+      if (ec == ssl::error::stream_truncated && ex.abort == Abort::kNone) {
+        beast::error_code eof_ec;
+        parser.put_eof(eof_ec);
+        if (!eof_ec) ec = {};
+      }
+      size_t n = sizeof chunk - parser.get().body().size;
+      // Bytes that arrived before a cut are still delivered.
+      if (n > 0 && ex.callbacks.on_body && !ex.callbacks.on_body(std::string_view(chunk, n))) {
+        stopped = true;
+        break;
+      }
+      if (ec) co_return Sent{error_status(ex, ec)};
+    }
+    ex.arm(0, Phase::kReadBody);
+    bool reusable =
+        !stopped && parser.is_done() && parser.keep_alive() && buffer.size() == 0 && ex.abort == Abort::kNone;
+    if (reusable)
+      put_idle(ex.key, std::move(ex.conn));
+    else
+      ex.conn.close();
+    ex.conn = Connection();
+    co_return Sent{Status::ok()};
   }
 
   asio::awaitable<Status> exchange(Exchange& ex) {
     http::verb verb = http::string_to_verb(ex.req.method);
     if (verb == http::verb::unknown) co_return Status::invalid_argument("unknown HTTP method '" + ex.req.method + "'");
     http::request<http::string_body> req{verb, ex.url.path, 11};
-    req.set(http::field::host, ex.url.port == 80 ? host_for_url(ex.url.host)
-                                                 : host_for_url(ex.url.host) + ":" + std::to_string(ex.url.port));
+    req.set(http::field::host, ex.url.port == default_port(ex.url.scheme)
+                                   ? host_for_url(ex.url.host)
+                                   : host_for_url(ex.url.host) + ":" + std::to_string(ex.url.port));
     req.set(http::field::user_agent, "llmpool");
     if (!ex.req.body.empty() || verb == http::verb::post) req.set(http::field::content_type, ex.req.content_type);
     for (const auto& [name, value] : ex.req.headers) {
@@ -361,73 +549,22 @@ struct HttpClient::Impl {
     for (int attempt = 0;; ++attempt) {
       bool reused = false;
       if (auto idle = take_idle(ex.key)) {
-        ex.socket = std::move(*idle);
+        ex.conn = std::move(*idle);
         reused = true;
       } else {
         Status st = co_await connect(ex);
         if (!st) co_return st;
       }
-      beast::flat_buffer buffer;
-      http::response_parser<http::buffer_body> parser;
-      // Streams are as long as they are; silence is what is bounded. (Not
-      // boost::none: Beast 1.74 then rejects every Content-Length body.)
-      parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-      parser.header_limit(kHeaderLimit);
-      beast::error_code ec;
-      ex.arm(ex.req.read_timeout_ms, Phase::kWrite);
-      co_await http::async_write(ex.socket, req, asio::redirect_error(asio::use_awaitable, ec));
-      if (!ec) {
-        ex.arm(ex.req.read_timeout_ms, Phase::kReadHead);
-        co_await http::async_read_header(ex.socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-      }
-      if (ec) {
-        // The server may close an idle connection just as we reuse it; the
-        // request never reached it, so one retry on a new connection is safe.
-        if (reused && attempt == 0 && ex.abort == Abort::kNone && !parser.got_some() && is_closed_error(ec)) {
-          beast::error_code ignored;
-          ex.socket.close(ignored);
-          continue;
-        }
-        co_return error_status(ex, ec);
-      }
-
-      HttpResponseHead head;
-      head.status = static_cast<int>(parser.get().result_int());
-      for (const auto& f : parser.get()) head.headers[lower(std::string(f.name_string()))] = std::string(f.value());
-      if (ex.callbacks.on_head) ex.callbacks.on_head(head);
-
-      bool stopped = false;
-      char chunk[kReadChunk];
-      // Not eager: an eager parser that ends a chunk goes on into the next
-      // chunk's header, and with that still missing async_read_some waits
-      // for the socket instead of handing over the chunk it has.
-      while (!parser.is_done()) {
-        parser.get().body().data = chunk;
-        parser.get().body().size = sizeof chunk;
-        ex.arm(ex.req.read_timeout_ms, Phase::kReadBody);
-        co_await http::async_read_some(ex.socket, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-        if (ec == http::error::need_buffer) ec = {};
-        size_t n = sizeof chunk - parser.get().body().size;
-        // Bytes that arrived before a cut are still delivered.
-        if (n > 0 && ex.callbacks.on_body && !ex.callbacks.on_body(std::string_view(chunk, n))) {
-          stopped = true;
-          break;
-        }
-        if (ec) co_return error_status(ex, ec);
-      }
-      ex.arm(0, Phase::kReadBody);
-      bool reusable = !stopped && parser.is_done() && parser.keep_alive() && buffer.size() == 0 &&
-                      ex.abort == Abort::kNone;
-      if (reusable) {
-        put_idle(ex.key, std::move(ex.socket));
-      } else {
-        beast::error_code ignored;
-        ex.socket.close(ignored);
-      }
-      co_return Status::ok();
+      // Not a ?: of two co_awaits: g++ 12 destroys such a temporary twice.
+      Sent sent;
+      if (ex.conn.tls)
+        sent = co_await transfer(ex, *ex.conn.tls, req, reused, attempt);
+      else
+        sent = co_await transfer(ex, *ex.conn.plain, req, reused, attempt);
+      if (sent.retry) continue;
+      co_return sent.status;
     }
   }
-
   asio::awaitable<void> run(std::shared_ptr<Exchange> ex) {
     asio::co_spawn(ex->strand, watch(ex), asio::detached);
     Status st;
@@ -440,10 +577,7 @@ struct HttpClient::Impl {
     }
     ex->finished = true;
     ex->timer.cancel();
-    if (ex->socket.is_open()) {
-      beast::error_code ignored;
-      ex->socket.close(ignored);
-    }
+    ex->conn.close();
     ex->finish(std::move(st));
     active.fetch_sub(1);
   }
@@ -535,7 +669,7 @@ void HttpClient::fetch(HttpClientRequest request, CancelTokenPtr cancel,
     bool too_big = false;
   };
   auto state = std::make_shared<State>();
-  std::string url = request.url;
+  std::string url = request.label.empty() ? request.url : request.label;
   HttpStreamCallbacks cb;
   cb.on_head = [state](const HttpResponseHead& head) { state->response.head = head; };
   cb.on_body = [state, max_body_bytes](std::string_view bytes) {
@@ -572,14 +706,15 @@ int64_t HttpClient::active_requests() const { return impl_->active.load(); }
 
 // ---------------------------------------------------------------------------
 
-Status upstream_error_status(int http_status, std::string_view body, const std::string& url) {
+Status upstream_error_status(int http_status, std::string_view body, const std::string& who) {
   using nlohmann::json;
   std::string message, param, code;
   auto str = [](const json& o, const char* key) -> std::string {
     auto it = o.find(key);
     return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
   };
-  json j = json::parse(body.begin(), body.end(), nullptr, false);
+  Result<json> parsed = parse_json(body, kDefaultJsonLimits, "the upstream's error answer");
+  const json j = parsed ? std::move(parsed).value() : json();
   if (j.is_object()) {
     const json* e = &j;
     auto it = j.find("error");
@@ -593,11 +728,21 @@ Status upstream_error_status(int http_status, std::string_view body, const std::
     if (message.empty()) message = str(j, "detail");  // FastAPI-style servers
   }
   if (message.empty()) {
-    std::string raw(body.substr(0, 512));
+    std::string raw(body.substr(0, 1024));
     while (!raw.empty() && std::isspace(static_cast<unsigned char>(raw.back()))) raw.pop_back();
     message = raw.empty() ? "no details given" : raw;
   }
-  const std::string prefix = "upstream " + url + " answered HTTP " + std::to_string(http_status) + ": ";
+  // An upstream's message is quoted, never more than a short piece of it
+  // (whole UTF-8 characters), whatever size its answer had.
+  constexpr size_t kMaxMessage = 512;
+  if (message.size() > kMaxMessage) {
+    size_t cut = kMaxMessage;
+    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
+    message = message.substr(0, cut) + "...";
+  }
+  if (param.size() > 128) param.clear();
+  if (code.size() > 128) code.clear();
+  const std::string prefix = who + " answered HTTP " + std::to_string(http_status) + ": ";
   switch (http_status) {
     case 401: return Status::unauthenticated(prefix + message);
     case 403: return Status::permission_denied(prefix + message);

@@ -1,16 +1,24 @@
 // HttpClient: an asynchronous HTTP/1.1 client for talking to upstream model
-// servers (OpenAI-compatible, Ollama). Plain http only for now: an https URL
-// fails with Unimplemented("https is not supported yet").
+// servers (OpenAI-compatible, Ollama), over plain http or https.
+//
+// https (TLS 1.2 or later, OpenSSL through Asio SSL): the server's
+// certificate is verified against the system's CA store (or only the CAs
+// in TlsOptions::ca_file) and must be issued for the URL's host: a DNS
+// name is checked against the certificate's names (no partial wildcards),
+// an IP address against its IP entries. The host name is sent as SNI
+// (IP addresses are not, as RFC 6066 says). TlsOptions::insecure_skip_verify
+// turns every check off; it exists for test rigs and says so in the log.
 //
 // What it does:
 // - Owns its I/O: `io_threads` Asio threads that run every request as a
 //   coroutine. Boost.Beast stays inside http_client.cpp; this header has
 //   only plain types and std::function callbacks.
-// - Keeps a pool of idle keep-alive connections per host:port (at most
+// - Keeps a pool of idle keep-alive connections per scheme://host:port (at most
 //   `max_idle_per_host`, each idle for at most `idle_timeout_ms`) and reuses
 //   them. A request that finds a pooled connection closed by the server
 //   before any byte of the answer arrived is retried once on a new one.
-// - Timeouts: `connect_timeout_ms` bounds resolving plus connecting;
+// - Timeouts: `connect_timeout_ms` bounds resolving plus connecting (plus
+//   the TLS handshake for https);
 //   `read_timeout_ms` is the longest silence allowed, measured per read (and
 //   per write), so a long stream that keeps sending is never cut.
 // - Cancellation: the request's CancelToken is polled every ~50 ms; when it
@@ -40,28 +48,44 @@
 
 namespace llmpool::providers {
 
-// An absolute http URL split into parts: http://host[:port][/path].
+// An absolute http or https URL split into parts:
+// http[s]://host[:port][/path].
 struct HttpUrl {
-  std::string scheme;  // "http"
+  std::string scheme;  // "http" or "https" (lower case)
   std::string host;    // name or IP; IPv6 without brackets
-  uint16_t port = 80;
+  uint16_t port = 80;  // 80 for http, 443 for https when the URL has none
   std::string path;    // "/v1/chat/completions"; "/" when empty
 
-  // "http://host:port" (no path), for messages and pool keys.
+  bool tls() const { return scheme == "https"; }
+  // "http://host:port" (no path; no port when it is the scheme's default),
+  // for messages and pool keys.
   std::string origin() const;
   // origin() + path.
   std::string to_string() const;
 };
 
-// Parses `url`. InvalidArgument for anything but http://host[:port][/path]
-// (no user info, no fragment); Unimplemented("https is not supported yet")
-// for https URLs.
+// Parses `url`. InvalidArgument for anything but http[s]://host[:port][/path]
+// (no user info, no fragment, no other scheme).
 Result<HttpUrl> parse_http_url(std::string_view url);
+
+struct TlsOptions {
+  // A PEM file of CA certificates to trust instead of the system's store.
+  // Empty: the system's store (/etc/ssl/certs on Debian).
+  std::string ca_file;
+  // Accept any certificate for any name. For test rigs only: an attacker on
+  // the path then reads and changes everything.
+  bool insecure_skip_verify = false;
+};
+
+// Whether `tls` can be used: InvalidArgument naming the file when ca_file
+// cannot be read or holds no certificate. Thread-safe; reads the file.
+Status check_tls_options(const TlsOptions& tls);
 
 struct HttpClientOptions {
   int32_t io_threads = 1;
-  int32_t max_idle_per_host = 8;     // pooled keep-alive connections per host:port
+  int32_t max_idle_per_host = 8;     // pooled keep-alive connections per scheme://host:port
   int32_t idle_timeout_ms = 30000;   // pooled connections older than this are closed
+  TlsOptions tls;                    // for https URLs
 };
 
 struct HttpClientRequest {
@@ -72,6 +96,10 @@ struct HttpClientRequest {
   std::string body;
   int32_t connect_timeout_ms = 5000;
   int32_t read_timeout_ms = 120000;
+  // What error messages call the server ("upstream for model 'x'"); empty:
+  // its URL. Callers whose errors reach clients set it, so that messages
+  // carry no host names.
+  std::string label;
 };
 
 struct HttpResponseHead {
@@ -98,11 +126,13 @@ struct HttpStreamCallbacks {
   std::function<bool(std::string_view)> on_body;
   // Exactly once. Ok when the whole response arrived (or on_body stopped
   // it). Otherwise: InvalidArgument for a malformed URL or request,
-  // Unimplemented for https, Unavailable when the host cannot be resolved
-  // or connected to, the connection broke, the response was malformed, the
-  // request was cancelled (the caller's token tells) or the client is
-  // shutting down; DeadlineExceeded when connecting or a read took longer
-  // than its timeout. Messages name the URL.
+  // Unavailable when the host cannot be resolved or connected to, its TLS
+  // certificate is refused (the message says why: "hostname mismatch",
+  // "unable to get local issuer certificate", ...), the connection broke,
+  // the response was malformed, the request was cancelled (the caller's
+  // token tells) or the client is shutting down; DeadlineExceeded when
+  // connecting (TLS handshake included) or a read took longer than its
+  // timeout. Messages name the request's label (else its URL).
   std::function<void(Status)> on_done;
 };
 
@@ -145,8 +175,11 @@ class HttpClient {
 // message, param and code come from the upstream's error JSON in any of the
 // usual shapes ({"error":{"message","param","code"}} from OpenAI and
 // llama-server, {"message",...} from older vLLM, {"error":"..."} from
-// Ollama), or from the raw body. Client errors keep the upstream's message
-// as is; the others say which upstream (`url`) answered what.
-Status upstream_error_status(int http_status, std::string_view body, const std::string& url);
+// Ollama), or from the raw body (read with parse_json, so a hostile body
+// costs no more than its size). Client errors keep the upstream's message
+// as is; the others say who answered what: "<who> answered HTTP 502: ...",
+// where `who` is a label such as "upstream for model 'x'" (never a URL in
+// messages that reach clients).
+Status upstream_error_status(int http_status, std::string_view body, const std::string& who);
 
 }  // namespace llmpool::providers

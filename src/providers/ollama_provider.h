@@ -17,6 +17,17 @@
 // the context Ollama runs it with; llmpool does not send num_ctx (a
 // different num_ctx makes Ollama reload the model).
 //
+// Tools: `tools` go as /api/chat's "tools" (OpenAI's shape); assistant
+// messages' tool_calls with their arguments as an object (InvalidArgument,
+// param messages[i].tool_calls[k].function.arguments, when they are not a
+// JSON object); tool messages with "tool_name", the function of the call
+// they answer. Ollama cannot be made to call a tool: tool_choice
+// "required" (or a named function) is Unimplemented (param tool_choice);
+// "none" sends no tools. The answer's message.tool_calls (whole calls,
+// arguments as an object) come back as one Delta::tool_calls piece per
+// call with an id ("call_<k>" when Ollama gives none), and the choice then
+// finishes with kToolCalls.
+//
 // Everything else (settings, concurrency bound, errors, timeouts,
 // cancellation, threading) is RemoteProvider's; see openai_provider.h.
 #pragma once
@@ -31,16 +42,19 @@ Result<nlohmann::json> ollama_request_json(const GenerateRequest& request, const
 // Decodes Ollama's NDJSON stream.
 class OllamaStreamDecoder : public UpstreamDecoder {
  public:
-  OllamaStreamDecoder(bool chat, std::string url) : UpstreamDecoder(1, std::move(url)), chat_(chat) {}
+  OllamaStreamDecoder(bool chat, std::string who, size_t max_event_bytes = kMaxUpstreamEventBytes)
+      : UpstreamDecoder(1, std::move(who), max_event_bytes), chat_(chat) {}
   Status feed(std::string_view bytes) override;
   Status finish() override;
   const char* end_marker() const override { return "\"done\": true"; }
 
  private:
   Status line(std::string_view text);
+  Status tool_calls(const nlohmann::json& message, std::vector<ToolCallDelta>* out);
 
   bool chat_;
-  std::string buffer_;  // bytes of an unfinished line
+  LineSplitter lines_;
+  int32_t tool_calls_ = 0;  // tool calls seen so far
 };
 
 class OllamaProvider : public RemoteProvider {

@@ -1,5 +1,6 @@
 #include "providers/openai_provider.h"
 
+#include "common/json.h"
 #include "providers/factory.h"
 
 #include <spdlog/spdlog.h>
@@ -17,9 +18,6 @@ using nlohmann::json;
 
 namespace {
 
-// Longest line (SSE or NDJSON) and largest whole-JSON answer we buffer.
-constexpr size_t kMaxLineBytes = 16u << 20;
-constexpr size_t kMaxWholeBytes = 64u << 20;
 // How much of an upstream's error answer we keep for its message.
 constexpr size_t kMaxErrorBody = 64u << 10;
 // Highest choice index accepted from an upstream.
@@ -54,13 +52,39 @@ float float_field(const json& o, const char* key) {
 }
 
 FinishReason finish_reason_from(const std::string& s) {
-  return s == "length" ? FinishReason::kLength : FinishReason::kStop;
+  if (s == "length") return FinishReason::kLength;
+  if (s == "tool_calls" || s == "function_call") return FinishReason::kToolCalls;
+  return FinishReason::kStop;
 }
 
-std::string excerpt(std::string_view s) {
-  std::string out(s.substr(0, 200));
-  if (s.size() > 200) out += "...";
-  return out;
+// The "tool_calls" of a chat message (whole) or delta (streamed: pieces
+// with their own "index"), as ToolCallDeltas. Arguments are JSON text; an
+// upstream that sends them as an object gets them written out.
+Status read_tool_calls(const json& m, const std::string& who, bool streamed, std::vector<ToolCallDelta>* out) {
+  auto tc = m.find("tool_calls");
+  if (tc == m.end() || tc->is_null()) return Status::ok();
+  if (!tc->is_array()) return Status::unavailable(who + " sent 'tool_calls' that is " + json_type_name(*tc));
+  for (size_t k = 0; k < tc->size(); ++k) {
+    const json& e = (*tc)[k];
+    if (!e.is_object()) continue;
+    ToolCallDelta t;
+    t.index = static_cast<int32_t>(std::min<size_t>(k, INT32_MAX));
+    auto idx = e.find("index");
+    if (streamed && idx != e.end() && idx->is_number_integer())
+      t.index = static_cast<int32_t>(std::clamp<int64_t>(idx->get<int64_t>(), -1, INT32_MAX));
+    t.id = string_field(e, "id");
+    auto fn = e.find("function");
+    if (fn != e.end() && fn->is_object()) {
+      t.name = string_field(*fn, "name");
+      auto args = fn->find("arguments");
+      if (args != fn->end() && args->is_string())
+        t.arguments = args->get<std::string>();
+      else if (args != fn->end() && (args->is_object() || args->is_array()))
+        t.arguments = args->dump(-1, ' ', false, json::error_handler_t::replace);  // depth-bounded by parse_json
+    }
+    out->push_back(std::move(t));
+  }
+  return Status::ok();
 }
 
 // Chat format {"content":[{token, logprob, top_logprobs:[...]}]} (also what
@@ -115,17 +139,17 @@ Usage parse_usage(const json& u) {
 // upstream's fault.
 // The choice's "index" (default 0), bounded so a bad upstream cannot make
 // us allocate without limit.
-Status read_choice_index(const json& c, const std::string& url, int32_t* index) {
+Status read_choice_index(const json& c, const std::string& who, int32_t* index) {
   auto idx = c.find("index");
   if (idx == c.end() || !idx->is_number_integer()) return Status::ok();
   int64_t i = idx->get<int64_t>();
   if (i < 0 || i >= kMaxChoiceIndex)
-    return Status::unavailable("upstream " + url + " sent choice index " + std::to_string(i));
+    return Status::unavailable(who + " sent choice index " + std::to_string(i));
   *index = static_cast<int32_t>(i);
   return Status::ok();
 }
 
-Status in_stream_error(const json& j, std::string_view raw, const std::string& url) {
+Status in_stream_error(const json& j, std::string_view raw, const std::string& who) {
   int http_status = 500;
   const json& e = j["error"];
   if (e.is_object()) {
@@ -133,7 +157,7 @@ Status in_stream_error(const json& j, std::string_view raw, const std::string& u
     if (c != e.end() && c->is_number_integer() && c->get<int64_t>() >= 400 && c->get<int64_t>() < 600)
       http_status = static_cast<int>(c->get<int64_t>());
   }
-  return upstream_error_status(http_status, raw, url);
+  return upstream_error_status(http_status, raw, who);
 }
 
 }  // namespace
@@ -141,7 +165,42 @@ Status in_stream_error(const json& j, std::string_view raw, const std::string& u
 // ---------------------------------------------------------------------------
 // UpstreamDecoder
 
-void UpstreamDecoder::deliver(Delta d) {
+Result<json> read_upstream_json(std::string_view text, size_t max_bytes, const std::string& who, const char* what) {
+  const std::string name = std::string("the ") + what;
+  Result<json> j = parse_json(text, JsonLimits{kDefaultJsonLimits.max_depth, max_bytes}, name);
+  if (!j) return Status::unavailable(who + " sent an unreadable " + what + ": " + j.status().message());
+  if (!j->is_object())
+    return Status::unavailable(who + " sent " + json_type_name(*j) + " as its " + what + ", not an object");
+  return j;
+}
+
+Status LineSplitter::feed(std::string_view bytes, const std::function<Status(std::string_view)>& on_line) {
+  buffer_.append(bytes);
+  size_t start = 0;
+  Status st;
+  for (size_t nl; (nl = buffer_.find('\n', std::max(start, scanned_))) != std::string::npos;) {
+    std::string_view l(buffer_.data() + start, nl - start);
+    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
+    start = nl + 1;
+    st = on_line(l);
+    if (!st) break;
+  }
+  // What is left after the last newline has been scanned: the next feed
+  // starts where the new bytes begin.
+  buffer_.erase(0, start);
+  scanned_ = st ? buffer_.size() : 0;
+  return st;
+}
+
+std::string LineSplitter::take_rest() {
+  std::string rest = std::move(buffer_);
+  buffer_.clear();
+  scanned_ = 0;
+  if (!rest.empty() && rest.back() == '\r') rest.pop_back();
+  return rest;
+}
+
+Status UpstreamDecoder::deliver(Delta d) {
   size_t i = static_cast<size_t>(std::max(0, d.index));
   if (completion_.choices.size() <= i) {
     size_t old = completion_.choices.size();
@@ -150,9 +209,26 @@ void UpstreamDecoder::deliver(Delta d) {
   }
   Choice& c = completion_.choices[i];
   c.text += d.text;
+  c.reasoning_content += d.reasoning_content;
   c.logprobs.insert(c.logprobs.end(), d.logprobs.begin(), d.logprobs.end());
+  for (const ToolCallDelta& t : d.tool_calls) {
+    if (t.index < 0 || static_cast<size_t>(t.index) >= kMaxToolCalls)
+      return Status::unavailable(who_ + " sent tool call index " + std::to_string(t.index) + " (at most " +
+                                 std::to_string(kMaxToolCalls - 1) + ")");
+    if (c.tool_calls.size() <= static_cast<size_t>(t.index)) c.tool_calls.resize(static_cast<size_t>(t.index) + 1);
+    ToolCall& call = c.tool_calls[static_cast<size_t>(t.index)];
+    if (!t.id.empty()) call.id = t.id;
+    if (!t.name.empty()) call.name = t.name;
+    call.arguments += t.arguments;
+  }
   if (d.finish_reason) c.finish_reason = *d.finish_reason;
   if (on_delta) on_delta(std::move(d));
+  return Status::ok();
+}
+
+Status UpstreamDecoder::event_too_large() const {
+  return Status::unavailable(who_ + " sent a stream event larger than " + std::to_string(max_event_bytes_) +
+                             " bytes (the limit per event); the request was ended");
 }
 
 void UpstreamDecoder::add_usage(const Usage& u) {
@@ -180,25 +256,16 @@ void OpenAiStreamDecoder::start(const HttpResponseHead& head) {
 
 Status OpenAiStreamDecoder::feed(std::string_view bytes) {
   if (whole_json_) {
-    if (buffer_.size() + bytes.size() > kMaxWholeBytes)
-      return Status::unavailable("upstream " + url() + " sent an answer larger than 64 MiB");
-    buffer_.append(bytes);
+    if (body_.size() + bytes.size() > kMaxUpstreamAnswerBytes)
+      return Status::unavailable(who() + " sent an answer larger than " + std::to_string(kMaxUpstreamAnswerBytes) +
+                                 " bytes");
+    body_.append(bytes);
     return Status::ok();
   }
-  buffer_.append(bytes);
-  size_t start = 0;
-  for (size_t nl; (nl = buffer_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    std::string_view l(buffer_.data() + start, nl - start);
-    if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
-    Status st = line(l);
-    if (!st) {
-      buffer_.clear();
-      return st;
-    }
-  }
-  buffer_.erase(0, start);
-  if (buffer_.size() > kMaxLineBytes)
-    return Status::unavailable("upstream " + url() + " sent a stream line longer than 16 MiB");
+  RETURN_IF_ERROR(lines_.feed(bytes, [this](std::string_view l) { return line(l); }));
+  // An event is its data lines up to the blank line: the unfinished line
+  // counts with the lines already gathered.
+  if (lines_.pending() + event_bytes_ > max_event_bytes_) return event_too_large();
   return Status::ok();
 }
 
@@ -208,6 +275,7 @@ Status OpenAiStreamDecoder::line(std::string_view text) {
     std::string data = std::move(data_);
     data_.clear();
     has_data_ = false;
+    event_bytes_ = 0;
     return event(data);
   }
   if (text.front() == ':') return Status::ok();  // a comment (keep-alive ping)
@@ -216,6 +284,9 @@ Status OpenAiStreamDecoder::line(std::string_view text) {
   std::string_view value = colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
   if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
   if (field == "data") {
+    // Counted as sent, "data: " and all, so that short lines add up too.
+    event_bytes_ += text.size() + 1;
+    if (event_bytes_ > max_event_bytes_) return event_too_large();
     if (has_data_) data_ += '\n';
     data_.append(value);
     has_data_ = true;
@@ -229,10 +300,8 @@ Status OpenAiStreamDecoder::event(const std::string& data) {
     ended_ = true;
     return Status::ok();
   }
-  json j = json::parse(data, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return Status::unavailable("upstream " + url() + " sent an unreadable stream event: " + excerpt(data));
-  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, data, url());
+  ASSIGN_OR_RETURN(json j, read_upstream_json(data, max_event_bytes_, who(), "stream event"));
+  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, data, who());
   return chunk(j);
 }
 
@@ -242,10 +311,14 @@ Status OpenAiStreamDecoder::chunk(const json& j) {
     for (const auto& c : *choices) {
       if (!c.is_object()) continue;
       Delta d;
-      if (Status st = read_choice_index(c, url(), &d.index); !st) return st;
+      RETURN_IF_ERROR(read_choice_index(c, who(), &d.index));
       if (chat_) {
         auto delta = c.find("delta");
-        if (delta != c.end() && delta->is_object()) d.text = string_field(*delta, "content");
+        if (delta != c.end() && delta->is_object()) {
+          d.text = string_field(*delta, "content");
+          d.reasoning_content = string_field(*delta, "reasoning_content");
+          RETURN_IF_ERROR(read_tool_calls(*delta, who(), /*streamed=*/true, &d.tool_calls));
+        }
       } else {
         d.text = string_field(c, "text");
       }
@@ -253,7 +326,9 @@ Status OpenAiStreamDecoder::chunk(const json& j) {
       if (fr != c.end() && fr->is_string()) d.finish_reason = finish_reason_from(fr->get<std::string>());
       auto lp = c.find("logprobs");
       if (lp != c.end()) d.logprobs = parse_logprobs(*lp);
-      if (!d.text.empty() || d.finish_reason || !d.logprobs.empty()) deliver(std::move(d));
+      if (!d.text.empty() || !d.reasoning_content.empty() || !d.tool_calls.empty() || d.finish_reason ||
+          !d.logprobs.empty())
+        RETURN_IF_ERROR(deliver(std::move(d)));
     }
   }
   auto usage = j.find("usage");
@@ -262,24 +337,28 @@ Status OpenAiStreamDecoder::chunk(const json& j) {
 }
 
 Status OpenAiStreamDecoder::whole(const json& j) {
-  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, j.dump(), url());
+  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, body_, who());
   auto choices = j.find("choices");
   if (choices == j.end() || !choices->is_array())
-    return Status::unavailable("upstream " + url() + " answered without 'choices': " + excerpt(j.dump()));
+    return Status::unavailable(who() + " answered without 'choices' (" + json_excerpt(j) + ")");
   for (const auto& c : *choices) {
     if (!c.is_object()) continue;
     Delta d;
-    if (Status st = read_choice_index(c, url(), &d.index); !st) return st;
+    RETURN_IF_ERROR(read_choice_index(c, who(), &d.index));
     if (chat_) {
       auto m = c.find("message");
-      if (m != c.end() && m->is_object()) d.text = string_field(*m, "content");
+      if (m != c.end() && m->is_object()) {
+        d.text = string_field(*m, "content");
+        d.reasoning_content = string_field(*m, "reasoning_content");
+        RETURN_IF_ERROR(read_tool_calls(*m, who(), /*streamed=*/false, &d.tool_calls));
+      }
     } else {
       d.text = string_field(c, "text");
     }
     d.finish_reason = finish_reason_from(string_field(c, "finish_reason"));
     auto lp = c.find("logprobs");
     if (lp != c.end()) d.logprobs = parse_logprobs(*lp);
-    deliver(std::move(d));
+    RETURN_IF_ERROR(deliver(std::move(d)));
   }
   auto usage = j.find("usage");
   if (usage != j.end() && usage->is_object()) add_usage(parse_usage(*usage));
@@ -289,24 +368,22 @@ Status OpenAiStreamDecoder::whole(const json& j) {
 
 Status OpenAiStreamDecoder::finish() {
   if (whole_json_) {
-    json j = json::parse(buffer_, nullptr, false);
-    buffer_.clear();
-    if (j.is_discarded() || !j.is_object())
-      return Status::unavailable("upstream " + url() + " sent an unreadable answer");
-    return whole(j);
+    std::string body = std::move(body_);
+    body_.clear();
+    ASSIGN_OR_RETURN(json j, read_upstream_json(body, kMaxUpstreamAnswerBytes, who(), "answer"));
+    body_ = std::move(body);  // for an in-band error's message
+    Status st = whole(j);
+    body_.clear();
+    return st;
   }
   // Be lenient with a last line or event that lacks its terminating newline;
   // a truncated event is dropped (the missing [DONE] tells).
-  if (!buffer_.empty()) {
-    std::string rest = std::move(buffer_);
-    buffer_.clear();
-    if (!rest.empty() && rest.back() == '\r') rest.pop_back();
-    line(rest);
-  }
+  if (lines_.pending() > 0) RETURN_IF_ERROR(line(lines_.take_rest()));
   if (has_data_) {
     std::string data = std::move(data_);
     has_data_ = false;
-    if (data == "[DONE]" || json::accept(data)) return event(data);
+    // A last event that is whole JSON counts; a cut one is dropped.
+    if (data == "[DONE]" || read_upstream_json(data, max_event_bytes_, who(), "stream event")) return event(data);
   }
   return Status::ok();
 }
@@ -321,13 +398,13 @@ Result<RemoteSettings> read_remote_settings(const config::ModelConfig& config) {
   if (config.base_url.empty())
     return Status::invalid_argument(who + "base_url is required for type '" + config.type + "'", "base_url");
   Result<HttpUrl> url = parse_http_url(config.base_url);
-  if (!url) {
-    if (url.status().code() == StatusCode::kUnimplemented)
-      return Status::unimplemented(who + "base_url: " + url.status().message(), "base_url");
-    return Status::invalid_argument(who + "base_url: " + url.status().message(), "base_url");
-  }
+  if (!url) return Status::invalid_argument(who + "base_url: " + url.status().message(), "base_url");
   RemoteSettings s;
   s.base = std::move(url).value();
+  s.label = "upstream for model '" + config.name + "'";
+  s.tls.ca_file = config.ca_file;
+  s.tls.insecure_skip_verify = config.tls_insecure_skip_verify;
+  if (Status st = check_tls_options(s.tls); !st) return Status::invalid_argument(who + st.message(), "ca_file");
   if (s.base.path.find('?') != std::string::npos)
     return Status::invalid_argument(who + "base_url must not have a query string", "base_url");
   while (!s.base.path.empty() && s.base.path.back() == '/') s.base.path.pop_back();
@@ -394,8 +471,8 @@ struct RemoteProvider::Call {
   // and what the stream said.
   Result<Completion> outcome(const Status& transport) {
     if (cancel->cancelled()) return cancelled();
-    if (!got_head) return transport;  // never answered: the message names the URL
-    if (!ok_status()) return upstream_error_status(status, error_body, http.url);
+    if (!got_head) return transport;  // never answered: the message names the upstream
+    if (!ok_status()) return upstream_error_status(status, error_body, http.label);
     if (!stream_error.is_ok()) return stream_error;
     if (!decoder->ended() && transport.is_ok()) {
       Status st = decoder->finish();
@@ -405,7 +482,7 @@ struct RemoteProvider::Call {
     if (transport.code() == StatusCode::kDeadlineExceeded)
       return Status::deadline_exceeded("upstream stream stalled: " + transport.message());
     if (!transport.is_ok()) return Status::unavailable("upstream stream ended early: " + transport.message());
-    return Status::unavailable("upstream stream ended early: " + http.url + " closed the stream before " +
+    return Status::unavailable("upstream stream ended early: " + http.label + " closed the stream before " +
                                decoder->end_marker());
   }
 };
@@ -418,6 +495,7 @@ RemoteProvider::RemoteProvider(ModelInfo info, RemoteSettings settings)
   HttpClientOptions options;
   options.io_threads = 1;
   options.max_idle_per_host = std::max(8, settings_.max_concurrent);
+  options.tls = settings_.tls;
   shared_->client = std::make_shared<HttpClient>(options);
 }
 
@@ -449,6 +527,7 @@ void RemoteProvider::generate(GenerateRequest request, CancelTokenPtr cancel, Ge
   call->decoder = std::move(up.decoder);
   call->http.method = "POST";
   call->http.url = settings_.url(up.path);
+  call->http.label = settings_.label;
   call->http.headers = settings_.headers;
   call->http.body = std::move(up.body);
   call->http.connect_timeout_ms = settings_.connect_timeout_ms;
@@ -520,7 +599,13 @@ void RemoteProvider::finish(const std::shared_ptr<Call>& call, Status transport)
     shared.cached_prompt_tokens.fetch_add(result->usage.cached_prompt_tokens);
     shared.generated_tokens.fetch_add(result->usage.completion_tokens);
   } else {
-    spdlog::debug("model '{}': upstream request failed: {}", shared.model, result.status().to_string());
+    // The URL goes to the log only: client-facing messages name the model.
+    // The upstream's own faults are warnings; a request it refused is not.
+    const StatusCode code = result.status().code();
+    const bool upstream_fault = code == StatusCode::kUnavailable || code == StatusCode::kDeadlineExceeded ||
+                                code == StatusCode::kInternal;
+    spdlog::log(upstream_fault ? spdlog::level::warn : spdlog::level::debug, "model '{}': upstream request to {} failed: {}",
+                shared.model, call->http.url, result.status().to_string());
   }
   // Free the slot before telling the caller: the caller may drop the last
   // reference to the provider in on_done.
@@ -600,14 +685,52 @@ ProviderStats RemoteProvider::stats() const {
 // ---------------------------------------------------------------------------
 // OpenAiProvider
 
+Result<json> tools_json(const std::vector<ToolSpec>& tools) {
+  json out = json::array();
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const ToolSpec& t = tools[i];
+    json fn = {{"name", t.name}};
+    if (!t.description.empty()) fn["description"] = t.description;
+    const std::string param = "tools[" + std::to_string(i) + "].function.parameters";
+    Result<json> params = parse_json(t.parameters.empty() ? std::string_view("{}") : std::string_view(t.parameters),
+                                     kDefaultJsonLimits, "'" + param + "'", param);
+    if (!params) return params.status();
+    if (!params->is_object()) return Status::invalid_argument("'" + param + "' must be a JSON schema object", param);
+    fn["parameters"] = std::move(params).value();
+    out.push_back({{"type", "function"}, {"function", std::move(fn)}});
+  }
+  return out;
+}
+
 Result<json> openai_request_json(const GenerateRequest& r, const std::string& upstream_model) {
   json j;
   j["model"] = upstream_model;
   const bool chat = !r.prompt.has_value();
   if (chat) {
     json messages = json::array();
-    for (const auto& m : r.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
+    for (const auto& m : r.messages) {
+      json msg = {{"role", m.role}, {"content", m.content}};
+      if (!m.tool_calls.empty()) {
+        json calls = json::array();
+        for (const auto& c : m.tool_calls)
+          calls.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+        msg["tool_calls"] = std::move(calls);
+        if (m.content.empty()) msg["content"] = nullptr;  // what OpenAI sends for a message that only calls tools
+      }
+      if (m.role == "tool") msg["tool_call_id"] = m.tool_call_id;
+      messages.push_back(std::move(msg));
+    }
     j["messages"] = std::move(messages);
+    if (!r.tools.empty() && r.tool_choice != "none") {
+      ASSIGN_OR_RETURN(j["tools"], tools_json(r.tools));
+      // A client's named function arrives as "required" with that one tool:
+      // name it, which servers without "required" understand too.
+      if (r.tool_choice == "required" && r.tools.size() == 1)
+        j["tool_choice"] = {{"type", "function"}, {"function", {{"name", r.tools[0].name}}}};
+      else if (r.tool_choice == "required")
+        j["tool_choice"] = "required";
+      if (!r.parallel_tool_calls) j["parallel_tool_calls"] = false;
+    }
   } else {
     j["prompt"] = *r.prompt;
   }
@@ -636,9 +759,8 @@ Result<json> openai_request_json(const GenerateRequest& r, const std::string& up
     }
   }
   if (!s.json_schema.empty()) {
-    json schema = json::parse(s.json_schema, nullptr, false);
-    if (schema.is_discarded())
-      return Status::invalid_argument("'response_format.json_schema.schema' is not valid JSON", "response_format");
+    ASSIGN_OR_RETURN(json schema, parse_json(s.json_schema, kDefaultJsonLimits, "'response_format.json_schema.schema'",
+                                             "response_format"));
     j["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"name", "response"}, {"schema", schema}}}};
   } else if (s.json_object) {
     j["response_format"] = {{"type", "json_object"}};
@@ -665,7 +787,7 @@ Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateReque
   UpstreamCall call;
   call.path = chat ? "/chat/completions" : "/completions";
   call.body = body->dump(-1, ' ', false, json::error_handler_t::replace);
-  call.decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().url(call.path));
+  call.decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().label);
   return call;
 }
 

@@ -19,13 +19,32 @@
 // that environment variable when the provider is created and sent as
 // "Authorization: Bearer <key>".
 //
+// Tools: `tools`, `tool_choice` (a choice of "required" with one tool, which
+// is what a client's named function becomes, is sent as that function),
+// `parallel_tool_calls`, assistant messages with tool_calls and tool
+// messages (tool_call_id) are forwarded; the upstream's tool calls come
+// back streamed (delta.tool_calls pieces, relayed as Delta::tool_calls and
+// assembled into Choice::tool_calls) or whole (message.tool_calls).
+//
+// https base_urls are verified (see http_client.h); `ca_file` and
+// `tls_insecure_skip_verify` in the model's config set TlsOptions.
+//
+// Everything the upstream sends is read with parse_json (nesting depth 64).
+// One stream event (SSE data lines up to their blank line, or one NDJSON
+// line) may be at most kMaxUpstreamEventBytes; a bigger one, an endless
+// line or data lines that never end their event, fails the request with
+// Unavailable ("... larger than ..."), as does JSON that is too deep or
+// unreadable.
+//
 // Errors (on_done): the upstream's 4xx/5xx answers map as
 // upstream_error_status() says (400 InvalidArgument keeping the upstream's
 // message, param and code; 401 Unauthenticated; 403 PermissionDenied; 404
 // NotFound; 429 ResourceExhausted; 5xx Unavailable); an upstream that cannot
 // be reached is Unavailable, one that does not answer in time
-// DeadlineExceeded, both naming the URL; a stream that stops before its end
-// marker ([DONE]) is Unavailable("upstream stream ended early ...");
+// DeadlineExceeded; a stream that stops before its end marker ([DONE]) is
+// Unavailable("upstream stream ended early ..."). Messages call the
+// upstream "upstream for model '<name>'" and never carry its URL or host
+// (clients see them); the URL goes to the server log with the model name.
 // ResourceExhausted when `max_concurrent` requests are in flight and
 // `max_queue` more are waiting. A cancelled request ends with an ok
 // Completion whose choices have FinishReason::kCancelled (as local models do).
@@ -48,11 +67,42 @@
 
 namespace llmpool::providers {
 
+// The largest stream event (or NDJSON line) read from an upstream.
+inline constexpr size_t kMaxUpstreamEventBytes = 1u << 20;
+// The largest whole (non-streamed) JSON answer read from an upstream.
+inline constexpr size_t kMaxUpstreamAnswerBytes = 64u << 20;
+
+// Reads one JSON object an upstream sent (`what`: "stream event",
+// "answer") with parse_json: depth 64, at most `max_bytes`. Unavailable
+// "<who> sent an unreadable <what>: ..." otherwise.
+Result<nlohmann::json> read_upstream_json(std::string_view text, size_t max_bytes, const std::string& who,
+                                          const char* what);
+
+// Splits body bytes into lines ('\n', a '\r' before it dropped). Each byte
+// is scanned once: a long line arriving in many pieces is not searched
+// again from its start. Not thread-safe.
+class LineSplitter {
+ public:
+  // Calls `on_line` for every complete line in what has arrived so far and
+  // keeps the rest; stops at the first non-ok Status and returns it.
+  Status feed(std::string_view bytes, const std::function<Status(std::string_view)>& on_line);
+  // Bytes of the unfinished line.
+  size_t pending() const { return buffer_.size(); }
+  // The unfinished line (without a trailing '\r'); empties the buffer.
+  std::string take_rest();
+
+ private:
+  std::string buffer_;
+  size_t scanned_ = 0;  // buffer_[0, scanned_) holds no '\n'
+};
+
 // Turns an upstream's (streamed) answer into Deltas and a Completion. One
-// per request; driven by one thread at a time (not thread-safe).
+// per request; driven by one thread at a time (not thread-safe). `who`
+// names the upstream in messages ("upstream for model 'x'").
 class UpstreamDecoder {
  public:
-  UpstreamDecoder(int32_t n, std::string url) : n_(n), url_(std::move(url)) {}
+  UpstreamDecoder(int32_t n, std::string who, size_t max_event_bytes = kMaxUpstreamEventBytes)
+      : n_(n), max_event_bytes_(max_event_bytes), who_(std::move(who)) {}
   virtual ~UpstreamDecoder() = default;
 
   // Receives each delta as it is decoded. May be empty.
@@ -75,19 +125,26 @@ class UpstreamDecoder {
   Completion completion() const;
 
  protected:
-  // Appends `d` to its choice and passes it to on_delta.
-  void deliver(Delta d);
+  // Appends `d` to its choice (tool call pieces to the call of their
+  // index: id and name set, arguments appended) and passes it to on_delta.
+  // Unavailable for a tool call index of kMaxToolCalls or more.
+  Status deliver(Delta d);
   // Adds one usage report. Completion tokens add up (llama-server reports
   // each choice of n > 1 on its own); prompt tokens are shared, so the
   // largest report counts.
   void add_usage(const Usage& u);
-  const std::string& url() const { return url_; }
+  const std::string& who() const { return who_; }
+  // Unavailable: the upstream sent an event larger than max_event_bytes_.
+  Status event_too_large() const;
+
+  static constexpr size_t kMaxToolCalls = 128;  // per choice
 
   int32_t n_;
+  size_t max_event_bytes_;
   bool ended_ = false;
 
  private:
-  std::string url_;
+  std::string who_;
   Completion completion_;
 };
 
@@ -96,6 +153,8 @@ struct RemoteSettings {
   HttpUrl base;                  // base_url, without a trailing slash in its path
   std::string upstream_model;
   std::map<std::string, std::string> headers;  // Authorization when api_key_env is set
+  TlsOptions tls;                // ca_file, tls_insecure_skip_verify
+  std::string label;             // "upstream for model '<name>'", for messages
   int32_t connect_timeout_ms = 5000;
   int32_t read_timeout_ms = 120000;
   int32_t max_concurrent = 0;    // 0: unlimited
@@ -106,9 +165,9 @@ struct RemoteSettings {
 };
 
 // Checks and reads the remote fields of `config`. InvalidArgument (param
-// "base_url") for a missing or malformed base_url, Unimplemented for https,
-// InvalidArgument (param "api_key_env") naming the variable when
-// `api_key_env` is set but the variable is not (or is empty).
+// "base_url") for a missing or malformed base_url, (param "ca_file") for a
+// CA file that cannot be used, (param "api_key_env") naming the variable
+// when `api_key_env` is set but the variable is not (or is empty).
 Result<RemoteSettings> read_remote_settings(const config::ModelConfig& config);
 
 class RemoteProvider : public Provider {
@@ -156,14 +215,23 @@ class RemoteProvider : public Provider {
 // prompt. Streams with usage; passes every sampling field the upstream
 // understands, the llama.cpp/vLLM extras (top_k, min_p, repeat_penalty,
 // repeat_last_n, ignore_eos) only when they differ from their defaults, so
-// that strict hosted APIs do not reject them.
+// that strict hosted APIs do not reject them. Tools and tool messages as
+// the header's comment says; InvalidArgument (param "tools") for tool
+// parameters that are not a JSON object.
 Result<nlohmann::json> openai_request_json(const GenerateRequest& request, const std::string& upstream_model);
+
+// OpenAI's `tools` array for `tools` (Ollama takes the same):
+// [{"type":"function","function":{"name","description","parameters"}}].
+// InvalidArgument (param "tools[i].function.parameters") for parameters
+// that are not a JSON object.
+Result<nlohmann::json> tools_json(const std::vector<ToolSpec>& tools);
 
 // Decodes an OpenAI server-sent-event stream (or, from an upstream that
 // ignores "stream", a whole JSON completion).
 class OpenAiStreamDecoder : public UpstreamDecoder {
  public:
-  OpenAiStreamDecoder(bool chat, int32_t n, std::string url) : UpstreamDecoder(n, std::move(url)), chat_(chat) {}
+  OpenAiStreamDecoder(bool chat, int32_t n, std::string who, size_t max_event_bytes = kMaxUpstreamEventBytes)
+      : UpstreamDecoder(n, std::move(who), max_event_bytes), chat_(chat) {}
   void start(const HttpResponseHead& head) override;
   Status feed(std::string_view bytes) override;
   Status finish() override;
@@ -177,8 +245,10 @@ class OpenAiStreamDecoder : public UpstreamDecoder {
 
   bool chat_;
   bool whole_json_ = false;
-  std::string buffer_;  // bytes of an unfinished line (or the whole JSON body)
+  LineSplitter lines_;
+  std::string body_;    // the whole JSON body (whole_json_)
   std::string data_;    // the current event's data lines
+  size_t event_bytes_ = 0;  // bytes of the current event's data lines as they were sent
   bool has_data_ = false;
 };
 

@@ -331,6 +331,46 @@ TEST(ConfigTest, ParsesSizes) {
   EXPECT_EQ(i->to_string().rfind("s.yaml:2:18: pool.memory_budget: must be a size", 0), 0u) << i->to_string();
 }
 
+TEST(ConfigTest, HttpsUpstreamsTakeACaFileAndOtherSchemesAreRefusedAtTheirLine) {
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    type: openai
+    base_url: HTTPS://api.example.com/v1
+    ca_file: certs/private-ca.pem
+  - name: b
+    type: openai
+    base_url: file:///etc/passwd
+  - name: c
+    type: ollama
+    base_url: https://u:p@host/
+  - name: d
+    type: openai
+    base_url: https://host/v1
+    tls_insecure_skip_verify: true
+  - name: e
+    path: /e.gguf
+    ca_file: x.pem
+)", "/cfg/t.yaml", true);
+  const ConfigIssue* ca = find_issue(r, "models[0].ca_file");
+  ASSERT_NE(ca, nullptr);  // checked like a model file
+  EXPECT_EQ(ca->line, 5);
+  EXPECT_NE(ca->message.find("no such file: /cfg/certs/private-ca.pem"), std::string::npos) << ca->message;
+  EXPECT_EQ(find_issue(r, "models[0].base_url"), nullptr);  // the scheme is case-insensitive
+  const ConfigIssue* b = find_issue(r, "models[1].base_url");
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->line, 8);
+  EXPECT_EQ(b->to_string().rfind("/cfg/t.yaml:8:", 0), 0u) << b->to_string();
+  EXPECT_NE(b->message.find("http:// or https://"), std::string::npos);
+  const ConfigIssue* c = find_issue(r, "models[2].base_url");
+  ASSERT_NE(c, nullptr);
+  EXPECT_NE(c->message.find("user info"), std::string::npos) << c->message;
+  EXPECT_EQ(find_issue(r, "models[3].base_url"), nullptr);
+  EXPECT_EQ(find_issue(r, "models[3].tls_insecure_skip_verify"), nullptr);
+  const ConfigIssue* e = find_issue(r, "models[4].ca_file");
+  ASSERT_NE(e, nullptr);
+  EXPECT_NE(e->message.find("only for remote models"), std::string::npos);
+}
+
 TEST(ConfigTest, RemoteModelsNeedAnHttpBaseUrlAndAnEnvVarNameForTheKey) {
   LoadResult r = parse_config(R"(models:
   - name: a

@@ -177,13 +177,26 @@ TEST_F(HttpClientTest, NothingListeningIsUnavailableNamingTheUrl) {
   EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(port)), std::string::npos) << st.message();
 }
 
-TEST_F(HttpClientTest, HttpsFailsClearly) {
+TEST_F(HttpClientTest, HttpsToAPlainServerFailsTheHandshakeClearly) {
   HttpClient client;
   Done done;
-  client.stream(post("https://127.0.0.1/v1"), nullptr, done.callbacks());
+  client.stream(post("https://127.0.0.1:" + std::to_string(fake_.port()) + "/plain"), nullptr, done.callbacks());
   Status st = done.wait();
-  EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
-  EXPECT_NE(st.message().find("https is not supported yet"), std::string::npos);
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.to_string();
+  EXPECT_NE(st.message().find("TLS"), std::string::npos) << st.message();
+}
+
+TEST_F(HttpClientTest, TheLabelReplacesTheUrlInMessages) {
+  HttpClient client;
+  Done done;
+  uint16_t port = closed_port();
+  HttpClientRequest r = post("http://127.0.0.1:" + std::to_string(port) + "/v1/x");
+  r.label = "upstream for model 'm'";
+  client.stream(r, nullptr, done.callbacks());
+  Status st = done.wait();
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable);
+  EXPECT_NE(st.message().find("upstream for model 'm'"), std::string::npos) << st.message();
+  EXPECT_EQ(st.message().find("127.0.0.1"), std::string::npos) << st.message();
 }
 
 TEST_F(HttpClientTest, CancelClosesTheConnectionPromptly) {
@@ -315,6 +328,65 @@ class OpenAiProviderTest : public ::testing::Test {
       w->write(sse(chat_chunk(0, "a")));
       w->write(sse({{"error", {{"code", 500}, {"message", "the model crashed"}}}}));
       w->end();
+    });
+    // Tool calls, streamed in pieces as OpenAI sends them.
+    fake_.post("/tools/v1/chat/completions", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      auto call = [](json piece) {
+        return sse({{"choices", {{{"index", 0}, {"delta", {{"tool_calls", json::array({std::move(piece)})}}}}}}});
+      };
+      w->start_stream(200, "text/event-stream");
+      w->write(call({{"index", 0}, {"id", "call_a"}, {"type", "function"},
+                     {"function", {{"name", "get_weather"}, {"arguments", ""}}}}));
+      w->write(call({{"index", 0}, {"function", {{"arguments", "{\"city\":"}}}}));
+      w->write(call({{"index", 0}, {"function", {{"arguments", "\"Paris\"}"}}}}));
+      w->write(sse(chat_chunk(0, "", "tool_calls")));
+      w->write("data: [DONE]\n\n");
+      w->end();
+    });
+    fake_.post("/toolsjson/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.body = R"({"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[)"
+               R"({"id":"c9","type":"function","function":{"name":"get_time","arguments":"{}"}}]},)"
+               R"("finish_reason":"tool_calls"}]})";
+      w->respond(r);
+    });
+    // Hostile upstreams: a 100,000-deep JSON event, an endless data: line,
+    // data: lines that never end their event, a deep whole answer.
+    fake_.post("/deep/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/event-stream");
+      w->write("data: " + std::string(100000, '[') + std::string(100000, ']') + "\n\n");
+      w->write("data: [DONE]\n\n");
+      w->end();
+    });
+    fake_.post("/deepwhole/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.body = "{\"choices\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+      w->respond(r);
+    });
+    fake_.post("/deeperror/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.status = 500;
+      r.body = std::string(30000, '[') + std::string(30000, ']');
+      w->respond(r);
+    });
+    fake_.post("/endless/v1/chat/completions", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/event-stream");
+      w->write("data: ");
+      fake_.spawn([w] {
+        const std::string piece(64 * 1024, 'x');
+        for (int i = 0; i < 64 && !w->cancel_token()->cancelled(); ++i) w->write(piece);  // 4 MiB at most
+        w->end();
+      });
+    });
+    fake_.post("/manylines/v1/chat/completions", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "text/event-stream");
+      fake_.spawn([w] {
+        std::string piece;
+        for (int i = 0; i < 8192; ++i) piece += "data: x\n";
+        for (int i = 0; i < 64 && !w->cancel_token()->cancelled(); ++i) w->write(piece);  // 4 MiB at most
+        w->end();
+      });
     });
     fake_.post("/json/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
       api::HttpResponse r;
@@ -451,7 +523,9 @@ TEST_F(OpenAiProviderTest, SilentUpstreamTimesOut) {
   auto r = col.wait(10s);
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().to_string();
-  EXPECT_NE(r.status().message().find(fake_.url("/slow/v1/chat/completions")), std::string::npos);
+  // Clients see the model's name, not the upstream's address.
+  EXPECT_NE(r.status().message().find("upstream for model 'remote'"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("127.0.0.1"), std::string::npos) << r.status().message();
   EXPECT_LT(seconds_since(start), 5.0);
 }
 
@@ -475,7 +549,8 @@ TEST_F(OpenAiProviderTest, NothingListeningIsUnavailable) {
   auto r = col.wait(10s);
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
-  EXPECT_NE(r.status().message().find(url.substr(0, url.size() - 3)), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("upstream for model 'remote'"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("127.0.0.1"), std::string::npos) << r.status().message();
 }
 
 TEST_F(OpenAiProviderTest, ErrorInsideTheStreamEndsIt) {
@@ -578,6 +653,93 @@ TEST_F(OpenAiProviderTest, DestroyingTheProviderEndsEverything) {
   EXPECT_EQ(waiting.done_calls(), 1);
 }
 
+TEST_F(OpenAiProviderTest, ForwardsToolsAndRelaysStreamedToolCalls) {
+  auto p = make("/tools");
+  Collector col;
+  GenerateRequest req = chat_request("weather?");
+  ToolSpec tool;
+  tool.name = "get_weather";
+  tool.parameters = R"({"type":"object","properties":{"city":{"type":"string"}}})";
+  req.tools = {tool};
+  req.tool_choice = "required";  // what a client's named function becomes
+  ChatMessage earlier;
+  earlier.role = "assistant";
+  earlier.tool_calls = {{"call_0", "get_weather", R"({"city":"Rome"})"}};
+  ChatMessage result;
+  result.role = "tool";
+  result.tool_call_id = "call_0";
+  result.content = "rain";
+  req.messages.push_back(earlier);
+  req.messages.push_back(result);
+  p->generate(req, nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_EQ(r->choices[0].tool_calls.size(), 1u);
+  EXPECT_EQ(r->choices[0].tool_calls[0].id, "call_a");
+  EXPECT_EQ(r->choices[0].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(r->choices[0].tool_calls[0].arguments, R"({"city":"Paris"})");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kToolCalls);
+  auto deltas = col.deltas();
+  ASSERT_EQ(deltas.size(), 4u);
+  EXPECT_EQ(deltas[0].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(deltas[2].tool_calls[0].arguments, "\"Paris\"}");
+
+  json body = fake_.last_body();
+  EXPECT_EQ(body["tools"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(body["tools"][0]["function"]["parameters"]["type"], "object");
+  EXPECT_EQ(body["tool_choice"]["function"]["name"], "get_weather");
+  EXPECT_EQ(body["messages"][1]["tool_calls"][0]["id"], "call_0");
+  EXPECT_EQ(body["messages"][1]["tool_calls"][0]["function"]["arguments"], R"({"city":"Rome"})");
+  EXPECT_EQ(body["messages"][2]["role"], "tool");
+  EXPECT_EQ(body["messages"][2]["tool_call_id"], "call_0");
+}
+
+TEST_F(OpenAiProviderTest, ReadsToolCallsOfAnUpstreamThatDoesNotStream) {
+  auto p = make("/toolsjson");
+  Collector col;
+  p->generate(chat_request("time?"), nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_EQ(r->choices[0].tool_calls.size(), 1u);
+  EXPECT_EQ(r->choices[0].tool_calls[0].id, "c9");
+  EXPECT_EQ(r->choices[0].tool_calls[0].name, "get_time");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kToolCalls);
+}
+
+TEST_F(OpenAiProviderTest, HostileStreamsFailThatRequestCleanly) {
+  const std::map<std::string, std::string> expected = {{"/deep", "nested deeper than"},
+                                                       {"/deepwhole", "nested deeper than"},
+                                                       {"/endless", "larger than"},
+                                                       {"/manylines", "larger than"}};
+  for (const auto& [prefix, why] : expected) {
+    auto p = make(prefix);
+    Collector col;
+    p->generate(chat_request("hi"), nullptr, col.callbacks());
+    auto r = col.wait();
+    ASSERT_FALSE(r.is_ok()) << prefix;
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << prefix << ": " << r.status().to_string();
+    EXPECT_NE(r.status().message().find(why), std::string::npos) << prefix << ": " << r.status().message();
+    EXPECT_NE(r.status().message().find("upstream for model 'remote'"), std::string::npos) << r.status().message();
+    EXPECT_LT(r.status().message().size(), 600u) << prefix;
+    EXPECT_EQ(col.done_calls(), 1);
+    EXPECT_EQ(p->stats().active_sequences, 0);
+  }
+  // A deep error answer still maps by its status, its message cut short.
+  auto p = make("/deeperror");
+  Collector col;
+  p->generate(chat_request("hi"), nullptr, col.callbacks());
+  auto r = col.wait();
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().to_string();
+  EXPECT_LT(r.status().message().size(), 700u);
+  // The upstream server and the next request are unharmed.
+  auto ok = make("/ok");
+  Collector col2;
+  ok->generate(chat_request("hi"), nullptr, col2.callbacks());
+  auto r2 = col2.wait();
+  ASSERT_TRUE(r2.is_ok()) << r2.status().to_string();
+  EXPECT_EQ(r2->choices[0].text, "Hello");
+}
+
 // ---------------------------------------------------------------------------
 // OllamaProvider
 
@@ -602,6 +764,27 @@ class OllamaProviderTest : public ::testing::Test {
     });
     fake_.post("/missing/api/chat", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
       w->respond(api::HttpResponse{404, "application/json", R"({"error":"model \"nope\" not found, try pulling it first"})", {}});
+    });
+    fake_.post("/tools/api/chat", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      w->start_stream(200, "application/x-ndjson");
+      w->write(R"({"message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather",)"
+               R"("arguments":{"city":"Paris"}}}]},"done":false})" "\n");
+      w->write(R"({"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"})" "\n");
+      w->end();
+    });
+    fake_.post("/deep/api/chat", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "application/x-ndjson");
+      w->write(std::string(100000, '[') + std::string(100000, ']') + "\n");
+      w->end();
+    });
+    fake_.post("/endless/api/chat", [this](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      w->start_stream(200, "application/x-ndjson");
+      fake_.spawn([w] {
+        const std::string piece(64 * 1024, ' ');
+        for (int i = 0; i < 64 && !w->cancel_token()->cancelled(); ++i) w->write(piece);
+        w->end();
+      });
     });
     fake_.post("/cut/api/chat", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
       w->start_stream(200, "application/x-ndjson");
@@ -679,6 +862,40 @@ TEST_F(OllamaProviderTest, StreamWithoutDoneIsUnavailable) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("upstream stream ended early"), std::string::npos);
   EXPECT_EQ(col.text(), "x");
+}
+
+TEST_F(OllamaProviderTest, ForwardsToolsAndReadsToolCalls) {
+  auto p = make("/tools");
+  Collector col;
+  GenerateRequest req = chat_request("weather?");
+  ToolSpec tool;
+  tool.name = "get_weather";
+  tool.parameters = R"({"type":"object","properties":{"city":{"type":"string"}}})";
+  req.tools = {tool};
+  p->generate(req, nullptr, col.callbacks());
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  ASSERT_EQ(r->choices[0].tool_calls.size(), 1u);
+  EXPECT_EQ(r->choices[0].tool_calls[0].name, "get_weather");
+  EXPECT_EQ(json::parse(r->choices[0].tool_calls[0].arguments), json::parse(R"({"city":"Paris"})"));
+  EXPECT_FALSE(r->choices[0].tool_calls[0].id.empty());
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kToolCalls);
+  ASSERT_FALSE(col.deltas().empty());
+  EXPECT_EQ(col.deltas()[0].tool_calls.size(), 1u);
+  EXPECT_EQ(fake_.last_body()["tools"][0]["function"]["name"], "get_weather");
+}
+
+TEST_F(OllamaProviderTest, HostileLinesFailThatRequestCleanly) {
+  for (const auto& [prefix, why] : std::map<std::string, std::string>{{"/deep", "nested deeper than"},
+                                                                       {"/endless", "larger than"}}) {
+    auto p = make(prefix);
+    Collector col;
+    p->generate(chat_request("hi"), nullptr, col.callbacks());
+    auto r = col.wait();
+    ASSERT_FALSE(r.is_ok()) << prefix;
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().to_string();
+    EXPECT_NE(r.status().message().find(why), std::string::npos) << prefix << ": " << r.status().message();
+  }
 }
 
 TEST_F(OllamaProviderTest, SeveralChoicesAreUnimplemented) {

@@ -46,11 +46,20 @@ TEST(ParseHttpUrlTest, RejectsWhatItCannotUse) {
   }
 }
 
-TEST(ParseHttpUrlTest, HttpsIsNotSupportedYet) {
+TEST(ParseHttpUrlTest, HttpsDefaultsToPort443) {
   auto u = parse_http_url("https://api.openai.com/v1");
-  ASSERT_FALSE(u.is_ok());
-  EXPECT_EQ(u.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(u.status().message().find("https is not supported yet"), std::string::npos);
+  ASSERT_TRUE(u.is_ok()) << u.status().to_string();
+  EXPECT_TRUE(u->tls());
+  EXPECT_EQ(u->port, 443);
+  EXPECT_EQ(u->origin(), "https://api.openai.com");
+  u = parse_http_url("HTTPS://h:8443/v1");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_EQ(u->scheme, "https");
+  EXPECT_EQ(u->origin(), "https://h:8443");
+  u = parse_http_url("https://h:80");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_EQ(u->origin(), "https://h:80");  // 80 is not https's default
+  EXPECT_FALSE(parse_http_url("http://h").value().tls());
 }
 
 TEST(UpstreamErrorStatusTest, MapsHttpStatusesToCodes) {
@@ -90,11 +99,22 @@ TEST(UpstreamErrorStatusTest, KeepsTheUpstreamsMessageParamAndCode) {
                             "http://h");
   EXPECT_EQ(s.message(), "too long");
   // Not JSON: the body itself; server errors say who answered.
-  s = upstream_error_status(502, "Bad Gateway\n", "http://h/v1/chat/completions");
+  s = upstream_error_status(502, "Bad Gateway\n", "upstream for model 'm'");
   EXPECT_EQ(s.code(), StatusCode::kUnavailable);
-  EXPECT_EQ(s.message(), "upstream http://h/v1/chat/completions answered HTTP 502: Bad Gateway");
+  EXPECT_EQ(s.message(), "upstream for model 'm' answered HTTP 502: Bad Gateway");
   s = upstream_error_status(429, "", "http://h");
   EXPECT_NE(s.message().find("no details given"), std::string::npos);
+}
+
+TEST(UpstreamErrorStatusTest, QuotesAtMostAShortPieceOfAHugeMessage) {
+  std::string huge = json{{"error", {{"message", std::string(100000, 'e') + "\u00e9"}, {"param", std::string(1000, 'p')}}}}.dump();
+  Status s = upstream_error_status(400, huge, "upstream for model 'm'");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_LE(s.message().size(), 520u);
+  EXPECT_EQ(s.message().substr(s.message().size() - 3), "...");
+  EXPECT_EQ(s.param(), "");
+  s = upstream_error_status(502, std::string(100000, 'x'), "upstream for model 'm'");
+  EXPECT_LT(s.message().size(), 600u);
 }
 
 GenerateRequest chat(std::string text) {
@@ -383,6 +403,287 @@ TEST(OllamaStreamDecoderTest, GenerateLinesAndErrors) {
   EXPECT_NE(r.status.message().find("llama runner process has terminated"), std::string::npos);
 }
 
+// ---------------------------------------------------------------------------
+// Tools
+
+GenerateRequest tool_chat() {
+  GenerateRequest r = chat("weather in Paris?");
+  ToolSpec weather;
+  weather.name = "get_weather";
+  weather.description = "current weather";
+  weather.parameters = R"({"type":"object","properties":{"city":{"type":"string"}}})";
+  ToolSpec time;
+  time.name = "get_time";
+  time.parameters = R"({"type":"object","properties":{}})";
+  r.tools = {weather, time};
+  ChatMessage call;
+  call.role = "assistant";
+  call.tool_calls = {{"call_1", "get_weather", R"({"city":"Paris"})"}};
+  ChatMessage answer;
+  answer.role = "tool";
+  answer.tool_call_id = "call_1";
+  answer.content = "sunny";
+  r.messages.push_back(call);
+  r.messages.push_back(answer);
+  return r;
+}
+
+TEST(OpenAiRequestJsonTest, ForwardsToolsToolChoiceAndToolMessages) {
+  GenerateRequest r = tool_chat();
+  auto j = openai_request_json(r, "up");
+  ASSERT_TRUE(j.is_ok()) << j.status().to_string();
+  EXPECT_EQ((*j)["tools"], json::parse(R"([
+    {"type":"function","function":{"name":"get_weather","description":"current weather",
+     "parameters":{"type":"object","properties":{"city":{"type":"string"}}}}},
+    {"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{}}}}])"));
+  EXPECT_FALSE(j->contains("tool_choice"));  // auto is the upstream's default
+  EXPECT_FALSE(j->contains("parallel_tool_calls"));
+  EXPECT_EQ((*j)["messages"][2], json::parse(R"({"role":"assistant","content":null,"tool_calls":[
+    {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]})"));
+  EXPECT_EQ((*j)["messages"][3], json::parse(R"({"role":"tool","tool_call_id":"call_1","content":"sunny"})"));
+
+  r.tool_choice = "required";
+  r.parallel_tool_calls = false;
+  j = openai_request_json(r, "up");
+  EXPECT_EQ((*j)["tool_choice"], "required");
+  EXPECT_EQ((*j)["parallel_tool_calls"], false);
+
+  // A client's named function: the API keeps that one tool and "required".
+  r.tools.resize(1);
+  j = openai_request_json(r, "up");
+  EXPECT_EQ((*j)["tool_choice"], json::parse(R"({"type":"function","function":{"name":"get_weather"}})"));
+
+  r.tool_choice = "none";
+  j = openai_request_json(r, "up");
+  EXPECT_FALSE(j->contains("tools"));
+  EXPECT_FALSE(j->contains("tool_choice"));
+}
+
+TEST(OpenAiRequestJsonTest, RefusesToolParametersThatAreNotAnObject) {
+  GenerateRequest r = tool_chat();
+  r.tools[1].parameters = "[1]";
+  auto j = openai_request_json(r, "up");
+  EXPECT_EQ(j.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(j.status().param(), "tools[1].function.parameters");
+}
+
+const char* kToolStream =
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,"
+    "\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+    "\"{\\\"city\\\":\"}}]}}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+    "\"\\\"Paris\\\"}\"}}]}}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"type\":\"function\","
+    "\"function\":{\"name\":\"get_time\",\"arguments\":\"{}\"}}]}}]}\n\n"
+    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n"
+    "data: [DONE]\n\n";
+
+TEST(OpenAiStreamDecoderTest, AssemblesStreamedToolCallsAndRelaysThePieces) {
+  for (size_t step : {size_t(1), size_t(9), size_t(4096)}) {
+    OpenAiStreamDecoder d(true, 1, "upstream for model 'm'");
+    Decoded r = decode(d, kToolStream, step);
+    ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+    EXPECT_TRUE(r.ended);
+    ASSERT_EQ(r.deltas.size(), 5u) << "step " << step;
+    ASSERT_EQ(r.deltas[0].tool_calls.size(), 1u);
+    EXPECT_EQ(r.deltas[0].tool_calls[0].id, "call_a");
+    EXPECT_EQ(r.deltas[0].tool_calls[0].name, "get_weather");
+    EXPECT_EQ(r.deltas[1].tool_calls[0].arguments, "{\"city\":");
+    EXPECT_EQ(r.deltas[1].tool_calls[0].id, "");
+    EXPECT_EQ(r.deltas[3].tool_calls[0].index, 1);
+    EXPECT_EQ(r.deltas[4].finish_reason, FinishReason::kToolCalls);
+    const Choice& c = r.completion.choices[0];
+    ASSERT_EQ(c.tool_calls.size(), 2u);
+    EXPECT_EQ(c.tool_calls[0].id, "call_a");
+    EXPECT_EQ(c.tool_calls[0].name, "get_weather");
+    EXPECT_EQ(c.tool_calls[0].arguments, "{\"city\":\"Paris\"}");
+    EXPECT_EQ(c.tool_calls[1].id, "call_b");
+    EXPECT_EQ(c.tool_calls[1].arguments, "{}");
+    EXPECT_EQ(c.text, "");
+    EXPECT_EQ(c.finish_reason, FinishReason::kToolCalls);
+  }
+}
+
+TEST(OpenAiStreamDecoderTest, ReadsToolCallsOfAWholeAnswer) {
+  OpenAiStreamDecoder d(true, 1, "u");
+  HttpResponseHead head;
+  head.headers["content-type"] = "application/json";
+  d.start(head);
+  Decoded r = decode(d,
+                     R"({"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[)"
+                     R"({"id":"c1","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},)"
+                     R"("finish_reason":"tool_calls"}]})",
+                     16);
+  ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+  ASSERT_EQ(r.completion.choices[0].tool_calls.size(), 1u);
+  EXPECT_EQ(r.completion.choices[0].tool_calls[0].id, "c1");
+  EXPECT_EQ(r.completion.choices[0].tool_calls[0].name, "f");
+  EXPECT_EQ(r.completion.choices[0].tool_calls[0].arguments, "{\"x\":1}");
+  EXPECT_EQ(r.completion.choices[0].finish_reason, FinishReason::kToolCalls);
+  ASSERT_EQ(r.deltas.size(), 1u);
+  EXPECT_EQ(r.deltas[0].tool_calls.size(), 1u);
+}
+
+TEST(OpenAiStreamDecoderTest, RefusesAToolCallIndexBeyondTheLimit) {
+  OpenAiStreamDecoder d(true, 1, "upstream for model 'm'");
+  Decoded r = decode(d,
+                     "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":100000000,"
+                     "\"function\":{\"arguments\":\"x\"}}]}}]}\n\n",
+                     4096);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("tool call index"), std::string::npos) << r.status.message();
+}
+
+TEST(OllamaRequestJsonTest, ForwardsToolsAndToolMessages) {
+  GenerateRequest r = tool_chat();
+  auto j = ollama_request_json(r, "m");
+  ASSERT_TRUE(j.is_ok()) << j.status().to_string();
+  EXPECT_EQ((*j)["tools"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ((*j)["tools"][0]["function"]["parameters"]["properties"]["city"]["type"], "string");
+  // Ollama takes a call's arguments as an object, and names the function a
+  // tool message answers.
+  EXPECT_EQ((*j)["messages"][2], json::parse(R"({"role":"assistant","content":"","tool_calls":[
+    {"function":{"name":"get_weather","arguments":{"city":"Paris"}}}]})"));
+  EXPECT_EQ((*j)["messages"][3], json::parse(R"({"role":"tool","content":"sunny","tool_name":"get_weather"})"));
+
+  r.tool_choice = "none";
+  j = ollama_request_json(r, "m");
+  EXPECT_FALSE(j->contains("tools"));
+
+  r.tool_choice = "required";
+  j = ollama_request_json(r, "m");
+  EXPECT_EQ(j.status().code(), StatusCode::kUnimplemented);
+  EXPECT_EQ(j.status().param(), "tool_choice");
+
+  r.tool_choice = "auto";
+  r.messages[2].tool_calls[0].arguments = "not json";
+  j = ollama_request_json(r, "m");
+  EXPECT_EQ(j.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(j.status().param(), "messages[2].tool_calls[0].function.arguments");
+}
+
+TEST(OllamaStreamDecoderTest, ReadsToolCallsWithObjectArguments) {
+  std::string s =
+      "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"get_weather\","
+      "\"arguments\":{\"city\":\"Paris\"}}},{\"function\":{\"name\":\"get_time\",\"arguments\":{}}}]},\"done\":false}\n"
+      "{\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"eval_count\":9}\n";
+  for (size_t step : {size_t(1), size_t(4096)}) {
+    OllamaStreamDecoder d(true, "u");
+    Decoded r = decode(d, s, step);
+    ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+    EXPECT_TRUE(r.ended);
+    ASSERT_EQ(r.deltas.size(), 2u);
+    ASSERT_EQ(r.deltas[0].tool_calls.size(), 2u);
+    EXPECT_EQ(r.deltas[0].tool_calls[1].index, 1);
+    const Choice& c = r.completion.choices[0];
+    ASSERT_EQ(c.tool_calls.size(), 2u);
+    EXPECT_EQ(c.tool_calls[0].id, "call_0");
+    EXPECT_EQ(c.tool_calls[0].name, "get_weather");
+    EXPECT_EQ(json::parse(c.tool_calls[0].arguments), json::parse(R"({"city":"Paris"})"));
+    EXPECT_EQ(c.tool_calls[1].id, "call_1");
+    EXPECT_EQ(c.tool_calls[1].arguments, "{}");
+    EXPECT_EQ(c.finish_reason, FinishReason::kToolCalls);  // Ollama says "stop"
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Bounded reading
+
+TEST(LineSplitterTest, SplitsLinesWhateverThePiecesAndKeepsTheRest) {
+  for (size_t step : {size_t(1), size_t(3), size_t(100)}) {
+    LineSplitter s;
+    std::vector<std::string> lines;
+    std::string in = "one\r\ntwo\n\nthree";
+    for (size_t i = 0; i < in.size(); i += step) {
+      Status st = s.feed(std::string_view(in).substr(i, step), [&](std::string_view l) {
+        lines.emplace_back(l);
+        return Status::ok();
+      });
+      ASSERT_TRUE(st.is_ok());
+    }
+    EXPECT_EQ(lines, (std::vector<std::string>{"one", "two", ""})) << step;
+    EXPECT_EQ(s.pending(), 5u);
+    EXPECT_EQ(s.take_rest(), "three");
+    EXPECT_EQ(s.pending(), 0u);
+  }
+}
+
+TEST(LineSplitterTest, ALongLineFedByteByByteIsScannedOnce) {
+  // A rescan from the line's start on every piece would compare about
+  // 5 * 10^11 bytes here; a scan that resumes compares each byte once.
+  LineSplitter s;
+  size_t got = 0;
+  auto on_line = [&](std::string_view l) {
+    got = l.size();
+    return Status::ok();
+  };
+  const std::string line(1000000, 'x');
+  for (char c : line) ASSERT_TRUE(s.feed(std::string_view(&c, 1), on_line).is_ok());
+  EXPECT_EQ(s.pending(), line.size());
+  ASSERT_TRUE(s.feed("\n", on_line).is_ok());
+  EXPECT_EQ(got, line.size());
+  EXPECT_EQ(s.pending(), 0u);
+}
+
+TEST(OpenAiStreamDecoderTest, AnEventLargerThanTheLimitFailsTheRequest) {
+  // One endless line, fed in pieces.
+  OpenAiStreamDecoder a(true, 1, "upstream for model 'm'", 4096);
+  Decoded r = decode(a, "data: " + std::string(10000, 'x'), 512, /*finish=*/false);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("larger than 4096 bytes"), std::string::npos) << r.status.message();
+  EXPECT_NE(r.status.message().find("upstream for model 'm'"), std::string::npos) << r.status.message();
+
+  // Many short data lines that never end their event.
+  OpenAiStreamDecoder b(true, 1, "u", 4096);
+  std::string lines;
+  for (int i = 0; i < 2000; ++i) lines += "data: x\n";
+  r = decode(b, lines, 64, /*finish=*/false);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("larger than 4096 bytes"), std::string::npos) << r.status.message();
+
+  // Events under the limit pass, however many.
+  OpenAiStreamDecoder c(true, 1, "u", 4096);
+  std::string events;
+  for (int i = 0; i < 2000; ++i) events += "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n";
+  r = decode(c, events + "data: [DONE]\n\n", 1000);
+  ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+  EXPECT_EQ(r.completion.choices[0].text.size(), 2000u);
+}
+
+TEST(OpenAiStreamDecoderTest, DeeplyNestedJsonFailsTheRequest) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  OpenAiStreamDecoder d(true, 1, "upstream for model 'm'");
+  Decoded r = decode(d, "data: " + deep + "\n\n", 65536);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("nested deeper than"), std::string::npos) << r.status.message();
+
+  OpenAiStreamDecoder w(true, 1, "u");
+  HttpResponseHead head;
+  head.headers["content-type"] = "application/json";
+  w.start(head);
+  r = decode(w, "{\"choices\":" + deep + "}", 65536);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("nested deeper than"), std::string::npos) << r.status.message();
+
+  // An error answer that deep still maps by its HTTP status, with the raw body cut short.
+  Status s = upstream_error_status(500, deep, "upstream for model 'm'");
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_LT(s.message().size(), 700u);
+}
+
+TEST(OllamaStreamDecoderTest, LongOrDeepLinesFailTheRequest) {
+  OllamaStreamDecoder a(true, "u", 4096);
+  Decoded r = decode(a, std::string(10000, ' ') + "{}", 512, /*finish=*/false);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("larger than 4096 bytes"), std::string::npos) << r.status.message();
+
+  OllamaStreamDecoder b(true, "u");
+  r = decode(b, std::string(100000, '[') + std::string(100000, ']') + "\n", 65536);
+  EXPECT_EQ(r.status.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status.message().find("nested deeper than"), std::string::npos) << r.status.message();
+}
+
 config::ModelConfig remote(const std::string& type, const std::string& base_url) {
   config::ModelConfig c;
   c.name = "m";
@@ -399,8 +700,18 @@ TEST(RemoteProviderCreateTest, ChecksTheSettings) {
   EXPECT_EQ(p.status().param(), "base_url");
 
   p = create_provider(remote("openai", "https://api.example.com/v1"));
-  EXPECT_EQ(p.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(p.status().message().find("https is not supported yet"), std::string::npos);
+  EXPECT_TRUE(p.is_ok()) << p.status().to_string();  // connects lazily
+
+  auto bad_ca = remote("openai", "https://api.example.com/v1");
+  bad_ca.ca_file = "/nonexistent/llmpool-test-ca.pem";
+  p = create_provider(bad_ca);
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(p.status().param(), "ca_file");
+  EXPECT_NE(p.status().message().find("/nonexistent/llmpool-test-ca.pem"), std::string::npos)
+      << p.status().message();
+
+  p = create_provider(remote("openai", "ftp://api.example.com/v1"));
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
 
   p = create_provider(remote("ollama", "localhost:11434"));
   EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
