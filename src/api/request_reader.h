@@ -19,26 +19,6 @@
 #include "common/json.h"
 #include "common/status.h"
 
-// TODO(merge main): status.h gains these macros; drop this shim then.
-#ifndef RETURN_IF_ERROR
-namespace llmpool::shim {
-inline const Status& status_of(const Status& s) { return s; }
-template <typename T>
-const Status& status_of(const Result<T>& r) { return r.status(); }
-}  // namespace llmpool::shim
-#define RETURN_IF_ERROR(expr)                                                  \
-  do {                                                                         \
-    auto&& llmpool_status_or_ = (expr);                                        \
-    if (!llmpool_status_or_.is_ok()) return ::llmpool::shim::status_of(llmpool_status_or_); \
-  } while (0)
-#define LLMPOOL_SHIM_CONCAT_INNER_(a, b) a##b
-#define LLMPOOL_SHIM_CONCAT_(a, b) LLMPOOL_SHIM_CONCAT_INNER_(a, b)
-#define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL_(LLMPOOL_SHIM_CONCAT_(llmpool_result_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                            \
-  if (!tmp.is_ok()) return tmp.status();        \
-  lhs = std::move(tmp).value()
-#endif
 
 namespace llmpool::api {
 
