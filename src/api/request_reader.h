@@ -19,7 +19,6 @@
 #include "common/json.h"
 #include "common/status.h"
 
-
 namespace llmpool::api {
 
 // Nesting deeper than this is refused while the body is parsed.
