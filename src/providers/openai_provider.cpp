@@ -261,11 +261,13 @@ Status OpenAiStreamDecoder::chunk(const json& j) {
   return Status::ok();
 }
 
+// `j` is buffer_ parsed. Messages quote buffer_ itself: j.dump() recurses
+// once per nesting level and overflows the stack on a deeply nested answer.
 Status OpenAiStreamDecoder::whole(const json& j) {
-  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, j.dump(), url());
+  if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, buffer_, url());
   auto choices = j.find("choices");
   if (choices == j.end() || !choices->is_array())
-    return Status::unavailable("upstream " + url() + " answered without 'choices': " + excerpt(j.dump()));
+    return Status::unavailable("upstream " + url() + " answered without 'choices': " + excerpt(buffer_));
   for (const auto& c : *choices) {
     if (!c.is_object()) continue;
     Delta d;
@@ -290,10 +292,11 @@ Status OpenAiStreamDecoder::whole(const json& j) {
 Status OpenAiStreamDecoder::finish() {
   if (whole_json_) {
     json j = json::parse(buffer_, nullptr, false);
+    Status st = j.is_discarded() || !j.is_object()
+                    ? Status::unavailable("upstream " + url() + " sent an unreadable answer")
+                    : whole(j);
     buffer_.clear();
-    if (j.is_discarded() || !j.is_object())
-      return Status::unavailable("upstream " + url() + " sent an unreadable answer");
-    return whole(j);
+    return st;
   }
   // Be lenient with a last line or event that lacks its terminating newline;
   // a truncated event is dropped (the missing [DONE] tells).
