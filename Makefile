@@ -3,13 +3,22 @@
 #   make test   set up, build, run every test through ctest
 # Both install what they need (scripts/setup) and are idempotent.
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (build-asan/)
+#   make test SANITIZE=thread   the same under ThreadSanitizer (build-tsan/)
+#   make fuzz FUZZ_SECONDS=N    libFuzzer targets of tests/fuzz, N seconds each (build-fuzz/)
 
 SANITIZE ?= 0
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan
 CMAKE_FLAGS += -DLLMPOOL_SANITIZE=ON
+else ifeq ($(SANITIZE),thread)
+BUILD ?= build-tsan
+CMAKE_FLAGS += -DLLMPOOL_SANITIZE=thread
+# ctest sets TSAN_OPTIONS for the GoogleTest and replay tests; this covers
+# the binaries the e2e tests start.
+export TSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1
 else
 BUILD ?= build
 endif
@@ -24,7 +33,7 @@ SEED_MODELS := $(MODELS)/seed-r1-q8_0.gguf $(MODELS)/seed-c1-q8_0.gguf $(MODELS)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all setup build test test-unit run run-seed models seed-models bench-models clean
+.PHONY: all setup build test test-unit fuzz run run-seed models seed-models bench-models clean
 
 all: build
 
@@ -41,6 +50,11 @@ test: build
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
+
+# The fuzz build is its own (clang); the normal build's binary makes the
+# chat_template target's model.
+fuzz: build
+	LLMPOOL_BIN=$(BIN) scripts/fuzz $(FUZZ_SECONDS)
 
 $(MODELS)/tiny-q8_0.gguf: | build
 	@mkdir -p $(MODELS)
@@ -92,4 +106,4 @@ run-seed: seed-models
 	$(BIN) serve --config configs/seed-roles.yaml --host $(HOST) --port $(PORT)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan build-fuzz

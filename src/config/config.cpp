@@ -474,11 +474,14 @@ void read_canary(Reader& r, const YAML::Node& c, Config* cfg) {
               "'" + route.route + "' is neither a route group nor a classifier tag (auto, code, reasoning, fast, tools)");
     if (route.baseline_model.empty()) r.issue(n, rp + ".baseline_model", "is required");
     check_model_ref(r, *cfg, n["baseline_model"], rp + ".baseline_model", route.baseline_model);
+    // A missing key gives an invalid node, whose IsSequence() throws: ask
+    // IsDefined() first (a route without arms is like `arms: null`).
     YAML::Node arms = n["arms"];
-    if (arms.IsDefined() && !arms.IsNull() && !arms.IsSequence()) r.issue(arms, rp + ".arms", "must be a list");
+    const bool has_arms = arms.IsDefined() && arms.IsSequence();
+    if (arms.IsDefined() && !arms.IsNull() && !has_arms) r.issue(arms, rp + ".arms", "must be a list");
     double total = 0;
     std::set<std::string> arm_names = {"baseline"};
-    for (size_t a = 0; arms.IsSequence() && a < arms.size(); ++a) {
+    for (size_t a = 0; has_arms && a < arms.size(); ++a) {
       std::string ap = rp + ".arms[" + std::to_string(a) + "]";
       const YAML::Node& an = arms[a];
       if (!r.map_at(an, ap)) continue;

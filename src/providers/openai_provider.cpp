@@ -336,6 +336,8 @@ Status OpenAiStreamDecoder::chunk(const json& j) {
   return Status::ok();
 }
 
+// `j` is buffer_ parsed. Messages quote buffer_ itself: j.dump() recurses
+// once per nesting level and overflows the stack on a deeply nested answer.
 Status OpenAiStreamDecoder::whole(const json& j) {
   if (j.contains("error") && !j["error"].is_null()) return in_stream_error(j, body_, who());
   auto choices = j.find("choices");

@@ -657,5 +657,27 @@ TEST(ConfigTest, ShippedConfigsAreValidApartFromModelFiles) {
   }
 }
 
+// Found by the config fuzzer (tests/fuzz/config/crash-canary-route-without-arms):
+// a canary route without `arms` threw YAML::InvalidNode out of parse_config.
+TEST(ConfigTest, CanaryRouteWithoutArmsIsReadNotThrown) {
+  LoadResult r = parse_config(R"(
+models:
+  - {name: coder, path: coder.gguf}
+routing:
+  canary:
+    routes:
+      - route: code
+        baseline_model: coder
+        aRms: [{name: next, model: coder, percent: 5}]
+)", "x.yaml", false);
+  EXPECT_NE(find_issue(r, "routing.canary.routes[0].aRms"), nullptr);
+  LoadResult plain = parse_config("models:\n  - {name: coder, path: coder.gguf}\n"
+                               "routing:\n  canary:\n    routes:\n      - {route: code, baseline_model: coder}\n",
+                               "x.yaml", false);
+  ASSERT_TRUE(plain.ok()) << plain.issues.front().to_string();
+  ASSERT_EQ(plain.config.routing.canary.routes.size(), 1u);
+  EXPECT_TRUE(plain.config.routing.canary.routes[0].arms.empty());
+}
+
 }  // namespace
 }  // namespace llmpool::config
