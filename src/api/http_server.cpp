@@ -209,7 +209,7 @@ http::response<http::string_body> to_beast(HttpResponse&& in, unsigned version, 
 }
 
 // An OpenAI error response with an HTTP status of its own (413, 431), or a
-// 503 that says when to come back.
+// 503 (with Retry-After, as every 503) that carries a code of its own.
 HttpResponse limit_response(int http_status, std::string message, const char* code) {
   HttpResponse r = error_response(Status::invalid_argument(std::move(message), "", code));
   r.status = http_status;
@@ -221,7 +221,6 @@ HttpResponse unavailable_response(std::string message, const char* code) {
   nlohmann::json body = error_json(status);
   body["error"]["code"] = code;
   r.body = dump_json(body);
-  r.headers["Retry-After"] = "1";
   return r;
 }
 
