@@ -24,7 +24,7 @@ SEED_MODELS := $(MODELS)/seed-r1-q8_0.gguf $(MODELS)/seed-c1-q8_0.gguf $(MODELS)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all setup build test test-unit run run-seed models seed-models clean
+.PHONY: all setup build test test-unit run run-seed models seed-models bench-models clean
 
 all: build
 
@@ -74,7 +74,14 @@ $(MODELS)/seed-jv-q8_0.gguf: | build
 	@mkdir -p $(MODELS)
 	$(BIN) mkmodel --preset tiny --ctx 65536 --type q8_0 --seed 103 --name seed-jv-standin --out $@
 
+# The benchmarks' model: the shape of Qwen2.5-0.5B, q8_0, about 640 MiB.
+$(MODELS)/bench-0.5b-q8_0.gguf: | build
+	@mkdir -p $(MODELS)
+	$(BIN) mkmodel --preset bench-0.5b --type q8_0 --out $@
+
 models: build $(DEMO_MODELS)
+
+bench-models: build $(MODELS)/bench-0.5b-q8_0.gguf
 
 seed-models: build $(SEED_MODELS)
 

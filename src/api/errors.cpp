@@ -9,6 +9,7 @@ int http_status_for(StatusCode code) {
     case StatusCode::kUnauthenticated: return 401;
     case StatusCode::kPermissionDenied: return 403;
     case StatusCode::kNotFound: return 404;
+    case StatusCode::kAlreadyExists: return 409;
     case StatusCode::kResourceExhausted: return 429;
     case StatusCode::kInternal: return 500;
     case StatusCode::kUnimplemented: return 501;
@@ -23,6 +24,7 @@ const char* error_type_for(StatusCode code) {
     case StatusCode::kOk: return "";
     case StatusCode::kInvalidArgument: return "invalid_request_error";
     case StatusCode::kNotFound: return "invalid_request_error";
+    case StatusCode::kAlreadyExists: return "invalid_request_error";
     case StatusCode::kUnauthenticated: return "authentication_error";
     case StatusCode::kPermissionDenied: return "permission_error";
     case StatusCode::kResourceExhausted: return "rate_limit_error";

@@ -28,7 +28,8 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// Per-model request metrics, created once per model and endpoint.
+// Per-model request metrics, created once per model label (a configured
+// name, or obs::kUnknownLabel: see MetricsRegistry::label).
 struct RequestMetrics {
   obs::Histogram* ttft;
   obs::Histogram* itl;
@@ -39,8 +40,8 @@ struct RequestMetrics {
   obs::MetricsRegistry* registry;
   obs::Labels labels;
 
-  RequestMetrics(obs::MetricsRegistry& r, const std::string& model)
-      : registry(&r), labels{{"model", model}} {
+  RequestMetrics(obs::MetricsRegistry& r, const std::string& model_label)
+      : registry(&r), labels{{"model", model_label}} {
     ttft = &r.histogram("llmpool_time_to_first_token_seconds", "Time from request to first output token.", labels);
     itl = &r.histogram("llmpool_inter_token_latency_seconds", "Time between output tokens of one choice.", labels);
     duration = &r.histogram("llmpool_request_duration_seconds", "Time from request to last byte.", labels);
@@ -51,9 +52,10 @@ struct RequestMetrics {
   }
 };
 
+// `model` may be what the client asked for: it counts under its label.
 void count_request(obs::MetricsRegistry& m, const std::string& model, const char* endpoint, int status) {
   m.counter("llmpool_requests_total", "Requests answered, by model, endpoint and HTTP status.",
-            {{"model", model}, {"endpoint", endpoint}, {"status", std::to_string(status)}})
+            {{"model", m.label(model)}, {"endpoint", endpoint}, {"status", std::to_string(status)}})
       .inc();
 }
 
@@ -357,10 +359,13 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   }
 
  private:
+  // `model` may be what the client asked for: one set per label, so the
+  // map and the registry stay as large as the configuration.
   std::shared_ptr<RequestMetrics> metrics_for(const std::string& model) {
+    std::string label = metrics_.label(model);
     std::lock_guard<std::mutex> lock(mu_);
-    auto& m = request_metrics_[model];
-    if (!m) m = std::make_shared<RequestMetrics>(metrics_, model);
+    auto& m = request_metrics_[label];
+    if (!m) m = std::make_shared<RequestMetrics>(metrics_, label);
     return m;
   }
 
@@ -389,7 +394,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   obs::MetricsRegistry& metrics_;
   std::shared_ptr<router::RouterService> routing_;  // null: no routing, no admission limit
   std::mutex mu_;
-  std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;  // guarded by mu_
+  std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;  // by label; guarded by mu_
   int64_t started_ = unix_now();
 };
 

@@ -57,6 +57,27 @@ void print_routing(const config::RoutingConfig& r) {
   std::cout << "  decision log: " << (r.decision_log.empty() ? "off" : r.decision_log) << "\n";
 }
 
+// The make target that writes a missing model file this repository knows how
+// to make (the demo, seed-role and benchmark models), or empty.
+std::string make_target_for(const std::string& path) {
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  for (const char* demo : {"tiny-q8_0.gguf", "small-q8_0.gguf", "coder-q8_0.gguf"})
+    if (name == demo) return "make models";
+  if (name.rfind("seed-", 0) == 0 && name.size() > 5 && name.find(".gguf") != std::string::npos) return "make seed-models";
+  if (name == "bench-0.5b-q8_0.gguf") return "make bench-models";
+  return {};
+}
+
+// "no such file: models/tiny-q8_0.gguf" gains "; `make models` creates it".
+std::string with_hint(const config::ConfigIssue& issue) {
+  std::string line = issue.to_string();
+  static constexpr std::string_view kMissing = "no such file: ";
+  if (issue.message.rfind(kMissing, 0) != 0 || issue.field.find(".path") == std::string::npos) return line;
+  std::string target = make_target_for(issue.message.substr(kMissing.size()));
+  if (!target.empty()) line += "; `" + target + "` creates it";
+  return line;
+}
+
 }  // namespace
 
 void add_check_config_command(CLI::App& app, int* exit_code) {
@@ -65,7 +86,7 @@ void add_check_config_command(CLI::App& app, int* exit_code) {
   cmd->add_option("file", *path, "YAML config file")->required();
   cmd->callback([path, exit_code] {
     config::LoadResult r = config::load_config(*path);
-    for (const auto& issue : r.issues) std::cout << issue.to_string() << "\n";
+    for (const auto& issue : r.issues) std::cout << with_hint(issue) << "\n";
     if (r.ok()) {
       std::cout << *path << ": ok (" << r.config.models.size() << " model(s))\n";
       for (const auto& m : r.config.models) std::cout << summary(m) << "\n";

@@ -1,6 +1,6 @@
 // The llmpool subcommands. Each add_*_command registers itself on the CLI11
 // app and sets a callback that stores the exit code in `*exit_code`.
-// Only cli wires concrete types together (DESIGN.md).
+// Only cli wires concrete types together (docs/architecture.md).
 #pragma once
 
 namespace CLI {

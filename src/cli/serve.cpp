@@ -89,12 +89,16 @@ int serve(const ServeOptions& opts) {
       spdlog::set_level(spdlog::level::from_str(next.log_level));
       spdlog::info("log level is now {}", next.log_level);
     }
-    if (previous.routing != next.routing || previous.models != next.models) {
-      if (Status st = routing->apply(next); !st)
+    // Compared with what the router runs, not with the previous file: a
+    // routing part refused before is tried again.
+    if (!routing->is_current(next)) {
+      if (Status st = routing->apply(next); !st) {
         spdlog::error("routing: the new routing section was not applied (the old one stays): {}", st.message());
-      else
-        spdlog::info("routing: configuration applied");
+        return st;  // the reload counts as failed
+      }
+      spdlog::info("routing: configuration applied");
     }
+    return Status::ok();
   };
   pool::ConfigWatcher watcher(file_cfg, *pool, std::move(watch_options));
   watcher.start();

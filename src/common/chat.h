@@ -8,11 +8,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -143,24 +146,69 @@ struct Embeddings {
 using EmbedCallback = std::function<void(Result<Embeddings>)>;
 
 // Shared between the requester and the generator: the requester cancels
-// (client gone, deadline), the generator polls. Thread-safe.
-class CancelToken {
+// (client gone, deadline); the generator polls cancelled() or subscribes a
+// callback that runs as soon as cancel() is called:
+//
+//   auto sub = token->subscribe([w] { if (auto run = w.lock()) run->cancel(); });
+//
+// subscribe() runs the callback at once (on the caller's thread) when the
+// token is already cancelled, else exactly once on the thread that first
+// calls cancel(), and never after the Subscription was reset or destroyed:
+// a reset that races a cancel waits until the callback, running on the
+// other thread, has returned (a reset from inside the callback itself
+// returns at once). No lock is held while a callback runs, so a callback
+// may subscribe, reset subscriptions or cancel other tokens; it must not
+// throw, and should be quick (it delays the canceller). So that a reset
+// cannot wait forever, never reset a subscription while holding a lock
+// that its callback takes. Subscribing needs
+// the token to be owned by a shared_ptr (CancelTokenPtr): the Subscription
+// keeps it alive. Thread-safe.
+class CancelToken : public std::enable_shared_from_this<CancelToken> {
  public:
-  void cancel() {
-    bool expected = false;
-    if (cancelled_.compare_exchange_strong(expected, true, std::memory_order_acq_rel))
-      at_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_release);
-  }
-  bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  // An RAII handle of one subscription. Movable, not copyable; empty when
+  // default-built, moved from, reset, or returned for a token that was
+  // already cancelled (the callback has run then).
+  class Subscription {
+   public:
+    Subscription() = default;
+    Subscription(Subscription&& other) noexcept { *this = std::move(other); }
+    Subscription& operator=(Subscription&& other) noexcept;
+    Subscription(const Subscription&) = delete;
+    Subscription& operator=(const Subscription&) = delete;
+    ~Subscription() { reset(); }
+    // Unsubscribes: afterwards the callback never starts, and is not running
+    // on another thread.
+    void reset();
+    explicit operator bool() const { return token_ != nullptr; }
+
+   private:
+    friend class CancelToken;
+    Subscription(std::shared_ptr<CancelToken> token, uint64_t id) : token_(std::move(token)), id_(id) {}
+    std::shared_ptr<CancelToken> token_;
+    uint64_t id_ = 0;
+  };
+
+  void cancel();
+  bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
   // When cancel() was first called (steady clock); the epoch if never.
   std::chrono::steady_clock::time_point cancelled_at() const {
     return std::chrono::steady_clock::time_point(
         std::chrono::steady_clock::duration(at_ns_.load(std::memory_order_acquire)));
   }
+  // See the class comment. The callback must not be empty.
+  [[nodiscard]] Subscription subscribe(std::function<void()> callback);
 
  private:
+  void unsubscribe(uint64_t id);
+
   std::atomic<bool> cancelled_{false};
   std::atomic<std::chrono::steady_clock::rep> at_ns_{0};
+  std::mutex mu_;
+  std::condition_variable callback_done_;
+  std::vector<std::pair<uint64_t, std::function<void()>>> callbacks_;  // guarded by mu_
+  uint64_t next_id_ = 1;                                                // guarded by mu_
+  uint64_t running_ = 0;            // the callback cancel() runs now (0: none); guarded by mu_
+  std::thread::id running_on_;      // the thread running cancel()'s callbacks; guarded by mu_
 };
 using CancelTokenPtr = std::shared_ptr<CancelToken>;
 

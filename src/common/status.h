@@ -19,6 +19,7 @@ enum class StatusCode {
   kOk = 0,
   kInvalidArgument,    // bad request from the client
   kNotFound,           // unknown model, route or file
+  kAlreadyExists,      // a second write of what may be written once (HTTP 409)
   kUnauthenticated,
   kPermissionDenied,
   kResourceExhausted,  // queue full, rate limited
@@ -39,6 +40,9 @@ class Status {
   }
   static Status not_found(std::string msg, std::string param = {}, std::string code = {}) {
     return Status(StatusCode::kNotFound, std::move(msg), std::move(param), std::move(code));
+  }
+  static Status already_exists(std::string msg, std::string param = {}, std::string code = {}) {
+    return Status(StatusCode::kAlreadyExists, std::move(msg), std::move(param), std::move(code));
   }
   static Status unauthenticated(std::string msg) {
     return Status(StatusCode::kUnauthenticated, std::move(msg));

@@ -593,7 +593,16 @@ void read_routing(Reader& r, const YAML::Node& n, const fs::path& base, bool che
       r.issue(n["judge_prompt"], "routing.judge_prompt", "no such file: " + rc.judge_prompt);
   }
   if (auto c = r.section(n, "canary", p, {"min_samples", "max_helpful_drop", "routes"})) read_canary(r, *c, cfg);
-  r.read_string(n, "decision_log", p, &rc.decision_log);
+  // decision_log: a path, or {path, max_bytes, keep} (size rotation).
+  if (YAML::Node d = n["decision_log"]; d.IsDefined() && d.IsMap()) {
+    if (auto s = r.section(n, "decision_log", p, {"path", "max_bytes", "keep"})) {
+      r.read_string(*s, "path", p + ".decision_log", &rc.decision_log);
+      r.read_size(*s, "max_bytes", p + ".decision_log", &rc.decision_log_max_bytes);
+      r.read_int(*s, "keep", p + ".decision_log", &rc.decision_log_keep, 0, 100);
+    }
+  } else {
+    r.read_string(n, "decision_log", p, &rc.decision_log);
+  }
   if (!rc.decision_log.empty()) rc.decision_log = resolve_path(base, rc.decision_log);
 }
 

@@ -210,6 +210,8 @@ struct RoutingConfig {
   std::string judge_prompt;               // judge template file (relative: to the config file); "": built-in
   CanaryConfig canary;
   std::string decision_log;               // JSON-lines file; empty: off
+  uint64_t decision_log_max_bytes = 64ull << 20;  // rotate past this size; 0: never
+  int32_t decision_log_keep = 3;          // rotated files kept (path.1 newest .. path.keep)
   bool operator==(const RoutingConfig&) const = default;
 
   const RouteGroupConfig* find_group(const std::string& name) const;

@@ -323,10 +323,14 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
     job->grammar = std::move(formatted->grammar);
     job->make_parser = std::move(formatted->make_parser);
     extra_stops = std::move(formatted->extra_stops);
+  } else if (!request.tools.empty()) {
+    // No Jinja template: the built-in formatting with the generic tool-call format.
+    auto formatted = apply_generic_tool_format(request, [this](const auto& m) { return format_chat(m); });
+    if (!formatted) return job->callbacks.on_done(formatted.status());
+    prompt = std::move(formatted->prompt);
+    job->grammar = std::move(formatted->grammar);
+    job->make_parser = std::move(formatted->make_parser);
   } else {
-    if (!request.tools.empty())
-      return job->callbacks.on_done(Status::unimplemented(
-          "model '" + spec_.name + "' has no usable Jinja chat template, so it cannot call tools", "tools"));
     prompt = format_chat(request.messages);
   }
   if (!prompt) return job->callbacks.on_done(prompt.status());

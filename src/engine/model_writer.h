@@ -1,6 +1,6 @@
 // Writes llama-architecture GGUF models with seeded random weights, so that
-// tests and benchmarks get real models without downloading any (DESIGN.md,
-// "Models without downloads").
+// tests and benchmarks get real models without downloading any
+// (docs/architecture.md, "Dependencies").
 //
 // A written model has:
 //   - the tokenizer of a vocab file: every `tokenizer.*` key of `vocab_path`

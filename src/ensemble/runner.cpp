@@ -72,6 +72,7 @@ Status with_code(StatusCode code, std::string msg) {
   switch (code) {
     case StatusCode::kInvalidArgument: return Status::invalid_argument(std::move(msg));
     case StatusCode::kNotFound: return Status::not_found(std::move(msg));
+    case StatusCode::kAlreadyExists: return Status::already_exists(std::move(msg));
     case StatusCode::kResourceExhausted: return Status::resource_exhausted(std::move(msg));
     case StatusCode::kDeadlineExceeded: return Status::deadline_exceeded(std::move(msg));
     case StatusCode::kUnimplemented: return Status::unimplemented(std::move(msg));
@@ -149,6 +150,10 @@ class RunState final : public RunHandle, public std::enable_shared_from_this<Run
     std::vector<Launch> launches;
     std::optional<Result<EnsembleResult>> finish;
     RunDone done;
+    // The caller's token's subscription, dropped once the run finished. It
+    // is reset here, with no lock held: a reset waits for a cancel callback
+    // running on another thread, and that callback takes mu_.
+    CancelToken::Subscription unsubscribe;
   };
   struct CandidateRef {
     size_t slot;
@@ -156,6 +161,7 @@ class RunState final : public RunHandle, public std::enable_shared_from_this<Run
   };
 
   void run_actions(Actions& a);
+  void cancel_attempts();
   void on_slot_done(size_t slot, Result<Completion> r);
   void on_slot_delta(size_t slot, Delta d);
   void on_hedge_timer();
@@ -203,9 +209,23 @@ class RunState final : public RunHandle, public std::enable_shared_from_this<Run
   std::vector<CandidateRef> refs_;
   EnsembleDecision pending_;     // JUDGE: the decision waiting for the judge
   std::vector<size_t> judged_;   // JUDGE: answers_ index of each candidate shown to the judge
+  CancelToken::Subscription caller_cancel_;  // on in_.cancel while running; guarded by mu_
+  // Attempts' tokens to cancel once mu_ is released (cancel_attempts()): a
+  // provider's subscription may call back into the run at once.
+  std::vector<CancelTokenPtr> to_cancel_;  // guarded by mu_
 };
 
+void RunState::cancel_attempts() {
+  std::vector<CancelTokenPtr> tokens;
+  {
+    std::lock_guard lock(mu_);
+    tokens.swap(to_cancel_);
+  }
+  for (const auto& t : tokens) t->cancel();
+}
+
 void RunState::run_actions(Actions& a) {
+  cancel_attempts();
   if (in_.on_attempt_end) {
     for (const auto& rec : a.ended) in_.on_attempt_end(rec);
   }
@@ -228,6 +248,7 @@ void RunState::run_actions(Actions& a) {
     done_called_ = true;
     a.done(std::move(*a.finish));
   }
+  a.unsubscribe.reset();
 }
 
 void RunState::on_slot_delta(size_t slot, Delta d) {
@@ -251,6 +272,7 @@ void RunState::on_slot_delta(size_t slot, Delta d) {
     }
     provider = slots_[slot].provider;
   }
+  cancel_attempts();  // the attempts this delta made losers
   std::lock_guard cb_lock(cb_mu_);
   if (done_called_) return;
   in_.on_delta(provider, std::move(d));
@@ -265,6 +287,8 @@ void RunState::start() {
       finish_locked(a, Status::invalid_argument("an ensemble needs at least one provider and no empty ones"));
     } else if (in_.strategy == StrategyKind::kJudge && in_.judge == nullptr) {
       finish_locked(a, Status::invalid_argument("the judge strategy needs a judge model", "judge"));
+    } else if (in_.cancel && in_.cancel->cancelled()) {
+      finish_locked(a, Status::unavailable("cancelled by the caller"));
     } else if (in_.deadline.expired(shared_->clock)) {
       finish_locked(a, Status::deadline_exceeded("the deadline passed before the ensemble started"));
     } else {
@@ -298,6 +322,16 @@ void RunState::start() {
     }
   }
   run_actions(a);
+  if (!in_.cancel) return;
+  // Subscribed once the attempts are under way: a token cancelled before
+  // runs the callback here, at once. The subscription is kept unless the
+  // run finished meanwhile; it is destroyed (if at all) after the lock.
+  std::weak_ptr<RunState> weak = weak_from_this();
+  CancelToken::Subscription sub = in_.cancel->subscribe([weak] {
+    if (auto run = weak.lock()) run->cancel();
+  });
+  std::lock_guard lock(mu_);
+  if (phase_ != Phase::kFinished) caller_cancel_ = std::move(sub);
 }
 
 void RunState::cancel() {
@@ -487,7 +521,7 @@ void RunState::cancel_running_locked(std::optional<size_t> keep) {
     Slot& s = slots_[i];
     if (!s.running || s.cancelled_by_us || keep == i) continue;
     s.cancelled_by_us = true;
-    s.cancel->cancel();
+    to_cancel_.push_back(s.cancel);
     records_[s.record].outcome = AttemptOutcome::kCancelled;
     records_[s.record].status = Status::unavailable("cancelled: another attempt answered or the run ended");
     records_[s.record].latency_ms = ms_between(s.started, shared_->clock.now());
@@ -505,6 +539,7 @@ void RunState::finish_locked(Actions& a, Result<EnsembleResult> r) {
   if (r.is_ok()) r->attempts = records_;
   a.finish = std::move(r);
   a.done = std::move(done_);
+  a.unsubscribe = std::move(caller_cancel_);
 }
 
 Usage RunState::total_usage_locked() const {

@@ -45,7 +45,8 @@
 // even after the run has finished (losers end as kCancelled).
 //
 // Threading: run() returns at once; `done` is called exactly once, on a
-// provider's, the timer's or the caller's thread (possibly inside run()),
+// provider's, the timer's, the caller's thread (possibly inside run()) or
+// the thread that cancels RunInput::cancel,
 // never while on_delta runs on another thread. A cancel() from inside
 // on_delta calls `done` before on_delta returns.
 // admit runs under the run's lock: it must not call back into the run.
@@ -118,6 +119,10 @@ struct RunInput {
   providers::ProviderPtr judge;                        // JUDGE only
   GenerateRequest request;
   qos::Deadline deadline = qos::Deadline::never();
+  // The caller's token (a client's disconnect): its cancel() ends the run at
+  // once, like RunHandle::cancel(), and cancels the running attempts' own
+  // tokens on the same thread, with no polling. Null: none.
+  CancelTokenPtr cancel;
   std::function<bool(size_t provider, AttemptKind kind)> admit;
   std::function<void(const AttemptRecord&)> on_attempt_end;
   // FASTEST: stream the committed attempt's deltas (see the top of this

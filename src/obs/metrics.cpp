@@ -68,6 +68,25 @@ std::vector<uint64_t> Histogram::cumulative_counts() const {
 
 uint64_t Histogram::count() const { return cumulative_counts().back(); }
 
+void MetricsRegistry::set_label_names(std::map<std::string, std::string, std::less<>> names) {
+  auto next = std::make_shared<const std::map<std::string, std::string, std::less<>>>(std::move(names));
+  std::lock_guard lock(names_mu_);
+  names_ = std::move(next);
+}
+
+std::string MetricsRegistry::label(std::string_view name) const {
+  std::shared_ptr<const std::map<std::string, std::string, std::less<>>> names;
+  {
+    std::lock_guard lock(names_mu_);
+    names = names_;
+  }
+  if (names) {
+    auto it = names->find(name);
+    if (it != names->end()) return it->second;
+  }
+  return kUnknownLabel;
+}
+
 std::vector<double> latency_buckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
           0.75,  1.0,    1.5,   2.0,  3.0,   5.0,  7.5,   10.0, 15.0, 30.0, 60.0};

@@ -3,8 +3,15 @@
 //
 // Metric objects are created once (under a lock) and then updated
 // lock-free from any thread; references stay valid for the registry's
-// lifetime. Collectors add values computed at scrape time (queue depth,
-// KV use). MetricsRegistry is thread-safe.
+// lifetime, and nothing is ever removed. Collectors add values computed at
+// scrape time (queue depth, KV use). MetricsRegistry is thread-safe.
+//
+// So that the set of series stays bounded, label values come from the
+// configuration only, never from what a client sent: every name that may
+// have come from a request (a model, route or arm name) goes through
+// MetricsRegistry::label(), which answers the configured label for it, or
+// kUnknownLabel for any other name. The router service keeps the names
+// equal to the configuration (set_label_names, at start and on reload).
 #pragma once
 
 #include <atomic>
@@ -14,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -56,6 +64,9 @@ class Histogram {
   std::atomic<double> sum_{0.0};
 };
 
+// The label value of every name that is not configured.
+inline constexpr const char* kUnknownLabel = "_unknown";
+
 // Latency buckets in seconds, 1 ms to 60 s.
 std::vector<double> latency_buckets();
 
@@ -73,6 +84,12 @@ class MetricsRegistry {
   // The whole registry in Prometheus text format.
   std::string render() const;
 
+  // Replaces the configured names: name (or alias) -> its label value
+  // (a model's name for its aliases, else the name itself).
+  void set_label_names(std::map<std::string, std::string, std::less<>> names);
+  // The label value for `name`: configured, else kUnknownLabel.
+  std::string label(std::string_view name) const;
+
  private:
   struct Family {
     std::string help;
@@ -85,6 +102,8 @@ class MetricsRegistry {
 
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;
+  mutable std::mutex names_mu_;
+  std::shared_ptr<const std::map<std::string, std::string, std::less<>>> names_;  // guarded by names_mu_
   std::vector<std::function<void(std::string&)>> collectors_;
 };
 

@@ -5,13 +5,17 @@
 
 namespace llmpool::pool {
 
+namespace {
+constexpr const char* kReloadsHelp = "Config reloads, by result (ok; failed: refused, or its routing part was).";
+}  // namespace
+
 ConfigWatcher::ConfigWatcher(config::Config current, ModelPool& pool, Options options)
     : pool_(pool), options_(std::move(options)), current_(std::move(current)) {
   applied_ = stamp_of(current_.path);
   pending_ = applied_;
   if (options_.metrics) {  // both series exist from the start, so rates and alerts work at once
     for (const char* result : {"ok", "failed"})
-      options_.metrics->counter("llmpool_config_reloads_total", "Config reloads, by result (ok, failed: nothing changed).",
+      options_.metrics->counter("llmpool_config_reloads_total", kReloadsHelp,
                                 {{"result", result}});
   }
 }
@@ -87,7 +91,7 @@ void ConfigWatcher::poll() {
 void ConfigWatcher::count(bool ok) {
   if (!options_.metrics) return;
   options_.metrics
-      ->counter("llmpool_config_reloads_total", "Config reloads, by result (ok, failed: nothing changed).",
+      ->counter("llmpool_config_reloads_total", kReloadsHelp,
                 {{"result", ok ? "ok" : "failed"}})
       .inc();
   options_.metrics->gauge("llmpool_config_last_reload_ok", "1 if the last config reload was applied, 0 if refused.")
@@ -118,14 +122,17 @@ Status ConfigWatcher::reload() {
   a.config_poll_ms = b.config_poll_ms = 0;
   if (!(a == b)) spdlog::warn("config reload: changes to server: take effect at the next restart");
   pool_.apply(next);
-  if (options_.on_applied) options_.on_applied(previous, next);
+  Status applied = options_.on_applied ? options_.on_applied(previous, next) : Status::ok();
   {
     std::lock_guard<std::mutex> lock(mu_);
     current_ = next;
   }
   cv_.notify_all();  // the poll interval may have changed
-  count(true);
-  return Status::ok();
+  count(applied.is_ok());
+  if (!applied)
+    spdlog::error("config reload of {} counted as failed: the models were applied, but not all of the rest: {}",
+                  previous.path, applied.message());
+  return applied;
 }
 
 config::Config ConfigWatcher::current() const {

@@ -6,8 +6,13 @@
 // A reload parses and validates the whole file first. An invalid file
 // changes nothing: every issue is logged and the failure is counted in
 // llmpool_config_reloads_total{result="failed"}. A valid file is applied to
-// the ModelPool as a diff (ModelPool::apply), then handed to `on_applied`.
-// Changes to `server:` need a restart (logged), except config_poll_ms.
+// the ModelPool as a diff (ModelPool::apply), then handed to `on_applied`
+// (serve applies the routing part there). When on_applied refuses its part,
+// the reload counts as failed too and reload() returns that error: the
+// pool runs the new models, the refused part keeps its previous state (the
+// file is still the one the watcher compares against, so the next change,
+// or SIGHUP, tries again). Changes to `server:` need a restart (logged),
+// except config_poll_ms.
 //
 // Thread-safe; reloads are serialised. start() runs the polling thread;
 // stop() (and the destructor) joins it. The pool and the metrics registry
@@ -34,8 +39,10 @@ class ConfigWatcher {
   struct Options {
     obs::MetricsRegistry* metrics = nullptr;
     bool check_files = true;  // as load_config(): local model files must exist
-    // Called after a valid file was applied, with the previous and new config.
-    std::function<void(const config::Config& previous, const config::Config& next)> on_applied;
+    // Called after a valid file was applied to the pool, with the previous
+    // and new config. An error (logged by the caller) makes the reload count
+    // as failed.
+    std::function<Status(const config::Config& previous, const config::Config& next)> on_applied;
   };
 
   // `current` is the config the pool was built from (its `path` is watched).
@@ -49,7 +56,8 @@ class ConfigWatcher {
   void stop();
 
   // Reloads the file now. Ok when applied; InvalidArgument listing the
-  // problems when the file is invalid (then nothing changed).
+  // problems when the file is invalid (then nothing changed); on_applied's
+  // error when it refused its part.
   Status reload();
   // Polls once: reloads if the file changed and is stable (tests call this).
   void poll();

@@ -1,5 +1,6 @@
 #include "router/decision_log.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -17,7 +18,10 @@ Result<std::unique_ptr<DecisionLog>> DecisionLog::open(const std::string& path, 
 }
 
 DecisionLog::DecisionLog(std::string path, std::FILE* file, Options options)
-    : path_(std::move(path)), file_(file), options_(options) {
+    : path_(std::move(path)), options_(options), file_(file), max_bytes_(options.max_bytes), keep_(options.keep) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path_, ec);
+  file_bytes_ = ec ? 0 : size;  // appending to what an earlier run left
   thread_ = std::thread([this] { run(); });
 }
 
@@ -29,7 +33,7 @@ DecisionLog::~DecisionLog() {
   cv_.notify_all();
   thread_.join();
   flush();
-  std::fclose(file_);
+  if (file_ != nullptr) std::fclose(file_);
 }
 
 void DecisionLog::append(std::string line) {
@@ -60,10 +64,76 @@ void DecisionLog::flush() {
     std::swap(lines, buffered_lines_);
   }
   if (batch.empty()) return;
-  std::fwrite(batch.data(), 1, batch.size(), file_);
-  std::fflush(file_);
+  int64_t lost = write_locked(batch);
+  if (file_ != nullptr) std::fflush(file_);
   std::lock_guard lock(mu_);
-  written_ += lines;
+  written_ += lines - lost;
+  dropped_ += lost;
+}
+
+int64_t DecisionLog::write_locked(const std::string& batch) {
+  auto lines_from = [&batch](size_t pos) {
+    return static_cast<int64_t>(std::count(batch.begin() + static_cast<std::ptrdiff_t>(pos), batch.end(), '\n'));
+  };
+  if (file_ == nullptr) {  // a rotation failed to open the new file: try again
+    file_ = std::fopen(path_.c_str(), "ab");
+    if (file_ == nullptr) return lines_from(0);
+    file_bytes_ = 0;
+  }
+  size_t pos = 0;
+  while (pos < batch.size()) {
+    size_t end = batch.size();
+    if (max_bytes_ > 0 && file_bytes_ + (end - pos) > max_bytes_) {
+      // The longest run of whole lines that still fits, else a new file.
+      const uint64_t room = file_bytes_ < max_bytes_ ? max_bytes_ - file_bytes_ : 0;
+      size_t cut = room > 0 ? batch.rfind('\n', pos + room - 1) : std::string::npos;
+      if (cut == std::string::npos || cut < pos) {
+        if (file_bytes_ > 0) {
+          if (!rotate_locked()) return lines_from(pos);
+          continue;
+        }
+        cut = batch.find('\n', pos);  // one line longer than max_bytes: a file of its own
+      }
+      end = cut + 1;
+    }
+    std::fwrite(batch.data() + pos, 1, end - pos, file_);
+    file_bytes_ += end - pos;
+    pos = end;
+  }
+  return 0;
+}
+
+bool DecisionLog::rotate_locked() {
+  std::fclose(file_);
+  file_ = nullptr;
+  std::error_code ec;
+  auto numbered = [this](int32_t i) { return path_ + "." + std::to_string(i); };
+  if (keep_ == 0) {
+    std::filesystem::remove(path_, ec);
+  } else {
+    std::filesystem::remove(numbered(keep_), ec);
+    for (int32_t i = keep_ - 1; i >= 1; --i)
+      if (std::filesystem::exists(numbered(i), ec)) std::filesystem::rename(numbered(i), numbered(i + 1), ec);
+    std::filesystem::rename(path_, numbered(1), ec);
+  }
+  {
+    std::lock_guard lock(mu_);
+    ++rotations_;
+  }
+  file_ = std::fopen(path_.c_str(), "ab");
+  file_bytes_ = 0;
+  return file_ != nullptr;
+}
+
+void DecisionLog::set_rotation(uint64_t max_bytes, int32_t keep) {
+  std::lock_guard wl(write_mu_);
+  max_bytes_ = max_bytes;
+  keep_ = keep;
+}
+
+int64_t DecisionLog::rotations() const {
+  std::lock_guard lock(mu_);
+  return rotations_;
 }
 
 void DecisionLog::run() {

@@ -147,6 +147,24 @@ class LazyProvider final : public providers::Provider {
   providers::ModelInfo info_;
 };
 
+// The label values metrics may carry (obs::MetricsRegistry::label): the
+// configured model names (an alias counts as its model), route groups,
+// "auto", canary routes and arms.
+std::map<std::string, std::string, std::less<>> label_names(const config::Config& config) {
+  std::map<std::string, std::string, std::less<>> names;
+  names[config::kAutoRoute] = config::kAutoRoute;
+  for (const auto& m : config.models) {
+    names[m.name] = m.name;
+    for (const auto& a : m.aliases) names.emplace(a, m.name);
+  }
+  for (const auto& g : config.routing.groups) names.emplace(g.name, g.name);
+  for (const auto& r : config.routing.canary.routes) {
+    names.emplace(r.route, r.route);
+    for (const auto& a : r.arms) names.emplace(a.name, a.name);
+  }
+  return names;
+}
+
 bool only_embedding(const providers::ModelInfo& info) {
   return !info.capabilities.empty() &&
          std::all_of(info.capabilities.begin(), info.capabilities.end(), [](const std::string& c) {
@@ -250,6 +268,7 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
                                                              std::shared_ptr<providers::ModelDirectory> directory,
                                                              Options options) {
   std::unique_ptr<RouterService> s(new RouterService(std::move(directory), options));
+  if (options.metrics != nullptr) options.metrics->set_label_names(label_names(config));
   auto st = s->build_state(config, nullptr);
   if (!st) return st.status();
   s->state_ = std::move(st).value();
@@ -338,9 +357,13 @@ Result<std::shared_ptr<const RouterService::State>> RouterService::build_state(
   }
 
   if (previous && previous->log && previous->log->path() == r.decision_log) {
-    st->log = previous->log;
+    st->log = previous->log;  // the last step: nothing fails after the limits change
+    st->log->set_rotation(r.decision_log_max_bytes, r.decision_log_keep);
   } else if (!r.decision_log.empty()) {
-    auto log = DecisionLog::open(r.decision_log, options_.log);
+    DecisionLog::Options lo = options_.log;
+    lo.max_bytes = r.decision_log_max_bytes;
+    lo.keep = r.decision_log_keep;
+    auto log = DecisionLog::open(r.decision_log, lo);
     if (!log) return log.status();
     st->log = std::shared_ptr<DecisionLog>(std::move(log).value());
   }
@@ -348,6 +371,9 @@ Result<std::shared_ptr<const RouterService::State>> RouterService::build_state(
 }
 
 Status RouterService::apply(const config::Config& config) {
+  // The pool serves the new models whether or not the routing part is
+  // refused, so their names are labels from now on.
+  if (options_.metrics != nullptr) options_.metrics->set_label_names(label_names(config));
   auto next = build_state(config, state());
   if (!next) return next.status();
   for (const auto& m : config.models) stats_for(**next, m.name);  // every instance in /metrics from the start
@@ -355,6 +381,11 @@ Status RouterService::apply(const config::Config& config) {
   std::lock_guard lock(mu_);
   state_ = std::move(next).value();
   return Status::ok();
+}
+
+bool RouterService::is_current(const config::Config& config) const {
+  auto st = state();
+  return st->routing == config.routing && st->models == config.models;
 }
 
 std::shared_ptr<const RouterService::State> RouterService::state() const {
@@ -370,7 +401,7 @@ std::shared_ptr<InstanceStats> RouterService::stats_for(const State& st, const s
     obs::Counter* opens = nullptr;
     if (options_.metrics != nullptr)
       opens = &options_.metrics->counter("llmpool_breaker_opens_total", "Times an instance's circuit breaker opened.",
-                                         {{"instance", model}});
+                                         {{"instance", options_.metrics->label(model)}});
     slot = std::make_shared<InstanceStats>(
         model, in.options, clock_, [model, opens](qos::BreakerState from, qos::BreakerState to) {
           spdlog::info("instance '{}': breaker {} -> {}", model, qos::breaker_state_name(from),
@@ -389,7 +420,7 @@ void RouterService::on_canary_event(const CanaryEvent& e) {
   if (options_.metrics != nullptr)
     options_.metrics
         ->counter("llmpool_canary_events_total", "Canary arms switched off (auto_disabled) or on/off by hand.",
-                  {{"route", e.route}, {"arm", e.arm}, {"kind", e.kind}})
+                  {{"route", options_.metrics->label(e.route)}, {"arm", options_.metrics->label(e.arm)}, {"kind", e.kind}})
         .inc();
   auto st = state();
   if (st && st->log) {
@@ -443,7 +474,7 @@ struct RunContext : RouterService::RunContextBase {
   // CONSENSUS: the request, kept for an escalation, and what the escalation did.
   std::shared_ptr<GenerateRequest> escalation_request;
   json escalation;
-  std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
+  CancelTokenPtr cancel;  // the client's; the escalation run listens to it too
 };
 
 std::string route_reason(const RunContext& c, const ensemble::EnsembleResult* r) {
@@ -738,6 +769,8 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   ensemble::AttemptHooks hooks = ensemble::instance_hooks(std::move(stats), st->budget);
   in.admit = std::move(hooks.admit);
   in.on_attempt_end = std::move(hooks.on_attempt_end);
+  in.cancel = cancel;
+  ctx->cancel = std::move(cancel);
   st->budget->record_request();
   if (ctx->strategy == ensemble::StrategyKind::kConsensus)
     ctx->escalation_request = std::make_shared<GenerateRequest>(rq.generate);
@@ -762,7 +795,6 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
 
   using Deliver = std::function<void(Result<ensemble::EnsembleResult>)>;
   auto deliver = std::make_shared<Deliver>([this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
-    ctx->finished->store(true);
     RouteOutcome out{Completion{}, RouteInfo{}};
     out.info.route = ctx->route;
     if (ctx->canary) out.info.arm = ctx->canary->arm;
@@ -804,23 +836,9 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
     (*deliver)(std::move(r));
   };
 
-  std::shared_ptr<ensemble::RunHandle> handle = st->runner_for(group_name).run(std::move(in), std::move(on_done));
-
-  // The runner gives its attempts their own cancel tokens: pass a client's
-  // disconnect on by polling its token until the run ends.
-  if (cancel && handle && !ctx->finished->load()) {
-    auto finished = ctx->finished;
-    auto poll = std::make_shared<std::function<void()>>();
-    qos::Timer* timer = &timer_;
-    // The poller holds the handle; each scheduled check holds the poller, so
-    // both go away with the last check (no cycle: the poller sees itself weakly).
-    *poll = [finished, handle, cancel, timer, self = std::weak_ptr<std::function<void()>>(poll)]() {
-      if (finished->load()) return;
-      if (cancel->cancelled()) return handle->cancel();
-      if (auto p = self.lock()) timer->schedule_after(std::chrono::milliseconds(100), [p] { (*p)(); });
-    };
-    timer_.schedule_after(std::chrono::milliseconds(100), [poll] { (*poll)(); });
-  }
+  // A client's disconnect reaches the runner through its subscription on
+  // the token: the run ends and its attempts are cancelled at once.
+  (void)st->runner_for(group_name).run(std::move(in), std::move(on_done));
 }
 
 bool RouterService::escalate(const std::shared_ptr<const State>& st, const std::shared_ptr<RunContextBase>& base,
@@ -870,6 +888,7 @@ bool RouterService::escalate(const std::shared_ptr<const State>& st, const std::
   in.admit = std::move(hooks.admit);
   in.on_attempt_end = std::move(hooks.on_attempt_end);
   in.request = *ctx->escalation_request;
+  in.cancel = ctx->cancel;
   auto kept = std::make_shared<ensemble::EnsembleResult>(first);
   st->default_runner->run(std::move(in), [ctx, kept, deliver](Result<ensemble::EnsembleResult> r) {
     if (!r) {
@@ -932,12 +951,12 @@ void RouterService::remember(const std::string& response_id, FeedbackTarget targ
   if (response_id.empty() || options_.feedback_capacity == 0) return;
   std::lock_guard lock(feedback_mu_);
   auto it = feedback_index_.find(response_id);
-  if (it != feedback_index_.end()) feedback_lru_.erase(it->second);
-  feedback_lru_.emplace_front(response_id, std::move(target));
-  feedback_index_[response_id] = feedback_lru_.begin();
-  while (feedback_lru_.size() > options_.feedback_capacity) {
-    feedback_index_.erase(feedback_lru_.back().first);
-    feedback_lru_.pop_back();
+  if (it != feedback_index_.end()) feedback_fifo_.erase(it->second);
+  feedback_fifo_.push_front({response_id, std::move(target), false});
+  feedback_index_[response_id] = feedback_fifo_.begin();
+  while (feedback_fifo_.size() > options_.feedback_capacity) {
+    feedback_index_.erase(feedback_fifo_.back().response_id);
+    feedback_fifo_.pop_back();
   }
 }
 
@@ -951,8 +970,13 @@ Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, b
                                    "' is known (unknown, or too old: the newest " +
                                    std::to_string(options_.feedback_capacity) + " are kept)",
                                "response_id");
-    target = it->second->second;
-    feedback_lru_.splice(feedback_lru_.begin(), feedback_lru_, it->second);  // touched: newest
+    // One rating per answer: a client that repeats one must not move the
+    // model's quality score as far as it likes.
+    if (it->second->rated)
+      return Status::already_exists("response '" + response_id.substr(0, 128) + "' was already rated",
+                                    "response_id", "feedback_exists");
+    it->second->rated = true;
+    target = it->second->target;
   }
   auto st = state();
   stats_for(*st, target.model)->record_feedback(helpful);
@@ -1087,7 +1111,8 @@ json RouterService::metrics_json() {
             {"retries_in_window", st->budget->retries_in_window()}}},
           {"decision_log", st->log ? json({{"path", st->log->path()},
                                            {"written", st->log->written()},
-                                           {"dropped", st->log->dropped()}})
+                                           {"dropped", st->log->dropped()},
+                                           {"rotations", st->log->rotations()}})
                                    : json()}};
 }
 
@@ -1096,9 +1121,14 @@ void RouterService::collect_metrics(std::string& out) {
   std::vector<std::pair<obs::Labels, double>> state_samples, fail_samples;
   {
     std::lock_guard lock(st->instances->mu);
+    // Instances are the directory's models; one that left the configuration
+    // in a reload is no longer shown (its label would be kUnknownLabel, and
+    // two of them would be one series twice).
     for (const auto& [model, s] : st->instances->by_model) {
-      state_samples.push_back({{{"instance", model}}, static_cast<double>(s->breaker().state())});
-      fail_samples.push_back({{{"instance", model}}, static_cast<double>(s->breaker().consecutive_failures())});
+      const std::string instance = options_.metrics != nullptr ? options_.metrics->label(model) : model;
+      if (instance == obs::kUnknownLabel) continue;
+      state_samples.push_back({{{"instance", instance}}, static_cast<double>(s->breaker().state())});
+      fail_samples.push_back({{{"instance", instance}}, static_cast<double>(s->breaker().consecutive_failures())});
     }
   }
   obs::append_family(out, "llmpool_breaker_state", "Circuit breaker state per instance: 0 closed, 1 open, 2 half_open.",

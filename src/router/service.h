@@ -18,7 +18,9 @@
 // ModelDirectory::list(): id and model are the model's name.
 //
 // Threading: every public method is thread-safe; route()'s `done` runs on a
-// provider's or the timer's thread (or inside route() for early errors).
+// provider's or the timer's thread, on the thread that cancels the
+// request's token (the run hears it at once through a subscription), or
+// inside route() for early errors.
 // apply() swaps the configuration for requests that start afterwards;
 // requests in flight finish with what they started with. The clock, timer,
 // random source and metrics registry passed in Options must outlive the
@@ -134,7 +136,9 @@ class RouterService {
     qos::Timer* timer = nullptr;                // default: a ThreadTimer the service owns
     qos::RandomSource* random = nullptr;        // default: a SeededRandom from std::random_device
     obs::MetricsRegistry* metrics = nullptr;    // optional
-    size_t feedback_capacity = 100000;          // response ids remembered for feedback (LRU)
+    // Response ids remembered for feedback, each with whether it was rated:
+    // the newest `feedback_capacity` answers; the oldest is forgotten first.
+    size_t feedback_capacity = 100000;
     DecisionLog::Options log;
   };
 
@@ -146,17 +150,24 @@ class RouterService {
                                                        Options options);
   ~RouterService();
 
-  // Applies a new configuration (hot reload). On error nothing changes.
+  // Applies a new configuration (hot reload). On error nothing changes but
+  // the metric label names (MetricsRegistry::label), which follow the
+  // configured models since the pool serves them either way.
   // Statistics are kept unless the instance or breaker options changed;
   // canary counters are kept unless the canary section changed.
   Status apply(const config::Config& config);
+  // True when the service runs `config`'s routing section and models (so a
+  // reload has nothing to apply here). After a refused apply() it is false
+  // for the refused config: the next reload tries it again.
+  bool is_current(const config::Config& config) const;
 
   // True when `model` goes through the router's choice or a fallback
   // chain: "auto", a group name, a model with fallbacks, or any request
   // that names an ensemble strategy.
   bool routes(const std::string& model, const RouteHints& hints) const;
 
-  // Runs a routed request; `done` is called exactly once.
+  // Runs a routed request; `done` is called exactly once. Cancelling
+  // `cancel` (may be null) ends the run at once and cancels its attempts.
   void route(RouteRequest request, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done);
 
   // For a request sent straight to `model`: statistics and breaker
@@ -165,11 +176,15 @@ class RouterService {
   DirectAttempt start_direct(const std::string& model);
   void regulate_direct(GenerateRequest& request, const RouteHints& hints) const;
 
-  // Remembers where `response_id` came from, for feedback.
+  // Remembers where `response_id` came from, for feedback. The newest
+  // Options::feedback_capacity ids are kept (memory bounded by that);
+  // remembering one more forgets the oldest, rated or not.
   void remember(const std::string& response_id, FeedbackTarget target);
   // Records feedback for a remembered response: the instance's quality and,
   // in a canary route, the arm's helpful rate (which may switch it off).
-  // NotFound (param "response_id") for an unknown or forgotten id.
+  // One rating per response: AlreadyExists (HTTP 409, code
+  // "feedback_exists") for an id already rated, NotFound (param
+  // "response_id") for an unknown or forgotten one.
   Result<FeedbackTarget> feedback(const std::string& response_id, bool helpful);
 
   // Global backpressure: a hold per generation. ResourceExhausted over
@@ -226,10 +241,14 @@ class RouterService {
   std::shared_ptr<const State> state_;                  // guarded by mu_
   std::map<std::string, double> last_score_;            // model -> score in the last decision; guarded by mu_
 
+  struct Rateable {
+    std::string response_id;
+    FeedbackTarget target;
+    bool rated = false;
+  };
   std::mutex feedback_mu_;
-  std::list<std::pair<std::string, FeedbackTarget>> feedback_lru_;  // newest first; guarded by feedback_mu_
-  std::unordered_map<std::string, std::list<std::pair<std::string, FeedbackTarget>>::iterator>
-      feedback_index_;                                  // guarded by feedback_mu_
+  std::list<Rateable> feedback_fifo_;  // newest first; guarded by feedback_mu_
+  std::unordered_map<std::string, std::list<Rateable>::iterator> feedback_index_;  // guarded by feedback_mu_
 };
 
 }  // namespace llmpool::router

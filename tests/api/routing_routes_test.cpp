@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+#include <set>
+
 #include "api/openai_routes.h"
 #include "router/fake_directory.h"
 
@@ -152,6 +155,62 @@ TEST_F(RoutingRoutesTest, FeedbackNamesWhatIsWrongAndFindsKnownResponses) {
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(json::parse(r.body)["model"], std::string(m) == "auto" ? "coder" : "solo");
   }
+}
+
+TEST_F(RoutingRoutesTest, AResponseIsRatedOnceASecondRatingIs409) {
+  std::string id = json::parse(call("POST", "/v1/chat/completions", chat("solo")).body)["id"];
+  const std::string body = R"({"response_id":")" + id + R"(","helpful":false})";
+  ASSERT_EQ(call("POST", "/v1/feedback", body).status, 200);
+  const double quality = service_->metrics_json()["instances"][2]["quality"];
+  for (int i = 0; i < 100; ++i) {
+    HttpResponse r = call("POST", "/v1/feedback", body);
+    ASSERT_EQ(r.status, 409) << r.body;
+    json e = json::parse(r.body)["error"];
+    EXPECT_EQ(e["code"], "feedback_exists");
+    EXPECT_EQ(e["param"], "response_id");
+    EXPECT_EQ(e["type"], "invalid_request_error");
+  }
+  json inst = service_->metrics_json()["instances"][2];
+  ASSERT_EQ(inst["id"], "solo");
+  EXPECT_EQ(inst["feedback"], 1);
+  EXPECT_DOUBLE_EQ(inst["quality"].get<double>(), quality);  // one rating moved it, the repeats did not
+}
+
+// Every series of a /metrics text, without its value.
+std::set<std::string> series(const std::string& text) {
+  std::set<std::string> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    if (!line.empty() && line[0] != '#') out.insert(line.substr(0, line.rfind(' ')));
+    pos = end + 1;
+  }
+  return out;
+}
+
+TEST_F(RoutingRoutesTest, ModelNamesAClientSentNeverBecomeLabels) {
+  const std::string ensemble = R"(,"ensemble":{"strategy":"voting"})";
+  // Once each: what an unknown name and a known one count under.
+  EXPECT_EQ(call("POST", "/v1/chat/completions", chat("no-such-model", ensemble)).status, 404);
+  EXPECT_EQ(call("POST", "/v1/chat/completions", chat("pair", ensemble)).status, 200);
+  EXPECT_EQ(call("POST", "/v1/chat/completions", chat("no-such-model")).status, 404);
+  const std::string before = call("GET", "/metrics").body;
+  std::mt19937 rng(42);
+  for (int i = 0; i < 1000; ++i) {
+    std::string name = "m-" + std::to_string(rng()) + (i % 3 == 0 ? "\\\"x" : "");
+    HttpResponse r = call("POST", "/v1/chat/completions", chat(name, i % 2 == 0 ? ensemble : ""));
+    ASSERT_EQ(r.status, 404) << r.body;
+  }
+  const std::string after = call("GET", "/metrics").body;
+  EXPECT_EQ(series(after), series(before));
+  EXPECT_LT(after.size(), before.size() + 400);  // only counts and sums grew (the leak was megabytes)
+  // Routed ones count (a name sent straight to a model is refused before any metric).
+  EXPECT_NE(after.find("llmpool_requests_total{model=\"_unknown\",endpoint=\"chat.completions\",status=\"404\"} 501\n"),
+            std::string::npos)
+      << after;
+  EXPECT_EQ(after.find("m-"), std::string::npos);
 }
 
 TEST_F(RoutingRoutesTest, RoutingMetricsDescribeEveryInstance) {

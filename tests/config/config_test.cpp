@@ -534,6 +534,36 @@ routing:
   EXPECT_FALSE(r.config.models[0].thinking.supported);
 }
 
+TEST(ConfigTest, TheDecisionLogIsAPathOrAPathWithRotationLimits) {
+  LoadResult plain = parse_config("models:\n  - name: a\n    path: /a.gguf\nrouting:\n  decision_log: d.jsonl\n",
+                                  "/etc/llmpool/c.yaml", false);
+  ASSERT_TRUE(plain.ok()) << plain.issues.front().to_string();
+  EXPECT_EQ(plain.config.routing.decision_log, "/etc/llmpool/d.jsonl");
+  EXPECT_EQ(plain.config.routing.decision_log_max_bytes, 64u << 20);  // the defaults
+  EXPECT_EQ(plain.config.routing.decision_log_keep, 3);
+
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    path: /a.gguf
+routing:
+  decision_log: {path: logs/d.jsonl, max_bytes: 10MiB, keep: 5}
+)", "/etc/llmpool/c.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  EXPECT_EQ(r.config.routing.decision_log, "/etc/llmpool/logs/d.jsonl");
+  EXPECT_EQ(r.config.routing.decision_log_max_bytes, 10u << 20);
+  EXPECT_EQ(r.config.routing.decision_log_keep, 5);
+
+  LoadResult bad = parse_config(R"(models:
+  - name: a
+    path: /a.gguf
+routing:
+  decision_log: {path: d.jsonl, keep: 1000, rotate: daily}
+)", "c.yaml", false);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(find_issue(bad, "routing.decision_log.keep"), nullptr);
+  EXPECT_NE(find_issue(bad, "routing.decision_log.rotate"), nullptr);
+}
+
 TEST(ConfigTest, RoutingReferencesAndValuesAreCheckedWithPositions) {
   LoadResult r = parse_config(R"(models:
   - name: a

@@ -378,3 +378,132 @@ test('tools go through the model\'s template; tool results come back as a conver
     (err) => err.status === 400 && err.param === 'tool_choice',
   );
 });
+
+// Forced tool calls: on the demo's kind of model (ChatML, no tool support:
+// the generic format) and on one with its own format (Qwen3), a random-weights
+// model must still answer tool_choice naming a function, or "required", with
+// a complete call whose arguments are JSON matching the tool's schema.
+const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Get the weather forecast',
+    // Bounded, so that a model with random weights finishes its arguments.
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string', maxLength: 16 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+      required: ['unit'],
+    },
+  },
+};
+const timeTool = {
+  type: 'function',
+  function: { name: 'get_time', description: 'Get the time', parameters: { type: 'object', properties: { zone: { enum: ['UTC', 'CET'] } }, required: ['zone'] } },
+};
+const toolMessages = [{ role: 'user', content: 'What is the weather in Paris?' }];
+
+function assertValidCall(call, names) {
+  assert.equal(call.type, 'function');
+  assert.match(call.id, /^call_/);
+  assert.ok(names.includes(call.function.name), `called ${call.function.name}`);
+  const args = JSON.parse(call.function.arguments);
+  if (call.function.name === 'get_weather') {
+    assert.ok(['celsius', 'fahrenheit'].includes(args.unit), call.function.arguments);
+    for (const key of Object.keys(args)) assert.ok(['city', 'unit'].includes(key), call.function.arguments);
+    if ('city' in args) assert.equal(typeof args.city, 'string');
+  } else {
+    assert.deepEqual(Object.keys(args), ['zone']);
+    assert.ok(['UTC', 'CET'].includes(args.zone));
+  }
+}
+
+for (const model of ['tiny', 'tiny-tools']) {
+  // Qwen3's format lets calls follow one another without end, and a random
+  // model rarely stops choosing another: one call at a time there. The
+  // generic format's list closes soon enough to keep OpenAI's default.
+  const parallel = model === 'tiny-tools' ? { parallel_tool_calls: false } : {};
+
+  test(`${model}: tool_choice naming a function returns a call of that function`, async () => {
+    for (const seed of [1, 2]) {
+      const res = await client.chat.completions.create({
+        model, messages: toolMessages, tools: [weatherTool, timeTool], seed, max_tokens: 300, ...parallel,
+        tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      });
+      const choice = res.choices[0];
+      assert.equal(choice.finish_reason, 'tool_calls');
+      assert.equal(choice.message.role, 'assistant');
+      assert.equal(choice.message.content, null);
+      assert.ok(choice.message.tool_calls.length >= 1);
+      for (const call of choice.message.tool_calls) assertValidCall(call, ['get_weather']);
+    }
+  });
+
+  test(`${model}: tool_choice "required" streamed assembles with the client's stream helper`, async () => {
+    const stream = client.chat.completions.stream({
+      model, messages: toolMessages, tools: [weatherTool, timeTool], tool_choice: 'required', seed: 3, max_tokens: 300,
+      ...parallel,
+    });
+    const done = [];
+    stream.on('tool_calls.function.arguments.done', (e) => done.push(e));
+    const chunks = [];
+    stream.on('chunk', (c) => chunks.push(c));
+    const final = await stream.finalChatCompletion();
+    const choice = final.choices[0];
+    assert.equal(choice.finish_reason, 'tool_calls');
+    assert.equal(choice.message.content, null);
+    assert.ok(choice.message.tool_calls.length >= 1);
+    for (const call of choice.message.tool_calls) assertValidCall(call, ['get_weather', 'get_time']);
+    assert.deepEqual(done.map((e) => e.name), choice.message.tool_calls.map((c) => c.function.name));
+    // As OpenAI streams them: a call's first delta has index, id, type and
+    // name; its arguments follow in pieces.
+    const deltas = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
+    const first = deltas.find((d) => d.index === 0);
+    assert.equal(first.type, 'function');
+    assert.match(first.id, /^call_/);
+    assert.equal(first.function.name, choice.message.tool_calls[0].function.name);
+    assert.ok(deltas.filter((d) => d.index === 0 && d.function?.arguments).length > 1, 'arguments come in pieces');
+    assert.ok(deltas.filter((d) => d.index === 0 && d.id).length === 1, 'the id comes once');
+  });
+
+  test(`${model}: a named function streamed, and parallel_tool_calls false gives one call`, async () => {
+    const stream = await client.chat.completions.create({
+      model, messages: toolMessages, tools: [weatherTool, timeTool], stream: true, seed: 4, max_tokens: 300,
+      tool_choice: { type: 'function', function: { name: 'get_weather' } }, parallel_tool_calls: false,
+    });
+    const calls = [];
+    let finish = null;
+    let content = '';
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      if (!choice) continue;
+      content += choice.delta?.content ?? '';
+      for (const d of choice.delta?.tool_calls ?? []) {
+        calls[d.index] ??= { id: d.id, type: d.type, function: { name: d.function?.name, arguments: '' } };
+        calls[d.index].function.arguments += d.function?.arguments ?? '';
+      }
+      finish = choice.finish_reason ?? finish;
+    }
+    assert.equal(finish, 'tool_calls');
+    assert.equal(content, '');
+    assert.equal(calls.length, 1);
+    assertValidCall(calls[0], ['get_weather']);
+
+    const res = await client.chat.completions.create({
+      model, messages: toolMessages, tools: [weatherTool, timeTool], seed: 5, max_tokens: 300,
+      tool_choice: 'required', parallel_tool_calls: false,
+    });
+    assert.equal(res.choices[0].message.tool_calls.length, 1);
+    assertValidCall(res.choices[0].message.tool_calls[0], ['get_weather', 'get_time']);
+  });
+
+  test(`${model}: tool_choice "none" with tools answers in text`, async () => {
+    const res = await client.chat.completions.create({
+      model, messages: toolMessages, tools: [weatherTool], tool_choice: 'none', max_tokens: 6, ignore_eos: true,
+    });
+    const choice = res.choices[0];
+    assert.equal(choice.finish_reason, 'length');
+    assert.equal(typeof choice.message.content, 'string');
+    assert.ok(choice.message.content.length > 0);
+    assert.equal(choice.message.tool_calls, undefined);
+  });
+}

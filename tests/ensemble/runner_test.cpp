@@ -319,6 +319,88 @@ TEST_F(EnsembleRunnerTest, CancelEndsTheRunAndItsAttempts) {
   EXPECT_EQ(ended_.size(), 1u);
 }
 
+TEST_F(EnsembleRunnerTest, TheCallersTokenEndsTheRunAndReachesTheAttemptsAtOnce) {
+  auto a = fake("a", {stall()});
+  auto b = fake("b", {stall()});
+  RunnerOptions o;
+  o.judge_prompt_path = "";
+  o.default_hedge_delay = 10ms;
+  auto runner = make(o);
+  RunInput in = input(StrategyKind::kFastest, {a, b});
+  auto token = std::make_shared<CancelToken>();
+  in.cancel = token;
+  start(std::move(in), runner.get());
+  timer_.advance(20ms);  // the hedge runs too
+  ASSERT_EQ(b->calls(), 1);
+  ASSERT_FALSE(result_);
+  token->cancel();  // no timer advance: the run hears it through its subscription
+  ASSERT_TRUE(result_);
+  EXPECT_EQ(result_->status().message(), "cancelled by the caller");
+  EXPECT_TRUE(a->cancelled(0));
+  EXPECT_TRUE(b->cancelled(0));
+  EXPECT_EQ(done_after_, 20ms);
+}
+
+TEST_F(EnsembleRunnerTest, ATokenCancelledBeforeTheRunStartsNoAttempt) {
+  auto a = fake("a", {answer("Paris")});
+  RunInput in = input(StrategyKind::kFastest, {a});
+  in.cancel = std::make_shared<CancelToken>();
+  in.cancel->cancel();
+  start(std::move(in));
+  ASSERT_TRUE(result_);
+  EXPECT_EQ(result_->status().message(), "cancelled by the caller");
+  EXPECT_EQ(a->calls(), 0);
+}
+
+TEST_F(EnsembleRunnerTest, AFinishedRunNoLongerListensToTheToken) {
+  auto a = fake("a", {answer("Paris", 0)});
+  RunInput in = input(StrategyKind::kFastest, {a});
+  auto token = std::make_shared<CancelToken>();
+  in.cancel = token;
+  start(std::move(in));
+  ASSERT_TRUE(result_ && *result_);
+  std::weak_ptr<RunHandle> run = handle_;
+  handle_.reset();
+  EXPECT_TRUE(run.expired());  // the token holds no reference to the run
+  token->cancel();             // nothing left to reach
+  EXPECT_EQ(ended_.size(), 1u);
+}
+
+// A provider that ends its attempt from inside its token's callback, as a
+// provider subscribing for prompt cancellation may: the run must not hold
+// its lock while it cancels an attempt.
+class SubscribingProvider : public providers::Provider {
+ public:
+  SubscribingProvider() { info_.name = "subscriber"; }
+  const providers::ModelInfo& info() const override { return info_; }
+  void generate(GenerateRequest, CancelTokenPtr cancel, GenerateCallbacks cb) override {
+    auto callbacks = std::make_shared<GenerateCallbacks>(std::move(cb));
+    subs_.push_back(cancel->subscribe([callbacks] {
+      Completion c;
+      c.choices.push_back({});
+      c.choices[0].finish_reason = FinishReason::kCancelled;
+      callbacks->on_done(std::move(c));
+    }));
+  }
+
+ private:
+  providers::ModelInfo info_;
+  std::vector<CancelToken::Subscription> subs_;
+};
+
+TEST_F(EnsembleRunnerTest, AnAttemptMayEndInsideItsCancelCallback) {
+  auto p = std::make_shared<SubscribingProvider>();
+  RunInput in = input(StrategyKind::kFastest, {p});
+  auto token = std::make_shared<CancelToken>();
+  in.cancel = token;
+  start(std::move(in));
+  token->cancel();
+  ASSERT_TRUE(result_);
+  EXPECT_EQ(result_->status().message(), "cancelled by the caller");
+  ASSERT_EQ(ended_.size(), 1u);
+  EXPECT_EQ(ended_[0].outcome, AttemptOutcome::kCancelled);
+}
+
 // ---- FASTEST, streaming ----
 
 TEST_F(EnsembleRunnerTest, StreamingCommitsOnTheFirstDeltaAndCancelsTheOthers) {

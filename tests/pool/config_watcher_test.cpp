@@ -39,7 +39,11 @@ class ConfigWatcherTest : public ::testing::Test {
     pool_->start();
     ConfigWatcher::Options w;
     w.metrics = &metrics_;
-    w.on_applied = [this](const config::Config&, const config::Config&) { ++applied_; };
+    w.on_applied = [this](const config::Config&, const config::Config&) {
+      ++applied_;
+      std::lock_guard lock(mu_);
+      return applied_status_;
+    };
     watcher_ = std::make_unique<ConfigWatcher>(r.config, *pool_, std::move(w));
   }
   double reloads(const char* result) {
@@ -61,6 +65,8 @@ class ConfigWatcherTest : public ::testing::Test {
   std::unique_ptr<ModelPool> pool_;
   std::unique_ptr<ConfigWatcher> watcher_;
   std::atomic<int> applied_{0};
+  std::mutex mu_;
+  Status applied_status_;  // what on_applied answers; guarded by mu_
 };
 
 TEST_F(ConfigWatcherTest, AValidFileIsAppliedAsADiff) {
@@ -94,6 +100,35 @@ TEST_F(ConfigWatcherTest, AnInvalidFileChangesNothingAndIsCounted) {
   EXPECT_EQ(reloads("ok"), 0);
   EXPECT_NE(metrics_.render().find("llmpool_config_last_reload_ok 0"), std::string::npos);
   ASSERT_TRUE(acquire_now(*pool_, "a").is_ok());  // still serving
+}
+
+// serve applies the routing part in on_applied; a refused one (the router
+// keeps its previous routing) must not count as a good reload.
+TEST_F(ConfigWatcherTest, AReloadWhoseRoutingPartIsRefusedCountsAsFailed) {
+  write(models("  - name: a\n    path: a.gguf\n"));
+  start();
+  {
+    std::lock_guard lock(mu_);
+    applied_status_ = Status::unavailable("cannot open the decision log /proc/x/log.jsonl");
+  }
+  write(models("  - name: a\n    path: a.gguf\n  - name: b\n    path: b.gguf\n"));
+  Status st = watcher_->reload();
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_NE(st.message().find("decision log"), std::string::npos) << st.message();
+  EXPECT_EQ(applied_, 1);
+  EXPECT_EQ(names(), (std::vector<std::string>{"a", "b"}));  // the models part is in effect
+  EXPECT_EQ(reloads("failed"), 1);
+  EXPECT_EQ(reloads("ok"), 0);
+  EXPECT_NE(metrics_.render().find("llmpool_config_last_reload_ok 0"), std::string::npos);
+
+  {
+    std::lock_guard lock(mu_);
+    applied_status_ = Status::ok();
+  }
+  ASSERT_TRUE(watcher_->reload().is_ok());  // SIGHUP once the cause is fixed: tried again
+  EXPECT_EQ(applied_, 2);
+  EXPECT_EQ(reloads("ok"), 1);
+  EXPECT_NE(metrics_.render().find("llmpool_config_last_reload_ok 1"), std::string::npos);
 }
 
 TEST_F(ConfigWatcherTest, PollingReloadsOnceTheChangedFileHasSettled) {

@@ -31,8 +31,100 @@ class DecisionLogTest : public ::testing::Test {
     return out;
   }
 
+  // A log at dir_/log.jsonl that writes only on flush(), rotating at
+  // `max_bytes` with `keep` files.
+  std::unique_ptr<DecisionLog> rotating(uint64_t max_bytes, int32_t keep) {
+    DecisionLog::Options o;
+    o.flush_interval = std::chrono::hours(1);
+    o.max_bytes = max_bytes;
+    o.keep = keep;
+    auto log = DecisionLog::open(path(), o);
+    EXPECT_TRUE(log.is_ok()) << log.status().message();
+    return log ? std::move(log).value() : nullptr;
+  }
+  std::string path() const { return (dir_ / "log.jsonl").string(); }
+
   std::filesystem::path dir_;
 };
+
+// A line of exactly `size` bytes with the newline, numbered.
+std::string line_of(int i, size_t size) {
+  std::string s = "{\"i\":" + std::to_string(i) + ",\"pad\":\"";
+  s.resize(size - 3, 'x');
+  return s + "\"}";
+}
+
+TEST_F(DecisionLogTest, RotatesBySizeKeepingWholeLinesAndTheNewestFiles) {
+  const std::string path = this->path();
+  auto log = rotating(1000, 2);
+  ASSERT_NE(log, nullptr);
+  for (int i = 0; i < 45; ++i) {
+    log->append(line_of(i, 100));
+    if (i % 7 == 0) log->flush();  // batches of every size, across file ends
+  }
+  log->flush();
+  EXPECT_EQ(log->written(), 45);
+  EXPECT_EQ(log->rotations(), 4);
+  // 45 lines: 0-9, 10-19 deleted; 20-29 in .2, 30-39 in .1, 40-44 current.
+  auto numbers = [&](const std::string& p) {
+    std::vector<int> out;
+    for (const auto& l : lines(p)) out.push_back(std::stoi(l.substr(5)));
+    return out;
+  };
+  auto range = [](int from, int to) {
+    std::vector<int> out;
+    for (int i = from; i < to; ++i) out.push_back(i);
+    return out;
+  };
+  EXPECT_EQ(numbers(path + ".2"), range(20, 30));
+  EXPECT_EQ(numbers(path + ".1"), range(30, 40));
+  EXPECT_EQ(numbers(path), range(40, 45));
+  EXPECT_FALSE(std::filesystem::exists(path + ".3"));
+  for (const char* suffix : {"", ".1", ".2"})
+    EXPECT_LE(std::filesystem::file_size(path + suffix), 1000u) << suffix;
+}
+
+TEST_F(DecisionLogTest, ALineLongerThanTheLimitGetsAFileOfItsOwn) {
+  const std::string path = this->path();
+  auto log = rotating(300, 3);
+  ASSERT_NE(log, nullptr);
+  log->append(line_of(0, 100));
+  log->append(line_of(1, 500));
+  log->append(line_of(2, 100));
+  log->flush();
+  EXPECT_EQ(lines(path + ".2").size(), 1u);
+  ASSERT_EQ(lines(path + ".1").size(), 1u);
+  EXPECT_EQ(lines(path + ".1")[0].size(), 499u);  // whole, never cut
+  EXPECT_EQ(lines(path).size(), 1u);
+  EXPECT_EQ(log->written(), 3);
+}
+
+TEST_F(DecisionLogTest, KeepZeroStartsOverAndALimitOfZeroNeverRotates) {
+  const std::string path = this->path();
+  auto log = rotating(200, 0);
+  ASSERT_NE(log, nullptr);
+  for (int i = 0; i < 5; ++i) log->append(line_of(i, 100));
+  log->flush();
+  EXPECT_EQ(lines(path).size(), 1u);  // 4 is alone in a new file
+  EXPECT_FALSE(std::filesystem::exists(path + ".1"));
+  log->set_rotation(0, 3);
+  for (int i = 0; i < 20; ++i) log->append(line_of(i, 100));
+  log->flush();
+  EXPECT_EQ(lines(path).size(), 21u);
+  EXPECT_FALSE(std::filesystem::exists(path + ".1"));
+}
+
+TEST_F(DecisionLogTest, AFileLeftByAnEarlierRunCountsTowardsTheLimit) {
+  const std::string path = this->path();
+  std::filesystem::create_directories(dir_);
+  std::ofstream(path) << line_of(0, 100) << "\n" << line_of(1, 100) << "\n";
+  auto log = rotating(250, 1);
+  ASSERT_NE(log, nullptr);
+  log->append(line_of(2, 100));
+  log->flush();
+  EXPECT_EQ(lines(path + ".1").size(), 2u);
+  EXPECT_EQ(lines(path).size(), 1u);
+}
 
 TEST_F(DecisionLogTest, CreatesItsFolderAppendsAndFlushesOnDestruction) {
   std::string path = (dir_ / "sub" / "log.jsonl").string();

@@ -69,6 +69,14 @@ class RouterServiceTest : public ::testing::Test {
     return out ? std::move(*out) : RouteOutcome{Status::internal("no answer"), {}};
   }
 
+  // A request for "auto" saying "hi".
+  static RouteRequest hi() {
+    RouteRequest rq;
+    rq.generate.model = "auto";
+    rq.generate.messages = {{"user", "hi"}};
+    return rq;
+  }
+
   config::RouteGroupConfig group(std::string name, std::vector<std::string> models,
                                  std::vector<std::string> fallbacks = {}) {
     config::RouteGroupConfig g;
@@ -191,9 +199,7 @@ TEST_F(RouterServiceTest, AnExplicitModelKeepsItsGroupsFallbacks) {
 TEST_F(RouterServiceTest, AClientThatGoesAwayCancelsTheRun) {
   add(model("a", {"general"}), {ensemble::testing::stall()});
   start();
-  RouteRequest rq;
-  rq.generate.model = "auto";
-  rq.generate.messages = {{"user", "hi"}};
+  RouteRequest rq = hi();
   auto cancel = std::make_shared<CancelToken>();
   std::optional<RouteOutcome> out;
   svc_->route(std::move(rq), cancel, [&](RouteOutcome o) { out = std::move(o); });
@@ -204,7 +210,38 @@ TEST_F(RouterServiceTest, AClientThatGoesAwayCancelsTheRun) {
   ASSERT_TRUE(out.has_value());
   EXPECT_FALSE(out->completion.is_ok());
   EXPECT_TRUE(providers_["a"]->cancelled(0));
+  timer_.advance(10ms);  // the stalled fake reports back at its next poll (its own, not the router's)
   EXPECT_EQ(svc_->metrics_json()["instances"][0]["router_in_flight"], 0);
+}
+
+TEST_F(RouterServiceTest, AClientsCancelReachesTheAttemptAtOnceWithoutAPoll) {
+  add(model("a", {"general"}), {ensemble::testing::stall()});
+  start();
+  RouteRequest rq = hi();
+  auto cancel = std::make_shared<CancelToken>();
+  std::vector<std::string> events;
+  svc_->route(std::move(rq), cancel, [&](RouteOutcome o) {
+    events.push_back(std::string("done: ") + (o.completion.is_ok() ? "ok" : o.completion.status().message()));
+    events.push_back(providers_["a"]->cancelled(0) ? "attempt cancelled" : "attempt running");
+  });
+  ASSERT_EQ(providers_["a"]->calls(), 1);
+  EXPECT_FALSE(providers_["a"]->cancelled(0));
+  cancel->cancel();  // no timer advances: nothing is polled
+  events.push_back("cancel returned");
+  EXPECT_EQ(events, (std::vector<std::string>{"done: cancelled by the caller", "attempt cancelled", "cancel returned"}));
+}
+
+TEST_F(RouterServiceTest, ARequestWhoseClientIsGoneBeforeItStartsEndsAtOnce) {
+  add(model("a", {"general"}), {ensemble::testing::stall()});
+  start();
+  RouteRequest rq = hi();
+  auto cancel = std::make_shared<CancelToken>();
+  cancel->cancel();
+  std::optional<RouteOutcome> out;
+  svc_->route(std::move(rq), cancel, [&](RouteOutcome o) { out = std::move(o); });
+  ASSERT_TRUE(out.has_value());  // inside route(), with no timer advance
+  EXPECT_FALSE(out->completion.is_ok());
+  EXPECT_EQ(providers_["a"]->calls(), 0);
 }
 
 TEST_F(RouterServiceTest, AStreamStartsWithTheModelThatAnswersAndPassesItsDeltas) {
@@ -383,6 +420,53 @@ TEST_F(RouterServiceTest, FeedbackReachesTheInstanceAndUnknownIdsAreNotFound) {
   EXPECT_TRUE(svc_->feedback("id-3", true).is_ok());
 }
 
+TEST_F(RouterServiceTest, AResponseIsRatedOnceInBoundedMemory) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  feedback_capacity_ = 2;
+  start();
+  ASSERT_TRUE(run("auto", "hi", {}, "id-1").completion.is_ok());
+  ASSERT_TRUE(svc_->feedback("id-1", false).is_ok());
+  const double quality = svc_->metrics_json()["instances"][0]["quality"];
+  for (int i = 0; i < 100; ++i) {
+    auto again = svc_->feedback("id-1", false);
+    ASSERT_FALSE(again.is_ok());
+    EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+    EXPECT_EQ(again.status().error_code(), "feedback_exists");
+    EXPECT_EQ(again.status().param(), "response_id");
+  }
+  json inst = svc_->metrics_json()["instances"][0];
+  EXPECT_EQ(inst["feedback"], 1);
+  EXPECT_DOUBLE_EQ(inst["quality"].get<double>(), quality);
+
+  // Rated or not, the oldest id goes first once `feedback_capacity` newer ones came.
+  ASSERT_TRUE(run("auto", "hi", {}, "id-2").completion.is_ok());
+  ASSERT_TRUE(run("auto", "hi", {}, "id-3").completion.is_ok());
+  EXPECT_EQ(svc_->feedback("id-1", true).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(svc_->feedback("id-2", true).is_ok());  // rating does not make an id newer
+  ASSERT_TRUE(run("auto", "hi", {}, "id-4").completion.is_ok());
+  EXPECT_EQ(svc_->feedback("id-2", true).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(svc_->feedback("id-3", true).is_ok());
+}
+
+TEST_F(RouterServiceTest, MetricLabelsComeFromTheConfiguration) {
+  auto m = model("a", {"general"});
+  m.aliases = {"a-alias"};
+  add(m, {answer("x", 0)});
+  cfg_.routing.groups = {group("g", {"a"})};
+  start();
+  EXPECT_EQ(metrics_.label("a"), "a");
+  EXPECT_EQ(metrics_.label("a-alias"), "a");  // an alias counts as its model
+  EXPECT_EQ(metrics_.label("g"), "g");
+  EXPECT_EQ(metrics_.label("auto"), "auto");
+  EXPECT_EQ(metrics_.label("gpt-4"), obs::kUnknownLabel);
+  config::Config next = cfg_;
+  next.models[0].name = "b";
+  next.models[0].aliases.clear();
+  ASSERT_TRUE(svc_->apply(next).is_ok());
+  EXPECT_EQ(metrics_.label("b"), "b");
+  EXPECT_EQ(metrics_.label("a-alias"), obs::kUnknownLabel);
+}
+
 TEST_F(RouterServiceTest, ACanaryIsAssignedByUserAndSwitchedOffOnARegression) {
   add(model("base", {"general"}), {answer("base", 0)});
   add(model("next", {"general"}), {answer("next", 0)});
@@ -464,8 +548,13 @@ TEST_F(RouterServiceTest, ApplyKeepsStatisticsAndChangesGroups) {
   next.routing.groups = {group("g", {"a"})};
   std::filesystem::path bad = "/proc/llmpool-cannot-write/log.jsonl";
   next.routing.decision_log = bad.string();
+  EXPECT_FALSE(svc_->is_current(next));
   EXPECT_FALSE(svc_->apply(next).is_ok());
   EXPECT_EQ(run("g", "hi").info.model, "b");  // the old configuration stays
+  EXPECT_FALSE(svc_->is_current(next));       // so the next reload tries it again
+  next.routing.decision_log.clear();
+  ASSERT_TRUE(svc_->apply(next).is_ok());
+  EXPECT_TRUE(svc_->is_current(next));
 }
 
 TEST_F(RouterServiceTest, DirectAttemptsCountInTheInstanceStatistics) {

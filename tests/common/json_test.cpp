@@ -1,0 +1,99 @@
+#include "common/json.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace llmpool {
+namespace {
+
+std::string nested_arrays(int depth, const std::string& inner = "1") {
+  return std::string(static_cast<size_t>(depth), '[') + inner + std::string(static_cast<size_t>(depth), ']');
+}
+
+TEST(ParseJsonTest, ParsesOrdinaryDocuments) {
+  auto r = parse_json(R"({"a":[1,2,{"b":"c"}],"d":null,"e":1.5,"f":true})");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ((*r)["a"][2]["b"], "c");
+  EXPECT_TRUE((*r)["d"].is_null());
+}
+
+TEST(ParseJsonTest, AcceptsNestingUpToTheLimit) {
+  JsonLimits limits;
+  limits.max_depth = 8;
+  EXPECT_TRUE(parse_json(nested_arrays(8), limits).is_ok());
+  auto deeper = parse_json(nested_arrays(9), limits);
+  ASSERT_FALSE(deeper.is_ok());
+  EXPECT_EQ(deeper.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(deeper.status().message().find("nested deeper than 8"), std::string::npos);
+}
+
+TEST(ParseJsonTest, RefusesAHundredThousandNestedArraysWithoutRecursing) {
+  // The value that killed the server when an error message dump()ed it.
+  std::string body = R"({"model":"tiny","max_tokens":)" + nested_arrays(100000) + "}";
+  auto r = parse_json(body, kDefaultJsonLimits, "the request body", "max_tokens");
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().param(), "max_tokens");
+  EXPECT_LT(r.status().message().size(), 200u);
+}
+
+TEST(ParseJsonTest, DeepObjectsAreRefusedToo) {
+  std::string s;
+  for (int i = 0; i < 1000; ++i) s += R"({"a":)";
+  s += "1";
+  s += std::string(1000, '}');
+  EXPECT_FALSE(parse_json(s).is_ok());
+}
+
+TEST(ParseJsonTest, SyntaxErrorsSayWhereAndQuoteLittle) {
+  std::string big(10000, 'x');
+  auto r = parse_json("{\"a\": " + big + "}", kDefaultJsonLimits, "the upstream's answer");
+  ASSERT_FALSE(r.is_ok());
+  const std::string& m = r.status().message();
+  EXPECT_EQ(m.rfind("the upstream's answer is not valid JSON", 0), 0u) << m;
+  EXPECT_LT(m.size(), 300u);
+}
+
+TEST(ParseJsonTest, RefusesTrailingGarbageAndEmptyInput) {
+  EXPECT_FALSE(parse_json("{} {}").is_ok());
+  EXPECT_FALSE(parse_json("").is_ok());
+}
+
+TEST(ParseJsonTest, EnforcesTheSizeLimit) {
+  JsonLimits limits;
+  limits.max_bytes = 10;
+  EXPECT_TRUE(parse_json("[1,2,3]", limits).is_ok());
+  auto r = parse_json("[1,2,3,4,5,6,7]", limits);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("limit is 10"), std::string::npos);
+}
+
+TEST(JsonExcerptTest, DescribesContainersWithoutTheirContent) {
+  nlohmann::json deep = nlohmann::json::array({nlohmann::json::array({1})});
+  EXPECT_EQ(json_excerpt(deep), "an array of 1 item");
+  EXPECT_EQ(json_excerpt(nlohmann::json::object({{"a", 1}, {"b", 2}})), "an object with 2 keys");
+}
+
+TEST(JsonExcerptTest, CutsLongScalarsOnACharacterBoundary) {
+  std::string s = "\"" + std::string(100, 'a') + "\"";
+  auto e = json_excerpt(nlohmann::json(std::string(100, 'a')), 10);
+  EXPECT_EQ(e, s.substr(0, 10) + "...");
+  // A two-byte character straddling the cut is not split.
+  std::string text = std::string(8, 'a') + "\xc3\xa9" + "bbb";
+  auto u = json_excerpt(nlohmann::json(text), 10);
+  EXPECT_EQ(u, "\"" + std::string(8, 'a') + "...");
+  EXPECT_EQ(json_excerpt(nlohmann::json(42)), "42");
+}
+
+TEST(JsonTypeNameTest, NamesEveryKind) {
+  EXPECT_STREQ(json_type_name(nlohmann::json(1)), "an integer");
+  EXPECT_STREQ(json_type_name(nlohmann::json(1.5)), "a number");
+  EXPECT_STREQ(json_type_name(nlohmann::json("x")), "a string");
+  EXPECT_STREQ(json_type_name(nlohmann::json(nullptr)), "null");
+  EXPECT_STREQ(json_type_name(nlohmann::json::array()), "an array");
+  EXPECT_STREQ(json_type_name(nlohmann::json::object()), "an object");
+  EXPECT_STREQ(json_type_name(nlohmann::json(true)), "a boolean");
+}
+
+}  // namespace
+}  // namespace llmpool
