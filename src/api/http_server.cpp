@@ -71,6 +71,7 @@ constexpr auto kAcceptBackoffMax = std::chrono::milliseconds(1000);
 constexpr int64_t kMaxRefusing = 64;
 constexpr auto kRefuseHeaderTimeout = std::chrono::seconds(2);
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::string_view kSseProbe = ":\n\n";  // an SSE comment: every client skips it
 
 // Wakes a coroutine waiting on `timer` (used as a condition variable).
 // Owned by the session coroutine; exchanges hold it weakly.
@@ -465,12 +466,24 @@ struct HttpServer::Impl {
     bool done = false;
     bool wrote = false;  // a byte of the response has gone out
     bool streaming = false;
+    bool sse = false;  // the stream is text/event-stream
     while (!done && !ec && !conn.closing) {
       if (watch->probe_due) {
         watch->probe_due = false;
         // A client that closed answers these bytes with a reset, which the
-        // watcher sees; one that only half-closed skips an interim response.
-        if (!wrote && version >= 11) co_await write_continue(stream, ec);
+        // watcher sees; one that only half-closed skips them: an interim
+        // response before the answer, an SSE comment inside an event stream.
+        // Where nothing harmless can be sent, the FIN counts as a close.
+        if (!wrote && version >= 11) {
+          co_await write_continue(stream, ec);
+        } else if (streaming && sse) {
+          stream.expires_after(kWriteTimeout);
+          co_await asio::async_write(stream, http::make_chunk(asio::buffer(kSseProbe.data(), kSseProbe.size())),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+        } else {
+          watch->gone = true;
+          ex->cancel_token()->cancel();
+        }
         continue;
       }
       std::deque<Exchange::Event> events = ex->take();
@@ -502,6 +515,7 @@ struct HttpServer::Impl {
             stream.expires_after(kWriteTimeout);
             co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
             streaming = true;
+            sse = e.response.content_type.rfind("text/event-stream", 0) == 0;
             break;
           }
           case Exchange::Kind::kChunk:

@@ -29,8 +29,9 @@
 // request's cancel token is cancelled). A client that only half-closes
 // (shutdown(SHUT_WR) after its request) still gets its answer: on the
 // peer's FIN an HTTP/1.1 exchange that has sent nothing yet is sent an
-// interim `100 Continue`, which a half-closed client ignores and a closed
-// one answers with a reset.
+// interim `100 Continue` (an event stream under way, an SSE comment line),
+// which a half-closed client ignores and a closed one answers with a reset.
+// Where nothing harmless can be sent, a FIN counts as a close.
 //
 // Draining: begin_drain() closes the listener; from then on a new request,
 // also on a connection already open, gets 503 with Retry-After and

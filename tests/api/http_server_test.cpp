@@ -332,6 +332,19 @@ TEST_F(HttpServerTest, ClientThatClosesOrResetsCancelsItsRequest) {
   }
 }
 
+// A FIN in the middle of an event stream that has nothing to send for now:
+// the server probes with an SSE comment and the closed client's reset says
+// it is gone.
+TEST_F(HttpServerTest, ClientThatClosesDuringAPausedStreamCancelsIt) {
+  start();
+  Client c(port());
+  auto w = open_stream(c);
+  ASSERT_TRUE(w);
+  w->write("data: 1\n\n");
+  c.close();
+  EXPECT_TRUE(eventually([&] { return w->cancel_token()->cancelled(); }));
+}
+
 // The connection closed without a response under 8 streaming clients: the
 // disconnect watcher took any readiness report on a socket with nothing to
 // read for a vanished client. Such reports come when epoll reports the bytes
