@@ -7,3 +7,7 @@ find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(GTest REQUIRED)
+
+# Tenancy: the embedded database and the crypto for keys, JWT and HMAC.
+find_package(SQLite3 REQUIRED)
+find_package(OpenSSL 3 REQUIRED COMPONENTS Crypto)

@@ -17,8 +17,16 @@
 
 namespace llmpool::api {
 
-// Bounds on request fields.
+// Bounds on request fields (docs/api.md, "Bounds"). Strings without a bound
+// of their own (message content, a prompt) are bounded by the body limit
+// (server.max_body_bytes); JSON nesting by kMaxRequestDepth (64) while the
+// body is parsed; JSON schemas by engine::kSchemaLimits.
 inline constexpr size_t kMaxMessages = 4096;
+inline constexpr size_t kMaxContentParts = 1024;        // parts of one message's content
+inline constexpr size_t kMaxToolCallsPerMessage = 128;  // an assistant message's tool_calls
+inline constexpr size_t kMaxToolCallIdLength = 256;
+inline constexpr size_t kMaxToolNameLength = 128;
+inline constexpr size_t kMaxToolDescriptionLength = 16 << 10;
 inline constexpr size_t kMaxStopStrings = 4;
 inline constexpr size_t kMaxStopLength = 256;
 inline constexpr size_t kMaxModelNameLength = 256;
@@ -31,6 +39,7 @@ inline constexpr size_t kMaxTools = 128;
 enum class Endpoint { kChat, kCompletions };
 
 inline constexpr size_t kMaxUserLength = 256;
+inline constexpr size_t kMaxDetokenizeTokens = 1 << 20;
 
 struct ApiRequest {
   GenerateRequest generate;
@@ -54,6 +63,20 @@ struct EmbeddingsRequest {
   bool base64 = false;             // encoding_format "base64"
   std::optional<int32_t> dimensions;
 };
+
+// /tokenize and /detokenize bodies; `model` is empty when not given.
+struct TokenizeRequest {
+  std::string model;
+  std::string content;
+  bool add_special = false;
+};
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+// InvalidArgument naming the field for a malformed body.
+Result<TokenizeRequest> parse_tokenize_request(std::string_view body);
+Result<DetokenizeRequest> parse_detokenize_request(std::string_view body);
 
 // Parses a /v1/embeddings body (input: a string or an array of strings).
 Result<EmbeddingsRequest> parse_embeddings_request(std::string_view body);

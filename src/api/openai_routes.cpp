@@ -313,16 +313,11 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   }
 
   void tokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded() || !j.is_object())
-      return writer->respond(error_response(Status::invalid_argument("the request body is not a JSON object", "", "invalid_json")));
-    if (!j.contains("content") || !j["content"].is_string())
-      return writer->respond(error_response(Status::invalid_argument("'content' must be a string", "content")));
-    if (j.contains("add_special") && !j["add_special"].is_boolean())
-      return writer->respond(error_response(Status::invalid_argument("'add_special' must be a boolean", "add_special")));
-    std::string content = j["content"].get<std::string>();
-    bool add_special = j.value("add_special", false);
-    with_model(j, writer, [content, add_special, writer](const providers::ProviderPtr& p) {
+    auto parsed = parse_tokenize_request(req.body);
+    if (!parsed) return writer->respond(error_response(parsed.status()));
+    std::string content = std::move(parsed->content);
+    bool add_special = parsed->add_special;
+    with_model(parsed->model, writer, [content, add_special, writer](const providers::ProviderPtr& p) {
       auto tokens = p->tokenize(content, add_special);
       if (!tokens) return writer->respond(error_response(tokens.status()));
       writer->respond(json_response({{"tokens", *tokens}}));
@@ -330,18 +325,10 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   }
 
   void detokenize(const HttpRequest& req, const ResponseWriterPtr& writer) {
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded() || !j.is_object())
-      return writer->respond(error_response(Status::invalid_argument("the request body is not a JSON object", "", "invalid_json")));
-    if (!j.contains("tokens") || !j["tokens"].is_array())
-      return writer->respond(error_response(Status::invalid_argument("'tokens' must be an array of token ids", "tokens")));
-    std::vector<int32_t> tokens;
-    for (const auto& t : j["tokens"]) {
-      if (!t.is_number_integer() || t.get<int64_t>() < INT32_MIN || t.get<int64_t>() > INT32_MAX)
-        return writer->respond(error_response(Status::invalid_argument("'tokens' must hold integers", "tokens")));
-      tokens.push_back(t.get<int32_t>());
-    }
-    with_model(j, writer, [tokens, writer](const providers::ProviderPtr& p) {
+    auto parsed = parse_detokenize_request(req.body);
+    if (!parsed) return writer->respond(error_response(parsed.status()));
+    std::vector<int32_t> tokens = std::move(parsed->tokens);
+    with_model(parsed->model, writer, [tokens, writer](const providers::ProviderPtr& p) {
       auto text = p->detokenize(tokens);
       if (!text) return writer->respond(error_response(text.status()));
       writer->respond(json_response({{"content", *text}}));
@@ -371,13 +358,8 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
 
   // /tokenize and /detokenize: `model` is optional when one model is served.
   template <typename F>
-  void with_model(const json& j, const ResponseWriterPtr& writer, F&& f) {
-    std::string name;
-    if (j.contains("model")) {
-      if (!j["model"].is_string())
-        return writer->respond(error_response(Status::invalid_argument("'model' must be a string", "model")));
-      name = j["model"].get<std::string>();
-    } else {
+  void with_model(std::string name, const ResponseWriterPtr& writer, F&& f) {
+    if (name.empty()) {
       auto all = models_->list();
       if (all.size() != 1)
         return writer->respond(

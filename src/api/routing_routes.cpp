@@ -1,26 +1,19 @@
 #include "api/routing_routes.h"
 
 #include "api/errors.h"
+#include "api/request_reader.h"
 
 namespace llmpool::api {
 
 using nlohmann::json;
 
 Result<FeedbackRequest> parse_feedback_request(std::string_view body) {
-  json j = json::parse(body.begin(), body.end(), nullptr, false);
-  if (j.is_discarded()) return Status::invalid_argument("the request body is not valid JSON", "", "invalid_json");
-  if (!j.is_object()) return Status::invalid_argument("the request body must be a JSON object");
+  ASSIGN_OR_RETURN(json j, parse_body(body));
+  FieldReader reader(j);
   FeedbackRequest out;
-  auto id = j.find("response_id");
-  if (id == j.end() || !id->is_string() || id->get_ref<const std::string&>().empty() ||
-      id->get_ref<const std::string&>().size() > 256)
-    return Status::invalid_argument("'response_id' is required: the id of a completion (chatcmpl-...)",
-                                    "response_id");
-  out.response_id = id->get<std::string>();
-  auto helpful = j.find("helpful");
-  if (helpful == j.end() || !helpful->is_boolean())
-    return Status::invalid_argument("'helpful' is required and must be true or false", "helpful");
-  out.helpful = helpful->get<bool>();
+  ASSIGN_OR_RETURN(out.response_id, reader.required_string("response_id", 256, /*non_empty=*/true));
+  ASSIGN_OR_RETURN(FieldReader helpful, reader.required("helpful"));
+  ASSIGN_OR_RETURN(out.helpful, helpful.boolean());
   return out;
 }
 

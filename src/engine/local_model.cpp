@@ -45,6 +45,7 @@ struct LocalModel::Job {
   Clock::time_point deadline = Clock::time_point::max();
   Completion result;
   int32_t running = 0;  // choices not finished
+  bool queued = false;  // handed to the engine thread (set under mu_)
   bool done = false;
 };
 
@@ -68,6 +69,7 @@ struct LocalModel::Slot {
   std::unique_ptr<TextStream> text;
   std::unique_ptr<OutputParser> parser;  // tools / thinking: splits the raw output
   std::string raw;                       // raw output so far, when parsed
+  std::vector<llama_token_data> candidates;  // the sampler's scratch
   uint64_t last_used = 0;
 };
 
@@ -86,14 +88,20 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   if (spec.context < 16 || spec.parallel < 1 || spec.parallel > 256 || spec.batch < 1)
     return Status::invalid_argument("model '" + spec.name + "': context, parallel or batch out of range");
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(spec.path, ec))
-    return Status::not_found("model file not found: " + spec.path);
+  // Clients see the model's name and the reason; the path goes to the log.
+  if (!std::filesystem::is_regular_file(spec.path, ec)) {
+    spdlog::error("model '{}': no model file at {}", spec.name, spec.path);
+    return Status::not_found("model '" + spec.name + "': its model file is missing");
+  }
   init_llama_backend();
 
   std::unique_ptr<LocalModel> m(new LocalModel(spec));
   llama_model_params mp = llama_model_default_params();
   m->model_.reset(llama_model_load_from_file(spec.path.c_str(), mp));
-  if (!m->model_) return Status::invalid_argument("llama.cpp cannot load model file: " + spec.path);
+  if (!m->model_) {
+    spdlog::error("model '{}': llama.cpp cannot load {}", spec.name, spec.path);
+    return Status::invalid_argument("model '" + spec.name + "': llama.cpp cannot load its model file (not a valid GGUF model?)");
+  }
 
   int32_t threads = spec.threads > 0 ? spec.threads
                                      : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
@@ -118,7 +126,12 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;  // a generative model used for embeddings
     m->ctx_.reset(llama_init_from_model(m->model_.get(), cp));
   }
-  if (!m->ctx_) return Status::invalid_argument("llama.cpp cannot create a context for " + spec.path);
+  if (!m->ctx_) {
+    spdlog::error("model '{}': llama.cpp cannot create a context for {}", spec.name, spec.path);
+    return Status::invalid_argument("model '" + spec.name + "': llama.cpp cannot create its context (context " +
+                                    std::to_string(spec.context) + " x " + std::to_string(spec.parallel) +
+                                    " sequences)");
+  }
   m->n_embd_ = llama_model_n_embd(m->model_.get());
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
   m->spec_.kv_unified = cp.kv_unified;
@@ -128,6 +141,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
   m->eog_tokens_ = end_of_generation_tokens(vocab);
+  m->longest_token_bytes_ = longest_token_bytes(vocab);
   m->size_bytes_ = llama_model_size(m->model_.get());
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
@@ -141,6 +155,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->slots_.resize(static_cast<size_t>(spec.parallel));
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
+  for (auto& lane : m->lanes_) lane.thread = std::thread([raw = m.get(), &lane] { raw->prep_loop(lane); });
   spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {} x {} sequences, {} KV cache, batch {}, {} threads)",
                spec.name, spec.path, m->size_bytes_ / 1048576.0, spec.context, spec.parallel,
                cp.kv_unified ? "unified" : "per-sequence", m->spec_.batch, threads);
@@ -153,14 +168,71 @@ LocalModel::~LocalModel() {
     stopping_ = true;
   }
   cv_.notify_all();
+  for (auto& lane : lanes_) lane.cv.notify_all();
+  // The preparation threads first: once they are gone nothing new reaches
+  // the engine's queue, which the engine thread then fails on its way out.
+  for (auto& lane : lanes_)
+    if (lane.thread.joinable()) lane.thread.join();
   if (thread_.joinable()) thread_.join();
+}
+
+namespace {
+// The preparation lane the calling thread runs (null on other threads).
+thread_local void* tl_prep_lane = nullptr;
+}  // namespace
+
+void LocalModel::release_prep_locked() {
+  if (tl_prep_lane) static_cast<PrepLane*>(tl_prep_lane)->busy = false;
+}
+
+int64_t LocalModel::min_tokens(size_t bytes) const {
+  if (longest_token_bytes_ <= 0) return 0;
+  return static_cast<int64_t>((bytes + static_cast<size_t>(longest_token_bytes_) - 1) /
+                              static_cast<size_t>(longest_token_bytes_));
+}
+
+int64_t LocalModel::waiting_locked() const {
+  int64_t n = static_cast<int64_t>(queue_.size());
+  for (const auto& lane : lanes_) n += static_cast<int64_t>(lane.queue.size()) + (lane.busy ? 1 : 0);
+  return n;
+}
+
+void LocalModel::push_prep_locked(PrepTask task, int64_t bytes) {
+  PrepLane& lane = lanes_[bytes > spec_.prep_large_bytes ? 1 : 0];
+  lane.queue.push_back(std::move(task));
+  lane.cv.notify_one();
+}
+
+void LocalModel::prep_loop(PrepLane& lane) {
+  tl_prep_lane = &lane;
+  for (;;) {
+    PrepTask task;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      lane.cv.wait(lock, [&] { return stopping_ || !lane.queue.empty(); });
+      if (stopping_) break;
+      task = std::move(lane.queue.front());
+      lane.queue.pop_front();
+      lane.busy = true;
+    }
+    task.run();  // never throws: each task answers its own failures
+    std::lock_guard<std::mutex> lock(mu_);
+    lane.busy = false;
+  }
+  std::deque<PrepTask> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(lane.queue);
+  }
+  Status gone = Status::unavailable("model '" + spec_.name + "' is shutting down");
+  for (auto& t : left) t.refuse(gone);
 }
 
 EngineStats LocalModel::stats() const {
   EngineStats s;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    s.queued = static_cast<int64_t>(queue_.size() + embed_queue_.size());
+    s.queued = waiting_locked() + static_cast<int64_t>(embed_queue_.size());
   }
   s.active_sequences = stat_active_.load();
   s.requests_done = stat_done_.load();
@@ -227,8 +299,43 @@ void LocalModel::embed(std::vector<std::string> inputs, EmbedCallback done) {
                                              "' does not produce embeddings (give it the capability 'embedding')",
                                          "model"));
   if (inputs.empty()) return done(Status::invalid_argument("'input' must not be empty", "input"));
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    Status refused;
+    if (stopping_) {
+      refused = Status::unavailable("model '" + spec_.name + "' is shutting down");
+    } else if (waiting_locked() + static_cast<int64_t>(embed_queue_.size()) >= spec_.max_queue) {
+      refused = Status::resource_exhausted("model '" + spec_.name + "' queue is full; retry later");
+    } else {
+      int64_t bytes = 0;
+      for (const auto& in : inputs) bytes += static_cast<int64_t>(in.size());
+      auto shared_done = std::make_shared<EmbedCallback>(std::move(done));
+      PrepTask task;
+      task.run = [this, inputs = std::move(inputs), shared_done]() mutable {
+        try {
+          prepare_embedding(std::move(inputs), *shared_done);
+        } catch (const std::exception& e) {
+          if (*shared_done) (*shared_done)(Status::internal(std::string("preparing the input failed: ") + e.what()));
+        } catch (...) {
+          if (*shared_done) (*shared_done)(Status::internal("preparing the input failed"));
+        }
+      };
+      task.refuse = [shared_done](const Status& st) { (*shared_done)(st); };
+      push_prep_locked(std::move(task), bytes);
+    }
+    lock.unlock();
+    if (!refused) return done(refused);
+  }
+}
+
+void LocalModel::prepare_embedding(std::vector<std::string> inputs, EmbedCallback& done) {
   EmbedJob job;
   for (size_t i = 0; i < inputs.size(); ++i) {
+    if (const int64_t at_least = min_tokens(inputs[i].size()); at_least > spec_.context)
+      return done(Status::invalid_argument("input " + std::to_string(i) + " is at least " + std::to_string(at_least) +
+                                               " tokens; this model's maximum context length is " +
+                                               std::to_string(spec_.context),
+                                           "input", "context_length_exceeded"));
     auto tokens = tokenize(inputs[i], true, false);
     if (!tokens) return done(tokens.status());
     if (tokens->empty())
@@ -242,10 +349,12 @@ void LocalModel::embed(std::vector<std::string> inputs, EmbedCallback done) {
   }
   job.done = std::move(done);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return job.done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
-    if (static_cast<int32_t>(embed_queue_.size()) >= spec_.max_queue)
-      return job.done(Status::resource_exhausted("model '" + spec_.name + "' queue is full; retry later"));
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      return job.done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
+    }
+    release_prep_locked();
     embed_queue_.push_back(std::move(job));
   }
   cv_.notify_one();
@@ -311,6 +420,42 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
   if (spec_.embedding)
     return job->callbacks.on_done(Status::invalid_argument(
         "model '" + spec_.name + "' is an embedding model; use /v1/embeddings", "model"));
+  if (spec_.deadline_ms > 0) job->deadline = Clock::now() + std::chrono::milliseconds(spec_.deadline_ms);
+  int64_t bytes = request.prompt ? static_cast<int64_t>(request.prompt->size()) : 0;
+  for (const auto& m : request.messages) bytes += static_cast<int64_t>(m.content.size());
+  Status refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      refused = Status::unavailable("model '" + spec_.name + "' is shutting down");
+    } else if (waiting_locked() >= spec_.max_queue) {
+      refused = Status::resource_exhausted("model '" + spec_.name + "' has " + std::to_string(waiting_locked()) +
+                                           " requests waiting; retry later");
+    } else {
+      PrepTask task;
+      task.run = [this, job, request = std::move(request)]() mutable {
+        try {
+          prepare(job, std::move(request));
+        } catch (const std::exception& e) {
+          spdlog::error("model '{}': preparing a request failed: {}", spec_.name, e.what());
+          if (!job->queued) job->callbacks.on_done(Status::internal(std::string("preparing the request failed: ") + e.what()));
+        } catch (...) {
+          if (!job->queued) job->callbacks.on_done(Status::internal("preparing the request failed"));
+        }
+      };
+      task.refuse = [job](const Status& st) { job->callbacks.on_done(st); };
+      push_prep_locked(std::move(task), bytes);
+    }
+  }
+  if (!refused) return job->callbacks.on_done(refused);
+}
+
+void LocalModel::prepare(std::shared_ptr<Job> job, GenerateRequest request) {
+  if (job->cancel->cancelled()) {  // the client left while the request waited: skip the work
+    job->result.choices.resize(static_cast<size_t>(std::clamp(request.n, 1, spec_.parallel)));
+    for (auto& c : job->result.choices) c.finish_reason = FinishReason::kCancelled;
+    return job->callbacks.on_done(job->result);
+  }
 
   Result<std::string> prompt = std::string();
   std::vector<std::string> extra_stops;
@@ -336,6 +481,13 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
   if (!prompt) return job->callbacks.on_done(prompt.status());
   // Chat prompts carry the template's special tokens as text; raw
   // completion prompts are plain text.
+  if (const int64_t at_least = min_tokens(prompt->size()); at_least >= spec_.context) {
+    // Refused without tokenizing: megabytes of text take seconds of a core.
+    return job->callbacks.on_done(Status::invalid_argument(
+        "This model's maximum context length is " + std::to_string(spec_.context) +
+            " tokens, but the prompt is at least " + std::to_string(at_least) + " tokens",
+        request.prompt ? "prompt" : "messages", "context_length_exceeded"));
+  }
   auto tokens = tokenize(*prompt, true, !request.prompt.has_value());
   if (!tokens) return job->callbacks.on_done(tokens.status());
   if (tokens->empty()) return job->callbacks.on_done(Status::invalid_argument("the prompt is empty", "messages"));
@@ -378,7 +530,6 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
       if (own) job->grammar.prefill_tokens = std::move(own).value();
     }
   }
-  if (spec_.deadline_ms > 0) job->deadline = Clock::now() + std::chrono::milliseconds(spec_.deadline_ms);
   job->request = std::move(request);
   job->result.choices.resize(static_cast<size_t>(job->request.n));
   job->result.usage.prompt_tokens = static_cast<int32_t>(job->prompt.size());
@@ -388,11 +539,15 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
     return job->callbacks.on_done(job->result);
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return job->callbacks.on_done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
-    if (static_cast<int32_t>(queue_.size()) >= spec_.max_queue)
-      return job->callbacks.on_done(Status::resource_exhausted(
-          "model '" + spec_.name + "' has " + std::to_string(queue_.size()) + " requests waiting; retry later"));
+    // Counted in waiting_locked() since submit(), so max_queue was checked
+    // there; from here it counts as queued instead of preparing.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      return job->callbacks.on_done(Status::unavailable("model '" + spec_.name + "' is shutting down"));
+    }
+    release_prep_locked();
+    job->queued = true;
     // Higher priority first, FIFO within a priority.
     auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const std::shared_ptr<Job>& j) {
       return j->request.priority < job->request.priority;
@@ -425,9 +580,12 @@ void LocalModel::run() {
     }
     try {
       step();
+      if (spec_.check_invariants) check_invariants();
     } catch (const std::exception& e) {
-      // Fail everything the step touched, including the request it was
-      // admitting, so one bad request can never wedge the engine.
+      // The last resort: a request's own failures (admitting, sampling,
+      // grammar, output) end that request inside the step. What reaches here
+      // is the engine's (e.g. out of memory): fail everything the step
+      // touched, so the engine is never wedged.
       spdlog::error("model '{}': engine step failed: {}", spec_.name, e.what());
       Status st = Status::internal(std::string("engine step failed: ") + e.what());
       for (auto& s : slots_)
@@ -587,10 +745,10 @@ void LocalModel::reap_cancelled_and_expired() {
   for (auto& s : slots_) {
     if (!s.job || s.job->done) continue;
     if (s.job->cancel->cancelled()) {
-      finish(s, FinishReason::kCancelled);
+      isolated(s, [&] { finish(s, FinishReason::kCancelled); return Status::ok(); });
     } else if (now >= s.job->deadline) {
       spdlog::warn("model '{}': request passed its {} ms deadline", spec_.name, spec_.deadline_ms);
-      finish(s, FinishReason::kLength);
+      isolated(s, [&] { finish(s, FinishReason::kLength); return Status::ok(); });
     }
   }
   std::vector<std::shared_ptr<Job>> dropped;
@@ -627,7 +785,15 @@ void LocalModel::step() {
       if (queue_.empty()) break;
       job = queue_.front();
     }
-    if (!admit(job)) break;
+    bool admitted = true;
+    try {
+      admitted = admit(job);
+    } catch (const std::exception& e) {
+      // admit() answers its own failures; an exception ends this request only.
+      spdlog::error("model '{}': admitting a request failed: {}", spec_.name, e.what());
+      fail_job(job, Status::internal(std::string("admitting the request failed: ") + e.what()));
+    }
+    if (!admitted) break;
     std::lock_guard<std::mutex> lock(mu_);
     queue_.pop_front();
   }
@@ -714,18 +880,23 @@ void LocalModel::step() {
   int64_t used = 0;
   for (auto& s : slots_) {
     if (s.logits_index >= 0 && s.job) {
+      const int32_t row = s.logits_index;
       if (s.state == Slot::State::kPrefill) {
         // The prompt is in: share it with the other choices, then everyone samples.
         s.state = Slot::State::kGenerate;
-        for (Slot* f : s.followers) {
+        std::vector<Slot*> followers = std::move(s.followers);
+        s.followers.clear();
+        for (Slot* f : followers) {
+          if (!s.job) break;              // a choice failed: the request ended
+          if (f->job != s.job) continue;  // this choice already ended
           llama_memory_seq_cp(llama_get_memory(ctx_.get()), s.id, f->id, -1, -1);
           f->cache = s.cache;
           f->state = Slot::State::kGenerate;
-          sample(*f, s.logits_index);
+          isolated(*f, [&] { return sample(*f, row); });
         }
-        s.followers.clear();
       }
-      sample(s, s.logits_index);
+      // A choice that failed above ended the whole request, this one too.
+      if (s.job) isolated(s, [&] { return sample(s, row); });
     }
     used += static_cast<int64_t>(s.cache.size());
   }
@@ -746,6 +917,28 @@ bool LocalModel::should_abort(void* self) {
   return false;
 }
 
+void LocalModel::check_invariants() const {
+  llama_memory_t mem = llama_get_memory(ctx_.get());
+  int64_t in_use = 0;
+  std::string broken;
+  for (const auto& s : slots_) {
+    const bool busy = s.state != Slot::State::kIdle;
+    if (busy != static_cast<bool>(s.job))
+      broken += " slot " + std::to_string(s.id) + (busy ? " is busy without a request;" : " holds a request but is idle;");
+    in_use += s.job ? 1 : 0;
+    const llama_pos held = llama_memory_seq_pos_max(mem, s.id) + 1;
+    if (held != static_cast<llama_pos>(s.cache.size()))
+      broken += " slot " + std::to_string(s.id) + " lists " + std::to_string(s.cache.size()) +
+                " tokens but its KV cache holds " + std::to_string(held) + ";";
+  }
+  if (stat_active_.load() != in_use)
+    broken += " active count " + std::to_string(stat_active_.load()) + " but " + std::to_string(in_use) +
+              " slots in use;";
+  if (broken.empty()) return;
+  spdlog::critical("model '{}': engine invariants broken after a step:{}", spec_.name, broken);
+  std::abort();
+}
+
 void LocalModel::roll_back_step() {
   // llama.cpp kept the micro-batches that completed and dropped the aborted
   // one; drop everything this step added so every sequence is where it was.
@@ -761,7 +954,23 @@ void LocalModel::roll_back_step() {
   spdlog::debug("model '{}': step aborted for a cancelled or expired request", spec_.name);
 }
 
-void LocalModel::sample(Slot& s, int32_t logits_index) {
+template <class Work>
+void LocalModel::isolated(Slot& s, Work&& work) {
+  std::shared_ptr<Job> job = s.job;  // work may finish the slot
+  Status st;
+  try {
+    st = work();
+  } catch (const std::exception& e) {
+    st = Status::internal(std::string("generating the output failed: ") + e.what());
+  } catch (...) {
+    st = Status::internal("generating the output failed");
+  }
+  if (st || !job) return;
+  spdlog::warn("model '{}': request ended by {}", spec_.name, st.to_string());
+  fail_job(job, st);
+}
+
+Status LocalModel::sample(Slot& s, int32_t logits_index) {
   Job& job = *s.job;
   const llama_vocab* vocab = llama_model_get_vocab(model_.get());
   llama_token tok = -1;
@@ -774,19 +983,25 @@ void LocalModel::sample(Slot& s, int32_t logits_index) {
       for (int32_t t : eog_tokens_) logits[t] = -INFINITY;
     tok = static_cast<llama_token>(std::max_element(logits, logits + n_vocab_) - logits);
   } else {
-    tok = llama_sampler_sample(s.sampler.get(), ctx_.get(), logits_index);
+    auto drawn = sample_token(s.sampler.get(), llama_get_logits_ith(ctx_.get(), logits_index), n_vocab_, s.candidates,
+                              job.grammar.grammar.empty() ? "logit_bias"
+                              : job.grammar.lazy          ? "tools"
+                                                          : "response_format");
+    if (!drawn) return drawn.status();
+    tok = *drawn;
   }
   Delta delta;
   delta.index = s.choice;
   const int32_t top = job.request.sampling.top_logprobs;
-  const bool eog = llama_vocab_is_eog(vocab, tok);  // never with ignore_eos: the sampler bans them
+  // With ignore_eos only a complete grammar lets one through (the sampler bans them otherwise).
+  const bool eog = llama_vocab_is_eog(vocab, tok);
   if (top >= 0 && !eog) {
     delta.logprobs.push_back(
         token_logprob(vocab, llama_get_logits_ith(ctx_.get(), logits_index), n_vocab_, tok, top));
   }
   if (eog) {
     finish(s, FinishReason::kStop);
-    return;
+    return Status::ok();
   }
   ++s.produced;
   ++job.result.usage.completion_tokens;
@@ -806,14 +1021,21 @@ void LocalModel::sample(Slot& s, int32_t logits_index) {
   if (job.callbacks.on_delta && (!delta.text.empty() || !delta.logprobs.empty() ||
                                  !delta.reasoning_content.empty() || !delta.tool_calls.empty()))
     job.callbacks.on_delta(std::move(delta));
-  if (s.text->stopped()) return finish(s, FinishReason::kStop);
-  if (s.produced >= s.budget || static_cast<int32_t>(s.cache.size()) >= spec_.context)
-    return finish(s, FinishReason::kLength);
-  s.pending = tok;
-  s.state = Slot::State::kGenerate;
+  if (s.text->stopped()) {
+    finish(s, FinishReason::kStop);
+  } else if (s.produced >= s.budget || static_cast<int32_t>(s.cache.size()) >= spec_.context) {
+    finish(s, FinishReason::kLength);
+  } else {
+    s.pending = tok;
+    s.state = Slot::State::kGenerate;
+  }
+  return Status::ok();
 }
 
 void LocalModel::finish(Slot& s, FinishReason reason) {
+  // Once only per choice: a follower can be reached both on its own slot and
+  // through its leader (the second time would count it down again).
+  if (!s.job) return;
   std::shared_ptr<Job> job = std::move(s.job);
   std::vector<Slot*> followers = std::move(s.followers);
   std::unique_ptr<TextStream> text = std::move(s.text);
@@ -853,7 +1075,8 @@ void LocalModel::finish(Slot& s, FinishReason reason) {
     }
   }
   // Choices still waiting for this prefill end with it.
-  for (Slot* f : followers) finish(*f, reason);
+  for (Slot* f : followers)
+    if (f->job == job) finish(*f, reason);
 }
 
 }  // namespace llmpool::engine

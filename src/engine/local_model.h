@@ -10,19 +10,32 @@
 // sequence (same system prompt, same conversation), and n > 1 choices share
 // one prefill of the prompt.
 //
-// Threading: submit(), tokenize(), detokenize(), format_chat() and stats()
-// are thread-safe and never wait for the model. Callbacks run on the engine
-// thread: keep them quick and never call back into this model from them.
+// Threading: submit(), embed(), tokenize(), detokenize(), format_chat() and
+// stats() are thread-safe and never wait for the model. submit() and embed()
+// do no heavy work on the caller's thread (an HTTP I/O thread): one of the
+// model's two preparation threads formats the chat, tokenizes and builds the
+// grammar, then hands the request to the engine thread. Requests of more
+// than `prep_large_bytes` go to one of them and the rest to the other, so a
+// huge prompt never holds up the preparation of short ones. Callbacks run on
+// those threads (or, for a refusal known at once, before submit() returns):
+// keep them quick and never call back into this model from them.
+//
+// Isolation: a failure while preparing, sampling, applying a grammar,
+// detokenizing or parsing the output ends that request alone (its on_done
+// gets the error); the other sequences go on in the same step.
 //
 // Ownership: the caller owns the LocalModel. Destroying it closes the queue,
-// fails waiting and running requests with Unavailable and joins the thread.
+// fails waiting, preparing and running requests with Unavailable and joins
+// the threads.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,8 +48,23 @@
 
 struct llama_model;
 struct llama_context;
+struct llama_token_data;
 
 namespace llmpool::engine {
+
+// Debug and sanitizer builds check the engine's slot invariants after every
+// step (and abort, with a log line, when one breaks).
+#if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kCheckEngineInvariants = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kCheckEngineInvariants = true;
+#else
+inline constexpr bool kCheckEngineInvariants = false;
+#endif
+#else
+inline constexpr bool kCheckEngineInvariants = false;
+#endif
 
 struct LocalModelSpec {
   std::string name;
@@ -59,11 +87,17 @@ struct LocalModelSpec {
   int32_t max_queue = 64;   // waiting requests before ResourceExhausted
   int32_t deadline_ms = 0;  // > 0: a request ends (finish "length") this long after submit
   bool embedding = false;   // run with pooling for /v1/embeddings; no text generation
+  // After every step, check that the active-sequence count equals the slots
+  // in use and that each slot's tokens match its KV cache; abort if not.
+  bool check_invariants = kCheckEngineInvariants;
+  // Requests whose text is longer are prepared on the second preparation
+  // thread, apart from the short ones.
+  int64_t prep_large_bytes = 32 * 1024;
 };
 
 // A point-in-time view of the engine, for metrics and capacity reports.
 struct EngineStats {
-  int64_t queued = 0;             // requests waiting
+  int64_t queued = 0;             // requests waiting (being prepared or for a sequence)
   int64_t active_sequences = 0;   // sequences generating or prefilling
   int64_t requests_done = 0;
   int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
@@ -85,20 +119,26 @@ class LocalModel {
   LocalModel(const LocalModel&) = delete;
   LocalModel& operator=(const LocalModel&) = delete;
 
-  // Queues a request. Formatting, tokenizing and checks happen here, on the
-  // caller's thread; errors are reported through `callbacks.on_done` before
-  // this returns: InvalidArgument with code "context_length_exceeded" when
-  // the prompt does not fit, InvalidArgument (param response_format) for a
-  // bad schema, ResourceExhausted when the queue is full, Unavailable when
-  // shutting down. Otherwise deltas and the completion follow from the
-  // engine thread. Cancelling `cancel` ends the request at the next step
-  // (finish reason kCancelled) and frees its sequences.
+  // Queues a request for preparation and returns at once. ResourceExhausted
+  // when max_queue requests are already waiting (being prepared or for a
+  // sequence) and Unavailable when shutting down are reported before this
+  // returns. Formatting, tokenizing and checks then run on the preparation
+  // thread, which reports: InvalidArgument with code
+  // "context_length_exceeded" when the prompt does not fit, InvalidArgument
+  // (param response_format) for a bad schema. Otherwise deltas and the
+  // completion follow from the engine thread; a failure of the output
+  // constraint while generating is InvalidArgument (param response_format,
+  // or tools). on_done is called exactly once. Cancelling `cancel` ends the
+  // request at the next step (finish reason kCancelled) and frees its
+  // sequences. With ignore_eos and a grammar, the grammar's end still ends
+  // the output (finish reason kStop).
   void submit(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks);
 
   // Embeds `inputs` (embedding models only). `done` is called once, on the
-  // engine thread or before this returns: InvalidArgument (param "input")
-  // for an empty input or one longer than the context, or when this is not
-  // an embedding model; ResourceExhausted when the queue is full.
+  // preparation or engine thread or before this returns: InvalidArgument
+  // (param "input") for an empty input or one longer than the context, or
+  // when this is not an embedding model; ResourceExhausted when the queue is
+  // full.
   void embed(std::vector<std::string> inputs, EmbedCallback done);
   int32_t embedding_size() const { return n_embd_; }
 
@@ -124,11 +164,43 @@ class LocalModel {
     EmbedCallback done;
   };
 
+  // Work for the preparation thread: `run` prepares and queues; `refuse`
+  // answers it instead when the model shuts down first.
+  struct PrepTask {
+    std::function<void()> run;
+    std::function<void(const Status&)> refuse;
+  };
+
   explicit LocalModel(LocalModelSpec spec);
   void run();
+  struct PrepLane {
+    std::deque<PrepTask> queue;  // guarded by mu_
+    bool busy = false;           // its running task still counts as waiting; mu_
+    std::condition_variable cv;
+    std::thread thread;
+  };
+  void prep_loop(PrepLane& lane);
+  // Queues `task` (of `bytes` of text) on its lane; mu_ held.
+  void push_prep_locked(PrepTask task, int64_t bytes);
+  // Formats, tokenizes and checks one request, then queues it for the engine
+  // (or answers it). Runs on the preparation thread.
+  void prepare(std::shared_ptr<Job> job, GenerateRequest request);
+  // Answers through `done` (left in place until the input is queued).
+  void prepare_embedding(std::vector<std::string> inputs, EmbedCallback& done);
+  // The fewest tokens `bytes` of text can take (0 when the vocabulary gives no bound).
+  int64_t min_tokens(size_t bytes) const;
+  // Waiting requests (preparing, queued for the engine); mu_ held.
+  int64_t waiting_locked() const;
+  // The calling preparation thread's task no longer counts as waiting; mu_ held.
+  void release_prep_locked();
   void step();
   bool admit(const std::shared_ptr<Job>& job);
-  void sample(Slot& slot, int32_t logits_index);
+  Status sample(Slot& slot, int32_t logits_index);
+  // Runs `work` for the request on `slot`; a failure or exception ends that
+  // request alone.
+  template <class Work>
+  void isolated(Slot& slot, Work&& work);
+  void check_invariants() const;
   void finish(Slot& slot, FinishReason reason);
   void fail_job(std::shared_ptr<Job> job, const Status& status);  // by value: callers pass slot.job, which it resets
   void reap_cancelled_and_expired();
@@ -141,6 +213,7 @@ class LocalModel {
   std::unique_ptr<ChatTemplate> jinja_;      // the model's Jinja template, when it parses
   int32_t n_vocab_ = 0;
   std::vector<int32_t> eog_tokens_;           // end-of-generation tokens of the vocabulary
+  int32_t longest_token_bytes_ = 0;           // 0: no bound (see longest_token_bytes())
   int32_t n_embd_ = 0;
   uint64_t size_bytes_ = 0;
 
@@ -165,6 +238,7 @@ class LocalModel {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;  // guarded by mu_
   std::deque<EmbedJob> embed_queue_;        // guarded by mu_
+  std::array<PrepLane, 2> lanes_;           // short requests, long ones
   bool stopping_ = false;                   // guarded by mu_
   std::thread thread_;
 

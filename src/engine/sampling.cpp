@@ -14,6 +14,79 @@ namespace llmpool::engine {
 
 void SamplerDeleter::operator()(llama_sampler* s) const { llama_sampler_free(s); }
 
+namespace {
+
+// ignore_eos under a grammar: end-of-generation is banned while the grammar
+// lets any other token through, and left to the grammar once it allows
+// nothing else (it is complete). Runs after the grammar in the chain.
+struct EogUnlessComplete {
+  std::vector<int32_t> eog;  // sorted
+};
+
+const char* eog_unless_complete_name(const llama_sampler*) { return "llmpool-eog-unless-complete"; }
+
+void eog_unless_complete_apply(llama_sampler* smpl, llama_token_data_array* cur) {
+  const auto* self = static_cast<const EogUnlessComplete*>(smpl->ctx);
+  auto is_eog = [&](llama_token t) { return std::binary_search(self->eog.begin(), self->eog.end(), t); };
+  bool other = false;
+  for (size_t i = 0; i < cur->size && !other; ++i)
+    other = cur->data[i].logit != -INFINITY && !is_eog(cur->data[i].id);
+  if (!other) return;
+  for (size_t i = 0; i < cur->size; ++i)
+    if (is_eog(cur->data[i].id)) cur->data[i].logit = -INFINITY;
+}
+
+llama_sampler* eog_unless_complete_clone(const llama_sampler* smpl);
+
+void eog_unless_complete_free(llama_sampler* smpl) { delete static_cast<EogUnlessComplete*>(smpl->ctx); }
+
+llama_sampler_i* eog_unless_complete_iface() {
+  static llama_sampler_i iface = [] {
+    llama_sampler_i i{};  // the backend hooks stay null: a CPU-only sampler
+    i.name = eog_unless_complete_name;
+    i.apply = eog_unless_complete_apply;
+    i.clone = eog_unless_complete_clone;
+    i.free = eog_unless_complete_free;
+    return i;
+  }();
+  return &iface;
+}
+
+llama_sampler* eog_unless_complete_init(std::vector<int32_t> eog) {
+  std::sort(eog.begin(), eog.end());
+  return llama_sampler_init(eog_unless_complete_iface(), new EogUnlessComplete{std::move(eog)});
+}
+
+llama_sampler* eog_unless_complete_clone(const llama_sampler* smpl) {
+  return eog_unless_complete_init(static_cast<const EogUnlessComplete*>(smpl->ctx)->eog);
+}
+
+}  // namespace
+
+Result<int32_t> sample_token(llama_sampler* chain, const float* logits, int32_t n_vocab,
+                             std::vector<llama_token_data>& cur, const std::string& constraint_param) {
+  try {
+    cur.resize(static_cast<size_t>(n_vocab));
+    for (llama_token t = 0; t < n_vocab; ++t) cur[static_cast<size_t>(t)] = llama_token_data{t, logits[t], 0.0f};
+    llama_token_data_array arr{cur.data(), cur.size(), -1, false};
+    llama_sampler_apply(chain, &arr);
+    if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size))
+      return Status::internal("the sampler selected no token");
+    const llama_token_data& pick = arr.data[arr.selected];
+    // Only a constraint (grammar, logit bias) leaves every candidate at
+    // -inf; accepting the pick anyway would make the grammar abort.
+    if (pick.logit == -INFINITY)
+      return Status::invalid_argument("the output constraint allows no next token: the output cannot continue",
+                                      constraint_param);
+    llama_sampler_accept(chain, pick.id);
+    return static_cast<int32_t>(pick.id);
+  } catch (const std::exception& e) {
+    return Status::invalid_argument(std::string("the output constraint failed: ") + e.what(), constraint_param);
+  } catch (...) {
+    return Status::invalid_argument("the output constraint failed", constraint_param);
+  }
+}
+
 Result<std::string> grammar_for(const SamplingParams& p) {
   if (!p.json_schema.empty()) return json_schema_grammar(p.json_schema);
   if (p.json_object) return json_schema_grammar(R"({"type":"object"})");
@@ -46,7 +119,8 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
     }
     add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(bias.size()), bias.data()));
   }
-  if (p.ignore_eos) {
+  const bool has_grammar = !grammar.grammar.empty();
+  if (p.ignore_eos && !has_grammar) {
     // Generation must run to max_tokens: end-of-generation tokens are banned.
     std::vector<llama_logit_bias> ban;
     for (int32_t t : eog_tokens) ban.push_back({t, -INFINITY});
@@ -98,6 +172,7 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
       return Status::internal(std::string("the tool-call grammar rejects the template's generation prompt: ") + e.what());
     }
     add(g);
+    if (p.ignore_eos && !eog_tokens.empty()) add(eog_unless_complete_init(eog_tokens));
   }
   if (p.temperature <= 0.0f) {
     add(llama_sampler_init_greedy());
@@ -109,6 +184,22 @@ Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& 
   add(llama_sampler_init_temp(p.temperature));
   add(llama_sampler_init_dist(seed));
   return chain;
+}
+
+int32_t longest_token_bytes(const llama_vocab* vocab) {
+  const auto type = llama_vocab_type(vocab);
+  if (type != LLAMA_VOCAB_TYPE_SPM && type != LLAMA_VOCAB_TYPE_BPE) return 0;
+  int32_t longest = 0;
+  char buf[256];
+  const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+  for (llama_token t = 0; t < n_vocab; ++t) {
+    // A special token that strips the whitespace beside it swallows text.
+    if (llama_vocab_get_attr(vocab, t) & (LLAMA_TOKEN_ATTR_LSTRIP | LLAMA_TOKEN_ATTR_RSTRIP)) return 0;
+    int32_t n = llama_token_to_piece(vocab, t, buf, sizeof(buf), 0, true);
+    if (n < 0) return 0;  // a piece over 256 bytes: no useful bound
+    longest = std::max(longest, n);
+  }
+  return longest;
 }
 
 TokenLogprob token_logprob(const llama_vocab* vocab, const float* logits, int32_t n_vocab,

@@ -13,6 +13,7 @@
 
 struct llama_model;
 struct llama_sampler;
+struct llama_token_data;
 struct llama_vocab;
 
 namespace llmpool::engine {
@@ -30,7 +31,9 @@ Result<std::string> grammar_for(const SamplingParams& params);
 
 // Builds the sampler chain: logit bias (with end-of-generation tokens banned
 // under ignore_eos), penalties, the thinking budget, grammar, then greedy or
-// top-k / top-p / min-p / temperature / seeded draw. `seed` is the seed to
+// top-k / top-p / min-p / temperature / seeded draw. With a grammar,
+// ignore_eos bans end-of-generation only while the grammar allows another
+// token: a grammar that is complete ends the output (finish "stop"). `seed` is the seed to
 // use for this choice. InvalidArgument when the grammar does not parse or a
 // logit_bias token id is outside the vocabulary.
 // `eog_tokens` are the model's end-of-generation tokens
@@ -38,9 +41,24 @@ Result<std::string> grammar_for(const SamplingParams& params);
 Result<SamplerPtr> make_sampler(const llama_model* model, const SamplingParams& params,
                                 const GrammarSpec& grammar, uint32_t seed, const std::vector<int32_t>& eog_tokens);
 
+// Draws the next token from `logits` (n_vocab values) through `chain` and
+// feeds it back to the chain's state (what llama_sampler_sample does, with
+// its failures turned into values). `scratch` is the caller's reusable
+// candidate buffer. InvalidArgument (param `constraint_param`) when the
+// output constraint fails: the grammar throws, or it allows no token at all
+// here (accepting one would abort the process). Never throws.
+Result<int32_t> sample_token(llama_sampler* chain, const float* logits, int32_t n_vocab,
+                             std::vector<llama_token_data>& scratch, const std::string& constraint_param);
+
 // Every end-of-generation token of the vocabulary (one pass over it: compute
 // once per model).
 std::vector<int32_t> end_of_generation_tokens(const llama_vocab* vocab);
+
+// The longest text one token stands for (special tokens included), for
+// vocabularies whose tokenizer never drops or shortens text (SPM, BPE
+// without whitespace-stripping special tokens): a text of B bytes then takes
+// at least B / that many tokens. 0 for the others, where no such bound holds.
+int32_t longest_token_bytes(const llama_vocab* vocab);
 
 // The log-probability of `token` under the raw distribution `logits`
 // (n_vocab values), with the `top_n` most likely alternatives.

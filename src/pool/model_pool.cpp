@@ -589,6 +589,9 @@ void ModelPool::finish_load(const EntryPtr& entry, uint64_t seq, Result<Provider
           after.push_back([d = std::move(waiters[i].done), l = std::move(leases[i])]() mutable { d(std::move(l)); });
       } else {
         std::string error = result.status().message();
+        // The reason alone: the message this goes into names the model.
+        const std::string named = "model '" + cfg.name + "': ";
+        if (error.rfind(named, 0) == 0) error.erase(0, named.size());
         spdlog::error("model '{}' failed to load: {}", cfg.name, error);
         entry->state = ModelState::kFailed;
         entry->error = error;

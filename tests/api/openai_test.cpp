@@ -119,7 +119,7 @@ TEST(OpenAiTest, ErrorsNameTheField) {
       {R"({"model":"m",)" + msgs + R"(,"max_tokens":99999999999999999999})", "max_tokens"},
       {R"({"model":"m",)" + msgs + R"(,"max_completion_tokens":"many"})", "max_completion_tokens"},
       {R"({"model":"m",)" + msgs + R"(,"seed":"x"})", "seed"},
-      {R"({"model":"m",)" + msgs + R"(,"stop":[1]})", "stop"},
+      {R"({"model":"m",)" + msgs + R"(,"stop":[1]})", "stop[0]"},
       {R"({"model":"m",)" + msgs + R"(,"stop":["a","b","c","d","e"]})", "stop"},
       {R"({"model":"m",)" + msgs + R"(,"stop":""})", "stop"},
       {R"({"model":"m",)" + msgs + R"(,"stream":"yes"})", "stream"},
@@ -129,11 +129,11 @@ TEST(OpenAiTest, ErrorsNameTheField) {
       {R"({"model":"m",)" + msgs + R"(,"logprobs":"yes"})", "logprobs"},
       {R"({"model":"m",)" + msgs + R"(,"top_logprobs":3})", "top_logprobs"},
       {R"({"model":"m",)" + msgs + R"(,"logprobs":true,"top_logprobs":50})", "top_logprobs"},
-      {R"({"model":"m",)" + msgs + R"(,"logit_bias":{"abc":1}})", "logit_bias"},
-      {R"({"model":"m",)" + msgs + R"(,"logit_bias":{"5":500}})", "logit_bias"},
+      {R"({"model":"m",)" + msgs + R"(,"logit_bias":{"abc":1}})", "logit_bias.abc"},
+      {R"({"model":"m",)" + msgs + R"(,"logit_bias":{"5":500}})", "logit_bias.5"},
       {R"({"model":"m",)" + msgs + R"(,"logit_bias":[1]})", "logit_bias"},
-      {R"({"model":"m",)" + msgs + R"(,"response_format":{"type":"yaml"}})", "response_format"},
-      {R"({"model":"m",)" + msgs + R"(,"response_format":{"type":"json_schema"}})", "response_format"},
+      {R"({"model":"m",)" + msgs + R"(,"response_format":{"type":"yaml"}})", "response_format.type"},
+      {R"({"model":"m",)" + msgs + R"(,"response_format":{"type":"json_schema"}})", "response_format.json_schema"},
       {R"({"model":"m",)" + msgs + R"(,"priority":1000})", "priority"},
   };
   for (const auto& c : cases) {
@@ -216,7 +216,7 @@ TEST(OpenAiTest, ParsesToolsToolChoiceAndToolMessages) {
   EXPECT_FALSE(g.parallel_tool_calls);
 
   const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
-  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tools":[{"type":"code"}]})").param(), "tools[0]");
+  EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tools":[{"type":"code"}]})").param(), "tools[0].type");
   EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tool_choice":"maybe"})").param(), "tool_choice");
   EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs + R"(,"tool_choice":"required"})").param(), "tool_choice");
   EXPECT_EQ(parse_error(R"({"model":"m",)" + msgs +
@@ -253,6 +253,28 @@ TEST(OpenAiTest, ToolCallsAndReasoningInResponsesAndChunks) {
   EXPECT_EQ(delta["tool_calls"][0]["id"], "call_9");
   EXPECT_EQ(delta["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(delta["tool_calls"][0]["function"]["arguments"], "{\"ci");
+}
+
+TEST(OpenAiTest, ParsesTokenizeAndDetokenizeBodies) {
+  Result<TokenizeRequest> t = parse_tokenize_request(R"({"model":"m","content":"hi","add_special":true})");
+  ASSERT_TRUE(t.is_ok()) << t.status().to_string();
+  EXPECT_EQ(t->model, "m");
+  EXPECT_EQ(t->content, "hi");
+  EXPECT_TRUE(t->add_special);
+  EXPECT_EQ(parse_tokenize_request(R"({"content":7})").status().param(), "content");
+  EXPECT_EQ(parse_tokenize_request(R"({"content":"x","add_special":"yes"})").status().param(), "add_special");
+  EXPECT_EQ(parse_tokenize_request(R"({"model":[],"content":"x"})").status().param(), "model");
+  EXPECT_EQ(parse_tokenize_request(R"({"content":"x")").status().error_code(), "invalid_json");
+
+  Result<DetokenizeRequest> d = parse_detokenize_request(R"({"tokens":[1,2,3]})");
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_TRUE(d->model.empty());
+  EXPECT_EQ(d->tokens, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(parse_detokenize_request(R"({"tokens":[1,"2"]})").status().param(), "tokens[1]");
+  EXPECT_EQ(parse_detokenize_request(R"({"tokens":[1,4294967296]})").status().param(), "tokens[1]");
+  EXPECT_EQ(parse_detokenize_request(R"({"tokens":{}})").status().param(), "tokens");
+  std::string deep = R"({"tokens":[)" + std::string(100, '[') + std::string(100, ']') + "]}";
+  EXPECT_EQ(parse_detokenize_request(deep).status().param(), "tokens[0]");
 }
 
 TEST(OpenAiTest, CompletionIdsAreUnique) {

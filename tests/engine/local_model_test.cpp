@@ -428,6 +428,12 @@ TEST(LocalModelAbortTest, AbortedStepsLeaveOtherAnswersUnchanged) {
     auto cancel = std::make_shared<CancelToken>();
     Collector victim;
     (*m)->submit(request(long_prompt + std::to_string(tries), 50), cancel, victim.callbacks(false));
+    // Preparation runs on its own thread: wait until the victim holds a
+    // sequence (its prefill is next), so the cancellation can meet a decode.
+    for (int spin = 0; spin < 100000 && (*m)->stats().active_sequences < 2 &&
+                       victim.future.wait_for(std::chrono::seconds(0)) != std::future_status::ready;
+         ++spin)
+      std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::microseconds(200 * (tries % 10)));
     cancel->cancel();
     auto r = victim.future.get();

@@ -155,6 +155,7 @@ TEST_F(RealModelsTest, AFileThatIsNotAModelFailsUntilItIsReplaced) {
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("failed to load"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find(files_.dir()), std::string::npos) << "the client sees the file's path";
   EXPECT_EQ(state_of(pool, "a"), "failed");
   EXPECT_EQ(acquire_now(pool, "a").status().code(), StatusCode::kUnavailable);
   std::filesystem::copy_file(path_b_, path_a_, std::filesystem::copy_options::overwrite_existing);
