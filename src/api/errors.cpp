@@ -47,7 +47,8 @@ HttpResponse error_response(const Status& status) {
   HttpResponse r;
   r.status = http_status_for(status.code());
   r.body = dump_json(error_json(status));
-  if (status.code() == StatusCode::kResourceExhausted) r.headers["Retry-After"] = "1";
+  if (status.code() == StatusCode::kResourceExhausted || status.code() == StatusCode::kUnavailable)
+    r.headers["Retry-After"] = "1";
   return r;
 }
 

@@ -13,7 +13,8 @@ int http_status_for(StatusCode code);
 // OpenAI's error `type` for the code ("invalid_request_error", ...).
 const char* error_type_for(StatusCode code);
 nlohmann::json error_json(const Status& status);
-// A complete error response; adds Retry-After for ResourceExhausted.
+// A complete error response; adds Retry-After for ResourceExhausted (429)
+// and Unavailable (503).
 HttpResponse error_response(const Status& status);
 
 // Serialises JSON for the wire. Invalid UTF-8 (a model can emit half a

@@ -3,6 +3,10 @@
 
 #include "api/http_server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <boost/asio.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,14 +16,19 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <chrono>
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "api/errors.h"
+#include "obs/metrics.h"
+#include "qos/admission.h"
 
 namespace llmpool::api {
 
@@ -27,17 +36,48 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace detail {
+
+PeerState peer_state(int fd) {
+  // The state first: after a FIN, recv() reports 0 even once a reset came.
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 && info.tcpi_state == TCP_CLOSE)
+    return PeerState::kGone;
+  char c;
+  const ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return PeerState::kData;
+  if (n == 0) return PeerState::kHalfClosed;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return PeerState::kConnected;
+  return PeerState::kGone;
+}
+
+}  // namespace detail
 
 namespace {
 
-constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr auto kWriteTimeout = std::chrono::seconds(60);
+// How long a connection closed after an error response is still read from
+// (and the bytes dropped), so that a request body the server did not read
+// does not turn the close into a reset that destroys the response in flight.
+constexpr auto kLingerTime = std::chrono::seconds(1);
+constexpr size_t kLingerBytes = 1 << 20;
+constexpr auto kAcceptBackoffMin = std::chrono::milliseconds(10);
+constexpr auto kAcceptBackoffMax = std::chrono::milliseconds(1000);
+// Refusals (503 over max_connections) in progress at once; past this a
+// connection over the cap is closed without an answer.
+constexpr int64_t kMaxRefusing = 64;
+constexpr auto kRefuseHeaderTimeout = std::chrono::seconds(2);
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::string_view kSseProbe = ":\n\n";  // an SSE comment: every client skips it
 
 // Wakes a coroutine waiting on `timer` (used as a condition variable).
 // Owned by the session coroutine; exchanges hold it weakly.
 struct Waker {
   explicit Waker(asio::any_io_executor s) : strand(s), timer(s) {
-    timer.expires_at(std::chrono::steady_clock::time_point::max());
+    timer.expires_at(Clock::time_point::max());
   }
   asio::any_io_executor strand;  // the session's strand
   asio::steady_timer timer;
@@ -124,6 +164,25 @@ class Exchange : public ResponseWriter {
   CancelTokenPtr cancel_ = std::make_shared<CancelToken>();
 };
 
+// What the disconnect watcher of one exchange has learnt. Touched only on
+// the connection's strand.
+struct Watch {
+  bool done = false;         // the exchange is over: the socket may be gone
+  bool gone = false;         // the client went away
+  bool half_closed = false;  // the client sent FIN
+  bool probe_due = false;    // the session should send an interim 100 to tell the two apart
+};
+
+// One open client connection, as the server sees it from outside its
+// coroutine (to close it at the end of a drain). Touched only on its strand,
+// except `strand` itself.
+struct Conn {
+  asio::any_io_executor strand;
+  beast::tcp_stream* stream = nullptr;  // null once the session has ended
+  std::shared_ptr<Waker> waker;         // the exchange's, while one is being answered
+  bool closing = false;
+};
+
 HttpRequest to_request(const http::request<http::string_body>& in) {
   HttpRequest r;
   r.method = std::string(in.method_string());
@@ -150,83 +209,288 @@ http::response<http::string_body> to_beast(HttpResponse&& in, unsigned version, 
   return out;
 }
 
+// An OpenAI error response with an HTTP status of its own (413, 431), or a
+// 503 (with Retry-After, as every 503) that carries a code of its own.
+HttpResponse limit_response(int http_status, std::string message, const char* code) {
+  HttpResponse r = error_response(Status::invalid_argument(std::move(message), "", code));
+  r.status = http_status;
+  return r;
+}
+HttpResponse unavailable_response(std::string message, const char* code) {
+  const Status status = Status::unavailable(std::move(message));
+  HttpResponse r = error_response(status);
+  nlohmann::json body = error_json(status);
+  body["error"]["code"] = code;
+  r.body = dump_json(body);
+  return r;
+}
+
+bool is_client_close(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+         ec == asio::error::broken_pipe;
+}
+
+// Decrements a counter when it goes out of scope.
+struct CountGuard {
+  explicit CountGuard(std::atomic<int64_t>& c) : count(c) { count.fetch_add(1); }
+  ~CountGuard() { count.fetch_sub(1); }
+  std::atomic<int64_t>& count;
+};
+
 }  // namespace
 
 struct HttpServer::Impl {
   config::ServerConfig config;
   const HttpRouter& router;
+
+  // Declared before the io_context: coroutine frames that the io_context
+  // destroys last still release holds and unregister themselves.
+  qos::AdmissionGate requests{qos::AdmissionOptions{0, 1}};     // requests being answered
+  qos::AdmissionGate connections{qos::AdmissionOptions{0, 1}};  // open client connections
+  std::mutex mu;
+  std::unordered_map<uint64_t, std::shared_ptr<Conn>> conns;  // guarded by mu
+  uint64_t next_conn = 0;                                     // guarded by mu
+  std::optional<Clock::time_point> drain_deadline;            // guarded by mu
+  std::atomic<bool> draining{false};
+  std::atomic<bool> stopped{false};
+  bool drained_in_time = true;
+  std::atomic<int64_t> refusing{0};
+  std::atomic<bool> cap_logged{false};
+
+  std::atomic<int64_t> accept_errors{0};
+  std::atomic<int64_t> refused{0};
+  std::atomic<int64_t> closed_without_response{0};
+  obs::Counter* accept_errors_metric = nullptr;
+  obs::Counter* refused_metric = nullptr;
+  obs::Counter* closed_metric = nullptr;
+  obs::Gauge* connections_metric = nullptr;
+
   asio::io_context ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   tcp::acceptor acceptor{ioc};
+  asio::steady_timer accept_backoff{ioc};
   std::vector<std::thread> threads;
-  std::atomic<int64_t> in_flight{0};
-  std::atomic<bool> stopped{false};
   uint16_t port = 0;
 
-  Impl(config::ServerConfig c, const HttpRouter& r) : config(std::move(c)), router(r) {}
+  Impl(config::ServerConfig c, const HttpRouter& r, obs::MetricsRegistry* metrics)
+      : config(std::move(c)), router(r) {
+    if (metrics) {
+      accept_errors_metric = &metrics->counter(
+          "llmpool_http_accept_errors_total", "accept() calls that failed (EMFILE, ENFILE, ...); each is backed off.");
+      refused_metric = &metrics->counter("llmpool_http_connections_refused_total",
+                                         "Connections over server.max_connections: answered 503 and closed.");
+      closed_metric = &metrics->counter("llmpool_http_closed_without_response_total",
+                                        "Connections closed while a request had no response (timeouts, "
+                                        "clients gone, failed writes).");
+      connections_metric = &metrics->gauge("llmpool_http_connections", "Client connections open.");
+    }
+  }
+
+  void count_closed_without_response(std::string_view reason, const beast::error_code& ec) {
+    closed_without_response.fetch_add(1);
+    if (closed_metric) closed_metric->inc();
+    spdlog::debug("http: connection closed without a response: {}{}{}", reason, ec ? ": " : "",
+                  ec ? ec.message() : "");
+  }
+
+  Clock::duration header_timeout() const { return std::chrono::milliseconds(config.header_timeout_ms); }
+
+  // --- accepting ---------------------------------------------------------
 
   asio::awaitable<void> listen() {
+    auto backoff = std::chrono::milliseconds(kAcceptBackoffMin);
+    int64_t burst = 0;
+    Clock::time_point burst_start;
     for (;;) {
       beast::error_code ec;
       tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-        spdlog::warn("accept failed: {}", ec.message());
+        accept_errors.fetch_add(1);
+        if (accept_errors_metric) accept_errors_metric->inc();
+        if (burst++ == 0) {
+          burst_start = Clock::now();
+          spdlog::warn("http: accept failed: {}; retrying with a backoff of {}..{} ms", ec.message(),
+                       kAcceptBackoffMin.count(), kAcceptBackoffMax.count());
+        }
+        // Waiting is what keeps this from spinning: the failed connection
+        // stays in the backlog and the listener stays readable.
+        accept_backoff.expires_after(backoff);
+        beast::error_code wait_ec;
+        co_await accept_backoff.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+        if (!acceptor.is_open()) co_return;
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(kAcceptBackoffMax));
         continue;
       }
+      if (burst > 0) {
+        spdlog::info("http: accepting again after {} failed accept(s) over {} ms", burst,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - burst_start).count());
+        burst = 0;
+        backoff = kAcceptBackoffMin;
+      }
+      auto strand = asio::make_strand(ioc);
+      if (connections.active() >= config.max_connections) {
+        refuse(strand, std::move(socket));
+        continue;
+      }
+      cap_logged.store(false);
       // Each connection runs on its own strand: its coroutine, its disconnect
       // watcher and the wake-ups from handlers never run concurrently.
-      auto strand = asio::make_strand(ioc);
-      asio::co_spawn(strand, session(std::move(socket)), asio::detached);
+      asio::co_spawn(strand, session(std::move(socket), connections.try_enter()), asio::detached);
     }
   }
 
-  asio::awaitable<void> write(beast::tcp_stream& stream, HttpResponse res, unsigned version,
-                              bool keep_alive, beast::error_code& ec) {
+  void refuse(asio::strand<asio::io_context::executor_type> strand, tcp::socket socket) {
+    refused.fetch_add(1);
+    if (refused_metric) refused_metric->inc();
+    if (!cap_logged.exchange(true))
+      spdlog::warn("http: {} connections open (server.max_connections); refusing new ones with 503",
+                   config.max_connections);
+    if (refusing.load() >= kMaxRefusing) {
+      beast::error_code ignored;
+      socket.close(ignored);
+      spdlog::debug("http: connection over the limit closed without a response: {} refusals in progress",
+                    kMaxRefusing);
+      return;
+    }
+    asio::co_spawn(strand, refuse_session(std::move(socket)), asio::detached);
+  }
+
+  // Over max_connections: the request head is read (so the answer is not
+  // lost to a reset), answered 503, and the connection closed.
+  asio::awaitable<void> refuse_session(tcp::socket socket) {
+    CountGuard guard(refusing);
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    http::request_parser<http::empty_body> parser;
+    parser.header_limit(static_cast<uint32_t>(config.max_header_bytes));
+    beast::error_code ec;
+    stream.expires_after(std::min<Clock::duration>(header_timeout(), kRefuseHeaderTimeout));
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec && ec != http::error::header_limit && ec != http::error::body_limit) {
+      spdlog::debug("http: refused connection closed before its request head arrived: {}", ec.message());
+      co_return;
+    }
+    co_await write(stream,
+                   unavailable_response("the server has " + std::to_string(config.max_connections) +
+                                            " connections open, its limit; retry later",
+                                        "too_many_connections"),
+                   11, false, ec);
+    co_await linger(stream);
+  }
+
+  // --- writing -----------------------------------------------------------
+
+  asio::awaitable<void> write(beast::tcp_stream& stream, HttpResponse res, unsigned version, bool keep_alive,
+                              beast::error_code& ec) {
     auto out = to_beast(std::move(res), version, keep_alive);
     stream.expires_after(kWriteTimeout);
     co_await http::async_write(stream, out, asio::redirect_error(asio::use_awaitable, ec));
   }
 
-  // Notices a client that goes away while its answer is being made: the
-  // socket turns readable with nothing to read (EOF or reset).
-  static asio::awaitable<void> watch_disconnect(tcp::socket& socket, std::shared_ptr<Exchange> ex,
-                                                std::shared_ptr<bool> gone, std::shared_ptr<bool> answered) {
+  asio::awaitable<void> write_continue(beast::tcp_stream& stream, beast::error_code& ec) {
+    stream.expires_after(kWriteTimeout);
+    co_await asio::async_write(stream, asio::buffer(kContinue.data(), kContinue.size()),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  // Ends a connection after a response that may have left request bytes
+  // unread: our side is shut, and what the client still sends is read and
+  // dropped for a moment, so its kernel sees our FIN before any reset.
+  static asio::awaitable<void> linger(beast::tcp_stream& stream) {
     beast::error_code ec;
-    co_await socket.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
-    // Once the answer is complete the session may already have destroyed the
-    // socket (a wait that completed just before it was cancelled): touch
-    // nothing then.
-    if (ec || *answered) co_return;
-    beast::error_code aec;
-    if (socket.available(aec) == 0 || aec) {
-      *gone = true;
-      ex->cancel_token()->cancel();
-      ex->wake();
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) co_return;
+    stream.expires_after(kLingerTime);
+    char scratch[4096];
+    size_t total = 0;
+    while (total < kLingerBytes) {
+      size_t n = co_await stream.async_read_some(asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      total += n;
+    }
+  }
+
+  // --- one exchange ------------------------------------------------------
+
+  // Notices a client that goes away while its answer is being made. A
+  // readiness report alone proves nothing (epoll can report a socket whose
+  // bytes the session has read meanwhile): the socket's state decides.
+  static asio::awaitable<void> watch_peer(tcp::socket& socket, std::shared_ptr<Exchange> ex,
+                                          std::shared_ptr<Watch> watch) {
+    auto what = tcp::socket::wait_read;
+    for (;;) {
+      beast::error_code ec;
+      co_await socket.async_wait(what, asio::redirect_error(asio::use_awaitable, ec));
+      // Once the exchange is over the session may have destroyed the socket
+      // (a wait that completed just before it was cancelled): touch nothing.
+      if (watch->done || ec) co_return;
+      switch (detail::peer_state(socket.native_handle())) {
+        case detail::PeerState::kConnected:
+          break;  // a stale readiness report
+        case detail::PeerState::kData:
+          // The next request (pipelining): only a reset can tell more now.
+          what = tcp::socket::wait_error;
+          break;
+        case detail::PeerState::kHalfClosed:
+          if (!watch->half_closed) {
+            watch->half_closed = true;
+            watch->probe_due = true;
+            ex->wake();
+          }
+          what = tcp::socket::wait_error;
+          break;
+        case detail::PeerState::kGone:
+          watch->gone = true;
+          ex->cancel_token()->cancel();
+          ex->wake();
+          co_return;
+      }
     }
   }
 
   // Runs the handler and writes what it produces. Returns false if the
-  // connection must close (client gone, write failed, stream cut).
-  asio::awaitable<bool> answer(beast::tcp_stream& stream, const HttpRequest& request, unsigned version,
-                               bool keep_alive) {
+  // connection must close (client gone, write failed, stream cut, draining).
+  asio::awaitable<bool> answer(beast::tcp_stream& stream, Conn& conn, const HttpRequest& request,
+                               unsigned version, bool keep_alive) {
     asio::any_io_executor strand = co_await asio::this_coro::executor;
     auto waker = std::make_shared<Waker>(strand);
+    conn.waker = waker;
     auto ex = std::make_shared<Exchange>(waker);
-    auto gone = std::make_shared<bool>(false);
-    auto answered = std::make_shared<bool>(false);
-    asio::co_spawn(strand, watch_disconnect(stream.socket(), ex, gone, answered), asio::detached);
+    auto watch = std::make_shared<Watch>();
+    asio::co_spawn(strand, watch_peer(stream.socket(), ex, watch), asio::detached);
     router.dispatch(request, ex);
 
     beast::error_code ec;
     bool done = false;
+    bool wrote = false;  // a byte of the response has gone out
     bool streaming = false;
-    while (!done && !ec) {
+    bool sse = false;  // the stream is text/event-stream
+    while (!done && !ec && !conn.closing) {
+      if (watch->probe_due) {
+        watch->probe_due = false;
+        // A client that closed answers these bytes with a reset, which the
+        // watcher sees; one that only half-closed skips them: an interim
+        // response before the answer, an SSE comment inside an event stream.
+        // Where nothing harmless can be sent, the FIN counts as a close.
+        if (!wrote && version >= 11) {
+          co_await write_continue(stream, ec);
+        } else if (streaming && sse) {
+          stream.expires_after(kWriteTimeout);
+          co_await asio::async_write(stream, http::make_chunk(asio::buffer(kSseProbe.data(), kSseProbe.size())),
+                                     asio::redirect_error(asio::use_awaitable, ec));
+        } else {
+          watch->gone = true;
+          ex->cancel_token()->cancel();
+        }
+        continue;
+      }
       std::deque<Exchange::Event> events = ex->take();
       if (events.empty()) {
-        if (*gone) break;
+        if (watch->gone) break;
         beast::error_code wait_ec;
-        waker->timer.expires_at(std::chrono::steady_clock::time_point::max());
+        waker->timer.expires_at(Clock::time_point::max());
         co_await waker->timer.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
         continue;
       }
@@ -234,11 +498,12 @@ struct HttpServer::Impl {
         if (ec) break;
         switch (e.kind) {
           case Exchange::Kind::kWhole:
-            if (stopped.load()) keep_alive = false;
+            if (draining.load()) keep_alive = false;
             co_await write(stream, std::move(e.response), version, keep_alive, ec);
             done = true;
             break;
           case Exchange::Kind::kStreamStart: {
+            if (draining.load()) keep_alive = false;
             http::response<http::empty_body> head{static_cast<http::status>(e.response.status), version};
             head.set(http::field::server, "llmpool");
             head.set(http::field::content_type, e.response.content_type);
@@ -250,6 +515,7 @@ struct HttpServer::Impl {
             stream.expires_after(kWriteTimeout);
             co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
             streaming = true;
+            sse = e.response.content_type.rfind("text/event-stream", 0) == 0;
             break;
           }
           case Exchange::Kind::kChunk:
@@ -264,61 +530,182 @@ struct HttpServer::Impl {
             done = true;
             break;
         }
+        wrote = true;
       }
     }
-    *answered = true;
+    watch->done = true;
+    conn.waker.reset();
     beast::error_code ignored;
-    stream.socket().cancel(ignored);  // ends the disconnect watcher
+    if (stream.socket().is_open()) stream.socket().cancel(ignored);  // ends the watcher
     if (!done || ec) {
       ex->cancel_token()->cancel();
+      const char* why = watch->gone      ? "the client went away before its answer was complete"
+                        : conn.closing   ? "the server closed the connection at the end of its drain"
+                        : streaming      ? "writing the stream failed"
+                                         : "writing the answer failed";
+      if (!wrote || streaming) count_closed_without_response(why, ec);
       co_return false;
     }
-    co_return keep_alive && !(streaming && stopped.load());
+    // What the response said (draining turns it off before the write),
+    // so that a client is never told keep-alive and then closed on.
+    co_return keep_alive && !watch->half_closed;
   }
 
-  asio::awaitable<void> session(tcp::socket socket) {
+  // --- one connection ----------------------------------------------------
+
+  asio::awaitable<void> session(tcp::socket socket, qos::AdmissionGate::Hold hold) {
+    if (connections_metric) connections_metric->add(1);
     beast::tcp_stream stream(std::move(socket));
+    auto conn = std::make_shared<Conn>();
+    conn->strand = co_await asio::this_coro::executor;
+    conn->stream = &stream;
+    uint64_t id;
+    {
+      std::lock_guard lock(mu);
+      id = next_conn++;
+      conns[id] = conn;
+    }
+    co_await serve_connection(stream, *conn);
+    beast::error_code ignored;
+    if (stream.socket().is_open()) stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    conn->stream = nullptr;
+    {
+      std::lock_guard lock(mu);
+      conns.erase(id);
+    }
+    if (connections_metric) connections_metric->add(-1);
+    hold.release();
+  }
+
+  asio::awaitable<void> serve_connection(beast::tcp_stream& stream, Conn& conn) {
     beast::flat_buffer buffer;
     beast::error_code ec;
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(static_cast<uint64_t>(config.max_body_bytes));
-      parser.header_limit(64 * 1024);
-      stream.expires_after(kIdleTimeout);
-      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec == http::error::body_limit) {
-        co_await write(stream,
-                       error_response(Status::invalid_argument(
-                           "the request body is larger than " + std::to_string(config.max_body_bytes) +
-                               " bytes", "", "request_too_large")),
-                       11, false, ec);
-        break;
-      }
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout) break;
-      if (ec) {
-        if (ec != asio::error::operation_aborted && ec != asio::error::connection_reset &&
-            ec != asio::error::eof) {
-          beast::error_code ignored;
-          co_await write(stream, error_response(Status::invalid_argument("malformed HTTP request: " + ec.message())),
-                         11, false, ignored);
+    for (bool first = true;; first = false) {
+      // Waiting for the next request: a new connection gets header_timeout
+      // to start, an open one idle_timeout.
+      if (buffer.size() == 0) {
+        stream.expires_after(first ? header_timeout() : std::chrono::milliseconds(config.idle_timeout_ms));
+        size_t n = co_await stream.async_read_some(buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+        buffer.commit(n);
+        if (ec) {
+          spdlog::debug("http: connection closed between requests: {}",
+                        ec == beast::error::timeout ? (first ? "no request within server.header_timeout_ms"
+                                                             : "idle for server.idle_timeout_ms")
+                                                    : ec.message());
+          co_return;
         }
-        break;
       }
-      http::request<http::string_body> req = parser.release();
-      HttpRequest request = to_request(req);
+
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<uint32_t>(config.max_header_bytes));
+      parser.body_limit(static_cast<uint64_t>(config.max_body_bytes));
+      stream.expires_after(header_timeout());
+      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        co_await end_on_read_error(stream, ec, "head");
+        co_return;
+      }
+      const unsigned version = parser.get().version();
+      const bool keep_alive = parser.get().keep_alive();
+      auto hold = requests.try_enter();
+      if (!hold) {
+        co_await refuse_request(stream, unavailable_response("the server is shutting down; retry later",
+                                                             "shutting_down"));
+        co_return;
+      }
+      if (!parser.is_done() && version >= 11 && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        co_await write_continue(stream, ec);
+        if (ec) {
+          count_closed_without_response("writing 100 Continue failed", ec);
+          co_return;
+        }
+      }
+      // The body: body_timeout_ms, and one more second per body_min_rate
+      // bytes received, so a slow body gets time in proportion but a trickle
+      // cannot hold the connection for ever.
+      const auto body_start = Clock::now();
+      uint64_t received = 0;
+      while (!parser.is_done()) {
+        auto allowance = std::chrono::milliseconds(config.body_timeout_ms);
+        if (config.body_min_rate > 0)
+          allowance += std::chrono::milliseconds(received * 1000 / static_cast<uint64_t>(config.body_min_rate));
+        stream.expires_at(body_start + allowance);
+        received += co_await http::async_read_some(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) break;
+      }
+      if (ec) {
+        co_await end_on_read_error(stream, ec, "body");
+        co_return;
+      }
       stream.expires_never();
-      in_flight.fetch_add(1);
-      bool keep = co_await answer(stream, request, req.version(), req.keep_alive());
-      in_flight.fetch_sub(1);
-      if (!keep) break;
+      HttpRequest request = to_request(parser.release());
+      const bool keep = co_await answer(stream, conn, request, version, keep_alive);
+      hold.release();
+      if (!keep) co_return;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // Ends the connection after reading a request's `part` ("head" or "body")
+  // failed: a limit is answered (431, 413), malformed input gets 400, a
+  // timeout or a client gone is logged.
+  asio::awaitable<void> end_on_read_error(beast::tcp_stream& stream, const beast::error_code& ec,
+                                          std::string_view part) {
+    const std::string what = "the request " + std::string(part);
+    if (ec == http::error::header_limit) {
+      co_await refuse_request(stream, limit_response(431,
+                                                     "the request line and headers are larger than " +
+                                                         std::to_string(config.max_header_bytes) + " bytes",
+                                                     "request_header_too_large"));
+    } else if (ec == http::error::body_limit) {  // also a Content-Length over it: the body stays unread
+      co_await refuse_request(stream, limit_response(413,
+                                                     "the request body is larger than " +
+                                                         std::to_string(config.max_body_bytes) + " bytes",
+                                                     "request_too_large"));
+    } else if (ec == beast::error::timeout) {
+      count_closed_without_response(what + (part == "head" ? " did not arrive within server.header_timeout_ms"
+                                                           : " did not arrive within server.body_timeout_ms "
+                                                             "(extended at server.body_min_rate)"),
+                                    {});
+    } else if (is_client_close(ec)) {
+      count_closed_without_response("the client closed the connection in the middle of " + what, ec);
+    } else {
+      co_await refuse_request(stream, error_response(Status::invalid_argument(
+                                          "malformed HTTP request " + std::string(part) + ": " + ec.message(), "",
+                                          "malformed_request")));
+    }
+  }
+
+  // Answers a request that is not handed to the router, and ends the connection.
+  asio::awaitable<void> refuse_request(beast::tcp_stream& stream, HttpResponse response) {
+    beast::error_code ec;
+    co_await write(stream, std::move(response), 11, false, ec);
+    if (ec) {
+      count_closed_without_response("writing an error response failed", ec);
+      co_return;
+    }
+    co_await linger(stream);
+  }
+
+  // --- shutdown ----------------------------------------------------------
+
+  void close_connections() {
+    std::vector<std::shared_ptr<Conn>> open;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [id, c] : conns) open.push_back(c);
+    }
+    for (auto& c : open) {
+      asio::post(c->strand, [c] {
+        c->closing = true;
+        if (c->stream) c->stream->close();
+        if (c->waker) c->waker->timer.cancel();
+      });
+    }
   }
 };
 
-HttpServer::HttpServer(config::ServerConfig config, const HttpRouter& router)
-    : impl_(std::make_unique<Impl>(std::move(config), router)) {}
+HttpServer::HttpServer(config::ServerConfig config, const HttpRouter& router, obs::MetricsRegistry* metrics)
+    : impl_(std::make_unique<Impl>(std::move(config), router, metrics)) {}
 
 HttpServer::~HttpServer() { stop(); }
 
@@ -352,24 +739,56 @@ Status HttpServer::start() {
 }
 
 uint16_t HttpServer::port() const { return impl_->port; }
-int64_t HttpServer::in_flight() const { return impl_->in_flight.load(); }
+int64_t HttpServer::in_flight() const { return impl_->requests.active(); }
 
-void HttpServer::stop() {
-  if (impl_->stopped.exchange(true)) return;
+HttpServerStats HttpServer::stats() const {
+  HttpServerStats s;
+  s.connections = impl_->connections.active();
+  s.accept_errors = impl_->accept_errors.load();
+  s.connections_refused = impl_->refused.load();
+  s.closed_without_response = impl_->closed_without_response.load();
+  return s;
+}
+
+void HttpServer::begin_drain() {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (impl_->drain_deadline) return;
+    impl_->drain_deadline = Clock::now() + std::chrono::milliseconds(impl_->config.shutdown_grace_ms);
+  }
+  impl_->draining.store(true);
+  impl_->requests.close();
   if (impl_->threads.empty()) return;
-  asio::post(impl_->ioc, [this] {
+  asio::post(impl_->ioc, [impl = impl_.get()] {
     beast::error_code ignored;
-    impl_->acceptor.close(ignored);
+    impl->acceptor.close(ignored);
+    impl->accept_backoff.cancel();
   });
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(impl_->config.shutdown_grace_ms);
-  while (impl_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (impl_->in_flight.load() > 0)
-    spdlog::warn("shutting down with {} requests still in flight", impl_->in_flight.load());
+}
+
+bool HttpServer::stop() {
+  if (impl_->stopped.exchange(true)) return impl_->drained_in_time;
+  begin_drain();
+  if (impl_->threads.empty()) return true;
+  Clock::time_point deadline;
+  {
+    std::lock_guard lock(impl_->mu);
+    deadline = *impl_->drain_deadline;
+  }
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  impl_->drained_in_time = impl_->requests.wait_drained(std::max(left, std::chrono::milliseconds(0)));
+  if (!impl_->drained_in_time)
+    spdlog::warn("http: shutting down with {} request(s) still in flight after server.shutdown_grace_ms",
+                 impl_->requests.active());
+  impl_->close_connections();
+  // Closed sockets end their sessions at once; this bounds a straggler.
+  if (!impl_->connections.wait_drained(std::chrono::seconds(2)))
+    spdlog::warn("http: {} connection(s) still open at shutdown", impl_->connections.active());
   impl_->work.reset();
   impl_->ioc.stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  return impl_->drained_in_time;
 }
 
 }  // namespace llmpool::api

@@ -73,7 +73,7 @@ int serve(const ServeOptions& opts) {
   api::add_openai_routes(router, pool, metrics, routing);
   api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);
-  api::HttpServer server(cfg.server, router);
+  api::HttpServer server(cfg.server, router, &metrics);
   pool->start();  // warm models start loading
   if (Status st = server.start(); !st) {
     spdlog::error("{}", st.message());
@@ -122,8 +122,15 @@ int serve(const ServeOptions& opts) {
     break;
   }
   watcher.stop();
-  // No new generations from now on (503); those running finish first.
-  const bool drained = routing->close_and_drain(std::chrono::milliseconds(cfg.server.shutdown_grace_ms));
+  // The order of a drain: the listener closes and new requests, also on
+  // connections already open, get 503 with Retry-After; the generations
+  // running finish (routing refuses new ones too); the answers in flight are
+  // written out. All of it within one grace period, which began here; then
+  // every connection closes.
+  const auto grace = std::chrono::milliseconds(cfg.server.shutdown_grace_ms);
+  const auto drain_deadline = std::chrono::steady_clock::now() + grace;
+  server.begin_drain();
+  const bool drained = routing->close_and_drain(grace);
   if (!drained) {
     spdlog::warn("shutdown: generations still running after {} ms; exiting without waiting for them",
                  cfg.server.shutdown_grace_ms);
@@ -131,7 +138,11 @@ int serve(const ServeOptions& opts) {
     // it holds) alive until the process ends instead of destroying it under them.
     new std::shared_ptr<router::RouterService>(routing);
   }
-  server.stop();
+  if (!server.stop())
+    spdlog::warn("shutdown: answers still being written after {} ms were cut", cfg.server.shutdown_grace_ms);
+  else
+    spdlog::info("shutdown: drained in {} ms", cfg.server.shutdown_grace_ms -
+                 std::chrono::duration_cast<std::chrono::milliseconds>(drain_deadline - std::chrono::steady_clock::now()).count());
   pool->stop();  // models stop after the server: nothing calls them any more
   spdlog::info("stopped");
   return 0;

@@ -194,8 +194,10 @@ class Reader {
 };
 
 const std::vector<std::string> kTopKeys = {"log_level", "server", "pool", "defaults", "models", "routing", "tenants"};
-const std::vector<std::string> kServerKeys = {"host",           "port", "io_threads", "max_body_bytes",
-                                              "shutdown_grace_ms", "config_poll_ms"};
+const std::vector<std::string> kServerKeys = {
+    "host",           "port",          "io_threads",      "max_body_bytes",  "shutdown_grace_ms",
+    "config_poll_ms", "max_connections", "max_header_bytes", "header_timeout_ms", "idle_timeout_ms",
+    "body_timeout_ms", "body_min_rate"};
 const std::vector<std::string> kPoolKeys = {"memory_budget", "max_loaded_models", "load_timeout_ms",
                                             "watchdog_free_memory_percent", "watchdog_interval_ms"};
 // Fields a model may set; `defaults:` takes the same except those naming one model.
@@ -249,6 +251,12 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig* s) {
   r.read_int(n, "max_body_bytes", "server", &s->max_body_bytes, 1024, int64_t{1} << 30);
   r.read_int(n, "shutdown_grace_ms", "server", &s->shutdown_grace_ms, 0, 600000);
   r.read_int(n, "config_poll_ms", "server", &s->config_poll_ms, 0, 3600000);
+  r.read_int(n, "max_connections", "server", &s->max_connections, 1, 1000000);
+  r.read_int(n, "max_header_bytes", "server", &s->max_header_bytes, 1024, 1 << 20);
+  r.read_int(n, "header_timeout_ms", "server", &s->header_timeout_ms, 10, 600000);
+  r.read_int(n, "idle_timeout_ms", "server", &s->idle_timeout_ms, 10, 3600000);
+  r.read_int(n, "body_timeout_ms", "server", &s->body_timeout_ms, 10, 3600000);
+  r.read_int(n, "body_min_rate", "server", &s->body_min_rate, 0, 1 << 30);
 }
 
 void read_pool(Reader& r, const YAML::Node& n, PoolConfig* p) {

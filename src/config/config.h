@@ -27,6 +27,13 @@ struct ServerConfig {
   int64_t max_body_bytes = 8 * 1024 * 1024;
   int32_t shutdown_grace_ms = 10000;      // drain time for in-flight work
   int32_t config_poll_ms = 1000;          // how often serve checks the config file; 0: only on SIGHUP
+  // Limits of the HTTP server (src/api/http_server.h says what each does).
+  int32_t max_connections = 1024;         // open client connections; more get 503 and are closed
+  int32_t max_header_bytes = 65536;       // request line and headers; larger get 431
+  int32_t header_timeout_ms = 10000;      // a request's headers must arrive within this
+  int32_t idle_timeout_ms = 60000;        // keep-alive: longest wait for the next request
+  int32_t body_timeout_ms = 20000;        // a body may take this long, plus 1 s per body_min_rate bytes
+  int32_t body_min_rate = 1024;           // bytes/s a slow body must keep up; 0: body_timeout_ms is all
 
   bool operator==(const ServerConfig&) const = default;
 };

@@ -34,6 +34,14 @@ TEST(ErrorsTest, RateLimitCarriesRetryAfter) {
   EXPECT_EQ(r.headers["Retry-After"], "1");
 }
 
+// A 503 (no model can take it now, shutting down) is a refusal too: a
+// client told when to come back does not hammer an overloaded server.
+TEST(ErrorsTest, UnavailableCarriesRetryAfter) {
+  HttpResponse r = error_response(Status::unavailable("no model can take this request"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.headers["Retry-After"], "1");
+}
+
 TEST(ErrorsTest, InvalidUtf8IsReplacedNotThrown) {
   EXPECT_NO_THROW(dump_json({{"text", std::string("a\xE3\x81")}}));
 }
