@@ -2,9 +2,73 @@
 
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include "api/errors.h"
 
 namespace llmpool::api {
+
+// A fixed set of threads taking jobs from a bounded FIFO queue.
+class HttpRouter::OffloadPool {
+ public:
+  OffloadPool(int threads, size_t max_queued) : max_queued_(max_queued) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  }
+  ~OffloadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // False when the queue is full or the pool is stopping.
+  bool post(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ || jobs_.size() >= max_queued_) return false;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;  // stopping, and every job queued before ran
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+
+  const size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;  // guarded by mu_
+  bool stopping_ = false;                   // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
+HttpRouter::HttpRouter() = default;
+HttpRouter::~HttpRouter() = default;
+
+void HttpRouter::offload_large_bodies(size_t min_body_bytes, int threads, size_t max_queued) {
+  offload_min_bytes_ = min_body_bytes;
+  offload_ = threads > 0 ? std::make_unique<OffloadPool>(threads, max_queued) : nullptr;
+}
 
 void HttpRouter::add(const std::string& method, const std::string& path, Handler handler) {
   routes_[path][method] = with_error_boundary(std::move(handler));
@@ -15,6 +79,18 @@ void HttpRouter::add_prefix(const std::string& method, const std::string& prefix
 }
 
 void HttpRouter::dispatch(const HttpRequest& request, ResponseWriterPtr writer) const {
+  if (offload_ && request.body.size() >= offload_min_bytes_) {
+    // The caller's request dies with its connection: the job keeps a copy.
+    auto copy = std::make_shared<HttpRequest>(request);
+    bool posted = offload_->post([this, copy, writer] { dispatch_here(*copy, writer); });
+    if (!posted) writer->respond(error_response(Status::unavailable(
+        "too many large requests are waiting to be read; retry later")));
+    return;
+  }
+  dispatch_here(request, std::move(writer));
+}
+
+void HttpRouter::dispatch_here(const HttpRequest& request, ResponseWriterPtr writer) const {
   const std::map<std::string, Handler>* methods = nullptr;
   if (auto exact = routes_.find(request.path); exact != routes_.end()) {
     methods = &exact->second;

@@ -4,9 +4,18 @@
 // error JSON and a log line), and answers unknown paths with 404 and wrong
 // methods with 405, both as OpenAI error JSON.
 // Built before the server starts; dispatch() is thread-safe afterwards.
+//
+// Large bodies: with offload_large_bodies(), a request whose body is at
+// least that large is handled on one of the router's own threads instead of
+// the caller's (an HTTP I/O thread), so reading a multi-megabyte JSON body
+// never delays /health or other streams. Its handler sees a copy of the
+// request. When the offload queue is full the request is answered 503 with
+// Retry-After. The destructor runs the jobs still queued, then joins.
 #pragma once
 
+#include <cstddef>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "api/http.h"
@@ -15,13 +24,26 @@ namespace llmpool::api {
 
 class HttpRouter {
  public:
+  HttpRouter();
+  ~HttpRouter();
+  HttpRouter(const HttpRouter&) = delete;  // offloaded jobs hold `this`
+  HttpRouter& operator=(const HttpRouter&) = delete;
+
   void add(const std::string& method, const std::string& path, Handler handler);
   // Every path starting with `prefix` that has no exact route; the longest
   // matching prefix wins. The handler parses the rest of request.path.
   void add_prefix(const std::string& method, const std::string& prefix, Handler handler);
   void dispatch(const HttpRequest& request, ResponseWriterPtr writer) const;
+  // Handles requests whose body is at least `min_body_bytes` on `threads`
+  // threads of the router's own, with at most `max_queued` waiting.
+  void offload_large_bodies(size_t min_body_bytes, int threads, size_t max_queued = 64);
 
  private:
+  class OffloadPool;
+  void dispatch_here(const HttpRequest& request, ResponseWriterPtr writer) const;
+
+  size_t offload_min_bytes_ = 0;
+  std::unique_ptr<OffloadPool> offload_;  // last: destroyed (joined) first
   std::map<std::string, std::map<std::string, Handler>> routes_;  // path -> method -> handler
   std::map<std::string, std::map<std::string, Handler>> prefixes_;  // prefix -> method -> handler
 };

@@ -70,6 +70,8 @@ int serve(const ServeOptions& opts) {
   }
   std::shared_ptr<router::RouterService> routing = std::move(created).value();
   api::HttpRouter router;
+  // Bodies of 64 KiB and more are parsed off the I/O threads (docs/architecture.md).
+  router.offload_large_bodies(64 << 10, 2);
   api::add_openai_routes(router, pool, metrics, routing);
   api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);

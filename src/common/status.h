@@ -5,7 +5,9 @@
 // OpenAI error `code` string such as "model_not_found". The mapping from
 // Code to HTTP status and OpenAI error type lives in api/errors.cpp only.
 //
-// Status and Result are plain values: copyable, thread-compatible.
+// Status and Result are plain values: copyable, thread-compatible. Both are
+// [[nodiscard]]: a call whose Status is dropped does not compile (-Werror);
+// write `(void)call();` with a comment where ignoring it is right.
 // RETURN_IF_ERROR and ASSIGN_OR_RETURN (end of this file) replace the
 // hand-written `if (!s) return s;` chains.
 #pragma once
@@ -31,7 +33,7 @@ enum class StatusCode {
   kInternal,
 };
 
-class Status {
+class [[nodiscard]] Status {
  public:
   Status() = default;
 
@@ -96,7 +98,7 @@ inline const Status& status_of(const Status& s) { return s; }
 
 // Result<T> holds either a T or a non-ok Status.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design

@@ -37,7 +37,7 @@ TEST(JsonSchemaGrammarTest, RefusesDeepSchemasWhileParsing) {
   Status s = grammar_error(R"({"items":)" + std::string(20000, '[') + std::string(20000, ']') + "}",
                            "tools[0].function.parameters");
   EXPECT_NE(s.message().find("deeper than 32"), std::string::npos) << s.message();
-  grammar_error(nested_schema(16));  // 33 levels
+  EXPECT_FALSE(grammar_error(nested_schema(16)).is_ok());  // 33 levels
 }
 
 TEST(JsonSchemaGrammarTest, RefusesRepetitionCountsPastTheLimit) {
@@ -100,11 +100,11 @@ TEST(JsonSchemaGrammarTest, RefusesIntegerBoundsThatOverflowTheConverter) {
 TEST(JsonSchemaGrammarTest, RefusesOversizedAndMalformedSchemasAsValues) {
   std::string big = R"({"type":"object","description":")" + std::string(70 << 10, 'x') + R"("})";
   EXPECT_NE(grammar_error(big).message().find("bytes"), std::string::npos);
-  grammar_error("not json");
-  grammar_error("[1,2]");
-  grammar_error(R"({"type":"unknown-type"})");
-  grammar_error(R"({"$ref":"https://example.com/schema"})");
-  grammar_error(R"({"type":"array","minItems":-1})");
+  EXPECT_FALSE(grammar_error("not json").is_ok());
+  EXPECT_FALSE(grammar_error("[1,2]").is_ok());
+  EXPECT_FALSE(grammar_error(R"({"type":"unknown-type"})").is_ok());
+  EXPECT_FALSE(grammar_error(R"({"$ref":"https://example.com/schema"})").is_ok());
+  EXPECT_FALSE(grammar_error(R"({"type":"array","minItems":-1})").is_ok());
 }
 
 TEST(JsonSchemaGrammarTest, CheckJsonSchemaAppliesTheSameLimits) {

@@ -13,6 +13,8 @@
 #include <map>
 #include <set>
 
+#include <unistd.h>
+
 #include "engine/local_model.h"
 #include "engine/model_writer.h"
 
@@ -23,7 +25,11 @@ using nlohmann::json;
 
 const std::string kChatml = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-q8_0.gguf";
 const std::string kQwen3 = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-qwen3-q8_0.gguf";
-const std::string kNoJinja = std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-nojinja-q8_0.gguf";
+// Written by this test, one file per process: ctest runs the parameterised
+// cases as separate processes, side by side, and two writers of one file
+// would rename each other's temporary away.
+const std::string kNoJinja =
+    std::string(LLMPOOL_TEST_MODELS_DIR) + "/tiny-nojinja-" + std::to_string(::getpid()) + "-q8_0.gguf";
 
 // Bounded arguments: a random model fills an unbounded string for ever.
 const char* kWeatherSchema =
