@@ -103,13 +103,14 @@ for b in "${needed[@]}"; do
   [[ -x $b ]] || { echo "compare.sh: missing $b (build it, or drop --no-build)" >&2; exit 1; }
 done
 # RESULTS.md = the setup written after the runs + the report's tables (+ the
-# sections kept as they were: Routing from bench/routing.sh, and the notes on
+# sections kept as they were: Routing from bench/routing.sh, Overload from
+# bench/overload.sh, and the notes on
 # the targets and cancellation, written by hand).
 write_results() { # work folder
   {
     cat "$1/header.md"
     "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"
-    for kept in routing notes; do
+    for kept in routing overload notes; do
       if [[ -f $out ]] && grep -q "^<!-- $kept:begin" "$out"; then
         echo
         sed -n "/^<!-- $kept:begin/,/^<!-- $kept:end -->\$/p" "$out"
