@@ -5,10 +5,11 @@
 // holding every generating sequence's next token plus chunks of waiting
 // prompts, under a per-step token budget (`batch`), so a long prompt never
 // stalls the others for long. Requests wait in a bounded queue, ordered by
-// priority and FIFO within a priority. The KV cache is unified across
-// sequences: a new request starts from the longest cached prefix of any
-// sequence (same system prompt, same conversation), and n > 1 choices share
-// one prefill of the prompt.
+// priority and FIFO within a priority. Each sequence has its own KV stream
+// by default (`kv_unified` shares one cache): a new request starts from the
+// longest cached prefix of any sequence (same system prompt, same
+// conversation), copied across streams when it is long enough, and n > 1
+// choices share one prefill of the prompt.
 //
 // Threading: submit(), embed(), tokenize(), detokenize(), format_chat() and
 // stats() are thread-safe and never wait for the model. submit() and embed()
