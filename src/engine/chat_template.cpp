@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <string_view>
 
@@ -310,6 +311,12 @@ struct ChatTemplate::Impl {
   }
 
   Result<common_chat_params> render(const common_chat_templates_inputs& in) const {
+    // llama.cpp's chat code formats the date with std::localtime, whose
+    // result buffer is shared by every thread; each model has two
+    // preparation threads (ThreadSanitizer showed the race). One render at
+    // a time, process-wide; tokenizing, the heavy part, stays parallel.
+    static std::mutex render_mu;
+    std::lock_guard<std::mutex> lock(render_mu);
     try {
       return common_chat_templates_apply(templates.get(), in);
     } catch (const std::exception& e) {

@@ -501,6 +501,13 @@ TEST_F(HttpServerTest, RefusesConnectionsOverTheCapWith503) {
 // EMFILE: the listener stays readable while accept() fails; the server must
 // back off instead of spinning, and accept again once descriptors are free.
 TEST_F(HttpServerTest, BacksOffAcceptErrorsAndRecovers) {
+#ifdef __SANITIZE_ADDRESS__
+  // The ASan build carries UBSan, whose vptr check opens a pipe the first
+  // time a call meets a type: with every descriptor taken it cannot, and it
+  // reports the server's next virtual call as a bad object. The normal and
+  // TSan builds run this test.
+  GTEST_SKIP() << "needs free file descriptors under UBSan";
+#endif
   start();
   int client = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(client, 0);

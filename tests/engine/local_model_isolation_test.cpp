@@ -270,8 +270,10 @@ TEST_F(LocalModelIsolationTest, SeveralChoicesCancelledAtEveryPhaseAreAnsweredOn
   };
 
   // Cancelled at its first token, from the engine thread.
-  size_t first_token = 0;
-  first_token = submit(endless("first token"), [&](const Delta&) { cancels[first_token]->cancel(); });
+  // Its index is known before submit(): the callback may run before submit()
+  // returns, so it must not read a variable that the return assigns.
+  const size_t first_token = answers.size();
+  EXPECT_EQ(submit(endless("first token"), [&](const Delta&) { cancels[first_token]->cancel(); }), first_token);
   const auto& r_first = answers[first_token]->wait();
   ASSERT_TRUE(r_first.is_ok()) << r_first.status().to_string();
   EXPECT_EQ(r_first->choices[0].finish_reason, FinishReason::kCancelled);
