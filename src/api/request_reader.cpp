@@ -1,4 +1,5 @@
 #include "api/request_reader.h"
+#include "common/text.h"
 
 #include <cmath>
 #include <set>
@@ -123,14 +124,7 @@ std::string number_text(double v) { return json_excerpt(json(v)); }
 std::string member_path(std::string_view parent, std::string_view key) {
   std::string out(parent);
   if (!out.empty()) out += '.';
-  if (key.size() <= kMaxKeyInPath) {
-    out += key;
-  } else {
-    size_t cut = kMaxKeyInPath;
-    while (cut > 0 && (static_cast<unsigned char>(key[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
-    out += key.substr(0, cut);
-    out += "...";
-  }
+  out += cut_utf8(key, kMaxKeyInPath);
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "common/json.h"
+#include "common/text.h"
 
 #include <vector>
 
@@ -79,7 +80,7 @@ Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::st
   bool ok = false;
   try {
     ok = json::sax_parse(text.begin(), text.end(), &sax, json::input_format_t::json, /*strict=*/true);
-  } catch (const std::exception& e) {  // the DOM builder's own errors (none expected)
+  } catch (const std::exception&) {  // the DOM builder's own errors (none expected)
     return Status::invalid_argument(std::string(what) + " is not valid JSON", std::move(param));
   }
   if (sax.too_deep()) {
@@ -106,13 +107,7 @@ std::string json_excerpt(const json& value, size_t max_chars) {
     default:
       break;
   }
-  std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);  // a scalar: flat
-  if (s.size() > max_chars) {
-    size_t cut = max_chars;
-    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
-    s = s.substr(0, cut) + "...";
-  }
-  return s;
+  return cut_utf8(value.dump(-1, ' ', false, json::error_handler_t::replace), max_chars);  // a scalar: flat
 }
 
 const char* json_type_name(const json& value) {

@@ -3,6 +3,7 @@
 #include <utility>  // before Asio with g++ 12 (DESIGN.md)
 
 #include "providers/http_client.h"
+#include "common/text.h"
 
 #include <poll.h>
 
@@ -735,11 +736,7 @@ Status upstream_error_status(int http_status, std::string_view body, const std::
   // An upstream's message is quoted, never more than a short piece of it
   // (whole UTF-8 characters), whatever size its answer had.
   constexpr size_t kMaxMessage = 512;
-  if (message.size() > kMaxMessage) {
-    size_t cut = kMaxMessage;
-    while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
-    message = message.substr(0, cut) + "...";
-  }
+  message = cut_utf8(message, kMaxMessage);
   if (param.size() > 128) param.clear();
   if (code.size() > 128) code.clear();
   const std::string prefix = who + " answered HTTP " + std::to_string(http_status) + ": ";
