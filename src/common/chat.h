@@ -83,6 +83,10 @@ struct GenerateRequest {
   // block and makes it answer; -1: no limit, 0: no thinking at all. Only
   // models whose template has a thinking block honour it.
   int32_t thinking_budget = -1;
+  // The tenant the request runs for ("" without tenancy): set by the API
+  // from the caller's credentials, never from the body. Routing, metrics,
+  // usage and the fabric's subjects (llm.<tenant>.infer.requests.v1) use it.
+  std::string tenant;
 };
 
 enum class FinishReason { kStop, kLength, kToolCalls, kCancelled };
