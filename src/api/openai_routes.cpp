@@ -411,8 +411,14 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
        [](const providers::ProviderStats& s) { return double(s.kv_cells_total); }},
       {"llmpool_engine_aborted_steps_total", "Engine steps aborted (and undone) for a cancelled or expired request.",
        "counter", [](const providers::ProviderStats& s) { return double(s.aborted_steps); }},
-      {"llmpool_model_memory_bytes", "Model weights in memory.", "gauge",
+      {"llmpool_model_memory_bytes", "Memory the pool counts for the model (local: weights, KV cache, compute buffers).", "gauge",
        [](const providers::ProviderStats& s) { return double(s.memory_bytes); }},
+      {"llmpool_model_weights_bytes", "Model weights in memory (local models).", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.weights_bytes); }},
+      {"llmpool_model_kv_cache_bytes", "KV cache of all sequences (local models).", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.kv_cache_bytes); }},
+      {"llmpool_model_compute_bytes", "Compute buffers (local models).", "gauge",
+       [](const providers::ProviderStats& s) { return double(s.compute_bytes); }},
   };
   std::vector<std::pair<std::string, providers::ProviderStats>> stats;
   for (const auto& e : models.list()) stats.emplace_back(e.info.name, e.stats);
