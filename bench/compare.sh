@@ -32,6 +32,11 @@ usage: bench/compare.sh [options]
   --keep                  keep the work folder (JSON results, server logs, odd answers) even on success
   --quiet-wait S          before each server start, wait up to S seconds for the machine to be
                           quiet (CPU pressure avg10 under 5%); default 0, no wait
+  --loads LIST            comma-separated load names to run (default all: greedy-c1, greedy-c8,
+                          greedy-c32, sampled-c1, sampled-c8, sampled-c32, repeated-c8, system-c8,
+                          chat-c8, mixed)
+  --batch N               llmpool `batch` (per-step token budget; default 2048, llama-server's -b)
+  --llmpool-set 'KEY: V'  one more field of llmpool's model (e.g. 'kv_unified: true'); may repeat
   --report-from DIR       run nothing: rewrite the report from a work folder kept with --keep
                           (after changing llmpool-bench-report, say)
 EOF
@@ -40,7 +45,8 @@ EOF
 orig_args=("$@")
 quick=0 repeats=3 threads=2 parallel=8 context=2048 io_threads=2
 model=models/bench-0.5b-q8_0.gguf servers=llama-server,llmpool ls_extra="" build=build do_build=1
-out=bench/RESULTS.md keep=0 llmpool="" quiet_wait=0 report_from=""
+out=bench/RESULTS.md keep=0 llmpool="" quiet_wait=0 report_from="" only_loads="" batch=2048
+llmpool_set=()
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
@@ -59,13 +65,16 @@ while (($#)); do
     --keep) keep=1 ;;
     --quiet-wait) quiet_wait=${2:?}; shift ;;
     --report-from) report_from=${2:?}; shift ;;
+    --loads) only_loads=${2:?}; shift ;;
+    --batch) batch=${2:?}; shift ;;
+    --llmpool-set) llmpool_set+=("${2:?}"); shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
 [[ $quiet_wait =~ ^[0-9]+$ ]] || { echo "compare.sh: --quiet-wait must be a number of seconds" >&2; exit 2; }
-for v in repeats threads parallel context io_threads; do
+for v in repeats threads parallel context io_threads batch; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --${v//_/-} must be a positive integer" >&2; exit 2; }
 done
 IFS=, read -r -a server_list <<<"$servers"
@@ -136,16 +145,38 @@ model_abs=$(realpath "$model")
 # ---- loads ----------------------------------------------------------------------
 # name|clients|requests|loadgen arguments. Every load asks for the same number
 # of output tokens (EOS ignored), so tok/s compares like with like.
+#   greedy-cN   temperature 0, distinct prompts
+#   sampled-cN  temperature 0.8, top_p 0.95 (as clients send)
+#   repeated    prompts cycle over `parallel` distinct ones: each is sent again
+#   system      a shared system message of ~512 tokens, distinct user prompts
+#   chat        multi-turn chats (4 turns), the whole history resent each turn
+#   mixed       long and short prompts together
+sampled="--temperature 0.8 --top-p 0.95"
 if ((quick)); then
   max_tokens=32
   long=$((context - max_tokens - 100 < 1024 ? context - max_tokens - 100 : 1024))
-  loads=("c1|1|3|-p 128" "c8|8|8|-p 128" "c32|32|32|-p 128" "mixed|8|8|--mix long:$long:0.25,short:64:0.75")
+  loads=("greedy-c1|1|3|-p 128" "greedy-c8|8|8|-p 128" "greedy-c32|32|32|-p 128"
+    "sampled-c1|1|3|-p 128 $sampled" "sampled-c8|8|8|-p 128 $sampled" "sampled-c32|32|32|-p 128 $sampled"
+    "repeated-c8|8|16|-p 64 --distinct $parallel" "system-c8|8|16|-p 32 --system-tokens 512"
+    "chat-c8|8|8|-p 64 --turns 3 --followup-tokens 24" "mixed|8|8|--mix long:$long:0.25,short:64:0.75")
   bench_reps=3
 else
   max_tokens=64
   long=$((context - max_tokens - 100 < 1500 ? context - max_tokens - 100 : 1500))
-  loads=("c1|1|6|-p 128" "c8|8|24|-p 128" "c32|32|64|-p 128" "mixed|8|16|--mix long:$long:0.25,short:64:0.75")
+  loads=("greedy-c1|1|6|-p 128" "greedy-c8|8|24|-p 128" "greedy-c32|32|64|-p 128"
+    "sampled-c1|1|6|-p 128 $sampled" "sampled-c8|8|24|-p 128 $sampled" "sampled-c32|32|64|-p 128 $sampled"
+    "repeated-c8|8|24|-p 64 --distinct $parallel" "system-c8|8|24|-p 32 --system-tokens 512"
+    "chat-c8|8|8|-p 64 --turns 4 --followup-tokens 32" "mixed|8|16|--mix long:$long:0.25,short:64:0.75")
   bench_reps=5
+fi
+# --loads NAME,...: only these (e.g. for a shorter run); the report says which ran.
+if [[ -n $only_loads ]]; then
+  kept=()
+  for spec in "${loads[@]}"; do
+    [[ ",$only_loads," == *",${spec%%|*},"* ]] && kept+=("$spec")
+  done
+  ((${#kept[@]})) || { echo "compare.sh: --loads names none of the loads" >&2; exit 2; }
+  loads=("${kept[@]}")
 fi
 ((long >= 64)) || long=64
 
@@ -207,6 +238,8 @@ write_llmpool_config() { # port with_parallel
     echo "    path: $model_abs"
     echo "    context: $context"
     echo "    threads: $threads"
+    echo "    batch: $batch"
+    for kv in "${llmpool_set[@]}"; do echo "    $kv"; done
     if (($2)); then echo "    parallel: $parallel"; fi
   } >"$llmpool_config"
 }
@@ -348,9 +381,9 @@ model_size=$(du -h "$model" | cut -f1)
   echo "- llmpool: \`$llmpool_src\` built $llmpool_built; commit $git_rev"
   echo "- llama.cpp: \`$(basename "$llama_dir")\`"
   echo "- both servers: $threads threads, $parallel sequences decoded together, $context tokens of context per sequence"
-  echo "- every request: a system message (\"$system_prompt\") and a user prompt; greedy, \`ignore_eos\`, exactly $max_tokens output tokens asked, streamed with a final usage chunk"
+  echo "- every request: a system message (\"$system_prompt\", plus ~512 shared tokens in the system load) and a user prompt; greedy unless sampled (temperature 0.8, top_p 0.95), \`ignore_eos\`, exactly $max_tokens output tokens asked, streamed with a final usage chunk"
   echo "- $repeats round(s); each round starts each server afresh (llama-server first), warms all $parallel sequences, then runs every load"
-  echo "- prompts are distinct per request and differ between loads and rounds (seed = 1000 × round + load), the same for both servers"
+  echo "- prompts are distinct per request (except in the repeated load) and differ between loads and rounds (seed = 1000 × round + load), the same for both servers"
   echo
   if [[ " ${server_list[*]} " == *" llama-server "* ]]; then
     echo "llama-server (\`-c\` = sequences × context, split across slots since the KV cache is not unified; its other settings are defaults):"
@@ -374,11 +407,11 @@ model_size=$(du -h "$model" | cut -f1)
   for n in "${llmpool_notes[@]}"; do echo "- note: llmpool: $n"; notes=1; done
   for s in "${!stream_note[@]}"; do echo "- note: $s ${stream_note[$s]}"; notes=1; done
   if ((notes)); then echo; fi
-  echo "| load | clients | requests per round | prompt tokens | output tokens |"
+  echo "| load | clients | requests per round | loadgen arguments (-p: prompt tokens) | output tokens |"
   echo "| --- | ---: | ---: | --- | ---: |"
   for spec in "${loads[@]}"; do
     IFS='|' read -r name clients requests args <<<"$spec"
-    prompt=${args#-p }
+    prompt=$args
     [[ $args == --mix* ]] && prompt="mix: ${args#--mix }"
     echo "| $name | $clients | $requests | $prompt | $max_tokens |"
   done

@@ -48,6 +48,12 @@ struct Options {
   double duration_s = 0;        // > 0: the measured phase ends after this long (requests is the cap)
   std::string record_header;    // count requests per value of this response header
   double window_s = 10;         // ... in windows this long
+  double temperature = 0;       // > 0: sampled answers (with top_p)
+  double top_p = 1;
+  int distinct = 0;             // > 0: prompts cycle over this many (warmup sends the same ones)
+  int system_tokens = 0;        // > 0: a shared system message of about this many tokens
+  int turns = 1;                // > 1: each request is a chat of this many turns, history resent
+  int followup_tokens = 32;     // user message length of turns after the first
 };
 
 // Everything a client thread needs to send request i of a phase.
@@ -69,7 +75,7 @@ class LoadGenerator {
   std::vector<RequestOutcome> run(const Phase& phase, int concurrency, double* wall_s,
                                   double duration_s = 0) const {
     const int n = static_cast<int>(phase.classes.size());
-    std::vector<RequestOutcome> outcomes(static_cast<size_t>(n));
+    std::vector<std::vector<RequestOutcome>> outcomes(static_cast<size_t>(n));
     std::atomic<int> next{0};
     const auto t0 = Clock::now();
     const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
@@ -79,15 +85,17 @@ class LoadGenerator {
         while (duration_s <= 0 || Clock::now() < end) {
           const int i = next++;
           if (i >= n) break;
-          outcomes[static_cast<size_t>(i)] = one(phase, i, t0);
+          outcomes[static_cast<size_t>(i)] = conversation(phase, i, t0);
         }
       });
     }
     for (std::thread& t : clients) t.join();
     *wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
     // Every index below min(next, n) was taken, and every one taken was run.
-    outcomes.resize(static_cast<size_t>(std::min(next.load(), n)));
-    return outcomes;
+    std::vector<RequestOutcome> flat;
+    for (int i = 0; i < std::min(next.load(), n); ++i)
+      for (auto& o : outcomes[static_cast<size_t>(i)]) flat.push_back(std::move(o));
+    return flat;
   }
 
   const std::vector<LoadClass>& classes() const { return classes_; }
@@ -96,22 +104,63 @@ class LoadGenerator {
     return m > 0 ? m : opts_.max_tokens;
   }
 
-  // The prompt of request i of a phase of the run.
+  // The prompt of request i of a phase of the run. With --distinct the
+  // prompts cycle over that many, the same in the warmup and measured phases.
   std::string prompt(const char* tag, int i, int cls) const {
+    if (opts_.distinct > 0) {
+      tag = "Request";
+      i %= opts_.distinct;
+    }
     return make_prompt(classes_[static_cast<size_t>(cls)].prompt_tokens, opts_.words_per_token, opts_.seed,
                        std::string(tag) + " " + std::to_string(i), opts_.shared_prefix);
   }
 
+  // The system message: --system, then --system-tokens of shared text.
+  std::string system() const {
+    std::string s = opts_.system;
+    if (opts_.system_tokens > 0) {
+      if (!s.empty()) s += " ";
+      s += make_prompt(opts_.system_tokens, opts_.words_per_token, 4242, "", true);
+    }
+    return s;
+  }
+
  private:
-  RequestOutcome one(const Phase& phase, int i, Clock::time_point phase_start) const {
+  // Request i: one turn, or --turns turns of one chat whose history
+  // (with the answers as streamed) is resent each turn. A failed turn ends it.
+  std::vector<RequestOutcome> conversation(const Phase& phase, int i, Clock::time_point phase_start) const {
     const int cls = phase.classes[static_cast<size_t>(i)];
-    const std::string prompt = this->prompt(phase.tag, i, cls);
+    const Sampling sampling{opts_.temperature, opts_.top_p};
+    const uint64_t seed = opts_.temperature > 0 ? opts_.seed + static_cast<uint64_t>(i) : opts_.seed;
+    std::vector<RequestOutcome> out;
+    if (opts_.turns <= 1 || endpoint_ != Endpoint::kChat) {
+      out.push_back(one(make_request_body(endpoint_, opts_.model, prompt(phase.tag, i, cls), max_tokens(cls), seed,
+                                          !opts_.no_stream, system(), sampling),
+                        cls, phase_start));
+      return out;
+    }
+    nlohmann::json messages = nlohmann::json::array();
+    if (const std::string sys = system(); !sys.empty()) messages.push_back({{"role", "system"}, {"content", sys}});
+    for (int turn = 0; turn < opts_.turns; ++turn) {
+      const std::string user =
+          turn == 0 ? prompt(phase.tag, i, cls)
+                    : make_prompt(opts_.followup_tokens, opts_.words_per_token, opts_.seed + static_cast<uint64_t>(turn),
+                                  "Follow-up " + std::to_string(turn) + " of " + std::to_string(i), false);
+      messages.push_back({{"role", "user"}, {"content", user}});
+      out.push_back(one(make_chat_body(opts_.model, messages, max_tokens(cls), seed, !opts_.no_stream, sampling), cls,
+                        phase_start));
+      if (!out.back().ok) break;
+      messages.push_back({{"role", "assistant"}, {"content", out.back().text}});
+    }
+    return out;
+  }
+
+  RequestOutcome one(std::string body, int cls, Clock::time_point phase_start) const {
     HttpPost post;
     post.url = url_;
     post.path = path_;
     post.timeout_s = opts_.timeout_s;
-    post.body = make_request_body(endpoint_, opts_.model, prompt, max_tokens(cls), opts_.seed, !opts_.no_stream,
-                                  opts_.system);
+    post.body = std::move(body);
     if (!opts_.api_key.empty()) post.headers.emplace_back("Authorization", "Bearer " + opts_.api_key);
 
     const auto start = Clock::now();
@@ -173,7 +222,9 @@ void print_report(const Options& o, const std::string& target, const LoadGenerat
   std::printf("  %-22s %ld tokens   %s tok/s aggregate   (usage in %d/%d answers, streamed %d/%d, short %d)\n",
               "output", s.output_tokens, fmt(s.output_tok_s).c_str(), s.usage_seen, s.ok, s.streamed, s.ok,
               s.short_outputs);
-  std::printf("  %-22s %s tokens mean (usage.prompt_tokens)\n", "prompt", fmt(s.prompt_tokens_mean).c_str());
+  std::printf("  %-22s %s tokens mean (usage.prompt_tokens)", "prompt", fmt(s.prompt_tokens_mean).c_str());
+  if (s.cached_tokens_mean >= 0) std::printf(", %s of them cached", fmt(s.cached_tokens_mean).c_str());
+  std::printf("\n");
   std::printf("  %-22s %10s %10s %10s %10s %8s\n", "", "p50", "p99", "mean", "max", "n");
   print_row("TTFT ms", s.ttft_ms);
   print_row("ITL ms", s.itl_ms, 2);
@@ -296,6 +347,17 @@ int run_main(int argc, char** argv) {
   app.add_option("--record-header", o.record_header,
                  "count measured requests per value of this response header (e.g. x-llmpool-model), per window");
   app.add_option("--window", o.window_s, "seconds per window of --record-header")->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--temperature", o.temperature, "sampling temperature; 0: greedy")->check(CLI::Range(0.0, 2.0));
+  app.add_option("--top-p", o.top_p, "nucleus sampling, with --temperature > 0")->check(CLI::Range(0.01, 1.0));
+  app.add_option("--distinct", o.distinct,
+                 "prompts cycle over this many (repeated prompts); the warmup sends the same ones")
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--system-tokens", o.system_tokens, "add a shared system message of about this many tokens")
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--turns", o.turns, "chat turns per request, the whole history resent each turn (chat only)")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--followup-tokens", o.followup_tokens, "user message length of the turns after the first")
+      ->check(CLI::Range(1, 1000000));
   CLI11_PARSE(app, argc, argv);
   for (char& ch : o.record_header) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   if (o.duration_s > 0 && app.count("--requests") == 0) o.requests = 1000000;
@@ -400,7 +462,12 @@ int run_main(int argc, char** argv) {
           {"system", o.system},
           {"stream", !o.no_stream},
           {"words_per_token", o.words_per_token},
-          {"duration_s", o.duration_s}}},
+          {"duration_s", o.duration_s},
+          {"temperature", o.temperature},
+          {"top_p", o.top_p},
+          {"distinct", o.distinct},
+          {"system_tokens", o.system_tokens},
+          {"turns", o.turns}}},
         {"machine", machine},
         {"results", to_json(stats)},
         {"classes", by_class},

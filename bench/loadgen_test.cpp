@@ -170,6 +170,26 @@ TEST(MakeRequestBodyTest, AsksForGreedyStreamWithUsageAndIgnoreEos) {
   EXPECT_FALSE(plain.contains("messages"));
 }
 
+TEST(MakeRequestBodyTest, SampledBodiesCarryTemperatureAndTopP) {
+  auto sampled = nlohmann::json::parse(make_request_body(Endpoint::kChat, "m", "hi", 8, 5, true, "", {0.8, 0.95}));
+  EXPECT_DOUBLE_EQ(sampled["temperature"].get<double>(), 0.8);
+  EXPECT_DOUBLE_EQ(sampled["top_p"].get<double>(), 0.95);
+  auto greedy = nlohmann::json::parse(make_request_body(Endpoint::kChat, "m", "hi", 8, 5, true));
+  EXPECT_FALSE(greedy.contains("top_p"));
+}
+
+TEST(MakeChatBodyTest, SendsTheWholeHistory) {
+  nlohmann::json history = nlohmann::json::array({{{"role", "system"}, {"content", "S"}},
+                                                  {{"role", "user"}, {"content", "one"}},
+                                                  {{"role", "assistant"}, {"content", "answer"}},
+                                                  {{"role", "user"}, {"content", "two"}}});
+  auto body = nlohmann::json::parse(make_chat_body("m", history, 16, 3, true));
+  EXPECT_EQ(body["messages"], history);
+  EXPECT_EQ(body["max_tokens"], 16);
+  EXPECT_EQ(body["ignore_eos"], true);
+  EXPECT_EQ(body["stream_options"]["include_usage"], true);
+}
+
 ResponseHead head(int status, const std::string& type) {
   ResponseHead h;
   h.status = status;
@@ -202,7 +222,24 @@ TEST(ResponseReaderTest, TimestampsEachDeltaAndReadsUsage) {
   EXPECT_NEAR(o.delta_times[2], 0.210, 1e-9);
   EXPECT_EQ(o.prompt_tokens, 12);
   EXPECT_EQ(o.completion_tokens, 3);
+  EXPECT_EQ(o.cached_tokens, -1);
+  EXPECT_EQ(o.text, "abc");
   EXPECT_TRUE(o.notes.empty());
+}
+
+TEST(ResponseReaderTest, ReadsCachedPromptTokens) {
+  const auto t0 = Clock::now();
+  ResponseReader r(Endpoint::kChat, t0, 0, 1);
+  r.on_head(head(200, "text/event-stream"));
+  EXPECT_FALSE(r.on_body(chunk("a") +
+                             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":1,"
+                             "\"prompt_tokens_details\":{\"cached_tokens\":39}}}\n\ndata: [DONE]\n\n",
+                         t0));
+  RequestOutcome o = r.finish("", t0);
+  ASSERT_TRUE(o.ok) << o.error;
+  EXPECT_EQ(o.cached_tokens, 39);
+  PhaseStats s = aggregate({o}, 1.0);
+  EXPECT_DOUBLE_EQ(s.cached_tokens_mean, 39);
 }
 
 TEST(ResponseReaderTest, CountsAJsonAnswerAsOneDeltaAtTheEnd) {

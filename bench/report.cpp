@@ -195,6 +195,7 @@ class Report {
         {"ITL p50 ms", {"itl_ms", "p50"}, "", true, false},
         {"ITL p99 ms", {"itl_ms", "p99"}, "", true, false},
         {"E2E p50 ms", {"e2e_ms", "p50"}, "", false, false},
+        {"cached prompt tokens (mean)", {"cached_tokens_mean"}, "", false, true},
     };
     const json mix = config.value("mix", json::array());
     if (mix.size() > 1) {

@@ -165,17 +165,29 @@ std::string make_prompt(int target_tokens, double words_per_token, uint64_t seed
   return text;
 }
 
-std::string make_request_body(Endpoint endpoint, const std::string& model, const std::string& prompt,
-                              int max_tokens, uint64_t seed, bool stream, const std::string& system) {
+namespace {
+
+nlohmann::json body_head(const std::string& model, int max_tokens, uint64_t seed, bool stream,
+                         const Sampling& sampling) {
   nlohmann::json body = {
       {"model", model},
       {"max_tokens", max_tokens},
-      {"temperature", 0},
+      {"temperature", sampling.temperature},
       {"seed", seed},
       {"ignore_eos", true},
       {"stream", stream},
   };
+  if (sampling.temperature > 0 && sampling.top_p < 1) body["top_p"] = sampling.top_p;
   if (stream) body["stream_options"] = {{"include_usage", true}};
+  return body;
+}
+
+}  // namespace
+
+std::string make_request_body(Endpoint endpoint, const std::string& model, const std::string& prompt,
+                              int max_tokens, uint64_t seed, bool stream, const std::string& system,
+                              const Sampling& sampling) {
+  nlohmann::json body = body_head(model, max_tokens, seed, stream, sampling);
   if (endpoint == Endpoint::kChat) {
     body["messages"] = nlohmann::json::array();
     if (!system.empty()) body["messages"].push_back({{"role", "system"}, {"content", system}});
@@ -184,6 +196,13 @@ std::string make_request_body(Endpoint endpoint, const std::string& model, const
     body["prompt"] = prompt;
   }
   return body.dump();
+}
+
+std::string make_chat_body(const std::string& model, const nlohmann::json& messages, int max_tokens, uint64_t seed,
+                           bool stream, const Sampling& sampling) {
+  nlohmann::json body = body_head(model, max_tokens, seed, stream, sampling);
+  body["messages"] = messages;
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 ResponseReader::ResponseReader(Endpoint endpoint, Clock::time_point start, int cls, int max_tokens, bool keep_raw)
@@ -235,6 +254,7 @@ void ResponseReader::content(const nlohmann::json& choice, Clock::time_point at)
     if (it != choice.end() && it->is_string() && !it->get_ref<const std::string&>().empty()) text = &*it;
   }
   if (text == nullptr) return;
+  if (out_.text.size() < (1u << 20)) out_.text += text->get_ref<const std::string&>();
   double t = since_start(at);
   if (out_.delta_times.empty()) out_.ttft_s = t;
   out_.delta_times.push_back(t);
@@ -250,6 +270,10 @@ void ResponseReader::usage(const nlohmann::json& message) {
   };
   read("prompt_tokens", &out_.prompt_tokens);
   read("completion_tokens", &out_.completion_tokens);
+  if (auto d = u->find("prompt_tokens_details"); d != u->end() && d->is_object()) {
+    auto c = d->find("cached_tokens");
+    if (c != d->end() && c->is_number_integer()) out_.cached_tokens = c->get<long>();
+  }
 }
 
 void ResponseReader::event(const std::string& data, Clock::time_point at) {
@@ -352,8 +376,8 @@ PhaseStats aggregate(const std::vector<RequestOutcome>& outcomes, double wall_s,
   PhaseStats s;
   s.wall_s = wall_s;
   std::vector<double> ttft, itl, e2e, decode;
-  double prompt_sum = 0;
-  int prompt_n = 0;
+  double prompt_sum = 0, cached_sum = 0;
+  int prompt_n = 0, cached_n = 0;
   for (const RequestOutcome& o : outcomes) {
     if (cls >= 0 && o.cls != cls) continue;
     if (!o.ok) {
@@ -371,6 +395,10 @@ PhaseStats aggregate(const std::vector<RequestOutcome>& outcomes, double wall_s,
       prompt_sum += static_cast<double>(o.prompt_tokens);
       ++prompt_n;
     }
+    if (o.cached_tokens >= 0) {
+      cached_sum += static_cast<double>(o.cached_tokens);
+      ++cached_n;
+    }
     if (o.ttft_s >= 0) ttft.push_back(o.ttft_s * 1e3);
     e2e.push_back(o.e2e_s * 1e3);
     for (size_t i = 1; i < o.delta_times.size(); ++i) itl.push_back((o.delta_times[i] - o.delta_times[i - 1]) * 1e3);
@@ -382,6 +410,7 @@ PhaseStats aggregate(const std::vector<RequestOutcome>& outcomes, double wall_s,
   s.output_tok_s = wall_s > 0 ? static_cast<double>(s.output_tokens) / wall_s : 0;
   s.requests_per_s = wall_s > 0 ? s.ok / wall_s : 0;
   s.prompt_tokens_mean = prompt_n > 0 ? prompt_sum / prompt_n : 0;
+  s.cached_tokens_mean = cached_n > 0 ? cached_sum / cached_n : -1;
   s.ttft_ms = summarize(std::move(ttft));
   s.itl_ms = summarize(std::move(itl));
   s.e2e_ms = summarize(std::move(e2e));
@@ -402,6 +431,7 @@ nlohmann::json to_json(const PhaseStats& s) {
       {"output_tok_s", s.output_tok_s},
       {"requests_per_s", s.requests_per_s},
       {"prompt_tokens_mean", s.prompt_tokens_mean},
+      {"cached_tokens_mean", s.cached_tokens_mean >= 0 ? nlohmann::json(s.cached_tokens_mean) : nlohmann::json()},
       {"usage_seen", s.usage_seen},
       {"streamed", s.streamed},
       {"short_outputs", s.short_outputs},

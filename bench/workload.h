@@ -56,8 +56,22 @@ std::string make_prompt(int target_tokens, double words_per_token, uint64_t seed
 // prompt (chat only); with one, chat templates that insert a default system
 // prompt of their own (llama-server's ChatML) do not, so different servers
 // see the same tokens.
+// How the answer is drawn: greedy by default; temperature > 0 samples (with
+// top_p, as clients send).
+struct Sampling {
+  double temperature = 0;
+  double top_p = 1;
+};
+
 std::string make_request_body(Endpoint endpoint, const std::string& model, const std::string& prompt,
-                              int max_tokens, uint64_t seed, bool stream, const std::string& system = "");
+                              int max_tokens, uint64_t seed, bool stream, const std::string& system = "",
+                              const Sampling& sampling = {});
+
+// One turn of a chat: the messages so far, then as above. `messages` is a
+// JSON array of {"role","content"} objects (a multi-turn conversation that
+// resends its whole history each turn).
+std::string make_chat_body(const std::string& model, const nlohmann::json& messages, int max_tokens, uint64_t seed,
+                           bool stream, const Sampling& sampling = {});
 
 // What one request measured. Times are seconds since the request started
 // (before connect).
@@ -71,6 +85,8 @@ struct RequestOutcome {
   std::vector<double> delta_times;   // every content delta
   long prompt_tokens = -1;           // from usage; -1 when absent
   long completion_tokens = -1;       // from usage; -1 when absent
+  long cached_tokens = -1;           // usage.prompt_tokens_details.cached_tokens; -1 when absent
+  std::string text;                  // the answer's content, as streamed
   int max_tokens = 0;                // what was asked for
   std::vector<std::string> notes;    // protocol oddities that did not fail it
   std::string raw;                   // the response body as received, when asked for
@@ -136,6 +152,7 @@ struct PhaseStats {
   double output_tok_s = 0;         // output_tokens / wall_s
   double requests_per_s = 0;
   double prompt_tokens_mean = 0;   // from usage; 0 when no server reported it
+  double cached_tokens_mean = -1;  // prompt tokens the server reused; -1 when none reported it
   int usage_seen = 0;              // ok requests whose answer carried usage
   int streamed = 0;                // ok requests answered with SSE
   int short_outputs = 0;           // ok requests with fewer tokens than asked
