@@ -738,7 +738,7 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   ensemble::RunInput in;
   in.strategy = ctx->strategy;
   in.k = hints.k > 0 ? hints.k : (group != nullptr ? group->k : 0);
-  std::vector<std::shared_ptr<InstanceStats>> stats;
+  std::vector<std::shared_ptr<health::InstanceHealth>> stats;
   for (const auto& name : order) {
     const providers::ModelEntry* e = entry_of(name);
     auto s = stats_for(*st, name);
