@@ -1024,9 +1024,10 @@ void DirectAttempt::finish(const Status& status, bool cancelled) {
   }
 }
 
-DirectAttempt RouterService::start_direct(const std::string& model) {
+DirectAttempt RouterService::start_direct(const std::string& model, const std::string& tenant) {
   DirectAttempt a;
   a.model_ = model;
+  a.tenant_ = tenant;
   a.clock_ = &clock_;
   a.start_ = clock_.now();
   auto st = state();

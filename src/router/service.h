@@ -118,7 +118,7 @@ struct FeedbackTarget {
   std::string model;         // the instance that answered
   std::string route;         // canary route ("" when none)
   std::string arm;           // canary arm ("" when none)
-  std::string tenant;        // whose response it is; only that tenant may rate it ("" without tenancy)
+  std::string tenant = {};   // whose response it is; only that tenant may rate it ("" without tenancy)
 };
 
 // An explicit-model request served without the router's choice (it still
@@ -131,11 +131,14 @@ class DirectAttempt {
   // A generation the client cancelled (`cancelled`) says nothing either.
   void finish(const Status& status, bool cancelled = false);
   const std::string& model() const { return model_; }
+  // What remember() takes for this answer: the model and the tenant.
+  FeedbackTarget feedback_target() const { return {model_, "", "", tenant_}; }
 
  private:
   friend class RouterService;
   std::shared_ptr<InstanceStats> stats_;  // null: the breaker did not take this attempt
   std::string model_;
+  std::string tenant_;
   qos::Clock::TimePoint start_{};
   const qos::Clock* clock_ = nullptr;
   bool done_ = false;
@@ -190,10 +193,10 @@ class RouterService {
   // `cancel` (may be null) ends the run at once and cancels its attempts.
   void route(RouteRequest request, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done);
 
-  // For a request sent straight to `model`: statistics and breaker
-  // bookkeeping (see DirectAttempt) and the effort regulation a request
-  // with `reasoning_effort` asks for.
-  DirectAttempt start_direct(const std::string& model);
+  // For a request sent straight to `model` on behalf of `tenant`:
+  // statistics and breaker bookkeeping (see DirectAttempt) and the effort
+  // regulation a request with `reasoning_effort` asks for.
+  DirectAttempt start_direct(const std::string& model, const std::string& tenant = "");
   void regulate_direct(GenerateRequest& request, const RouteHints& hints) const;
 
   // Remembers where `response_id` came from, for feedback; target.tenant

@@ -674,6 +674,20 @@ TEST_F(RouterServiceTest, CanaryAssignmentKeysOnTenantAndUser) {
   EXPECT_EQ(lines[6]["canary"]["bucket"], canary_bucket("g", user));
 }
 
+TEST_F(RouterServiceTest, ADirectAnswerIsRatedByItsOwnTenantOnly) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  start();
+  DirectAttempt d = svc_->start_direct("a", "acme");
+  d.finish(Status::ok());
+  FeedbackTarget t = d.feedback_target();
+  EXPECT_EQ(t.model, "a");
+  EXPECT_EQ(t.tenant, "acme");
+  svc_->remember("id-direct", t);
+  EXPECT_EQ(svc_->feedback("id-direct", true, "globex").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(svc_->feedback("id-direct", true).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(svc_->feedback("id-direct", true, "acme").is_ok());
+}
+
 TEST_F(RouterServiceTest, TenantMetricLabelsAreBoundedToTheConfiguredTenants) {
   add(model("a", {"general"}), {answer("x", 0)});
   tenants_ = {"acme"};
