@@ -4,7 +4,7 @@
 // after the first one stopped mid-batch.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
@@ -27,6 +27,7 @@ models:
 const servers = [];
 after(async () => {
   for (const s of servers) await finishServer(s);
+  rmSync(dataDir, { recursive: true, force: true });
 });
 
 async function start() {
