@@ -108,7 +108,7 @@ struct LocalModelSpec {
   // Requests whose text is longer are prepared on the second preparation
   // thread, apart from the short ones.
   int64_t prep_large_bytes = 32 * 1024;
-  SpeculativeSpec speculative;
+  SpeculativeSpec speculative{};
 };
 
 // A point-in-time view of the engine, for metrics and capacity reports.
