@@ -101,6 +101,9 @@ class SpeculativeModelTest : public ::testing::Test {
     spec.parallel = 4;
     spec.batch = 64;
     spec.threads = 1;
+    // After every step: each sequence's token list matches its KV cache
+    // (the rejected drafts' cells are gone), or the process aborts.
+    spec.check_invariants = true;
     spec.speculative = sp;
     auto m = LocalModel::load(spec);
     EXPECT_TRUE(m.is_ok()) << m.status().to_string();
