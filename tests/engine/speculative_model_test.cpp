@@ -93,7 +93,7 @@ class SpeculativeModelTest : public ::testing::Test {
     delete other_vocab_;
   }
 
-  static std::unique_ptr<LocalModel> load(const SpeculativeSpec& sp) {
+  static std::unique_ptr<LocalModel> load(const SpeculativeSpec& sp, bool kv_unified = false) {
     LocalModelSpec spec;
     spec.name = "tiny";
     spec.path = kTiny;
@@ -105,6 +105,7 @@ class SpeculativeModelTest : public ::testing::Test {
     // (the rejected drafts' cells are gone), or the process aborts.
     spec.check_invariants = true;
     spec.speculative = sp;
+    spec.kv_unified = kv_unified;
     auto m = LocalModel::load(spec);
     EXPECT_TRUE(m.is_ok()) << m.status().to_string();
     return m ? std::move(m).value() : nullptr;
@@ -189,6 +190,27 @@ TEST_F(SpeculativeModelTest, ManySequencesSpeculateInOneStepWithTheSameOutput) {
     EXPECT_EQ(r->choices[0].text, want[0]);
     EXPECT_EQ(r->choices[1].text, want[0]);
   }
+}
+
+TEST_F(SpeculativeModelTest, OneSharedKvCacheSpeculatesWithTheSameOutput) {
+  // kv_unified: the draft and the target each keep all sequences in one
+  // cache; removing a sequence's rejected cells must leave the others alone.
+  SpeculativeSpec sp;
+  sp.draft_path = *other_draft_;
+  sp.p_min = 0.0f;
+  auto unified = load(sp, true);
+  ASSERT_TRUE(unified);
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (const auto& prompt : kPrompts) {
+    cs.push_back(std::make_unique<Collector>());
+    unified->submit(request(prompt, 32, true), nullptr, cs.back()->callbacks());
+  }
+  for (size_t i = 0; i < cs.size(); ++i) {
+    auto r = cs[i]->future.get();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->choices[0].text, text(plain_, request(kPrompts[i], 32, false)));
+  }
+  EXPECT_GT(unified->stats().speculative_drafted, 0);
 }
 
 TEST_F(SpeculativeModelTest, GrammarAndStopStringsGiveTheSameOutput) {
