@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 target="" draft="" threads=2 parallel=4 context=1024 clients=4 requests=8 max_tokens=64 repeats=3
 build=build out=bench/RESULTS.md draft_max=16 p_min=0.75
-configs_arg=""
+configs_arg="" engine=1
 while (($#)); do
   case $1 in
     --target) target=${2:?}; shift ;;
@@ -38,6 +38,7 @@ while (($#)); do
     --p-min) p_min=${2:?}; shift ;;
     --build-dir) build=${2:?}; shift ;;
     --configs) configs_arg=${2:?}; shift ;;
+    --no-engine) engine=0 ;;
     --out) out=${2:?}; shift ;;
     -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "speculative.sh: unknown option '$1'" >&2; exit 2 ;;
@@ -94,7 +95,7 @@ configs=(llama-server llama-server-md llmpool llmpool-draft llmpool-ngram)
 [[ -x $llmpool ]] || configs=(llama-server llama-server-md)
 [[ -z $configs_arg ]] || IFS=, read -r -a configs <<<"$configs_arg"
 engine_table=""
-if [[ " ${configs[*]} " != *" llmpool "* ]]; then
+if ((engine)) && [[ " ${configs[*]} " != *" llmpool "* ]]; then
   log "llmpool in-process (llmpool-spec-bench)"
   engine_table=$("$spec_bench" --target "$target" --draft "$draft" --threads "$threads" --parallel "$parallel" \
     --context "$context" --clients "$clients" --requests "$requests" --max-tokens "$max_tokens" --repeats "$repeats" \
@@ -106,7 +107,7 @@ start() { # config port
     llama-server | llama-server-md)
       local argv=("$llama_server" -m "$target" -t "$threads" -np "$parallel" -c $((parallel * context)) --no-kv-unified
         --host 127.0.0.1 --port "$port" -a bench --no-webui)
-      [[ $c == llama-server-md ]] && argv+=(-md "$draft" --draft-max "$draft_max" --draft-min 0 --draft-p-min "$p_min" -td "$threads")
+      [[ $c == llama-server-md ]] && argv+=(-md "$draft" --spec-draft-n-max "$draft_max" --spec-draft-n-min 0 --spec-draft-p-min "$p_min" -td "$threads")
       "${argv[@]}" >"$work/$c.log" 2>&1 &
       ;;
     llmpool*)
@@ -159,7 +160,7 @@ for ((r = 1; r <= repeats; r++)); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | grep -v nan | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | awk 'NF && $1 != "nan"' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a=="nan" || b=="nan" || b==0) print "—"; else printf "%.2f×", a/b }'; }
 section=$work/section.md
 {

@@ -205,7 +205,7 @@ const std::vector<std::string> kModelKeys = {
     "name",     "aliases",       "type",         "path",      "base_url",     "upstream_model",
     "api_key_env", "ca_file", "tls_insecure_skip_verify", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
     "batch",    "threads",       "max_queue",    "deadline_ms", "max_concurrent", "priority",
-    "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "thinking",
+    "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "thinking", "kv_type",
     "draft"};
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
@@ -290,6 +290,9 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
   r.read_int(n, "batch", prefix, &m->batch, 1, 1 << 16);
   r.read_int(n, "prefill_chunk", prefix, &m->prefill_chunk, 0, 1 << 16);
   r.read_bool(n, "kv_unified", prefix, &m->kv_unified);
+  r.read_string(n, "kv_type", prefix, &m->kv_type, 16);
+  if (YAML::Node k = n["kv_type"]; k.IsDefined() && k.IsScalar() && m->kv_type != "f16" && m->kv_type != "q8_0")
+    r.issue(k, prefix + ".kv_type", "must be f16 or q8_0");
   r.read_int(n, "threads", prefix, &m->threads, 0, 1024);
   r.read_int(n, "max_queue", prefix, &m->max_queue, 0, 1 << 20);
   r.read_int(n, "deadline_ms", prefix, &m->deadline_ms, 0, 86400000);

@@ -94,6 +94,7 @@ struct ModelConfig {
   int32_t batch = 512;                    // local: per-step token budget
   int32_t prefill_chunk = 0;              // local: prompt tokens per step while others generate; 0: batch
   bool kv_unified = false;                // local: one KV cache for all sequences instead of one each
+  std::string kv_type = "f16";            // local: KV cache element type, f16 or q8_0
   int32_t threads = 0;                    // 0: number of cores
   int32_t max_queue = 64;                 // waiting requests before 429
   int32_t deadline_ms = 0;                // > 0: a request ends this long after it arrives (step cutoff)

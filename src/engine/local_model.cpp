@@ -1,6 +1,9 @@
 #include "engine/local_model.h"
 
+#include <gguf.h>
 #include <llama.h>
+// llama_get_memory_breakdown: the bundle's staging API (exported by libllama).
+#include <llama-ext.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +13,7 @@
 #include <random>
 
 #include "engine/llama_status.h"
+#include "engine/prefix_cache.h"
 #include "engine/sampling.h"
 #include "engine/speculative.h"
 #include "engine/text_stream.h"
@@ -19,18 +23,57 @@ namespace {
 
 constexpr const char* kFallbackTemplate = "chatml";
 // With one KV stream per sequence, sharing a prefix copies the donor's whole
-// stream; below this many extra tokens recomputing them is cheaper.
-constexpr size_t kMinStreamCopyTokens = 32;
+// stream (a memcpy per layer, milliseconds at 2048 cells); the prefix cache
+// counts it as worth this many recomputed tokens.
+constexpr size_t kMinStreamCopyTokens = 8;
+// The fewest prompt tokens a step carries while sequences generate.
+constexpr int32_t kMinPrefillChunk = 32;
 // Prompt tokens in the step that follows an aborted one.
 constexpr int32_t kPrefillAfterAbort = 16;
 
 using Clock = std::chrono::steady_clock;
 
-size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
-  size_t n = std::min(a.size(), b.size());
-  size_t i = 0;
-  while (i < n && a[i] == b[i]) ++i;
-  return i;
+// The ggml type of a `kv_type` value; nullopt for an unknown one.
+std::optional<ggml_type> kv_ggml_type(const std::string& name) {
+  if (name == "f16") return GGML_TYPE_F16;
+  if (name == "q8_0") return GGML_TYPE_Q8_0;
+  return std::nullopt;
+}
+
+Status unknown_kv_type(const LocalModelSpec& spec) {
+  return Status::invalid_argument("model '" + spec.name + "': kv_type must be f16 or q8_0", "kv_type");
+}
+
+// A non-negative integer metadata value (scalar, or the largest of a per-layer array).
+std::optional<uint64_t> gguf_uint(const gguf_context* g, const std::string& key) {
+  const int64_t id = gguf_find_key(g, key.c_str());
+  if (id < 0) return std::nullopt;
+  auto scalar = [](gguf_type t, const void* p) -> std::optional<uint64_t> {
+    switch (t) {
+      case GGUF_TYPE_UINT8: return *static_cast<const uint8_t*>(p);
+      case GGUF_TYPE_UINT16: return *static_cast<const uint16_t*>(p);
+      case GGUF_TYPE_UINT32: return *static_cast<const uint32_t*>(p);
+      case GGUF_TYPE_UINT64: return *static_cast<const uint64_t*>(p);
+      case GGUF_TYPE_INT32: {
+        const int32_t v = *static_cast<const int32_t*>(p);
+        return v < 0 ? std::nullopt : std::optional<uint64_t>(static_cast<uint64_t>(v));
+      }
+      default: return std::nullopt;
+    }
+  };
+  const gguf_type t = gguf_get_kv_type(g, id);
+  if (t != GGUF_TYPE_ARRAY) return scalar(t, gguf_get_val_data(g, id));
+  const gguf_type et = gguf_get_arr_type(g, id);
+  const size_t n = gguf_get_arr_n(g, id);
+  const size_t width = et == GGUF_TYPE_UINT64 ? 8 : et == GGUF_TYPE_UINT16 ? 2 : et == GGUF_TYPE_UINT8 ? 1 : 4;
+  const auto* data = static_cast<const unsigned char*>(gguf_get_arr_data(g, id));
+  std::optional<uint64_t> best;
+  for (size_t i = 0; i < n && data; ++i) {
+    auto v = scalar(et, data + i * width);
+    if (!v) return std::nullopt;
+    best = std::max(best.value_or(0), *v);
+  }
+  return best;
 }
 
 }  // namespace
@@ -105,6 +148,8 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     spdlog::error("model '{}': no model file at {}", spec.name, spec.path);
     return Status::not_found("model '" + spec.name + "': its model file is missing");
   }
+  const std::optional<ggml_type> kv_type = kv_ggml_type(spec.kv_type);
+  if (!kv_type) return unknown_kv_type(spec);
   init_llama_backend();
 
   std::unique_ptr<LocalModel> m(new LocalModel(spec));
@@ -127,6 +172,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   cp.kv_unified = spec.kv_unified || spec.embedding;
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
+  cp.type_k = cp.type_v = *kv_type;
   if (spec.embedding) {
     // A whole input must fit one micro-batch for pooling.
     cp.embeddings = true;
@@ -142,7 +188,12 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     spdlog::error("model '{}': llama.cpp cannot create a context for {}", spec.name, spec.path);
     return Status::invalid_argument("model '" + spec.name + "': llama.cpp cannot create its context (context " +
                                     std::to_string(spec.context) + " x " + std::to_string(spec.parallel) +
-                                    " sequences)");
+                                    " sequences, kv_type " + spec.kv_type + ")");
+  }
+  for (const auto& [buft, use] : llama_get_memory_breakdown(m->ctx_.get())) {
+    m->memory_.weights += use.model;
+    m->memory_.kv_cache += use.context;
+    m->memory_.compute += use.compute;
   }
   m->n_embd_ = llama_model_n_embd(m->model_.get());
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
@@ -160,7 +211,22 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
   m->eog_tokens_ = end_of_generation_tokens(vocab);
   m->longest_token_bytes_ = longest_token_bytes(vocab);
-  m->size_bytes_ = llama_model_size(m->model_.get()) + (m->draft_ ? m->draft_->size_bytes() : 0);
+  m->size_bytes_ = llama_model_size(m->model_.get());
+  if (m->memory_.weights == 0) m->memory_.weights = m->size_bytes_;
+  if (m->draft_) {
+    // The draft's weights, KV cache and compute buffers count as the model's.
+    MemoryUse draft;
+    for (const auto& [buft, use] : llama_get_memory_breakdown(m->draft_->context())) {
+      draft.weights += use.model;
+      draft.kv_cache += use.context;
+      draft.compute += use.compute;
+    }
+    if (draft.weights == 0) draft.weights = m->draft_->size_bytes();
+    m->memory_.weights += draft.weights;
+    m->memory_.kv_cache += draft.kv_cache;
+    m->memory_.compute += draft.compute;
+    m->size_bytes_ += m->draft_->size_bytes();
+  }
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
   auto jinja = ChatTemplate::create(m->model_.get());
@@ -174,10 +240,45 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
   for (auto& lane : m->lanes_) lane.thread = std::thread([raw = m.get(), &lane] { raw->prep_loop(lane); });
-  spdlog::info("model '{}' loaded from {} ({:.1f} MiB, context {} x {} sequences, {} KV cache, batch {}, {} threads)",
-               spec.name, spec.path, m->size_bytes_ / 1048576.0, spec.context, spec.parallel,
+  spdlog::info("model '{}' loaded from {} (weights {:.1f} MiB, KV cache {:.1f} MiB {}, compute {:.1f} MiB; context {} x {} "
+               "sequences, {} KV cache, batch {}, {} threads)",
+               spec.name, spec.path, m->memory_.weights / 1048576.0, m->memory_.kv_cache / 1048576.0, spec.kv_type,
+               m->memory_.compute / 1048576.0, spec.context, spec.parallel,
                cp.kv_unified ? "unified" : "per-sequence", m->spec_.batch, threads);
   return m;
+}
+
+Result<MemoryUse> LocalModel::estimate_memory(const LocalModelSpec& spec) {
+  const std::optional<ggml_type> kv_type = kv_ggml_type(spec.kv_type);
+  if (!kv_type) return unknown_kv_type(spec);
+  std::error_code ec;
+  const uint64_t file = std::filesystem::file_size(spec.path, ec);
+  if (ec) return Status::not_found("model '" + spec.name + "': its model file is missing");
+  gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
+  std::unique_ptr<gguf_context, void (*)(gguf_context*)> g(gguf_init_from_file(spec.path.c_str(), params), gguf_free);
+  if (!g) return Status::invalid_argument("model '" + spec.name + "': not a GGUF file");
+  const int64_t arch_id = gguf_find_key(g.get(), "general.architecture");
+  if (arch_id < 0 || gguf_get_kv_type(g.get(), arch_id) != GGUF_TYPE_STRING)
+    return Status::invalid_argument("model '" + spec.name + "': its GGUF header names no architecture");
+  const std::string arch = gguf_get_val_str(g.get(), arch_id);
+  auto field = [&](const char* name) { return gguf_uint(g.get(), arch + "." + name); };
+  const auto layers = field("block_count");
+  const auto embd = field("embedding_length");
+  const auto heads = field("attention.head_count");
+  if (!layers || !embd || !heads || *heads == 0 || *layers > (1u << 16) || *embd > (1u << 20))
+    return Status::invalid_argument("model '" + spec.name + "': its GGUF header lacks the attention sizes");
+  const uint64_t heads_kv = field("attention.head_count_kv").value_or(*heads);
+  const uint64_t head_k = field("attention.key_length").value_or(*embd / *heads);
+  const uint64_t head_v = field("attention.value_length").value_or(*embd / *heads);
+  if (heads_kv > (1u << 16) || head_k > (1u << 16) || head_v > (1u << 16))
+    return Status::invalid_argument("model '" + spec.name + "': its GGUF header has out-of-range attention sizes");
+  const uint64_t cells = static_cast<uint64_t>(std::max(spec.context, 0)) * static_cast<uint64_t>(std::max(spec.parallel, 0));
+  const uint64_t per_cell = *layers * (ggml_row_size(*kv_type, static_cast<int64_t>(heads_kv * head_k)) +
+                                       ggml_row_size(*kv_type, static_cast<int64_t>(heads_kv * head_v)));
+  MemoryUse use;
+  use.weights = file;
+  use.kv_cache = cells * per_cell;
+  return use;
 }
 
 LocalModel::~LocalModel() {
@@ -655,39 +756,23 @@ void LocalModel::fail_job(std::shared_ptr<Job> job, const Status& status) {
 
 bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   const int32_t n = job->request.n;
-  std::vector<Slot*> idle;
-  for (auto& s : slots_)
-    if (s.state == Slot::State::kIdle) idle.push_back(&s);
-  if (static_cast<int32_t>(idle.size()) < n) return false;
+  const auto idle = std::count_if(slots_.begin(), slots_.end(),
+                                  [](const Slot& s) { return s.state == Slot::State::kIdle; });
+  if (idle < n) return false;
 
   llama_memory_t mem = llama_get_memory(ctx_.get());
-  // The leader takes the idle sequence with the longest cached prefix of
-  // the prompt (least recently used on ties); a longer prefix held by any
-  // other sequence is shared into it (cells are shared, not recomputed).
-  Slot* leader = nullptr;
-  size_t leader_lcp = 0;
-  for (Slot* s : idle) {
-    size_t l = common_prefix(s->cache, job->prompt);
-    if (!leader || l > leader_lcp || (l == leader_lcp && s->last_used < leader->last_used)) {
-      leader = s;
-      leader_lcp = l;
-    }
-  }
-  Slot* donor = nullptr;
-  size_t donor_lcp = leader_lcp;
-  for (auto& s : slots_) {
-    if (&s == leader) continue;
-    size_t l = common_prefix(s.cache, job->prompt);
-    if (l > donor_lcp) {
-      donor = &s;
-      donor_lcp = l;
-    }
-  }
+  // The prefix cache (prefix_cache.h): the leader is the idle sequence
+  // worth taking, with its own prefix or a longer one copied from any other
+  // sequence (cells shared in the unified cache, a stream copy otherwise).
+  std::vector<SequenceView> views(slots_.size());
+  for (size_t i = 0; i < slots_.size(); ++i)
+    views[i] = {&slots_[i].cache, slots_[i].last_used, slots_[i].state == Slot::State::kIdle};
   const bool unified = spec_.kv_unified;
-  if (donor && !unified && donor_lcp < leader_lcp + kMinStreamCopyTokens) donor = nullptr;
-  size_t reuse = donor ? donor_lcp : leader_lcp;
-  reuse = std::min(reuse, job->prompt.size() - 1);  // decode at least one token for logits
-  if (donor) {
+  const PrefixPlan plan = plan_prefix(job->prompt, views, tick_, unified ? 0 : kMinStreamCopyTokens);
+  Slot* leader = &slots_[static_cast<size_t>(plan.target)];
+  const size_t reuse = plan.reuse;
+  if (plan.donor >= 0) {
+    Slot* donor = &slots_[static_cast<size_t>(plan.donor)];
     llama_memory_seq_rm(mem, leader->id, -1, -1);
     if (unified) {
       llama_memory_seq_cp(mem, donor->id, leader->id, 0, static_cast<llama_pos>(reuse));
@@ -702,6 +787,9 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
     leader->cache.resize(reuse);
   }
+  // The other choices wipe what they take: the least valuable first.
+  std::vector<Slot*> extra;
+  for (int32_t i : eviction_order(views, tick_, plan.target)) extra.push_back(&slots_[static_cast<size_t>(i)]);
 
   spdlog::debug("model '{}': admit {} prompt tokens ({} cached), grammar {} bytes{}", spec_.name,
                 job->prompt.size(), reuse, job->grammar.grammar.size(), job->grammar.lazy ? " (lazy)" : "");
@@ -747,9 +835,8 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     leader->state = Slot::State::kPrefill;
     leader->prefill_pos = reuse;
     int32_t choice = 1;
-    for (Slot* s : idle) {
+    for (Slot* s : extra) {
       if (choice == n) break;
-      if (s == leader) continue;
       llama_memory_seq_rm(mem, s->id, -1, -1);
       s->cache.clear();
       if (!(st = start(s, choice))) break;
@@ -865,10 +952,11 @@ void LocalModel::step() {
     }
   };
   if (!prefill.empty()) {
-    // While sequences generate, a step carries at most prefill_chunk prompt
-    // tokens: the step's length is every generating stream's inter-token gap.
+    // Decode first: while sequences generate, the step's length is every
+    // generating stream's inter-token gap, so prompt tokens get a chunk that
+    // shrinks as more streams generate (prefill_chunk_for()).
     int32_t limit = budget;
-    if (batch.n_tokens > 0 && spec_.prefill_chunk > 0) limit = std::min(budget, batch.n_tokens + spec_.prefill_chunk);
+    if (batch.n_tokens > 0) limit = std::min(budget, batch.n_tokens + prefill_chunk_for(batch.n_tokens));
     // The step after an abort cannot be aborted: keep it short, so that a
     // cancellation arriving meanwhile still waits little.
     if (last_step_aborted_) limit = std::min(limit, batch.n_tokens + kPrefillAfterAbort);
@@ -934,6 +1022,16 @@ void LocalModel::step() {
     used += static_cast<int64_t>(s.cache.size());
   }
   stat_kv_used_.store(used);
+}
+
+int32_t LocalModel::prefill_chunk_for(int32_t generating) const {
+  if (generating <= 0) return spec_.batch;
+  if (spec_.prefill_chunk > 0) return spec_.prefill_chunk;
+  // A quarter of the budget shared by the generating streams: with one
+  // stream a prompt still goes in quickly (TTFT), with many each stream's
+  // step grows by a few tokens' worth only (ITL). Never below
+  // kMinPrefillChunk, so arrivals are not starved.
+  return std::max(kMinPrefillChunk, spec_.batch / (4 * generating));
 }
 
 bool LocalModel::should_abort(void* self) {

@@ -88,12 +88,17 @@ struct LocalModelSpec {
   int32_t parallel = 4;     // sequences decoded together
   int32_t batch = 512;      // per-step token budget (generation + prompt chunks)
   // Prompt tokens one step may add while other sequences are generating; 0:
-  // the whole budget. Smaller keeps inter-token latency low under arrivals.
+  // adaptive, max(32, batch / (4 x generating streams)). Smaller keeps
+  // inter-token latency low under arrivals; with nothing generating a step
+  // takes prompt tokens up to the whole budget.
   int32_t prefill_chunk = 0;
   // One KV cache shared by all sequences (prefix copies are free, but every
   // token attends over the cells of all sequences) or one per sequence
   // (attention only over its own cells; a prefix copy moves the stream's data).
   bool kv_unified = false;
+  // Element type of the KV cache: "f16" or "q8_0" (about half the memory;
+  // llama.cpp then turns on flash attention, which quantized V needs).
+  std::string kv_type = "f16";
   // A step running this long is aborted (and undone) when a request holding
   // or waiting for a sequence is cancelled or passes its deadline, so it is
   // freed and answered at once; shorter steps finish.
@@ -109,6 +114,16 @@ struct LocalModelSpec {
   // thread, apart from the short ones.
   int64_t prep_large_bytes = 32 * 1024;
   SpeculativeSpec speculative{};
+};
+
+// What a model holds in memory, in bytes, from llama.cpp's own accounting
+// (llama_get_memory_breakdown): the weights, the KV cache of all sequences
+// and the compute buffers of one micro-batch.
+struct MemoryUse {
+  uint64_t weights = 0;
+  uint64_t kv_cache = 0;
+  uint64_t compute = 0;
+  uint64_t total() const { return weights + kv_cache + compute; }
 };
 
 // A point-in-time view of the engine, for metrics and capacity reports.
@@ -176,6 +191,14 @@ class LocalModel {
   const LocalModelSpec& spec() const { return spec_; }
   int32_t context_size() const { return spec_.context; }
   uint64_t size_bytes() const { return size_bytes_; }
+  // Measured once the context exists; fixed for the model's life.
+  const MemoryUse& memory() const { return memory_; }
+  // What loading `spec` will take, before loading it: the weights (the
+  // file's size) and the KV cache for context x parallel tokens, from the
+  // GGUF header (compute buffers are known only once loaded: 0 here).
+  // NotFound for a missing file, InvalidArgument for one that is not GGUF or
+  // lacks the attention sizes, or for an unknown kv_type.
+  static Result<MemoryUse> estimate_memory(const LocalModelSpec& spec);
   EngineStats stats() const;
 
  private:
@@ -216,6 +239,8 @@ class LocalModel {
   // The calling preparation thread's task no longer counts as waiting; mu_ held.
   void release_prep_locked();
   void step();
+  // Prompt tokens a step may carry besides `generating` streams' next tokens.
+  int32_t prefill_chunk_for(int32_t generating) const;
   bool admit(const std::shared_ptr<Job>& job);
   Status sample(Slot& slot, int32_t logits_index);
   // Reports `token`, drawn from the logits row `logits_index`, as the
@@ -249,6 +274,7 @@ class LocalModel {
   int32_t longest_token_bytes_ = 0;           // 0: no bound (see longest_token_bytes())
   int32_t n_embd_ = 0;
   uint64_t size_bytes_ = 0;
+  MemoryUse memory_;
 
   // Owned by the engine thread.
   std::vector<Slot> slots_;

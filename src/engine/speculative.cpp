@@ -216,6 +216,7 @@ struct DraftModel::State {
 };
 
 DraftModel::DraftModel() : state_(std::make_unique<State>()) {}
+const llama_context* DraftModel::context() const { return state_->ctx.get(); }
 DraftModel::~DraftModel() = default;
 
 Result<std::unique_ptr<DraftModel>> DraftModel::load(const std::string& name, const std::string& path,

@@ -152,7 +152,8 @@ class DraftModel {
   // max_tokens or a token whose probability is under `p_min`. A failure
   // drafts nothing more (never an error: the target decodes on its own).
   void draft(std::span<DraftRequest* const> requests, float p_min, int32_t catch_up_budget);
-  uint64_t size_bytes() const { return size_bytes_; }
+  uint64_t size_bytes() const { return size_bytes_; }  // the draft's weights
+  const llama_context* context() const;                // for its memory figures
 
  private:
   DraftModel();

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "providers/factory.h"
+#include "providers/local_provider.h"
 #include "providers/registry.h"
 
 namespace llmpool::pool {
@@ -38,12 +39,28 @@ FileStamp stamp_of(const std::string& path) {
   return s;
 }
 
-// Memory a model will take, known before loading it: the GGUF file's size.
+// Memory a model will take, known before loading it: its weights and KV
+// cache (the GGUF header's sizes), or the file's size when those are unknown.
+// Remembered per file version and settings: the header is read once, not
+// at every load under the pool's lock.
 uint64_t estimate_bytes(const config::ModelConfig& m) {
   if (m.is_remote()) return 0;
-  std::error_code ec;
-  uint64_t size = fs::file_size(m.path, ec);
-  return ec ? 0 : size;
+  const FileStamp stamp = stamp_of(m.path);
+  if (!stamp.exists) return 0;
+  const std::string key = m.path + '\n' + std::to_string(stamp.size) + '\n' + std::to_string(stamp.mtime_ns) + '\n' +
+                          std::to_string(m.context) + 'x' + std::to_string(m.parallel) + '\n' + m.kv_type;
+  static std::mutex memo_mu;
+  static std::map<std::string, uint64_t> memo;
+  {
+    std::lock_guard<std::mutex> lock(memo_mu);
+    if (auto it = memo.find(key); it != memo.end()) return it->second;
+  }
+  uint64_t use = providers::LocalProvider::estimate_memory(m);
+  if (use == 0) use = stamp.size;
+  std::lock_guard<std::mutex> lock(memo_mu);
+  if (memo.size() > 1024) memo.clear();
+  memo[key] = use;
+  return use;
 }
 
 std::string mib(uint64_t bytes) {

@@ -26,9 +26,11 @@
 // and drops it on one of its own threads, so a model is never destroyed
 // on its own engine thread.
 //
-// Memory: a local model counts its GGUF file size while loading and the
-// provider's stats().memory_bytes once ready (weights; the KV cache and
-// compute buffers are not counted — leave headroom in the budget).
+// Memory: a local model counts, while loading, its weights and the KV cache
+// its GGUF header implies for context x parallel at its kv_type (the file's
+// size when the header cannot be read), and once ready the provider's
+// stats().memory_bytes: weights, KV cache and compute buffers as llama.cpp
+// allocated them.
 // Eviction order among idle, unpinned models: lowest `priority` first, then
 // least recently used. If nothing can be evicted, acquire() fails with
 // ResourceExhausted (HTTP 429) saying which models hold the memory.

@@ -6,7 +6,9 @@
 
 namespace llmpool::providers {
 
-Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
+namespace {
+
+engine::LocalModelSpec spec_of(const config::ModelConfig& config) {
   engine::LocalModelSpec spec;
   spec.name = config.name;
   spec.path = config.path;
@@ -15,6 +17,7 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
   spec.batch = config.batch;
   spec.prefill_chunk = config.prefill_chunk;
   spec.kv_unified = config.kv_unified;
+  spec.kv_type = config.kv_type;
   spec.threads = config.threads;
   spec.max_queue = config.max_queue;
   spec.deadline_ms = config.deadline_ms;
@@ -26,6 +29,18 @@ Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
   // A model tagged `embedding` runs with pooling and serves /v1/embeddings.
   spec.embedding = std::find(config.capabilities.begin(), config.capabilities.end(), "embedding") !=
                    config.capabilities.end();
+  return spec;
+}
+
+}  // namespace
+
+uint64_t LocalProvider::estimate_memory(const config::ModelConfig& config) {
+  auto use = engine::LocalModel::estimate_memory(spec_of(config));
+  return use ? use->total() : 0;
+}
+
+Result<ProviderPtr> LocalProvider::create(const config::ModelConfig& config) {
+  const engine::LocalModelSpec spec = spec_of(config);
   auto model = engine::LocalModel::load(spec);
   if (!model) return model.status();
   return ProviderPtr(new LocalProvider(model_info(config), std::move(model).value()));
@@ -63,7 +78,11 @@ ProviderStats LocalProvider::stats() const {
   s.speculative_drafted = e.speculative_drafted;
   s.speculative_accepted = e.speculative_accepted;
   s.kv_cells_total = e.kv_cells_total;
-  s.memory_bytes = model_->size_bytes();
+  const engine::MemoryUse& mem = model_->memory();
+  s.weights_bytes = mem.weights;
+  s.kv_cache_bytes = mem.kv_cache;
+  s.compute_bytes = mem.compute;
+  s.memory_bytes = mem.total();
   return s;
 }
 

@@ -14,6 +14,10 @@ class LocalProvider : public Provider {
  public:
   // Loads the model now. NotFound / InvalidArgument as engine::LocalModel::load.
   static Result<ProviderPtr> create(const config::ModelConfig& config);
+  // Bytes loading `config` will take before it is loaded: weights and KV
+  // cache from the GGUF header (compute buffers are known once loaded); 0
+  // when the file cannot be read.
+  static uint64_t estimate_memory(const config::ModelConfig& config);
 
   const ModelInfo& info() const override { return info_; }
   void generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) override;

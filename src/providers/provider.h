@@ -42,7 +42,10 @@ struct ProviderStats {
   int64_t speculative_rounds = 0;
   int64_t speculative_drafted = 0;
   int64_t speculative_accepted = 0;
-  uint64_t memory_bytes = 0;
+  uint64_t memory_bytes = 0;              // what the pool counts: local models, all three below
+  uint64_t weights_bytes = 0;             // local: model weights
+  uint64_t kv_cache_bytes = 0;            // local: KV cache of all sequences
+  uint64_t compute_bytes = 0;             // local: compute buffers
 };
 
 class Provider {

@@ -694,6 +694,35 @@ routing:
   EXPECT_TRUE(plain.config.routing.canary.routes[0].arms.empty());
 }
 
+// engine: the KV cache element type, per model or in defaults.
+TEST(ConfigTest, KvTypeIsF16ByDefaultTakesQ8AndRefusesOthersAtTheirLine) {
+  LoadResult r = parse_config(R"(defaults:
+  kv_type: q8_0
+models:
+  - name: a
+    path: /a.gguf
+  - name: b
+    path: /b.gguf
+    kv_type: f16
+  - name: c
+    path: /c.gguf
+    kv_type: q4_k
+  - name: d
+    path: /d.gguf
+    kv_type: [f16]
+)", "k.yaml", false);
+  ASSERT_EQ(r.config.models.size(), 4u);
+  EXPECT_EQ(r.config.models[0].kv_type, "q8_0");
+  EXPECT_EQ(r.config.models[1].kv_type, "f16");
+  const ConfigIssue* bad = find_issue(r, "models[2].kv_type");
+  ASSERT_NE(bad, nullptr);
+  EXPECT_EQ(bad->line, 11);
+  EXPECT_NE(bad->message.find("f16 or q8_0"), std::string::npos);
+  EXPECT_NE(find_issue(r, "models[3].kv_type"), nullptr);
+  EXPECT_EQ(parse_config("models:\n  - name: x\n    path: /x.gguf\n", "d.yaml", false).config.models[0].kv_type,
+            "f16");
+}
+
 }  // namespace
 }  // namespace llmpool::config
 

@@ -394,6 +394,106 @@ void check_prefix_shared_from_a_busy_sequence(bool kv_unified) {
 TEST(LocalModelPrefixTest, PrefixIsCopiedAcrossStreams) { check_prefix_shared_from_a_busy_sequence(false); }
 TEST(LocalModelPrefixTest, PrefixIsSharedInTheUnifiedCache) { check_prefix_shared_from_a_busy_sequence(true); }
 
+Result<Completion> run_on(LocalModel& m, GenerateRequest req) {
+  Collector c;
+  m.submit(std::move(req), nullptr, c.callbacks(false));
+  return c.future.get();
+}
+
+// A distinct user prompt of about `words` words.
+std::string distinct_prompt(int i, int words) {
+  std::string s = "Topic " + std::to_string(i) + ":";
+  for (int w = 0; w < words; ++w) s += " item" + std::to_string(i * 1000 + w);
+  return s;
+}
+
+// N distinct prompts, one after the other, then each again: every one is
+// still cached (all but the token decoded for the logits), although they
+// all share the chat template's first tokens (which each new one reuses).
+void check_distinct_prompts_all_hit_again(bool kv_unified) {
+  auto m = load_tiny(kv_unified);  // 3 sequences
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  std::vector<std::string> first;
+  for (int i = 0; i < 3; ++i) {
+    auto r = run_on(**m, request(distinct_prompt(i, 20), 4));
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    // At most what the chat template and the default system prompt share.
+    EXPECT_LT(r->usage.cached_prompt_tokens, r->usage.prompt_tokens / 2) << "prompt " << i;
+    first.push_back(r->choices[0].text);
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto r = run_on(**m, request(distinct_prompt(i, 20), 4));
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->usage.cached_prompt_tokens, r->usage.prompt_tokens - 1) << "prompt " << i;
+    EXPECT_EQ(r->choices[0].text, first[static_cast<size_t>(i)]) << "prompt " << i;
+  }
+}
+
+TEST(LocalModelPrefixTest, DistinctPromptsAreAllRetainedAcrossIdleStreams) {
+  check_distinct_prompts_all_hit_again(false);
+}
+TEST(LocalModelPrefixTest, DistinctPromptsAreAllRetainedInTheUnifiedCache) {
+  check_distinct_prompts_all_hit_again(true);
+}
+
+// With every sequence holding a prompt, an unrelated one takes the least
+// valuable (short and not the newest), not the least recently used.
+TEST(LocalModelPrefixTest, UnrelatedPromptEvictsTheLeastValuableSequence) {
+  auto m = load_tiny(false);  // 3 sequences
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  const std::string long_a = distinct_prompt(1, 60), short_b = distinct_prompt(2, 2), long_c = distinct_prompt(3, 60);
+  for (const auto& p : {long_a, short_b, long_c}) ASSERT_TRUE(run_on(**m, request(p, 2)).is_ok());
+  ASSERT_TRUE(run_on(**m, request(distinct_prompt(4, 30), 2)).is_ok());
+  for (const auto& p : {long_a, long_c}) {
+    auto r = run_on(**m, request(p, 2));
+    ASSERT_TRUE(r.is_ok());
+    EXPECT_EQ(r->usage.cached_prompt_tokens, r->usage.prompt_tokens - 1);
+  }
+  auto b = run_on(**m, request(short_b, 2));
+  ASSERT_TRUE(b.is_ok());
+  EXPECT_LT(b->usage.cached_prompt_tokens, b->usage.prompt_tokens - 1);
+}
+
+// A shared system prompt held by an idle sequence is copied into a free one
+// (seq_cp, not recomputed): the answer is the cold run's, and the first
+// conversation stays cached whole.
+void check_shared_system_prompt_copied_from_an_idle_sequence(bool kv_unified) {
+  std::string system = "You are a careful assistant. ";
+  for (int i = 0; i < 12; ++i) system += "Rule " + std::to_string(i) + ": answer briefly and politely. ";
+  auto make = [&](const std::string& question) {
+    GenerateRequest r = request(question, 8);
+    r.messages.insert(r.messages.begin(), {"system", system});
+    r.sampling.ignore_eos = true;
+    return r;
+  };
+  auto cold = load_tiny(kv_unified);
+  ASSERT_TRUE(cold.is_ok());
+  auto want = run_on(**cold, make("second question"));
+  ASSERT_TRUE(want.is_ok());
+  EXPECT_EQ(want->usage.cached_prompt_tokens, 0);
+
+  auto m = load_tiny(kv_unified);
+  ASSERT_TRUE(m.is_ok());
+  auto first = run_on(**m, make("first question"));
+  ASSERT_TRUE(first.is_ok());
+  auto got = run_on(**m, make("second question"));
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_GE(got->usage.cached_prompt_tokens, 100);
+  EXPECT_LT(got->usage.cached_prompt_tokens, got->usage.prompt_tokens);
+  EXPECT_EQ(got->choices[0].text, want->choices[0].text);
+  auto again = run_on(**m, make("first question"));
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_EQ(again->usage.cached_prompt_tokens, again->usage.prompt_tokens - 1);
+  EXPECT_EQ(again->choices[0].text, first->choices[0].text);
+}
+
+TEST(LocalModelPrefixTest, SharedSystemPromptIsCopiedAcrossStreamsFromAnIdleSequence) {
+  check_shared_system_prompt_copied_from_an_idle_sequence(false);
+}
+TEST(LocalModelPrefixTest, SharedSystemPromptIsSharedInTheUnifiedCacheFromAnIdleSequence) {
+  check_shared_system_prompt_copied_from_an_idle_sequence(true);
+}
+
 // Cancelling a request while a step runs aborts the step; the other
 // sequences' work in it is undone and redone, so their answers do not change.
 TEST(LocalModelAbortTest, AbortedStepsLeaveOtherAnswersUnchanged) {

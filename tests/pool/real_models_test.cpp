@@ -7,6 +7,7 @@
 
 #include "pool/model_pool.h"
 #include "pool/pool_test_util.h"
+#include "providers/local_provider.h"
 
 namespace llmpool::pool {
 namespace {
@@ -16,6 +17,8 @@ using testing::acquire_now;
 using testing::ManualClock;
 using testing::ModelFiles;
 using testing::state_of;
+
+using ProviderStatsOr = Result<providers::ProviderStats>;
 
 class RealModelsTest : public ::testing::Test {
  protected:
@@ -28,20 +31,28 @@ class RealModelsTest : public ::testing::Test {
     std::filesystem::copy_file(tiny, path_b_);
     file_size_ = std::filesystem::file_size(tiny);
   }
+  config::ModelConfig model(const std::string& name, const std::string& path, int64_t keep_alive_ms = 300000) const {
+    config::ModelConfig m;
+    m.name = name;
+    m.path = path;
+    m.context = 256;
+    m.parallel = 1;
+    m.threads = 1;
+    m.keep_alive_ms = keep_alive_ms;
+    return m;
+  }
+  // What one loaded copy of the model measures (weights, KV cache, compute).
+  ProviderStatsOr loaded_stats(const config::ModelConfig& m) const {
+    auto p = providers::LocalProvider::create(m);
+    if (!p) return p.status();
+    return (*p)->stats();
+  }
   ModelPool& make_pool(uint64_t budget, int64_t keep_alive_ms = 300000) {
     config::Config cfg;
     cfg.pool.memory_budget_bytes = budget;
     cfg.pool.watchdog_free_memory_percent = 0;
-    for (auto [name, path] : {std::pair{"a", path_a_}, std::pair{"b", path_b_}}) {
-      config::ModelConfig m;
-      m.name = name;
-      m.path = path;
-      m.context = 256;
-      m.parallel = 1;
-      m.threads = 1;
-      m.keep_alive_ms = keep_alive_ms;
-      cfg.models.push_back(m);
-    }
+    for (auto [name, path] : {std::pair{"a", path_a_}, std::pair{"b", path_b_}})
+      cfg.models.push_back(model(name, path, keep_alive_ms));
     ModelPool::Options o;
     o.clock = clock_.fn();
     o.housekeeping_thread = false;
@@ -76,7 +87,10 @@ class RealModelsTest : public ::testing::Test {
 };
 
 TEST_F(RealModelsTest, EvictsTheIdleModelAndNeverTheBusyOne) {
-  ModelPool& pool = make_pool(file_size_ * 3 / 2);  // room for one model
+  auto one = loaded_stats(model("a", path_a_));
+  ASSERT_TRUE(one.is_ok()) << one.status().to_string();
+  // Room for one model as measured, not for a second as estimated.
+  ModelPool& pool = make_pool(one->memory_bytes + providers::LocalProvider::estimate_memory(model("b", path_b_)) / 2);
   {
     auto a = acquire_now(pool, "a");
     ASSERT_TRUE(a.is_ok()) << a.status().to_string();
@@ -162,6 +176,41 @@ TEST_F(RealModelsTest, AFileThatIsNotAModelFailsUntilItIsReplaced) {
   auto ok = acquire_now(pool, "a");
   ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
   ASSERT_TRUE(run(*ok).is_ok());
+}
+
+// The pool counts what the engine measures: weights, KV cache and compute
+// buffers; before loading it counts the weights and KV cache the GGUF
+// header implies, which a q8_0 cache roughly halves (where the model's head
+// size allows q8_0 at all).
+TEST_F(RealModelsTest, BudgetCountsWeightsKvCacheAndComputeBuffers) {
+  auto stats = loaded_stats(model("a", path_a_));
+  ASSERT_TRUE(stats.is_ok()) << stats.status().to_string();
+  EXPECT_GT(stats->weights_bytes, 0u);
+  EXPECT_GT(stats->kv_cache_bytes, 0u);
+  EXPECT_GT(stats->compute_bytes, 0u);
+  EXPECT_EQ(stats->memory_bytes, stats->weights_bytes + stats->kv_cache_bytes + stats->compute_bytes);
+  EXPECT_GT(stats->memory_bytes, file_size_);
+
+  config::ModelConfig f16 = model("a", path_a_);
+  config::ModelConfig q8 = f16;
+  q8.kv_type = "q8_0";
+  const uint64_t est_f16 = providers::LocalProvider::estimate_memory(f16);
+  const uint64_t est_q8 = providers::LocalProvider::estimate_memory(q8);
+  EXPECT_EQ(est_f16, file_size_ + stats->kv_cache_bytes);  // the header's sizes give llama.cpp's KV figure
+  EXPECT_LT(est_q8 - file_size_, (est_f16 - file_size_) * 6 / 10);
+  // The tiny model's heads (16) are narrower than a q8_0 block (32): the
+  // load says so instead of failing later.
+  auto q8_stats = loaded_stats(q8);
+  ASSERT_FALSE(q8_stats.is_ok());
+  EXPECT_EQ(q8_stats.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(q8_stats.status().message().find("kv_type q8_0"), std::string::npos) << q8_stats.status().message();
+
+  ModelPool& pool = make_pool(0);
+  auto a = acquire_now(pool, "a");
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  EXPECT_EQ(pool.status().memory_used_bytes, stats->memory_bytes);
+  a = Status::internal("released");
+  pool.tick();
 }
 
 }  // namespace
