@@ -119,7 +119,7 @@ write_results() { # work folder
   {
     cat "$1/header.md"
     "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"
-    for kept in routing overload notes; do
+    for kept in routing overload speculative notes; do
       if [[ -f $out ]] && grep -q "^<!-- $kept:begin" "$out"; then
         echo
         sed -n "/^<!-- $kept:begin/,/^<!-- $kept:end -->\$/p" "$out"

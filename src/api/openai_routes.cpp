@@ -419,6 +419,22 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
        [](const providers::ProviderStats& s) { return double(s.kv_cache_bytes); }},
       {"llmpool_model_compute_bytes", "Compute buffers (local models).", "gauge",
        [](const providers::ProviderStats& s) { return double(s.compute_bytes); }},
+      // Speculative decoding (docs/architecture.md).
+      {"llmpool_speculative_drafted_total", "Draft tokens verified by the target model.", "counter",
+       [](const providers::ProviderStats& s) { return double(s.speculative_drafted); }},
+      {"llmpool_speculative_accepted_total", "Draft tokens the target model accepted.", "counter",
+       [](const providers::ProviderStats& s) { return double(s.speculative_accepted); }},
+      {"llmpool_speculative_acceptance_rate", "Share of verified draft tokens accepted.", "gauge",
+       [](const providers::ProviderStats& s) {
+         return s.speculative_drafted ? double(s.speculative_accepted) / double(s.speculative_drafted) : 0.0;
+       }},
+      {"llmpool_speculative_speedup_estimate",
+       "Tokens a sequence gains per target decode while speculating (1: no gain; draft cost not counted).", "gauge",
+       [](const providers::ProviderStats& s) {
+         return s.speculative_rounds
+                    ? double(s.speculative_rounds + s.speculative_accepted) / double(s.speculative_rounds)
+                    : 1.0;
+       }},
   };
   std::vector<std::pair<std::string, providers::ProviderStats>> stats;
   for (const auto& e : models.list()) stats.emplace_back(e.info.name, e.stats);

@@ -206,6 +206,7 @@ Status read_sampling(const FieldReader& body, GenerateRequest* req) {
   RETURN_IF_ERROR(body.optional_int("thinking_budget", -1, kMaxTokensLimit, &v, &present));
   if (present) req->thinking_budget = static_cast<int32_t>(v);
   RETURN_IF_ERROR(body.optional_bool("ignore_eos", &s.ignore_eos));
+  RETURN_IF_ERROR(body.optional_bool("speculative", &s.speculative));
 
   std::optional<FieldReader> bias = body.field("logit_bias");
   if (!bias) return Status::ok();

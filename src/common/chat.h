@@ -66,6 +66,10 @@ struct SamplingParams {
   int32_t top_logprobs = -1;   // -1: no logprobs; 0..20: logprobs with that many alternatives
   std::string json_schema;     // response_format json_schema: the schema, as JSON text
   bool json_object = false;    // response_format json_object
+  // Speculative decoding for this request, where the model is configured
+  // for it (the `speculative` extension field; it never changes the output
+  // distribution, only the speed).
+  bool speculative = true;
 };
 
 struct GenerateRequest {

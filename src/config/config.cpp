@@ -206,7 +206,8 @@ const std::vector<std::string> kModelKeys = {
     "name",     "aliases",       "type",         "path",      "base_url",     "upstream_model",
     "api_key_env", "ca_file", "tls_insecure_skip_verify", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
     "batch",    "threads",       "max_queue",    "deadline_ms", "max_concurrent", "priority",
-    "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "thinking", "kv_type"};
+    "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "thinking", "kv_type",
+    "draft"};
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
 const std::vector<std::string> kProviderTypes = {"local", "openai", "ollama"};
@@ -324,6 +325,18 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
     r.read_int(*t, "max_tokens", tp, &m->thinking.max_tokens, 0, 1 << 20);
     if (m->thinking.min_tokens > m->thinking.max_tokens)
       r.issue(*t, tp + ".min_tokens", "must not be above max_tokens (" + std::to_string(m->thinking.max_tokens) + ")");
+  }
+  if (auto d = r.section(n, "draft", prefix, {"model", "ngram", "max_tokens", "min_tokens", "p_min"})) {
+    std::string dp = Reader::join(prefix, "draft");
+    r.read_string(*d, "model", dp, &m->draft.model, 4096);
+    r.read_int(*d, "ngram", dp, &m->draft.ngram, 0, 64);
+    r.read_int(*d, "max_tokens", dp, &m->draft.max_tokens, 1, 256);
+    r.read_int(*d, "min_tokens", dp, &m->draft.min_tokens, 0, 256);
+    r.read_double(*d, "p_min", dp, &m->draft.p_min, 0.0, 1.0);
+    if (m->draft.min_tokens > m->draft.max_tokens)
+      r.issue(*d, dp + ".min_tokens", "must not be above max_tokens (" + std::to_string(m->draft.max_tokens) + ")");
+    if (!m->draft.model.empty() && m->draft.ngram > 0)
+      r.issue(*d, dp + ".ngram", "drafts without a model: leave out either `model` or `ngram`");
   }
 
   // Checks of single values, reported where the value is written.
@@ -864,6 +877,31 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
       out.config.models.push_back(std::move(m));
     }
     if (models.size() == 0) r.issue(models, "models", "is empty: list at least one model");
+    // Draft models: another local model's name, or a GGUF path.
+    for (size_t i = 0; i < out.config.models.size() && i < models.size(); ++i) {
+      ModelConfig& m = out.config.models[i];
+      if (m.draft.model.empty()) continue;
+      const std::string field = "models[" + std::to_string(i) + "].draft.model";
+      const YAML::Node& mn = models[i];
+      const YAML::Node dn = mn["draft"];
+      const YAML::Node at = dn.IsMap() && dn["model"].IsDefined() ? dn["model"] : mn;
+      if (m.is_remote()) {
+        r.issue(at, field, "is only for local models");
+        continue;
+      }
+      const ModelConfig* named = out.config.find_model(m.draft.model);
+      if (named == &m) {
+        r.issue(at, field, "a model cannot be its own draft");
+      } else if (named) {
+        if (named->is_remote()) r.issue(at, field, "'" + m.draft.model + "' is a remote model; a draft runs locally");
+        m.draft.path = named->path;
+      } else {
+        m.draft.path = resolve_path(base, m.draft.model);
+        std::error_code ec;
+        if (check_files && !fs::is_regular_file(m.draft.path, ec))
+          r.issue(at, field, "not a model name and no such file: " + m.draft.path);
+      }
+    }
   }
   if (YAML::Node routing = root["routing"]; routing.IsDefined() && !routing.IsNull())
     read_routing(r, routing, base, check_files, &out.config);

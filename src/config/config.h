@@ -59,6 +59,19 @@ struct ThinkingConfig {
   bool operator==(const ThinkingConfig&) const = default;
 };
 
+// Speculative decoding for a local model (`draft:`): a draft model of the
+// same vocabulary, or prompt lookup (`ngram`) without one.
+struct DraftConfig {
+  std::string model;        // a local model's name, or a GGUF path; "" for none
+  std::string path;         // the draft's GGUF file, resolved from `model` at load
+  int32_t ngram = 0;        // > 0 (no model): prompt lookup matching up to this many tokens
+  int32_t max_tokens = 16;  // drafted tokens per round, at most
+  int32_t min_tokens = 0;   // a shorter draft is not verified
+  double p_min = 0.75;      // the draft model stops at a token it is less sure of
+
+  bool operator==(const DraftConfig&) const = default;
+};
+
 // keep_alive_ms value meaning "never unload when idle".
 inline constexpr int64_t kKeepAliveForever = -1;
 
@@ -91,6 +104,7 @@ struct ModelConfig {
   bool warm = false;                      // loaded at start (and on reload), never unloaded when idle
   std::vector<std::string> capabilities;  // general, code, reasoning, fast, embedding, safety, vision, tools
   ThinkingConfig thinking;                // effort regulation's thinking budget
+  DraftConfig draft;                      // local: speculative decoding
   int line = 0;                           // where it is defined, for messages
 
   bool operator==(const ModelConfig&) const = default;

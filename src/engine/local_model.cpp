@@ -15,6 +15,7 @@
 #include "engine/llama_status.h"
 #include "engine/prefix_cache.h"
 #include "engine/sampling.h"
+#include "engine/speculative.h"
 #include "engine/text_stream.h"
 
 namespace llmpool::engine {
@@ -114,6 +115,13 @@ struct LocalModel::Slot {
   std::string raw;                       // raw output so far, when parsed
   std::vector<llama_token_data> candidates;  // the sampler's scratch
   uint64_t last_used = 0;
+  struct Speculation {
+    bool on = false;                         // this request speculates
+    std::vector<llama_token> draft;          // this step's drafts, decoded after `pending`
+    std::vector<TokenDistribution> q;        // the distribution each draft was drawn from
+    std::mt19937_64 rng;                     // acceptance and correction draws
+    DraftLength length;
+  } spec;
 };
 
 struct LocalModel::Batch {
@@ -130,6 +138,10 @@ LocalModel::LocalModel(LocalModelSpec spec)
 Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec) {
   if (spec.context < 16 || spec.parallel < 1 || spec.parallel > 256 || spec.batch < 1)
     return Status::invalid_argument("model '" + spec.name + "': context, parallel or batch out of range");
+  if (const SpeculativeSpec& sp = spec.speculative; sp.max_tokens < 1 || sp.max_tokens > 256 || sp.min_tokens < 0 ||
+                                                    sp.min_tokens > sp.max_tokens || sp.ngram < 0 || sp.ngram > 64 ||
+                                                    !(sp.p_min >= 0.0f && sp.p_min <= 1.0f))
+    return Status::invalid_argument("model '" + spec.name + "': speculative decoding settings out of range");
   std::error_code ec;
   // Clients see the model's name and the reason; the path goes to the log.
   if (!std::filesystem::is_regular_file(spec.path, ec)) {
@@ -187,6 +199,12 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
   m->spec_.kv_unified = cp.kv_unified;
   llama_set_abort_callback(m->ctx_.get(), &LocalModel::should_abort, m.get());
+  if (!spec.speculative.draft_path.empty() && !spec.embedding) {
+    DraftModelParams dp{cp.n_ctx, cp.n_seq_max, cp.n_batch, threads, cp.kv_unified};
+    auto draft = DraftModel::load(spec.name, spec.speculative.draft_path, m->model_.get(), dp);
+    if (!draft) return draft.status();
+    m->draft_ = std::move(draft).value();
+  }
   m->batch_ = std::make_unique<Batch>(m->spec_.batch);
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
@@ -195,6 +213,20 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->longest_token_bytes_ = longest_token_bytes(vocab);
   m->size_bytes_ = llama_model_size(m->model_.get());
   if (m->memory_.weights == 0) m->memory_.weights = m->size_bytes_;
+  if (m->draft_) {
+    // The draft's weights, KV cache and compute buffers count as the model's.
+    MemoryUse draft;
+    for (const auto& [buft, use] : llama_get_memory_breakdown(m->draft_->context())) {
+      draft.weights += use.model;
+      draft.kv_cache += use.context;
+      draft.compute += use.compute;
+    }
+    if (draft.weights == 0) draft.weights = m->draft_->size_bytes();
+    m->memory_.weights += draft.weights;
+    m->memory_.kv_cache += draft.kv_cache;
+    m->memory_.compute += draft.compute;
+    m->size_bytes_ += m->draft_->size_bytes();
+  }
   const char* tmpl = llama_model_chat_template(m->model_.get(), nullptr);
   m->chat_template_ = tmpl ? tmpl : kFallbackTemplate;
   auto jinja = ChatTemplate::create(m->model_.get());
@@ -329,6 +361,9 @@ EngineStats LocalModel::stats() const {
   s.kv_cells_used = stat_kv_used_.load();
   s.kv_cells_total = static_cast<int64_t>(spec_.context) * spec_.parallel;
   s.aborted_steps = stat_aborted_.load();
+  s.speculative_rounds = stat_spec_rounds_.load();
+  s.speculative_drafted = stat_spec_drafted_.load();
+  s.speculative_accepted = stat_spec_accepted_.load();
   return s;
 }
 
@@ -790,6 +825,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     s->text = std::make_unique<TextStream>(sp.stop);
     s->parser = job->make_parser ? job->make_parser() : nullptr;
     s->raw.clear();
+    start_speculation(*s, seed + static_cast<uint32_t>(choice));
     s->last_used = ++tick_;
     stat_active_.fetch_add(1);
     return Status::ok();
@@ -886,10 +922,21 @@ void LocalModel::step() {
     s.cache.push_back(tok);
     if (logits) s.logits_index = i;
   };
+  draft_step(budget);
   for (auto& s : slots_) {
     s.logits_index = -1;
     s.step_start = s.cache.size();
-    if (s.state == Slot::State::kGenerate && batch.n_tokens < budget) add(s, s.pending, true);
+    if (s.state == Slot::State::kGenerate && batch.n_tokens < budget) {
+      add(s, s.pending, true);
+      // Drafts follow the pending token, each with its row of logits: the
+      // target verifies them all in this decode.
+      const int32_t first = s.logits_index;
+      s.spec.draft.resize(std::min<size_t>(s.spec.draft.size(), static_cast<size_t>(budget - batch.n_tokens)));
+      for (llama_token d : s.spec.draft) add(s, d, true);
+      s.logits_index = first;
+    } else {
+      s.spec.draft.clear();
+    }
   }
   // Prompt chunks. Shortest remaining prompt first, so short requests are
   // not stuck behind a long one (TTFT); the oldest prompt still gets a
@@ -970,7 +1017,7 @@ void LocalModel::step() {
         }
       }
       // A choice that failed above ended the whole request, this one too.
-      if (s.job) isolated(s, [&] { return sample(s, row); });
+      if (s.job) isolated(s, [&] { return s.spec.draft.empty() ? sample(s, row) : verify(s, row); });
     }
     used += static_cast<int64_t>(s.cache.size());
   }
@@ -1056,7 +1103,6 @@ void LocalModel::isolated(Slot& s, Work&& work) {
 
 Status LocalModel::sample(Slot& s, int32_t logits_index) {
   Job& job = *s.job;
-  const llama_vocab* vocab = llama_model_get_vocab(model_.get());
   llama_token tok = -1;
   if (s.plain_greedy) {
     // Greedy without anything that reshapes the distribution: the argmax of
@@ -1074,6 +1120,12 @@ Status LocalModel::sample(Slot& s, int32_t logits_index) {
     if (!drawn) return drawn.status();
     tok = *drawn;
   }
+  return emit(s, tok, logits_index);
+}
+
+Status LocalModel::emit(Slot& s, int32_t tok, int32_t logits_index) {
+  Job& job = *s.job;
+  const llama_vocab* vocab = llama_model_get_vocab(model_.get());
   Delta delta;
   delta.index = s.choice;
   const int32_t top = job.request.sampling.top_logprobs;
@@ -1114,6 +1166,128 @@ Status LocalModel::sample(Slot& s, int32_t logits_index) {
     s.state = Slot::State::kGenerate;
   }
   return Status::ok();
+}
+
+void LocalModel::start_speculation(Slot& s, uint32_t seed) {
+  const SpeculativeSpec& sp = spec_.speculative;
+  s.spec.on = (draft_ || sp.ngram > 0) && s.job->request.sampling.speculative;
+  s.spec.draft.clear();
+  s.spec.q.clear();
+  s.spec.rng.seed((static_cast<uint64_t>(seed) << 32) ^ 0x5bd1e995u);
+  s.spec.length = DraftLength(sp.min_tokens, sp.max_tokens, spec_acceptance_);
+}
+
+void LocalModel::draft_step(int32_t budget) {
+  const SpeculativeSpec& sp = spec_.speculative;
+  int32_t generating = 0;
+  std::vector<Slot*> speculating;
+  for (auto& s : slots_) {
+    s.spec.draft.clear();
+    s.spec.q.clear();
+    if (s.state != Slot::State::kGenerate || !s.job) continue;
+    ++generating;
+    if (s.spec.on) speculating.push_back(&s);
+  }
+  if (speculating.empty()) return;
+  // Every generating sequence's pending token comes first; the drafts share
+  // what is left of the batch.
+  const int32_t room = (budget - generating) / generating;
+  const int32_t shortest = std::max(1, sp.min_tokens);
+  std::vector<DraftRequest> requests;
+  std::vector<SamplerPtr> chains;  // the drafts' copies of the request chains
+  std::vector<Slot*> drafted;
+  requests.reserve(speculating.size());
+  for (Slot* s : speculating) {
+    const int32_t k = std::min({s->spec.length.next(), sp.max_tokens, room, s->budget - s->produced - 1,
+                                spec_.context - static_cast<int32_t>(s->cache.size()) - 2});
+    if (k < shortest) continue;
+    if (!draft_) {
+      // Prompt lookup: the context's own continuation of its latest suffix;
+      // one-hot q (a deterministic drafter).
+      s->cache.push_back(s->pending);
+      s->spec.draft = ngram_draft(s->cache, 1, sp.ngram, k);
+      s->cache.pop_back();
+      if (static_cast<int32_t>(s->spec.draft.size()) < shortest) s->spec.draft.clear();
+      for (llama_token d : s->spec.draft) s->spec.q.push_back({{d, 1.0f}});
+      continue;
+    }
+    DraftRequest r;
+    r.seq = s->id;
+    r.context = s->cache;
+    r.context.push_back(s->pending);
+    r.max_tokens = k;
+    if (!s->plain_greedy) {
+      SamplerPtr copy(llama_sampler_clone(s->sampler.get()));
+      if (!copy) continue;
+      r.chain = copy.get();
+      chains.push_back(std::move(copy));
+    } else if (s->job->request.sampling.ignore_eos) {
+      r.banned = eog_tokens_;
+    }
+    r.rng = &s->spec.rng;
+    requests.push_back(std::move(r));
+    drafted.push_back(s);
+  }
+  if (requests.empty()) return;
+  std::vector<DraftRequest*> ptrs;
+  for (auto& r : requests) ptrs.push_back(&r);
+  draft_->draft(ptrs, sp.p_min, budget);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (static_cast<int32_t>(requests[i].tokens.size()) < shortest) continue;
+    drafted[i]->spec.draft = std::move(requests[i].tokens);
+    drafted[i]->spec.q = std::move(requests[i].q);
+  }
+}
+
+Status LocalModel::verify(Slot& s, int32_t first_row) {
+  std::shared_ptr<Job> job = s.job;  // emit() may finish the slot
+  const SamplingParams& sp = job->request.sampling;
+  std::vector<llama_token> draft = std::move(s.spec.draft);
+  std::vector<TokenDistribution> q = std::move(s.spec.q);
+  s.spec.draft.clear();
+  s.spec.q.clear();
+  const std::string param = job->grammar.grammar.empty() ? "logit_bias" : job->grammar.lazy ? "tools" : "response_format";
+  const std::span<const int32_t> banned =
+      s.plain_greedy && sp.ignore_eos ? std::span<const int32_t>(eog_tokens_) : std::span<const int32_t>();
+  // The cache lists what the target has seen when each token is drawn: the
+  // pending token, then each accepted draft; the KV beyond is dropped below.
+  s.cache.resize(s.step_start + 1);
+  const int32_t n = static_cast<int32_t>(draft.size());
+  int32_t accepted = 0;
+  Status st;
+  TokenDistribution p;
+  float confidence = 0.0f;
+  for (int32_t i = 0; i <= n && s.job == job; ++i) {
+    if (i == n) {  // every draft accepted: the target's own next token, drawn as usual
+      st = sample(s, first_row + i);
+      break;
+    }
+    const float* logits = llama_get_logits_ith(ctx_.get(), first_row + i);
+    st = chain_distribution(s.plain_greedy ? nullptr : s.sampler.get(), logits, n_vocab_, banned, s.candidates, p,
+                            confidence, param);
+    if (!st) break;
+    const Verdict v = verify_draft(p, q[static_cast<size_t>(i)], draft[static_cast<size_t>(i)], s.spec.rng,
+                                   verify_scratch_);
+    if (!s.plain_greedy) {
+      try {
+        llama_sampler_accept(s.sampler.get(), v.token);
+      } catch (const std::exception& e) {
+        st = Status::invalid_argument(std::string("the output constraint failed: ") + e.what(), param);
+        break;
+      }
+    }
+    st = emit(s, v.token, first_row + i);
+    if (!st || !v.accepted) break;
+    ++accepted;
+    s.cache.push_back(v.token);  // decoded in this step: its KV stays
+  }
+  llama_memory_seq_rm(llama_get_memory(ctx_.get()), s.id, static_cast<llama_pos>(s.cache.size()), -1);
+  stat_spec_rounds_.fetch_add(1);
+  stat_spec_drafted_.fetch_add(n);
+  stat_spec_accepted_.fetch_add(accepted);
+  s.spec.length.record(n, accepted);
+  spec_acceptance_ = 0.9 * spec_acceptance_ + 0.1 * s.spec.length.acceptance();
+  return st;
 }
 
 void LocalModel::finish(Slot& s, FinishReason reason) {

@@ -53,6 +53,8 @@ struct llama_token_data;
 
 namespace llmpool::engine {
 
+class DraftModel;
+
 // Debug and sanitizer builds check the engine's slot invariants after every
 // step (and abort, with a log line, when one breaks).
 #if !defined(NDEBUG) || defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -66,6 +68,18 @@ inline constexpr bool kCheckEngineInvariants = false;
 #else
 inline constexpr bool kCheckEngineInvariants = false;
 #endif
+
+// Speculative decoding for a local model (docs/architecture.md,
+// "Speculative decoding"): a draft model of the same vocabulary, or
+// prompt lookup (n-gram) drafting without one. Off when neither is set.
+struct SpeculativeSpec {
+  std::string draft_path;   // the draft model's GGUF file; "" for none
+  int32_t ngram = 0;        // > 0 without a draft model: prompt lookup matching up to this many tokens
+  int32_t max_tokens = 16;  // drafted tokens per round, at most (the length adapts below it)
+  int32_t min_tokens = 0;   // a shorter draft is not verified
+  float p_min = 0.75f;      // draft-model drafting stops at a token it is less sure of
+  bool enabled() const { return !draft_path.empty() || ngram > 0; }
+};
 
 struct LocalModelSpec {
   std::string name;
@@ -99,6 +113,7 @@ struct LocalModelSpec {
   // Requests whose text is longer are prepared on the second preparation
   // thread, apart from the short ones.
   int64_t prep_large_bytes = 32 * 1024;
+  SpeculativeSpec speculative{};
 };
 
 // What a model holds in memory, in bytes, from llama.cpp's own accounting
@@ -122,6 +137,12 @@ struct EngineStats {
   int64_t kv_cells_used = 0;      // tokens held in the KV cache (all sequences)
   int64_t kv_cells_total = 0;
   int64_t aborted_steps = 0;      // decodes aborted for a cancelled or expired request
+  // Speculative decoding: verification rounds (one sequence's drafts checked
+  // in one step), tokens drafted and verified, and of those accepted. Each
+  // round also yields one token of the target's own (correction or bonus).
+  int64_t speculative_rounds = 0;
+  int64_t speculative_drafted = 0;
+  int64_t speculative_accepted = 0;
 };
 
 class LocalModel {
@@ -222,6 +243,17 @@ class LocalModel {
   int32_t prefill_chunk_for(int32_t generating) const;
   bool admit(const std::shared_ptr<Job>& job);
   Status sample(Slot& slot, int32_t logits_index);
+  // Reports `token`, drawn from the logits row `logits_index`, as the
+  // slot's next output token (or its end); the token becomes pending.
+  Status emit(Slot& slot, int32_t token, int32_t logits_index);
+  // Speculative decoding (speculative.h). draft_step() drafts for the
+  // generating sequences, before the step's batch is built, under `budget`
+  // batch tokens in all; verify() checks a slot's drafts against the
+  // target's rows from `first_row` on, reports the accepted tokens and the
+  // correction (or bonus), and drops the rejected ones from the KV cache.
+  void draft_step(int32_t budget);
+  Status verify(Slot& slot, int32_t first_row);
+  void start_speculation(Slot& slot, uint32_t seed);
   // Runs `work` for the request on `slot`; a failure or exception ends that
   // request alone.
   template <class Work>
@@ -276,6 +308,14 @@ class LocalModel {
   std::atomic<int64_t> stat_generated_{0};
   std::atomic<int64_t> stat_kv_used_{0};
   std::atomic<int64_t> stat_aborted_{0};
+
+  // Speculative decoding; the engine thread owns them.
+  std::unique_ptr<DraftModel> draft_;   // null without a draft model
+  double spec_acceptance_ = 0.6;       // running per-token acceptance: new requests start from it
+  std::vector<float> verify_scratch_;
+  std::atomic<int64_t> stat_spec_rounds_{0};
+  std::atomic<int64_t> stat_spec_drafted_{0};
+  std::atomic<int64_t> stat_spec_accepted_{0};
 };
 
 }  // namespace llmpool::engine

@@ -21,6 +21,11 @@ engine::LocalModelSpec spec_of(const config::ModelConfig& config) {
   spec.threads = config.threads;
   spec.max_queue = config.max_queue;
   spec.deadline_ms = config.deadline_ms;
+  spec.speculative.draft_path = config.draft.path;
+  spec.speculative.ngram = config.draft.model.empty() ? config.draft.ngram : 0;
+  spec.speculative.max_tokens = config.draft.max_tokens;
+  spec.speculative.min_tokens = config.draft.min_tokens;
+  spec.speculative.p_min = static_cast<float>(config.draft.p_min);
   // A model tagged `embedding` runs with pooling and serves /v1/embeddings.
   spec.embedding = std::find(config.capabilities.begin(), config.capabilities.end(), "embedding") !=
                    config.capabilities.end();
@@ -69,6 +74,9 @@ ProviderStats LocalProvider::stats() const {
   s.generated_tokens = e.generated_tokens;
   s.kv_cells_used = e.kv_cells_used;
   s.aborted_steps = e.aborted_steps;
+  s.speculative_rounds = e.speculative_rounds;
+  s.speculative_drafted = e.speculative_drafted;
+  s.speculative_accepted = e.speculative_accepted;
   s.kv_cells_total = e.kv_cells_total;
   const engine::MemoryUse& mem = model_->memory();
   s.weights_bytes = mem.weights;

@@ -38,6 +38,10 @@ struct ProviderStats {
   int64_t kv_cells_used = 0;
   int64_t kv_cells_total = 0;
   int64_t aborted_steps = 0;              // engine steps aborted for a cancelled or expired request
+  // Speculative decoding: verification rounds, drafted and accepted tokens.
+  int64_t speculative_rounds = 0;
+  int64_t speculative_drafted = 0;
+  int64_t speculative_accepted = 0;
   uint64_t memory_bytes = 0;              // what the pool counts: local models, all three below
   uint64_t weights_bytes = 0;             // local: model weights
   uint64_t kv_cache_bytes = 0;            // local: KV cache of all sequences

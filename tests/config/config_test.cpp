@@ -725,3 +725,70 @@ models:
 
 }  // namespace
 }  // namespace llmpool::config
+
+namespace llmpool::config {
+namespace {
+
+// Speculative decoding: `draft:` names another local model or a file, or asks
+// for prompt lookup.
+TEST(ConfigDraftTest, ResolvesADraftByModelNameOrPath) {
+  LoadResult r = parse_config(R"(
+models:
+  - name: big
+    path: big.gguf
+    draft: {model: small, max_tokens: 8, min_tokens: 2, p_min: 0.5}
+  - name: small
+    path: models/small.gguf
+  - name: other
+    path: other.gguf
+    draft: {model: drafts/d.gguf}
+  - name: echo
+    path: echo.gguf
+    draft: {ngram: 4}
+)", "/etc/llmpool/config.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  const auto& m = r.config.models;
+  EXPECT_EQ(m[0].draft.path, "/etc/llmpool/models/small.gguf");
+  EXPECT_EQ(m[0].draft.max_tokens, 8);
+  EXPECT_EQ(m[0].draft.min_tokens, 2);
+  EXPECT_DOUBLE_EQ(m[0].draft.p_min, 0.5);
+  EXPECT_TRUE(m[1].draft.model.empty());
+  EXPECT_EQ(m[2].draft.path, "/etc/llmpool/drafts/d.gguf");
+  EXPECT_EQ(m[3].draft.ngram, 4);
+  EXPECT_TRUE(m[3].draft.path.empty());
+}
+
+TEST(ConfigDraftTest, ReportsBadDraftSettingsWithTheirLine) {
+  LoadResult r = parse_config(R"(
+models:
+  - name: a
+    path: a.gguf
+    draft: {model: a}
+  - name: b
+    path: b.gguf
+    draft: {model: missing.gguf, ngram: 2}
+  - name: c
+    path: c.gguf
+    draft: {ngram: 65, max_tokens: 0, p_min: 1.5, min_tokens: 300, extra: 1}
+  - name: d
+    type: openai
+    base_url: http://127.0.0.1:1/v1
+    draft: {model: a}
+)", "c.yaml", true);
+  ASSERT_FALSE(r.ok());
+  const ConfigIssue* self = find_issue(r, "models[0].draft.model");
+  ASSERT_NE(self, nullptr);
+  EXPECT_EQ(self->line, 5);
+  EXPECT_NE(self->message.find("its own draft"), std::string::npos);
+  const ConfigIssue* both = find_issue(r, "models[1].draft.ngram");
+  ASSERT_NE(both, nullptr);
+  const ConfigIssue* missing = find_issue(r, "models[1].draft.model");
+  ASSERT_NE(missing, nullptr);
+  EXPECT_NE(missing->message.find("no such file"), std::string::npos);
+  for (const char* f : {"models[2].draft.ngram", "models[2].draft.max_tokens", "models[2].draft.p_min",
+                        "models[2].draft.min_tokens", "models[2].draft.extra", "models[3].draft.model"})
+    EXPECT_NE(find_issue(r, f), nullptr) << f;
+}
+
+}  // namespace
+}  // namespace llmpool::config

@@ -1,0 +1,209 @@
+// The speculative decoding math on synthetic distributions (no model):
+// rejection sampling keeps the target's distribution exactly, the chain's
+// distribution is the one it samples from, prompt lookup, draft length.
+#include "engine/speculative.h"
+
+#include <gtest/gtest.h>
+#include <llama.h>
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+namespace llmpool::engine {
+namespace {
+
+TokenDistribution normalized(std::vector<std::pair<int32_t, double>> w) {
+  double total = 0;
+  for (auto& [id, x] : w) total += x;
+  TokenDistribution d;
+  for (auto& [id, x] : w) d.push_back({id, static_cast<float>(x / total)});
+  return d;
+}
+
+// Total variation distance between an empirical count and a distribution.
+double total_variation(const std::map<int32_t, int64_t>& counts, int64_t n, const TokenDistribution& p) {
+  std::map<int32_t, double> diff;
+  for (const auto& e : p) diff[e.id] += e.p;
+  for (const auto& [id, c] : counts) diff[id] -= static_cast<double>(c) / n;
+  double tv = 0;
+  for (const auto& [id, x] : diff) tv += std::abs(x);
+  return tv / 2;
+}
+
+// Pearson's chi-square statistic of `counts` against `p` (every p > 0).
+double chi_square(const std::map<int32_t, int64_t>& counts, int64_t n, const TokenDistribution& p) {
+  double chi = 0;
+  for (const auto& e : p) {
+    const double expected = e.p * static_cast<double>(n);
+    const auto it = counts.find(e.id);
+    const double seen = it == counts.end() ? 0.0 : static_cast<double>(it->second);
+    chi += (seen - expected) * (seen - expected) / expected;
+  }
+  return chi;
+}
+
+class SpeculativeTest : public ::testing::Test {
+ protected:
+  // Draws a draft from q, verifies it against p, n times; counts the output.
+  std::map<int32_t, int64_t> run(const TokenDistribution& p, const TokenDistribution& q, int64_t n,
+                                 int64_t* accepted = nullptr) {
+    std::mt19937_64 rng(1234);
+    std::vector<float> scratch;
+    std::map<int32_t, int64_t> counts;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t drafted = draw_token(q, rng);
+      const Verdict v = verify_draft(p, q, drafted, rng, scratch);
+      ++counts[v.token];
+      if (v.accepted && accepted) ++*accepted;
+      if (v.accepted) {
+        EXPECT_EQ(v.token, drafted);
+      }
+    }
+    for (float x : scratch) EXPECT_EQ(x, 0.0f);  // left clean for the next call
+    return counts;
+  }
+};
+
+TEST_F(SpeculativeTest, AcceptedOrCorrectedTokensFollowTheTargetDistribution) {
+  // p and q disagree strongly, with tokens only one of them can produce.
+  const TokenDistribution p = normalized({{0, 0.5}, {1, 0.2}, {2, 0.15}, {3, 0.1}, {7, 0.05}});
+  const TokenDistribution q = normalized({{0, 0.1}, {1, 0.4}, {2, 0.1}, {4, 0.3}, {5, 0.1}});
+  constexpr int64_t kN = 200000;
+  int64_t accepted = 0;
+  auto counts = run(p, q, kN, &accepted);
+  // Tokens outside p never come out.
+  EXPECT_EQ(counts.count(4), 0u);
+  EXPECT_EQ(counts.count(5), 0u);
+  EXPECT_LT(total_variation(counts, kN, p), 0.005);
+  // 4 degrees of freedom: the 0.999 quantile is 18.47.
+  EXPECT_LT(chi_square(counts, kN, p), 18.47);
+  // The acceptance rate is sum(min(p, q)) = 0.1 + 0.2 + 0.1 = 0.4.
+  EXPECT_NEAR(static_cast<double>(accepted) / kN, 0.4, 0.01);
+}
+
+TEST_F(SpeculativeTest, OneHotDraftsAsFromPromptLookupKeepTheDistribution) {
+  // A deterministic drafter: q is one-hot on its guess.
+  const TokenDistribution p = normalized({{10, 0.6}, {11, 0.3}, {12, 0.1}});
+  for (int32_t guess : {10, 11, 12, 13}) {
+    constexpr int64_t kN = 100000;
+    int64_t accepted = 0;
+    auto counts = run(p, {{guess, 1.0f}}, kN, &accepted);
+    EXPECT_LT(total_variation(counts, kN, p), 0.006) << "guess " << guess;
+    EXPECT_LT(chi_square(counts, kN, p), 13.82) << "guess " << guess;  // 2 d.f., 0.999
+    EXPECT_NEAR(static_cast<double>(accepted) / kN, probability_of(p, guess), 0.01);
+  }
+}
+
+TEST_F(SpeculativeTest, IdenticalDistributionsAreAlwaysAccepted) {
+  const TokenDistribution p = normalized({{1, 0.25}, {2, 0.25}, {3, 0.5}});
+  int64_t accepted = 0;
+  run(p, p, 10000, &accepted);
+  EXPECT_EQ(accepted, 10000);
+}
+
+TEST_F(SpeculativeTest, GreedyAcceptsExactlyTheTargetsArgmax) {
+  std::mt19937_64 rng(7);
+  std::vector<float> scratch;
+  const TokenDistribution p = {{5, 1.0f}};
+  EXPECT_EQ(verify_draft(p, {{5, 1.0f}}, 5, rng, scratch).accepted, true);
+  const Verdict v = verify_draft(p, {{6, 1.0f}}, 6, rng, scratch);
+  EXPECT_FALSE(v.accepted);
+  EXPECT_EQ(v.token, 5);
+}
+
+// A chain like the engine's sampled one: chain_distribution() must be the
+// distribution the chain itself draws from.
+TEST_F(SpeculativeTest, ChainDistributionIsWhatTheChainSamples) {
+  constexpr int32_t kVocab = 12;
+  std::vector<float> logits(kVocab);
+  for (int32_t i = 0; i < kVocab; ++i) logits[i] = std::sin(1.7f * i) * 3.0f;
+  llama_sampler* chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+  llama_sampler_chain_add(chain, llama_sampler_init_top_k(8));
+  llama_sampler_chain_add(chain, llama_sampler_init_top_p(0.9f, 1));
+  llama_sampler_chain_add(chain, llama_sampler_init_min_p(0.02f, 1));
+  llama_sampler_chain_add(chain, llama_sampler_init_temp(0.8f));
+  llama_sampler_chain_add(chain, llama_sampler_init_dist(99));
+
+  std::vector<llama_token_data> cur;
+  TokenDistribution p;
+  float confidence = 0;
+  ASSERT_TRUE(chain_distribution(chain, logits.data(), kVocab, {}, cur, p, confidence, "x").is_ok());
+  ASSERT_FALSE(p.empty());
+  EXPECT_LT(p.size(), static_cast<size_t>(kVocab));  // top-k / top-p cut some
+  double sum = 0;
+  for (const auto& e : p) sum += e.p;
+  EXPECT_NEAR(sum, 1.0, 1e-5);
+
+  constexpr int64_t kN = 60000;
+  std::map<int32_t, int64_t> counts;
+  for (int64_t i = 0; i < kN; ++i) {
+    std::vector<llama_token_data> c(kVocab);
+    for (int32_t t = 0; t < kVocab; ++t) c[t] = {t, logits[t], 0.0f};
+    llama_token_data_array arr{c.data(), c.size(), -1, false};
+    llama_sampler_apply(chain, &arr);
+    ++counts[arr.data[arr.selected].id];
+  }
+  EXPECT_LT(total_variation(counts, kN, p), 0.01);
+  llama_sampler_free(chain);
+}
+
+TEST_F(SpeculativeTest, GreedyChainDistributionIsOneHotWithItsConfidence) {
+  std::vector<float> logits = {0.0f, 2.0f, 1.0f, 2.0f};
+  llama_sampler* chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+  llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+  std::vector<llama_token_data> cur;
+  TokenDistribution p;
+  float confidence = 0;
+  ASSERT_TRUE(chain_distribution(chain, logits.data(), 4, {}, cur, p, confidence, "x").is_ok());
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].id, 1);  // the first of equal maxima, as the greedy sampler picks
+  const double z = 1 + 2 * std::exp(2.0) + std::exp(1.0);
+  EXPECT_NEAR(confidence, std::exp(2.0) / z, 1e-5);
+  // Banned tokens are out of the running (ignore_eos).
+  const int32_t banned[] = {1, 3};
+  ASSERT_TRUE(chain_distribution(nullptr, logits.data(), 4, banned, cur, p, confidence, "x").is_ok());
+  EXPECT_EQ(p[0].id, 2);
+  llama_sampler_free(chain);
+}
+
+TEST_F(SpeculativeTest, ChainDistributionRefusesWhenNothingIsAllowed) {
+  std::vector<float> logits(3, -INFINITY);
+  std::vector<llama_token_data> cur;
+  TokenDistribution p;
+  float confidence = 0;
+  Status st = chain_distribution(nullptr, logits.data(), 3, {}, cur, p, confidence, "response_format");
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.param(), "response_format");
+}
+
+TEST_F(SpeculativeTest, PromptLookupContinuesTheLatestLongestMatch) {
+  //                              0  1  2  3  4  5  6  7  8  9
+  const std::vector<int32_t> ctx = {1, 2, 3, 9, 1, 2, 3, 4, 5, 1, 2, 3};
+  // Suffix "1 2 3" last occurred at 4..6, followed by 4 5 1 2 3.
+  EXPECT_EQ(ngram_draft(ctx, 1, 3, 3), (std::vector<int32_t>{4, 5, 1}));
+  EXPECT_EQ(ngram_draft(ctx, 1, 3, 100), (std::vector<int32_t>{4, 5, 1, 2, 3}));
+  // No recurring suffix: nothing.
+  EXPECT_TRUE(ngram_draft(std::vector<int32_t>{1, 2, 3, 4}, 1, 3, 4).empty());
+  // A suffix that recurs only shorter than n_min: nothing.
+  EXPECT_TRUE(ngram_draft(std::vector<int32_t>{7, 8, 5, 8}, 2, 3, 4).empty());
+  EXPECT_EQ(ngram_draft(std::vector<int32_t>{7, 8, 5, 8}, 1, 3, 4), (std::vector<int32_t>{5, 8}));
+  EXPECT_TRUE(ngram_draft(std::vector<int32_t>{}, 1, 3, 4).empty());
+  EXPECT_TRUE(ngram_draft(ctx, 1, 3, 0).empty());
+}
+
+TEST_F(SpeculativeTest, DraftLengthGrowsWithAcceptanceAndStaysBounded) {
+  DraftLength len(2, 10, 0.6);
+  const int32_t start = len.next();
+  EXPECT_GE(start, 2);
+  EXPECT_LE(start, 10);
+  for (int i = 0; i < 30; ++i) len.record(len.next(), len.next());  // everything accepted
+  EXPECT_EQ(len.next(), 10);
+  for (int i = 0; i < 30; ++i) len.record(len.next(), 0);  // nothing accepted
+  EXPECT_EQ(len.next(), 2);
+  DraftLength odd(0, -5);  // bounds out of order are made sane
+  EXPECT_EQ(odd.next(), 1);
+}
+
+}  // namespace
+}  // namespace llmpool::engine
