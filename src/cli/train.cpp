@@ -41,6 +41,7 @@ struct TrainArgs {
   std::string type = "q8_0";
   std::string name;
   bool verbose = false;
+  bool freeze_attention = false;
   ShapeOverrides shape;
 };
 
@@ -67,6 +68,7 @@ Result<train::TrainOptions> make_options(const TrainArgs& a) {
   o.weight_decay = a.weight_decay;
   o.threads = a.threads != 0 ? a.threads : std::max(1u, std::thread::hardware_concurrency());
   o.type = type;
+  o.freeze_attention = a.freeze_attention;
   o.output_path = a.out;
   o.name = !a.name.empty() ? a.name : "llmpool-" + std::string(preset.name);
   return o;
@@ -184,6 +186,8 @@ void add_train_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--type", args->type, "Stored weight type: q8_0|f16|q4_0|f32")->capture_default_str();
   cmd->add_option("--name", args->name, "general.name (default: llmpool-<preset>)");
   args->shape.add_options(cmd, "The context length the file advertises");
+  cmd->add_flag("--freeze-attention", args->freeze_attention,
+                "Keep the attention's Q, K and V projections random (see docs/train.md)");
   cmd->add_flag("--verbose", args->verbose, "Show llama.cpp's log");
   cmd->callback([args, exit_code] { *exit_code = run_train(*args); });
 }

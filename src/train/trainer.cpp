@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <ggml-backend.h>
 #include <ggml-opt.h>
 #include <gguf.h>
 #include <llama.h>
@@ -26,10 +27,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr TrainPreset kPresets[] = {
-    {"demo", "the demo target: n_embd 256, 4 layers, 8 heads, 4 KV heads, n_ff 768, 2048-token vocab",
-     engine::ModelShape{256, 4, 8, 4, 768, 2048, 10000.0f, 1e-5f}, 2048, 256, 1200, 2e-3f},
-    {"demo-draft", "the demo draft: n_embd 128, 2 layers, 4 heads, 2 KV heads, n_ff 384 (share the target's vocab)",
-     engine::ModelShape{128, 2, 4, 2, 384, 2048, 10000.0f, 1e-5f}, 2048, 256, 1200, 3e-3f},
+    {"demo", "the demo target: n_embd 192, 3 layers, 6 heads, 2 KV heads, n_ff 576, 2048-token vocab",
+     engine::ModelShape{192, 3, 6, 2, 576, 2048, 10000.0f, 1e-5f}, 2048, 256, 1000, 2e-3f},
+    {"demo-draft", "the demo draft: n_embd 64, 1 layer, 2 heads, 1 KV head, n_ff 256 (share the target's vocab)",
+     engine::ModelShape{64, 1, 2, 1, 256, 2048, 10000.0f, 1e-5f}, 2048, 256, 1000, 3e-3f},
     {"test", "for tests: n_embd 64, 1 layer, 4 heads, 2 KV heads, n_ff 128, 512-token vocab",
      engine::ModelShape{64, 1, 4, 2, 128, 512, 10000.0f, 1e-5f}, 512, 256, 8, 3e-3f},
 };
@@ -64,6 +65,7 @@ struct RunState {
   int64_t chunk_base = 0;  // steps done before the current dataset chunk
   double last_total = 0;
   double lr = 0;
+  bool layout_ok = true;  // zero_gradients recognised the optimizer context
 };
 RunState* g_run = nullptr;
 
@@ -114,6 +116,16 @@ double learning_rate(const TrainOptions& o, int64_t step, int64_t steps) {
   return lo + (o.lr - lo) * 0.5 * (1.0 + std::cos(3.14159265358979323846 * std::min(1.0, t)));
 }
 
+// Which weights train. With `freeze_attention`, the attention's Q, K and V
+// projections keep their random values (K and V do anyway: see the header).
+bool trainable(const ggml_tensor* t, void* userdata) {
+  const bool freeze_attention = *static_cast<const bool*>(userdata);
+  if (!freeze_attention) return true;
+  const std::string_view name = ggml_get_name(t);
+  return name.find("attn_q.") == std::string_view::npos && name.find("attn_k.") == std::string_view::npos &&
+         name.find("attn_v.") == std::string_view::npos;
+}
+
 ggml_opt_optimizer_params optimizer_params(void* /*userdata*/) {
   ggml_opt_optimizer_params p = ggml_opt_get_default_optimizer_params(nullptr);
   RunState& run = *g_run;
@@ -124,9 +136,67 @@ ggml_opt_optimizer_params optimizer_params(void* /*userdata*/) {
   return p;
 }
 
-void epoch_callback(bool train, ggml_opt_context_t /*opt*/, ggml_opt_dataset_t /*dataset*/, ggml_opt_result_t result,
+// The leading members of ggml-opt.cpp's private `struct ggml_opt_context`
+// in the llama.cpp build scripts/llama-cpp pins, to reach its gradient
+// accumulators. llama_opt_epoch builds its graphs anew for every ubatch
+// (ggml's "dynamic graphs"), and ggml_opt_alloc only zeroes the
+// accumulators through gb_grad, which ggml_opt_eval has just cleared: the
+// accumulators are never reset, so every step would apply the sum of all
+// gradients so far. train_model zeroes them after each step instead (the
+// loss's 1-element seed gradient is left alone).
+struct OptContextPrefix {
+  ggml_backend_sched_t backend_sched;
+  ggml_cgraph* allocated_graph;
+  ggml_cgraph* allocated_graph_copy;
+  ggml_context* ctx_static;
+  ggml_context* ctx_cpu;
+  ggml_context* ctx_compute;
+  ggml_context* ctx_copy;
+  ggml_backend_buffer_t buf_static;
+  ggml_backend_buffer_t buf_cpu;
+  std::mt19937 rng;
+  ggml_opt_loss_type loss_type;
+  ggml_opt_build_type build_type;
+  ggml_opt_build_type build_type_alloc;
+  ggml_tensor* inputs;
+  ggml_tensor* outputs;
+  ggml_tensor* labels;
+  ggml_tensor* loss;
+  ggml_tensor* pred;
+  ggml_tensor* ncorrect;
+  ggml_cgraph* gf;
+  ggml_cgraph* gb_grad;
+  ggml_cgraph* gb_opt;
+  bool static_graphs;
+  bool eval_ready;
+  std::vector<ggml_tensor*> grad_accs;
+  std::vector<ggml_tensor*> grad_m;
+  std::vector<ggml_tensor*> grad_v;
+  int64_t iter;
+  int32_t opt_period;
+  int32_t opt_i;
+};
+
+// Zeroes the parameter gradient accumulators after an optimizer step.
+// Returns false (and touches nothing) if the layout does not look right.
+bool zero_gradients(ggml_opt_context_t opt) {
+  const auto* c = reinterpret_cast<const OptContextPrefix*>(opt);
+  if (c->backend_sched == nullptr || c->static_graphs || c->opt_period != 1 || c->opt_i != 0 ||
+      c->loss_type != GGML_OPT_LOSS_TYPE_CROSS_ENTROPY || c->grad_accs.size() > (1u << 20) || c->iter < 1 ||
+      c->buf_static == nullptr) {
+    return false;
+  }
+  for (ggml_tensor* t : c->grad_accs) {
+    if (t == nullptr || ggml_nelements(t) <= 1 || t->buffer != c->buf_static) continue;
+    ggml_backend_tensor_memset(t, 0, 0, ggml_nbytes(t));
+  }
+  return true;
+}
+
+void epoch_callback(bool train, ggml_opt_context_t opt, ggml_opt_dataset_t /*dataset*/, ggml_opt_result_t result,
                     int64_t ibatch, int64_t ibatch_max, int64_t /*t_start_us*/) {
   RunState& run = *g_run;
+  if (train && !zero_gradients(opt)) run.layout_ok = false;
   double mean = 0, unc = 0;
   ggml_opt_result_loss(result, &mean, &unc);  // the mean over the steps so far
   const auto now = std::chrono::steady_clock::now();
@@ -160,9 +230,11 @@ std::string_view prompt_for(uint64_t seed, size_t i) {
   return kPrompts[rng() % std::size(kPrompts)];
 }
 
+// One in eight: the template adds this prompt when a chat has none, but a
+// model that sees little context would learn to recite it when it is common.
 bool with_system(uint64_t seed, size_t i) {
   std::mt19937_64 rng(~seed ^ (0xbf58476d1ce4e5b9ull * (i + 1)));
-  return (rng() & 1) != 0;
+  return (rng() & 7) == 0;
 }
 
 // Document i as one ChatML exchange.
@@ -359,8 +431,9 @@ Result<TrainResult> train_impl(const TrainOptions& o, const fs::path& scratch) {
 
   llama_opt_params op{};
   op.n_ctx_train = 0;
-  op.param_filter = llama_opt_param_filter_all;
-  op.param_filter_ud = nullptr;
+  bool freeze_attention = o.freeze_attention;
+  op.param_filter = trainable;
+  op.param_filter_ud = &freeze_attention;
   op.get_opt_pars = optimizer_params;
   op.get_opt_pars_ud = nullptr;
   op.optimizer_type = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
@@ -393,6 +466,9 @@ Result<TrainResult> train_impl(const TrainOptions& o, const fs::path& scratch) {
     llama_opt_epoch(ctx.get(), dataset.get(), res_train.get(), res_eval.get(), /*idata_split=*/n_train,
                     epoch_callback, epoch_callback);
     if (static_cast<int64_t>(result.losses.size()) != base + n_train) break;
+  }
+  if (!run.layout_ok) {
+    return Status::internal("this llama.cpp build's optimizer context is not the one train_model knows");
   }
   if (static_cast<int64_t>(result.losses.size()) != steps) {
     return Status::internal("training stopped after " + std::to_string(result.losses.size()) + " of " +

@@ -8,7 +8,7 @@
 //      draft), or one learned from the corpus (vocab_builder.h);
 //   2. a model with seeded random F32 weights (engine::write_model);
 //   3. the corpus as ChatML turns: each document is an assistant answer to a
-//      short user prompt picked from a fixed list by the seed, half of them
+//      short user prompt picked from a fixed list by the seed, one in eight
 //      after the default system prompt, each turn ended by <|im_end|>;
 //      every 20th document is held out for the evaluation loss;
 //   4. `steps` optimizer steps, each on one window of `seq_len` tokens
@@ -87,6 +87,8 @@ struct TrainOptions {
   float lr_min_ratio = 0.1f;  // the last step's rate is lr * lr_min_ratio
   float weight_decay = 0.0f;  // [0, 1]
   unsigned threads = 1;       // 1 to 256
+  // Keep the attention's Q, K and V projections at their random values.
+  bool freeze_attention = false;
   engine::WeightType type = engine::WeightType::kQ8_0;
   std::string output_path;
   std::string name;           // general.name; empty: "llmpool-trained"

@@ -46,8 +46,9 @@ std::vector<std::string_view> characters(std::string_view s) {
   return out;
 }
 
-// Word units of escaped text: each starts at "▁" or after a newline;
-// newlines themselves are not part of any unit.
+// Word units of escaped text: each starts at "▁" or after a newline, and a
+// newline ends the unit it follows ("▁assistant\n" can become one token, so
+// even a model that sees little context knows where an answer starts).
 void count_units(std::string_view escaped, std::unordered_map<std::string, uint64_t>& units) {
   size_t start = 0;
   auto flush = [&](size_t end) {
@@ -56,8 +57,7 @@ void count_units(std::string_view escaped, std::unordered_map<std::string, uint6
   };
   for (size_t i = 0; i < escaped.size();) {
     if (escaped[i] == '\n') {
-      flush(i);
-      start = i + 1;
+      flush(i + 1);
       ++i;
       continue;
     }
@@ -131,7 +131,7 @@ Result<Vocab> build_vocab(const std::vector<std::string>& texts, const VocabOpti
   std::map<std::string, uint64_t> char_counts;
   for (const auto& [unit, count] : unit_counts) {
     for (std::string_view c : characters(unit)) {
-      if (c.size() == 1 && static_cast<unsigned char>(c[0]) < 0x20) continue;
+      if (c.size() == 1 && static_cast<unsigned char>(c[0]) < 0x20 && c[0] != '\n') continue;
       char_counts[std::string(c)] += count;
     }
   }

@@ -4,11 +4,13 @@
 //
 // The vocabulary is learned with byte-pair merges over the text as
 // llama.cpp's SPM tokenizer sees it: spaces escaped to U+2581 ("▁") and one
-// "▁" in front of each text. Merges never cross a "▁" word start or a
-// newline. Each merged token's score is minus its merge rank, so llama.cpp's
-// highest-score-first bigram merging applies the merges in the order they
-// were learned. Characters outside the learned alphabet, and newlines, go
-// through the 256 byte-fallback tokens <0x00>..<0xFF>.
+// "▁" in front of each text. Merges never cross a "▁" word start, and a
+// newline ends the word before it (so "▁assistant\n", ChatML's answer
+// header, becomes one token). Each merged token's score is minus its merge
+// rank, so llama.cpp's highest-score-first bigram merging applies the merges
+// in the order they were learned. Characters outside the learned alphabet
+// and control characters go through the 256 byte-fallback tokens
+// <0x00>..<0xFF>.
 //
 // Token ids: 0 <unk>, 1 <s> (BOS), 2 </s>, 3 <|im_start|>, 4 <|im_end|>
 // (EOS: the ChatML turn end, so a chat answer stops there), 5..260 the byte

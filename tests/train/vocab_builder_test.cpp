@@ -9,7 +9,8 @@ namespace llmpool::train {
 namespace {
 
 std::vector<std::string> sample_texts() {
-  return {"the cat sat on the mat", "the dog and the cat", "a cat is not a dog\nthe end", "thethethe"};
+  return {"the cat sat on the mat", "the dog and the cat", "a cat is not a dog\nthe end", "thethethe",
+          "at the\tend", "the end\nthe end\n"};
 }
 
 TEST(VocabBuilderTest, FixedTokensComeFirst) {
@@ -31,7 +32,8 @@ TEST(VocabBuilderTest, LearnsFrequentWordsAsTokensWithFallingScores) {
   const auto has = [&](const std::string& t) { return std::find(v->tokens.begin(), v->tokens.end(), t) != v->tokens.end(); };
   EXPECT_TRUE(has("\xE2\x96\x81the"));
   EXPECT_TRUE(has("\xE2\x96\x81" "cat"));
-  EXPECT_FALSE(has("\n"));  // newlines go through <0x0A>
+  EXPECT_TRUE(has("\xE2\x96\x81" "end\n"));  // a newline ends the word before it
+  EXPECT_FALSE(has("\t"));
   EXPECT_GT(v->merges, 0u);
   // Merge scores fall with rank, so llama.cpp applies them in learned order.
   const size_t first_merge = kFixedTokens + v->alphabet;
