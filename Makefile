@@ -33,7 +33,7 @@ SEED_MODELS := $(MODELS)/seed-r1-q8_0.gguf $(MODELS)/seed-c1-q8_0.gguf $(MODELS)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all setup build test test-unit fuzz run run-seed models seed-models bench-models clean
+.PHONY: all setup build test test-unit fuzz run run-seed models demo-models seed-models bench-models clean
 
 all: build
 
@@ -56,14 +56,12 @@ test-unit: build
 fuzz: build
 	LLMPOOL_BIN=$(BIN) scripts/fuzz $(FUZZ_SECONDS)
 
-$(MODELS)/tiny-q8_0.gguf: | build
-	@mkdir -p $(MODELS)
-	$(BIN) mkmodel --preset tiny --type q8_0 --out $@
-
-$(MODELS)/small-q8_0.gguf: | build
-	@mkdir -p $(MODELS)
-	$(BIN) mkmodel --preset tiny --n-embd 256 --n-layer 4 --n-head 8 --n-head-kv 4 --n-ff 768 \
-	  --type q8_0 --seed 7 --out $@
+# The trained demo pair (small = target, tiny = its draft): `llmpool train`
+# on Debian's fortunes, cached in ~/.cache/llmpool/demo-models by recipe
+# (scripts/demo-models). Always run: it only copies when the cache is warm,
+# and it replaces older random-weight files of the same names.
+demo-models: build
+	@scripts/demo-models $(BIN) $(MODELS) >/dev/null
 
 $(MODELS)/coder-q8_0.gguf: | build
 	@mkdir -p $(MODELS)
@@ -93,7 +91,7 @@ $(MODELS)/bench-0.5b-q8_0.gguf: | build
 	@mkdir -p $(MODELS)
 	$(BIN) mkmodel --preset bench-0.5b --type q8_0 --out $@
 
-models: build $(DEMO_MODELS)
+models: build demo-models $(MODELS)/coder-q8_0.gguf
 
 bench-models: build $(MODELS)/bench-0.5b-q8_0.gguf
 

@@ -13,12 +13,9 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/model_options.h"
+#include "cli/progress.h"
 #include "engine/model_writer.h"
-
-// The directory holding llama.cpp's ggml-vocab-*.gguf files, set by the build.
-#ifndef LLMPOOL_VOCAB_DIR
-#define LLMPOOL_VOCAB_DIR ""
-#endif
 
 namespace llmpool::cli {
 namespace {
@@ -35,13 +32,8 @@ struct MkmodelArgs {
   std::string chat_template_file;  // or any Jinja file
   bool tie_embeddings = false;
   unsigned threads = 0;
-  std::optional<uint32_t> n_embd, n_layer, n_head, n_head_kv, n_ff, ctx;
+  ShapeOverrides shape;
 };
-
-std::string vocab_dir() {
-  if (const char* env = std::getenv("LLMPOOL_VOCAB_DIR"); env != nullptr && *env != '\0') return env;
-  return LLMPOOL_VOCAB_DIR;
-}
 
 // Builds the writer options from the command line: the preset's shape, then
 // each dimension override; the vocab from --vocab, --vocab-name or the preset.
@@ -53,12 +45,7 @@ Result<engine::ModelWriterOptions> make_options(const MkmodelArgs& args) {
 
   engine::ModelWriterOptions options;
   options.shape = preset->shape;
-  if (args.n_embd) options.shape.n_embd = *args.n_embd;
-  if (args.n_layer) options.shape.n_layer = *args.n_layer;
-  if (args.n_head) options.shape.n_head = *args.n_head;
-  if (args.n_head_kv) options.shape.n_head_kv = *args.n_head_kv;
-  if (args.n_ff) options.shape.n_ff = *args.n_ff;
-  if (args.ctx) options.shape.n_ctx_train = *args.ctx;
+  args.shape.apply(options.shape);
   options.type = *type;
   options.seed = args.seed;
   options.output_path = args.out;
@@ -103,6 +90,20 @@ int run_mkmodel(const MkmodelArgs& args) {
     return 2;
   }
   const auto start = std::chrono::steady_clock::now();
+  ProgressBar bar("mkmodel");
+  options->on_progress = [&](uint64_t done, uint64_t total) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double mib = static_cast<double>(done) / (1024.0 * 1024.0);
+    char detail[96];
+    std::snprintf(detail, sizeof detail, "%.1f/%.1f MiB %.0f MiB/s", mib,
+                  static_cast<double>(total) / (1024.0 * 1024.0), s > 0 ? mib / s : 0.0);
+    const double fraction = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+    if (done >= total) {
+      bar.finish(fraction, detail);
+    } else {
+      bar.update(fraction, detail);
+    }
+  };
   engine::WrittenModel written;
   if (Status s = engine::write_model(*options, &written); !s) {
     std::fprintf(stderr, "mkmodel: %s\n", s.message().c_str());
@@ -154,12 +155,7 @@ void add_mkmodel_command(CLI::App& app, int* exit_code) {
       ->excludes(tmpl);
   cmd->add_flag("--tie-embeddings", args->tie_embeddings, "Omit output.weight (reuse token_embd)");
   cmd->add_option("--threads", args->threads, "Worker threads (default: all hardware threads)");
-  cmd->add_option("--n-embd", args->n_embd, "Override the embedding width");
-  cmd->add_option("--n-layer", args->n_layer, "Override the number of layers");
-  cmd->add_option("--n-head", args->n_head, "Override the number of attention heads");
-  cmd->add_option("--n-head-kv", args->n_head_kv, "Override the number of KV heads");
-  cmd->add_option("--n-ff", args->n_ff, "Override the feed-forward width");
-  cmd->add_option("--ctx", args->ctx, "Override the training context length");
+  args->shape.add_options(cmd);
   cmd->callback([args, exit_code] { *exit_code = run_mkmodel(*args); });
 }
 

@@ -423,6 +423,11 @@ Status write_model_impl(const ModelWriterOptions& options, WrittenModel* written
   std::future<int> pending;  // errno of the previous segment's write, 0 if ok
   size_t segment = 0;
   auto wait_pending = [&]() -> int { return pending.valid() ? pending.get() : 0; };
+  uint64_t total_bytes = meta_size;
+  for (const TensorSpec& t : specs) total_bytes += ggml_row_size(t.type, t.ne0) * static_cast<uint64_t>(t.ne1);
+  auto report = [&](uint64_t done) {
+    if (options.on_progress) options.on_progress(std::min(done, total_bytes), total_bytes);
+  };
   for (size_t ti = 0; ti < specs.size(); ++ti) {
     const TensorSpec& t = specs[ti];
     if (offset != meta_size + gguf_get_tensor_offset(ctx, static_cast<int64_t>(ti))) {
@@ -446,9 +451,11 @@ Status write_model_impl(const ModelWriterOptions& options, WrittenModel* written
         return std::fwrite(data, 1, n, f) == n ? 0 : (errno != 0 ? errno : EIO);
       });
       offset += bytes + pad;
+      report(offset);
     }
   }
   if (int err = wait_pending(); err != 0) return io_error("cannot write", tmp_path, err);
+  report(total_bytes);
   if (std::fflush(file.get()) != 0) return io_error("cannot write", tmp_path, errno);
   if (std::fclose(file.release()) != 0) return io_error("cannot close", tmp_path, errno);
 

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -119,6 +120,10 @@ struct ModelWriterOptions {
   // Worker threads for generating and quantizing; 0 means one per hardware
   // thread. Does not affect the bytes written.
   unsigned n_threads = 0;
+  // If set, called on the calling thread after each generated segment and
+  // once at the end with the bytes done and the bytes in all (`mkmodel`'s
+  // progress bar). Does not affect the bytes written.
+  std::function<void(uint64_t done, uint64_t total)> on_progress;
 };
 
 // What write_model produced.
