@@ -449,6 +449,7 @@ namespace {
 // Everything the end of a routed run needs.
 struct RunContext : RouterService::RunContextBase {
   std::string response_id;
+  std::string tenant;
   std::string asked;
   std::string route;
   std::string chosen;
@@ -584,6 +585,7 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
   auto st = state();
   auto ctx = std::make_shared<RunContext>();
   ctx->response_id = rq.response_id;
+  ctx->tenant = rq.generate.tenant;  // feedback is the tenant's own
   ctx->asked = rq.generate.model;
   const RouteHints& hints = rq.hints;
 
@@ -810,7 +812,7 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
       log["answered_by"] = r->model;
       log["ensemble"] = r->decision;
       log["attempts"] = attempts_json(r->attempts);
-      FeedbackTarget target{r->model, "", ""};
+      FeedbackTarget target{r->model, "", "", ctx->tenant};
       if (ctx->canary && r->model == ctx->canary->model) {
         target.route = ctx->canary->route;
         target.arm = ctx->canary->arm;
@@ -960,12 +962,15 @@ void RouterService::remember(const std::string& response_id, FeedbackTarget targ
   }
 }
 
-Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, bool helpful) {
+Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, bool helpful,
+                                              const std::string& tenant) {
   FeedbackTarget target;
   {
     std::lock_guard lock(feedback_mu_);
     auto it = feedback_index_.find(response_id);
-    if (it == feedback_index_.end())
+    // Another tenant's response is unknown to this one, rated or not: the
+    // same answer, so that a tenant cannot tell its ids from others'.
+    if (it == feedback_index_.end() || it->second->target.tenant != tenant)
       return Status::not_found("no response with id '" + response_id.substr(0, 128) +
                                    "' is known (unknown, or too old: the newest " +
                                    std::to_string(options_.feedback_capacity) + " are kept)",

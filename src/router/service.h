@@ -107,6 +107,7 @@ struct FeedbackTarget {
   std::string model;         // the instance that answered
   std::string route;         // canary route ("" when none)
   std::string arm;           // canary arm ("" when none)
+  std::string tenant;        // whose response it is; only that tenant may rate it ("" without tenancy)
 };
 
 // An explicit-model request served without the router's choice (it still
@@ -185,7 +186,9 @@ class RouterService {
   // One rating per response: AlreadyExists (HTTP 409, code
   // "feedback_exists") for an id already rated, NotFound (param
   // "response_id") for an unknown or forgotten one.
-  Result<FeedbackTarget> feedback(const std::string& response_id, bool helpful);
+  // `tenant` is the caller's ("" without tenancy): another tenant's
+  // response is the very same NotFound, so that ids cannot be probed.
+  Result<FeedbackTarget> feedback(const std::string& response_id, bool helpful, const std::string& tenant = "");
 
   // Global backpressure: a hold per generation. ResourceExhausted over
   // routing.admission.max_active (answer 429 with Retry-After), Unavailable
