@@ -363,6 +363,58 @@ TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
   ::munmap(mem, sizeof(Shared));
 }
 
+TEST(RedisLimiterAuthTest, AuthenticatesAndSelectsTheDatabaseFromTheUrl) {
+  RedisServer redis;
+  ASSERT_EQ(redis.start({"--requirepass", "s3cret pass"}), "");
+  Options o;
+  o.url = "redis://:s3cret%20pass@127.0.0.1:" + std::to_string(redis.port()) + "/3";
+  auto l = RedisLimiter::create(o);
+  ASSERT_TRUE(l.is_ok());
+  const Subject s = subject({.requests_per_minute = 5});
+  Result<Decision> d = (*l)->admit(s, 0);
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_TRUE(d->admitted);
+  // command() opens a fresh connection (db 0) each time: look into db 3 from a script.
+  EXPECT_EQ(redis.command({"EVAL", "redis.call('SELECT', 3) return redis.call('EXISTS', KEYS[1])", "1",
+                           "llmpool:rl:{acme}:rpm:t"}),
+            "1");
+  EXPECT_EQ(redis.command({"EXISTS", "llmpool:rl:{acme}:rpm:t"}), "0") << "not in db 0";
+
+  o.url = "redis://:wrong-password@127.0.0.1:" + std::to_string(redis.port());
+  auto bad = RedisLimiter::create(o);
+  ASSERT_TRUE(bad.is_ok());
+  Result<Decision> refused = (*bad)->admit(s, 0);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(refused.status().message().find("wrong-password"), std::string::npos);
+}
+
+TEST_F(RedisLimiterTest, AHungRedisTimesOutInsteadOfHanging) {
+  Options o;
+  o.url = redis_.url();
+  o.command_timeout = milliseconds(200);
+  o.connect_timeout = milliseconds(200);
+  o.metrics = &metrics_;
+  auto l = RedisLimiter::create(o);
+  ASSERT_TRUE(l.is_ok());
+  const Subject s = subject({.requests_per_minute = 100});
+  ASSERT_TRUE(admit(**l, s, 0).admitted);
+  redis_.pause();
+  Result<Decision> d = (*l)->admit(s, 0);  // answers (Unavailable) instead of blocking
+  redis_.resume();
+  ASSERT_FALSE(d.is_ok());
+  EXPECT_EQ(d.status().code(), StatusCode::kUnavailable);
+  EXPECT_GE(errors("closed"), 1.0);
+  bool back = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!back && std::chrono::steady_clock::now() < deadline) {
+    Result<Decision> r = (*l)->admit(s, 0);
+    back = r.is_ok() && r->admitted;
+    if (!back) std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_TRUE(back);
+}
+
 TEST(RedisUrlTest, ParsesHostPortDbAndPassword) {
   Result<RedisAddress> a = parse_redis_url("redis://:s%40cret@cache.internal:6380/2");
   ASSERT_TRUE(a.is_ok()) << a.status().to_string();

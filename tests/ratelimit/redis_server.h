@@ -60,6 +60,9 @@ class RedisServer {
                                      "--logfile", dir_ + "/redis.log"};
     args.insert(args.end(), extra.begin(), extra.end());
     extra_ = extra;
+    for (size_t i = 0; i + 1 < extra.size(); ++i) {
+      if (extra[i] == "--requirepass") password_ = extra[i + 1];
+    }
     pid_ = ::fork();
     if (pid_ == 0) {
       std::vector<char*> argv;
@@ -86,10 +89,19 @@ class RedisServer {
   void kill() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);
+      ::kill(pid_, SIGCONT);
       int status = 0;
       ::waitpid(pid_, &status, 0);
       pid_ = -1;
     }
+  }
+
+  // SIGSTOP / SIGCONT: a server that hangs without closing its sockets.
+  void pause() {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  void resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
   }
 
   int port() const { return port_; }
@@ -105,6 +117,10 @@ class RedisServer {
       return "";
     }
     redisSetTimeout(c, tv);
+    if (!password_.empty()) {
+      auto* a = static_cast<redisReply*>(redisCommand(c, "AUTH %s", password_.c_str()));
+      if (a) freeReplyObject(a);
+    }
     std::vector<const char*> p;
     std::vector<size_t> l;
     for (const std::string& a : argv) p.push_back(a.data()), l.push_back(a.size());
@@ -146,6 +162,7 @@ class RedisServer {
   int port_ = -1;
   pid_t pid_ = -1;
   std::vector<std::string> extra_;
+  std::string password_;
 };
 
 }  // namespace llmpool::ratelimit::testing
