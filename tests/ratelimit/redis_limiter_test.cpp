@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "obs/metrics.h"
+#include "ratelimit/local_limiter.h"
 #include "ratelimit/redis_server.h"
 
 namespace llmpool::ratelimit {
@@ -361,6 +362,53 @@ TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
   EXPECT_GE(shared->admitted[3].load(), 3);
   EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:conc:k:lease"}), "0") << "every lease released";
   ::munmap(mem, sizeof(Shared));
+}
+
+// The Lua script and checks.cpp are two copies of one arithmetic: the same
+// sequence of admissions and finishes, with the local clock following Redis's,
+// gets the same decisions from both.
+TEST_F(RedisLimiterTest, DecidesExactlyAsTheLocalLimiterDoes) {
+  auto redis = make();
+  ManualClock clock(redis_.time_ms());
+  LocalLimiter local(clock);
+  const Subject s = subject({.requests_per_minute = 20, .tokens_per_minute = 2000, .max_concurrent = 3,
+                             .daily_tokens = 5000, .monthly_tokens = 8000},
+                            {.requests_per_minute = 10, .tokens_per_minute = 1500, .max_concurrent = 2,
+                             .daily_tokens = 3000});
+  uint32_t lcg = 12345;
+  std::vector<std::pair<std::string, std::string>> open;  // (redis ticket, local ticket)
+  std::vector<int64_t> reserved;
+  int admitted = 0, refused = 0;
+  for (int step = 0; step < 60; ++step) {
+    lcg = lcg * 1103515245u + 12345u;
+    const int64_t want = (lcg >> 8) % 700;
+    clock.set_ms(std::max(clock.now_ms(), redis_.time_ms()));
+    Decision r = admit(*redis, s, want);
+    Decision l = admit(local, s, want);
+    ASSERT_EQ(r.admitted, l.admitted) << "step " << step << ": " << r.message << " | " << l.message;
+    EXPECT_EQ(r.code, l.code) << step;
+    EXPECT_EQ(r.headers.limit_requests, l.headers.limit_requests) << step;
+    EXPECT_EQ(r.headers.limit_tokens, l.headers.limit_tokens) << step;
+    EXPECT_NEAR(r.headers.remaining_requests, l.headers.remaining_requests, 1) << step;
+    EXPECT_NEAR(r.headers.remaining_tokens, l.headers.remaining_tokens, 2) << step;
+    EXPECT_EQ(r.retry_after_seconds == 0, l.retry_after_seconds == 0) << step;
+    if (r.admitted) {
+      ++admitted;
+      open.emplace_back(r.ticket, l.ticket);
+      reserved.push_back(want);
+    } else {
+      ++refused;
+    }
+    if (open.size() == 2 || (step % 7 == 0 && !open.empty())) {  // the oldest ends, having used half
+      clock.set_ms(std::max(clock.now_ms(), redis_.time_ms()));
+      redis->finish(open.front().first, reserved.front() / 2);
+      local.finish(open.front().second, reserved.front() / 2);
+      open.erase(open.begin());
+      reserved.erase(reserved.begin());
+    }
+  }
+  EXPECT_GT(admitted, 5);
+  EXPECT_GT(refused, 5);
 }
 
 TEST(RedisLimiterAuthTest, AuthenticatesAndSelectsTheDatabaseFromTheUrl) {
