@@ -12,8 +12,13 @@
 // - finish() runs a second script: unused tokens go back to the buckets and
 //   budgets (of the period charged), the lease is removed.
 // - A background thread renews the leases of running requests every
-//   lease_ttl / 3 (ZADD XX: a lease that finish removed is not brought back).
-//   An instance that dies stops renewing, and its leases expire.
+//   lease_ttl / 3 (ZADD XX: a lease that finish removed is not brought back;
+//   nor is one that expired because this instance stalled for longer than
+//   lease_ttl, so the request runs on without it). An instance that dies
+//   stops renewing, and its leases expire.
+// - admit() and finish() each wait for one Redis round trip (bounded by
+//   command_timeout): call them off the HTTP I/O threads, or accept that
+//   cost there; finish() can run after the response has been sent.
 // - Redis keys: <prefix>{<tenant>}:<rpm|tpm|conc|day|month>:t for the
 //   tenant and ...:k:<key id> for a key; all keys of a tenant share a hash
 //   slot. Every key expires once it no longer matters.
