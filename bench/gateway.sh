@@ -75,6 +75,11 @@ for f in "${front_list[@]}"; do
   [[ $f =~ ^(direct|nginx|secure|plain)$ ]] || { echo "gateway.sh: unknown front '$f'" >&2; exit 2; }
 done
 [[ -z $secure_config || -f $secure_config ]] || { echo "gateway.sh: no file $secure_config" >&2; exit 2; }
+if [[ -z $secure_config && " ${front_list[*]} " == *" secure "* ]]; then
+  echo "gateway.sh: no --secure-config: the secure front (auth + limits) is left out" >&2
+  front_list=($(printf '%s\n' "${front_list[@]}" | grep -vx secure))
+  fronts=$(IFS=,; echo "${front_list[*]}")
+fi
 
 log() { echo "gateway.sh: $*" >&2; }
 for tool in wrk nginx redis-server python3 curl; do
@@ -194,15 +199,14 @@ pid_of[plain]=${pids[-1]}
 secure_port=$(free_port)
 mkdir -p "$work/data"
 base_config "$secure_port" >"$work/secure.yaml"
+secure_what="(not measured: no --secure-config)"
 if [[ -n $secure_config ]]; then
   sed -e "s|@REDIS_URL@|$redis_url|g" -e "s|@DATA_DIR@|$work/data|g" "$secure_config" >>"$work/secure.yaml"
-  secure_what="auth and Redis rate limits, from $(basename "$secure_config")"
-else
-  secure_what="NO auth or limits wired in this build (give --secure-config)"
+  secure_what="auth and Redis rate limits, from $(basename "$secure_config") (appended to the plain config)"
+  start llmpool-secure "curl -s -o /dev/null http://127.0.0.1:$secure_port/health" "$llmpool" serve --config "$work/secure.yaml"
+  url[secure]="http://127.0.0.1:$secure_port"
+  pid_of[secure]=${pids[-1]}
 fi
-start llmpool-secure "curl -s -o /dev/null http://127.0.0.1:$secure_port/health" "$llmpool" serve --config "$work/secure.yaml"
-url[secure]="http://127.0.0.1:$secure_port"
-pid_of[secure]=${pids[-1]}
 
 body='{"model":"MODEL","messages":[{"role":"user","content":"Say hello."}],"max_tokens":8}'
 auth_header=()
@@ -247,8 +251,10 @@ print(json.dumps({"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
 EOF
 )
   else
+    local hdr=()
+    [[ $f == secure ]] && hdr=("${auth_header[@]}")
     out=$("$rate_load" --url "${url[$f]}/v1/chat/completions" --rate "$load" --duration "$seconds" \
-      --connections "$connections" --body "$b" ${secure_key:+"${auth_header[@]}"})
+      --connections "$connections" --body "$b" "${hdr[@]}")
     out=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); bad=sum(v for k,v in d["status"].items() if k!="200"); print(json.dumps({"rps": d["achieved_rps"], "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"], "bad": bad}))' "$out")
   fi
   t1=$(date +%s.%N)
@@ -281,14 +287,19 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---- the long run: RSS over many requests on the secure front ------------------------------
 soak_json=$work/soak.json
 echo '{"samples": []}' >"$soak_json"
-if ((soak > 0)) && [[ " ${front_list[*]} " == *" secure "* ]]; then
+soak_front=""
+[[ " ${front_list[*]} " == *" plain "* ]] && soak_front=plain
+[[ " ${front_list[*]} " == *" secure "* ]] && soak_front=secure
+if ((soak > 0)) && [[ -n $soak_front ]]; then
   top_rate=${rate_list[-1]}
   soak_s=$(((soak + top_rate - 1) / top_rate))
-  log "long run: $soak requests at $top_rate RPS (${soak_s} s) on the secure front, RSS every 5 s"
-  spid=${pid_of[secure]}
+  log "long run: $soak requests at $top_rate RPS (${soak_s} s) on the $soak_front front, RSS every 5 s"
+  spid=${pid_of[$soak_front]}
   samples=("0 $(rss_kb "$spid")")
-  "$rate_load" --url "${url[secure]}/v1/chat/completions" --rate "$top_rate" --duration "$soak_s" \
-    --connections "$connections" --body "${body/MODEL/up}" ${secure_key:+"${auth_header[@]}"} >"$work/soak-load.json" &
+  soak_auth=()
+  [[ $soak_front == secure ]] && soak_auth=("${auth_header[@]}")
+  "$rate_load" --url "${url[$soak_front]}/v1/chat/completions" --rate "$top_rate" --duration "$soak_s" \
+    --connections "$connections" --body "${body/MODEL/up}" "${soak_auth[@]}" >"$work/soak-load.json" &
   lpid=$!
   pids+=("$lpid")
   t_start=$(date +%s)
@@ -297,7 +308,7 @@ if ((soak > 0)) && [[ " ${front_list[*]} " == *" secure "* ]]; then
     samples+=("$(($(date +%s) - t_start)) $(rss_kb "$spid")")
   done
   wait "$lpid"
-  printf '%s\n' "${samples[@]}" | python3 -c 'import json,sys; load=json.load(open(sys.argv[1])); print(json.dumps({"samples": [list(map(int, l.split())) for l in sys.stdin if l.strip()], "load": load}))' "$work/soak-load.json" >"$soak_json"
+  printf '%s\n' "${samples[@]}" | python3 -c 'import json,sys; load=json.load(open(sys.argv[1])); print(json.dumps({"samples": [list(map(int, l.split())) for l in sys.stdin if l.strip()], "load": load, "front": sys.argv[2]}))' "$work/soak-load.json" "$soak_front" >"$soak_json"
 fi
 
 # ---- report -------------------------------------------------------------------------------
@@ -356,7 +367,7 @@ if samples:
     peak = max(s[1] for s in samples)
     after_warm = [s[1] for s in samples if s[0] >= 10] or [last]
     out.append("")
-    out.append(f"Long run on the secure front: {load.get('requests', 0)} requests at {int(load.get('rate', 0))} RPS (achieved {load.get('achieved_rps', 0):.0f}, p99 {load.get('p99_ms', 0):.2f} ms, statuses {load.get('status', {})}); RSS {first/1024:.1f} MiB before, {min(after_warm)/1024:.1f}–{max(after_warm)/1024:.1f} MiB from 10 s on, {last/1024:.1f} MiB at the end (peak {peak/1024:.1f}), sampled every 5 s:")
+    out.append(f"Long run on the {soak.get('front')} front: {load.get('requests', 0)} requests at {int(load.get('rate', 0))} RPS (achieved {load.get('achieved_rps', 0):.0f}, p99 {load.get('p99_ms', 0):.2f} ms, statuses {load.get('status', {})}); RSS {first/1024:.1f} MiB before, {min(after_warm)/1024:.1f}–{max(after_warm)/1024:.1f} MiB from 10 s on, {last/1024:.1f} MiB at the end (peak {peak/1024:.1f}), sampled every 5 s:")
     out.append("")
     out.append("\`\`\`")
     out.append(" ".join(f"{t}s:{kb/1024:.1f}" for t, kb in samples))

@@ -189,14 +189,14 @@ class RedisLimiter::Pool {
     cv_.notify_one();
   }
 
-  std::array<std::string, 3> shas;  // guarded by mu_ (read/written through sha()/set_sha())
+  // The digest SCRIPT LOAD gave for script `which`; "" until loaded.
   std::string sha(int which) {
     std::lock_guard lock(mu_);
-    return shas[static_cast<size_t>(which)];
+    return shas_[static_cast<size_t>(which)];
   }
   void set_sha(int which, std::string s) {
     std::lock_guard lock(mu_);
-    shas[static_cast<size_t>(which)] = std::move(s);
+    shas_[static_cast<size_t>(which)] = std::move(s);
   }
 
  private:
@@ -245,6 +245,7 @@ class RedisLimiter::Pool {
   std::vector<redisContext*> idle_;  // guarded by mu_
   int open_ = 0;                     // guarded by mu_: lent + idle
   std::chrono::steady_clock::time_point down_until_{};  // guarded by mu_
+  std::array<std::string, 3> shas_;                     // guarded by mu_
 };
 
 Result<std::unique_ptr<RedisLimiter>> RedisLimiter::create(const Options& options) {
