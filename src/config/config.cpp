@@ -194,7 +194,8 @@ class Reader {
 };
 
 const std::vector<std::string> kTopKeys = {"log_level", "server",  "pool", "defaults", "models",
-                                           "routing",   "tenants", "auth", "data_dir", "metrics_listen"};
+                                           "routing",   "tenants", "auth", "data_dir", "metrics_listen",
+                                           "rate_limits"};
 const std::vector<std::string> kServerKeys = {
     "host",           "port",          "io_threads",      "max_body_bytes",  "shutdown_grace_ms",
     "config_poll_ms", "max_connections", "max_header_bytes", "header_timeout_ms", "idle_timeout_ms",
@@ -782,6 +783,17 @@ void read_tenancy(Reader& r, const YAML::Node& root, const fs::path& base, bool 
   if (!cfg->data_dir.empty()) cfg->data_dir = resolve_path(base, cfg->data_dir);
   if (YAML::Node a = root["auth"]; a.IsDefined() && !a.IsNull()) read_auth(r, a, base, check_files, &cfg->auth);
   if (YAML::Node t = root["tenants"]; t.IsDefined() && !t.IsNull()) read_tenants(r, t, cfg);
+  if (auto rl = r.section(root, "rate_limits", "", {"url", "url_env", "fail_open", "lease_ttl_ms"})) {
+    RateLimitConfig& c = cfg->rate_limits;
+    r.read_string(*rl, "url", "rate_limits", &c.url, 1024);
+    if (!c.url.empty() && c.url != "local" && c.url.rfind("redis://", 0) != 0)
+      r.issue((*rl)["url"], "rate_limits.url", "must be local or redis://host[:port][/db]");
+    r.read_string(*rl, "url_env", "rate_limits", &c.url_env, 128);
+    if (!c.url_env.empty() && !is_env_var_name(c.url_env))
+      r.issue((*rl)["url_env"], "rate_limits.url_env", "must be an environment variable name");
+    r.read_bool(*rl, "fail_open", "rate_limits", &c.fail_open);
+    r.read_int(*rl, "lease_ttl_ms", "rate_limits", &c.lease_ttl_ms, 1000, 3600000);
+  }
   r.read_string(root, "metrics_listen", "", &cfg->metrics_listen, 300);
   std::string host;
   uint16_t port = 0;
@@ -977,6 +989,11 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
     if (r.map_at(d, "defaults")) {
       r.check_keys(d, "defaults", defaults_keys());
       read_model_fields(r, d, "defaults", &defaults);
+      // check_keys has refused the per-model fields here; none is inherited.
+      defaults.name.clear();
+      defaults.aliases.clear();
+      defaults.path.clear();
+      defaults.upstream_model.clear();
     }
   }
 
@@ -1001,7 +1018,8 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
         r.issue(n["name"], prefix + ".name", "duplicate model name '" + m.name + "'");
       for (size_t a = 0; a < m.aliases.size(); ++a) {
         if (!names.insert(m.aliases[a]).second)
-          r.issue(n["aliases"][a], prefix + ".aliases[" + std::to_string(a) + "]",
+          r.issue(n["aliases"].IsSequence() && a < n["aliases"].size() ? n["aliases"][a] : n,
+                  prefix + ".aliases[" + std::to_string(a) + "]",
                   "name '" + m.aliases[a] + "' is already used by another model or alias");
       }
       out.config.models.push_back(std::move(m));

@@ -248,6 +248,17 @@ struct AuthConfig {
   bool operator==(const AuthConfig&) const = default;
 };
 
+// The rate limiter (ratelimit::make_limiter): "" / "local" in-process, or
+// redis://host:port. `url_env` names a variable holding the URL instead
+// (a URL with a password stays out of the file); it wins when set.
+struct RateLimitConfig {
+  std::string url;
+  std::string url_env;
+  bool fail_open = false;                 // Redis down: admit (true) or answer 503 (false)
+  int64_t lease_ttl_ms = 30000;           // a concurrency lease of a dead instance expires after this
+  bool operator==(const RateLimitConfig&) const = default;
+};
+
 // A tenant declared in the YAML. These are read-only for the CLI and the
 // admin API and win over a database tenant of the same name (docs/tenancy.md).
 struct TenantConfig {
@@ -281,6 +292,7 @@ struct Config {
   AuthConfig auth;
   std::vector<TenantConfig> tenants;
   std::string metrics_listen;
+  RateLimitConfig rate_limits;            // used with auth on
 
   // The model with this name or alias, or nullptr.
   const ModelConfig* find_model(const std::string& name) const;
