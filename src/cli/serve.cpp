@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "obs/metrics.h"
 #include "pool/config_watcher.h"
 #include "pool/model_pool.h"
+#include "ratelimit/limiter.h"
 #include "router/service.h"
 
 namespace llmpool::cli {
@@ -102,6 +104,21 @@ int serve(const ServeOptions& opts) {
   api::HttpRouter router;
   api::TenancyOptions tenancy;
   if (auth) {
+    // The rate limiter: in-process, or Redis shared by every instance (docs/tenancy.md).
+    ratelimit::Options limit_options;
+    limit_options.url = cfg.rate_limits.url;
+    if (const char* env = cfg.rate_limits.url_env.empty() ? nullptr : std::getenv(cfg.rate_limits.url_env.c_str());
+        env && *env)
+      limit_options.url = env;
+    limit_options.fail_open = cfg.rate_limits.fail_open;
+    limit_options.lease_ttl = std::chrono::milliseconds(cfg.rate_limits.lease_ttl_ms);
+    limit_options.metrics = &metrics;
+    auto limiter = ratelimit::make_limiter(limit_options);
+    if (!limiter) {
+      std::cerr << "serve: rate_limits: " << limiter.status().message() << "\n";
+      return 2;
+    }
+    tenancy.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
     if (store) tenancy.usage = std::make_shared<tenancy::UsageRecorder>(store);
     router.set_guard([auth](const api::HttpRequest& req) { return auth->guard(req); });
     api::add_tenant_routes(router, auth, tenancy.usage);

@@ -10,6 +10,7 @@
 #include "api/openai_routes.h"
 #include "api/routing_routes.h"
 #include "api/tenant_routes.h"
+#include "ratelimit/local_limiter.h"
 #include "router/fake_directory.h"
 #include "tenancy/tenancy_test_util.h"
 
@@ -55,7 +56,20 @@ class AuthenticatorTest : public ::testing::Test {
     globex.plan = "free";
     globex.allowed_models = {"tiny"};
     globex.max_priority = 0;
-    cfg_.tenants = {acme, globex};
+    config::TenantConfig tight;  // rate limited
+    tight.name = "tight";
+    tight.allowed_models = {"tiny"};
+    tight.requests_per_minute = 2;
+    tight.tokens_per_minute = 1000;
+    config::TenantConfig budget;
+    budget.name = "budget";
+    budget.allowed_models = {"tiny"};
+    budget.daily_token_budget = 100;
+    config::TenantConfig tokens;
+    tokens.name = "tokens";
+    tokens.allowed_models = {"tiny"};
+    tokens.tokens_per_minute = 1000;
+    cfg_.tenants = {acme, globex, tight, budget, tokens};
 
     auto store = tenancy::TenantStore::open(tmp_.path(), clock_);
     ASSERT_TRUE(store.is_ok()) << store.status().message();
@@ -74,7 +88,7 @@ class AuthenticatorTest : public ::testing::Test {
     service_ = std::move(s).value();
     router_.set_guard([a = auth_](const HttpRequest& r) { return a->guard(r); });
     recorder_ = std::make_shared<tenancy::UsageRecorder>(store_, std::chrono::hours(1), clock_);
-    add_openai_routes(router_, dir_, metrics_, service_, {nullptr, recorder_});
+    add_openai_routes(router_, dir_, metrics_, service_, {limiter_, recorder_});
     add_routing_routes(router_, service_);
     add_tenant_routes(router_, auth_, recorder_);
 
@@ -152,6 +166,8 @@ class AuthenticatorTest : public ::testing::Test {
   std::shared_ptr<tenancy::TenantStore> store_;
   std::shared_ptr<Authenticator> auth_;
   std::shared_ptr<tenancy::UsageRecorder> recorder_;
+  ratelimit::ManualClock rclock_;
+  std::shared_ptr<ratelimit::LocalLimiter> limiter_ = std::make_shared<ratelimit::LocalLimiter>(rclock_);
   std::shared_ptr<router::RouterService> service_;
   HttpRouter router_;
   std::string acme_key_, globex_key_, admin_key_;
@@ -447,6 +463,65 @@ TEST_F(AuthenticatorTest, ATenantSeesOnlyItsOwnUsage) {
   auto again = tenancy::TenantStore::open(tmp_.path(), clock_);
   ASSERT_TRUE(again.is_ok());
   EXPECT_EQ((*again)->usage("acme").value().size(), 2u);
+}
+
+TEST_F(AuthenticatorTest, RateLimitsAnswer429WithOpenAisHeaders) {
+  const std::string key = key_for("tight");
+  for (int i = 0; i < 2; ++i) {
+    HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.headers["x-ratelimit-limit-requests"], "2");
+    EXPECT_EQ(r.headers["x-ratelimit-remaining-requests"], std::to_string(1 - i));
+    EXPECT_EQ(r.headers["x-ratelimit-limit-tokens"], "1000");
+    EXPECT_EQ(r.headers.count("x-ratelimit-reset-requests"), 1u);
+  }
+  const int calls = providers_["tiny"]->calls();
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
+  ASSERT_EQ(r.status, 429) << r.body;
+  json e = json::parse(r.body)["error"];
+  EXPECT_EQ(e["code"], "rate_limit_exceeded");
+  EXPECT_EQ(e["type"], "rate_limit_error");
+  EXPECT_GE(std::stoi(r.headers["Retry-After"]), 1);
+  EXPECT_EQ(r.headers["x-ratelimit-remaining-requests"], "0");
+  EXPECT_EQ(providers_["tiny"]->calls(), calls);  // the model never saw it
+  // Another tenant is not affected; the bucket refills with time.
+  EXPECT_EQ(call("POST", "/v1/chat/completions", chat("tiny"), bearer(globex_key_)).status, 200);
+  rclock_.advance(std::chrono::seconds(31));
+  EXPECT_EQ(call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key)).status, 200);
+}
+
+TEST_F(AuthenticatorTest, TokenReservationsAreReconciledWithRealUsage) {
+  // Each request reserves about 400 tokens of the 1000 per minute but uses 15
+  // (the fake's usage): without reconciliation the third would be refused.
+  const std::string key = key_for("tokens");
+  for (int i = 0; i < 2; ++i) {
+    HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":400)"), bearer(key));
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":400)"), bearer(key));
+  EXPECT_EQ(r.status, 200) << r.body;
+  // A request larger than the whole per-minute token limit is refused at once.
+  rclock_.advance(std::chrono::seconds(60));
+  r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":5000)"), bearer(key));
+  EXPECT_EQ(r.status, 429) << r.body;
+  // Without max_tokens the reservation is the model's context (4096 here): too much for 1000 a minute.
+  r = call("POST", "/v1/chat/completions", chat("tiny"), bearer(key));
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_EQ(limiter_->open_tickets(), 0u);  // every admission was finished
+}
+
+TEST_F(AuthenticatorTest, BudgetsAnswerInsufficientQuotaAndRefusedRequestsCostNothing) {
+  const std::string key = key_for("budget");
+  // Refused before admission (a model it may not use): nothing is charged.
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(call("POST", "/v1/chat/completions", chat("small", R"(,"max_tokens":60)"), bearer(key)).status, 404);
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":60)"), bearer(key));
+  ASSERT_EQ(r.status, 200) << r.body;  // reserves ~65 of 100, uses 15
+  r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":60)"), bearer(key));
+  ASSERT_EQ(r.status, 200) << r.body;  // 15 + ~65 fit in 100
+  r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":90)"), bearer(key));
+  ASSERT_EQ(r.status, 429) << r.body;  // 30 used + ~95 do not
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "insufficient_quota");
 }
 
 TEST(RouteAccessTest, OnlyHealthIsOpenAndOperatorRoutesAreAdmin) {
