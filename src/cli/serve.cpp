@@ -102,7 +102,7 @@ int serve(const ServeOptions& opts) {
   }
   std::shared_ptr<router::RouterService> routing = std::move(created).value();
   api::HttpRouter router;
-  api::TenancyOptions tenancy;
+  api::TenancyOptions tenancy_options;
   if (auth) {
     // The rate limiter: in-process, or Redis shared by every instance (docs/tenancy.md).
     ratelimit::Options limit_options;
@@ -118,14 +118,14 @@ int serve(const ServeOptions& opts) {
       std::cerr << "serve: rate_limits: " << limiter.status().message() << "\n";
       return 2;
     }
-    tenancy.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
-    if (store) tenancy.usage = std::make_shared<tenancy::UsageRecorder>(store);
+    tenancy_options.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
+    if (store) tenancy_options.usage = std::make_shared<tenancy::UsageRecorder>(store);
     router.set_guard([auth](const api::HttpRequest& req) { return auth->guard(req); });
-    api::add_tenant_routes(router, auth, tenancy.usage);
+    api::add_tenant_routes(router, auth, tenancy_options.usage);
   }
   // Bodies of 64 KiB and more are parsed off the I/O threads (docs/architecture.md).
   router.offload_large_bodies(64 << 10, 2);
-  api::add_openai_routes(router, pool, metrics, routing, tenancy);
+  api::add_openai_routes(router, pool, metrics, routing, tenancy_options);
   api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);
   api::HttpServer server(cfg.server, router, &metrics);

@@ -152,7 +152,9 @@ class AuthenticatorTest : public ::testing::Test {
     EXPECT_EQ(j["error"]["code"], "invalid_api_key") << r.body;
     EXPECT_EQ(j["error"]["type"], "authentication_error") << r.body;
     EXPECT_EQ(r.headers.count("WWW-Authenticate"), 1u);
-    if (!why.empty()) EXPECT_NE(r.body.find(why), std::string::npos) << r.body;
+    if (!why.empty()) {
+      EXPECT_NE(r.body.find(why), std::string::npos) << r.body;
+    }
   }
 
   TempDir tmp_;
@@ -350,7 +352,8 @@ TEST_F(AuthenticatorTest, ATenantReachesOnlyItsModels) {
 
   auto names = [&](const std::string& key) {
     std::vector<std::string> out;
-    for (const auto& m : json::parse(call("GET", "/v1/models", "", bearer(key)).body)["data"]) out.push_back(m["id"]);
+    const json list = json::parse(call("GET", "/v1/models", "", bearer(key)).body);
+    for (const auto& m : list["data"]) out.push_back(m["id"].get<std::string>());
     return out;
   };
   EXPECT_EQ(names(globex_key_), std::vector<std::string>{"tiny"});
