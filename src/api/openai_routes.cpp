@@ -170,8 +170,7 @@ struct Generation {
     if (charge) charge->finish(r ? int64_t{r->usage.prompt_tokens} + r->usage.completion_tokens : 0);
     if (usage && r && !tenant.empty())
       usage->add(tenant, key_id, meta.model, 1, r->usage.prompt_tokens, r->usage.completion_tokens);
-    if (r && !all_cancelled && routing && !direct.model().empty())
-      routing->remember(meta.id, {direct.model(), "", "", tenant});
+    if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, direct.feedback_target());
     hold.release();
     if (!r) {
       count_request(*metrics->registry, meta.model, endpoint_name(), http_status_for(r.status().code()));
@@ -316,7 +315,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     auto g = new_generation(endpoint, parsed, provider->info().name, writer, std::move(charge), who);
     g->hold = std::move(hold);
     if (routing_) {
-      g->direct = routing_->start_direct(provider->info().name);
+      g->direct = routing_->start_direct(provider->info().name, parsed.generate.tenant);
       g->set_route({provider->info().name, provider->info().name, "requested by name", "", nullptr});
     }
     GenerateCallbacks cb;

@@ -193,9 +193,9 @@ class Reader {
   std::vector<ConfigIssue> issues_;
 };
 
-const std::vector<std::string> kTopKeys = {"log_level", "server",  "pool", "defaults", "models",
-                                           "routing",   "tenants", "auth", "data_dir", "metrics_listen",
-                                           "rate_limits"};
+const std::vector<std::string> kTopKeys = {"log_level", "server",  "pool",     "defaults",       "models",
+                                           "routing",   "tenants", "data_dir", "batch",          "auth",
+                                           "metrics_listen", "rate_limits"};
 const std::vector<std::string> kServerKeys = {
     "host",           "port",          "io_threads",      "max_body_bytes",  "shutdown_grace_ms",
     "config_poll_ms", "max_connections", "max_header_bytes", "header_timeout_ms", "idle_timeout_ms",
@@ -259,6 +259,21 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig* s) {
   r.read_int(n, "idle_timeout_ms", "server", &s->idle_timeout_ms, 10, 3600000);
   r.read_int(n, "body_timeout_ms", "server", &s->body_timeout_ms, 10, 3600000);
   r.read_int(n, "body_min_rate", "server", &s->body_min_rate, 0, 1 << 30);
+}
+
+const std::vector<std::string> kBatchKeys = {"max_file_bytes", "max_lines", "max_line_bytes", "max_concurrent",
+                                             "cancel_grace_ms"};
+
+void read_batch(Reader& r, const YAML::Node& n, BatchConfig* b) {
+  if (!r.map_at(n, "batch")) return;
+  r.check_keys(n, "batch", kBatchKeys);
+  r.read_size(n, "max_file_bytes", "batch", &b->max_file_bytes);
+  if (b->max_file_bytes == 0 || b->max_file_bytes > (1ull << 30))
+    r.issue(n["max_file_bytes"], "batch.max_file_bytes", "must be between 1 byte and 1GiB");
+  r.read_int(n, "max_lines", "batch", &b->max_lines, 1, 1000000);
+  r.read_int(n, "max_line_bytes", "batch", &b->max_line_bytes, 64, 64 << 20);
+  r.read_int(n, "max_concurrent", "batch", &b->max_concurrent, 1, 4096);
+  r.read_int(n, "cancel_grace_ms", "batch", &b->cancel_grace_ms, 0, 86400000);
 }
 
 void read_pool(Reader& r, const YAML::Node& n, PoolConfig* p) {
@@ -779,8 +794,7 @@ void read_tenants(Reader& r, const YAML::Node& n, Config* cfg) {
 }
 
 void read_tenancy(Reader& r, const YAML::Node& root, const fs::path& base, bool check_files, Config* cfg) {
-  r.read_string(root, "data_dir", "", &cfg->data_dir);
-  if (!cfg->data_dir.empty()) cfg->data_dir = resolve_path(base, cfg->data_dir);
+  // data_dir is read with the batch section (parse_config); auth needs it.
   if (YAML::Node a = root["auth"]; a.IsDefined() && !a.IsNull()) read_auth(r, a, base, check_files, &cfg->auth);
   if (YAML::Node t = root["tenants"]; t.IsDefined() && !t.IsNull()) read_tenants(r, t, cfg);
   if (auto rl = r.section(root, "rate_limits", "", {"url", "url_env", "fail_open", "lease_ttl_ms"})) {
@@ -1028,6 +1042,9 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
   }
   if (YAML::Node routing = root["routing"]; routing.IsDefined() && !routing.IsNull())
     read_routing(r, routing, base, check_files, &out.config);
+  r.read_string(root, "data_dir", "", &out.config.data_dir);
+  if (!out.config.data_dir.empty()) out.config.data_dir = resolve_path(base, out.config.data_dir);
+  if (root["batch"].IsDefined() && !root["batch"].IsNull()) read_batch(r, root["batch"], &out.config.batch);
   read_tenancy(r, root, base, check_files, &out.config);
   out.issues = r.take_issues();
   // In file order, so a long list reads top to bottom.

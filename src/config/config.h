@@ -279,6 +279,17 @@ struct TenantConfig {
   bool operator==(const TenantConfig&) const = default;
 };
 
+// The Files and Batch APIs (docs/batch.md); on when `data_dir` is set.
+struct BatchConfig {
+  uint64_t max_file_bytes = 8ull << 20;   // one upload (server.max_body_bytes bounds it too)
+  int32_t max_lines = 50000;              // requests in one input file
+  int32_t max_line_bytes = 1 << 20;       // one line of an input file
+  int32_t max_concurrent = 4;             // lines run at once without a fabric
+  int32_t cancel_grace_ms = 60000;        // a cancel waits this long for running lines
+
+  bool operator==(const BatchConfig&) const = default;
+};
+
 struct Config {
   std::string path;                       // the file it came from
   std::string log_level = "info";
@@ -286,9 +297,10 @@ struct Config {
   PoolConfig pool;
   std::vector<ModelConfig> models;
   RoutingConfig routing;
-  // Tenancy: the database folder, authentication, YAML tenants, and an
+  std::string data_dir;                   // state (batch.db, llmpool.db); relative: to the config file; "": none
+  BatchConfig batch;
+  // Tenancy: authentication, YAML tenants, the rate limiter, and an
   // optional separate listener for /metrics ("host:port"; "": none).
-  std::string data_dir;                   // absolute after load; "": no database
   AuthConfig auth;
   std::vector<TenantConfig> tenants;
   std::string metrics_listen;
