@@ -33,7 +33,7 @@ SEED_MODELS := $(MODELS)/seed-r1-q8_0.gguf $(MODELS)/seed-c1-q8_0.gguf $(MODELS)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all setup build test test-unit fuzz run run-seed models demo-models seed-models bench-models clean
+.PHONY: all setup build test test-unit fuzz run run-seed run-secure models demo-models seed-models bench-models clean
 
 all: build
 
@@ -102,6 +102,21 @@ run: models
 
 run-seed: seed-models
 	$(BIN) serve --config configs/seed-roles.yaml --host $(HOST) --port $(PORT)
+
+# The secure demo (configs/secure-demo.yaml, README "Secure demo"): auth on,
+# tenants acme and globex, the rate limits in a redis-server on loopback that
+# starts with the server and stops with it. HS256 JWTs are signed with
+# $$LLMPOOL_JWT_SECRET (at least 32 bytes).
+REDIS_PORT ?= 6399
+SECURE_DIR := .llmpool/secure-demo
+run-secure: models
+	@test -n "$$LLMPOOL_JWT_SECRET" || { echo 'run-secure: set LLMPOOL_JWT_SECRET first, e.g. export LLMPOOL_JWT_SECRET=$$(openssl rand -hex 32)'; exit 2; }
+	@mkdir -p $(SECURE_DIR)
+	@redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --save '' --appendonly no --dir $(SECURE_DIR) \
+	  >$(SECURE_DIR)/redis.log 2>&1 & redis_pid=$$!; \
+	  trap 'kill $$redis_pid 2>/dev/null; wait $$redis_pid 2>/dev/null' EXIT; \
+	  LLMPOOL_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT) \
+	  $(BIN) serve --config configs/secure-demo.yaml --host $(HOST) --port $(PORT)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

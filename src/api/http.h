@@ -14,12 +14,17 @@
 
 namespace llmpool::api {
 
+struct Principal;  // api/auth.h
+
 struct HttpRequest {
   std::string method;   // "GET", "POST", ...
   std::string target;   // path and query as received
   std::string path;     // target without the query
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
+  // Who sent it: set by the HttpRouter's guard (api/auth.h) before the
+  // handler runs; null when no guard is set (auth off) or the route is open.
+  mutable std::shared_ptr<const Principal> principal;
 
   // The header's value, or empty.
   std::string header(const std::string& lower_name) const {

@@ -329,6 +329,10 @@ struct HttpServer::Impl {
         burst = 0;
         backoff = kAcceptBackoffMin;
       }
+      // Responses go out as soon as they are written (a head and a body, or
+      // SSE chunks, must not wait for the client's delayed ACK: Nagle).
+      beast::error_code nodelay_ec;
+      socket.set_option(tcp::no_delay(true), nodelay_ec);
       auto strand = asio::make_strand(ioc);
       if (connections.active() >= config.max_connections) {
         refuse(strand, std::move(socket));

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <mutex>
 
+#include "api/auth.h"
 #include "api/errors.h"
 #include "api/openai.h"
 
@@ -70,6 +71,10 @@ struct Generation {
   qos::AdmissionGate::Hold hold;               // released when the answer is complete
   router::DirectAttempt direct;                // a request sent straight to a model
   std::shared_ptr<router::RouterService> routing;  // remembers the id for feedback (direct)
+  std::string tenant;                              // whose request (feedback is the tenant's own)
+  std::shared_ptr<LimitCharge> charge;             // the rate limiter's admission; null: none
+  std::string key_id;                              // the credential, for usage
+  std::shared_ptr<tenancy::UsageRecorder> usage;   // null: not recorded
   bool stream = false;
   bool include_usage = false;
   bool with_logprobs = false;
@@ -162,6 +167,9 @@ struct Generation {
                                  return ch.finish_reason == FinishReason::kCancelled;
                                });
     direct.finish(r.status(), all_cancelled);
+    if (charge) charge->finish(r ? int64_t{r->usage.prompt_tokens} + r->usage.completion_tokens : 0);
+    if (usage && r && !tenant.empty())
+      usage->add(tenant, key_id, meta.model, 1, r->usage.prompt_tokens, r->usage.completion_tokens);
     if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, direct.feedback_target());
     hold.release();
     if (!r) {
@@ -203,12 +211,20 @@ struct Generation {
 class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
  public:
   OpenAiRoutes(std::shared_ptr<providers::ModelDirectory> models, obs::MetricsRegistry& metrics,
-               std::shared_ptr<router::RouterService> routing)
-      : models_(std::move(models)), metrics_(metrics), routing_(std::move(routing)) {}
+               std::shared_ptr<router::RouterService> routing, TenancyOptions tenancy)
+      : models_(std::move(models)),
+        metrics_(metrics),
+        routing_(std::move(routing)),
+        limiter_(std::move(tenancy.limiter)),
+        usage_(std::move(tenancy.usage)) {}
 
   void generate(Endpoint endpoint, const HttpRequest& req, const ResponseWriterPtr& writer) {
     Result<ApiRequest> parsed = parse_request(req.body, endpoint);
     if (!parsed) return writer->respond(error_response(parsed.status()));
+    // Tenancy (api/auth.h): the tenant's models, its priority cap, its rate limits.
+    const ModelLookup found = req.principal ? lookup(parsed->generate.model) : ModelLookup{};
+    if (Status st = authorize_generation(req.principal.get(), parsed->generate, found.is_model, found.name); !st)
+      return writer->respond(error_response(st));
     qos::AdmissionGate::Hold hold;
     if (routing_) {
       auto admitted = routing_->admit();
@@ -219,17 +235,29 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
         return writer->respond(std::move(resp));
       }
       hold = std::move(admitted).value();
+    }
+    // After the gate, so that a request the gate refuses costs the tenant nothing.
+    std::shared_ptr<LimitCharge> charge;
+    if (auto subject = limiter_ ? limit_subject(req.principal.get()) : std::nullopt) {
+      auto decision = limiter_->admit(*subject, reserve_tokens(parsed->generate, found.context));
+      if (!decision) return writer->respond(error_response(decision.status()));
+      if (!decision->admitted) return writer->respond(rate_limited_response(*decision));
+      charge = std::make_shared<LimitCharge>(limiter_, decision->ticket);
+      charge->headers = decision->headers;
+    }
+    if (routing_) {
       if (routing_->routes(parsed->generate.model, parsed->hints))
-        return route(endpoint, std::move(parsed).value(), std::move(hold), writer);
+        return route(endpoint, std::move(parsed).value(), std::move(hold), std::move(charge), req, writer);
       routing_->regulate_direct(parsed->generate, parsed->hints);
     }
     std::string model = parsed->generate.model;
     auto self = shared_from_this();
     auto request = std::make_shared<ApiRequest>(std::move(parsed).value());
     auto held = std::make_shared<qos::AdmissionGate::Hold>(std::move(hold));
-    models_->acquire(model, [self, endpoint, request, held, writer](Result<providers::ProviderPtr> p) {
+    auto who = req.principal;
+    models_->acquire(model, [self, endpoint, request, held, charge, who, writer](Result<providers::ProviderPtr> p) {
       if (!p) return writer->respond(error_response(p.status()));
-      self->start(endpoint, std::move(*request), *p, std::move(*held), writer);
+      self->start(endpoint, std::move(*request), *p, std::move(*held), charge, who.get(), writer);
     });
   }
 
@@ -238,8 +266,9 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   // its first delta, so they name the model that answers. The gathering
   // strategies, and providers that do not stream, answer whole: that is
   // streamed as one content chunk and one finishing chunk per choice.
-  void route(Endpoint endpoint, ApiRequest parsed, qos::AdmissionGate::Hold hold, const ResponseWriterPtr& writer) {
-    auto g = new_generation(endpoint, parsed, parsed.generate.model, writer);
+  void route(Endpoint endpoint, ApiRequest parsed, qos::AdmissionGate::Hold hold, std::shared_ptr<LimitCharge> charge,
+             const HttpRequest& req, const ResponseWriterPtr& writer) {
+    auto g = new_generation(endpoint, parsed, parsed.generate.model, writer, std::move(charge), req.principal.get());
     g->hold = std::move(hold);
     router::RouteRequest rr{std::move(parsed.generate), std::move(parsed.hints), g->meta.id, {}, {}};
     auto self = shared_from_this();
@@ -261,8 +290,14 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   }
 
   std::shared_ptr<Generation> new_generation(Endpoint endpoint, const ApiRequest& parsed, const std::string& model,
-                                             const ResponseWriterPtr& writer) {
+                                             const ResponseWriterPtr& writer, std::shared_ptr<LimitCharge> charge,
+                                             const Principal* who) {
     auto g = std::make_shared<Generation>();
+    g->tenant = parsed.generate.tenant;
+    if (who) g->key_id = who->key_id;
+    g->usage = usage_;
+    if (charge) add_rate_headers(charge->headers, g->headers);
+    g->charge = std::move(charge);
     g->endpoint = endpoint;
     g->meta = {new_completion_id(endpoint == Endpoint::kChat ? "chatcmpl" : "cmpl"), model, unix_now()};
     g->stream = parsed.stream;
@@ -275,8 +310,9 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   }
 
   void start(Endpoint endpoint, ApiRequest parsed, const providers::ProviderPtr& provider,
-             qos::AdmissionGate::Hold hold, const ResponseWriterPtr& writer) {
-    auto g = new_generation(endpoint, parsed, provider->info().name, writer);
+             qos::AdmissionGate::Hold hold, std::shared_ptr<LimitCharge> charge, const Principal* who,
+             const ResponseWriterPtr& writer) {
+    auto g = new_generation(endpoint, parsed, provider->info().name, writer, std::move(charge), who);
     g->hold = std::move(hold);
     if (routing_) {
       g->direct = routing_->start_direct(provider->info().name, parsed.generate.tenant);
@@ -291,6 +327,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   void embeddings(const HttpRequest& req, const ResponseWriterPtr& writer) {
     auto parsed = parse_embeddings_request(req.body);
     if (!parsed) return writer->respond(error_response(parsed.status()));
+    if (Status st = check_model(req.principal.get(), parsed->model); !st) return writer->respond(error_response(st));
     auto request = std::make_shared<EmbeddingsRequest>(std::move(parsed).value());
     auto self = shared_from_this();
     models_->acquire(request->model, [self, request, writer](Result<providers::ProviderPtr> p) {
@@ -317,7 +354,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     if (!parsed) return writer->respond(error_response(parsed.status()));
     std::string content = std::move(parsed->content);
     bool add_special = parsed->add_special;
-    with_model(parsed->model, writer, [content, add_special, writer](const providers::ProviderPtr& p) {
+    with_model(req.principal.get(), parsed->model, writer, [content, add_special, writer](const providers::ProviderPtr& p) {
       auto tokens = p->tokenize(content, add_special);
       if (!tokens) return writer->respond(error_response(tokens.status()));
       writer->respond(json_response({{"tokens", *tokens}}));
@@ -328,16 +365,17 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     auto parsed = parse_detokenize_request(req.body);
     if (!parsed) return writer->respond(error_response(parsed.status()));
     std::vector<int32_t> tokens = std::move(parsed->tokens);
-    with_model(parsed->model, writer, [tokens, writer](const providers::ProviderPtr& p) {
+    with_model(req.principal.get(), parsed->model, writer, [tokens, writer](const providers::ProviderPtr& p) {
       auto text = p->detokenize(tokens);
       if (!text) return writer->respond(error_response(text.status()));
       writer->respond(json_response({{"content", *text}}));
     });
   }
 
-  void list_models(const ResponseWriterPtr& writer) {
+  void list_models(const Principal* who, const ResponseWriterPtr& writer) {
     json data = json::array();
     for (const auto& e : models_->list()) {
+      if (who && !who->allows_model(e.info.name)) continue;  // a tenant sees its own models only
       json m = model_json(e.info, started_);
       m["state"] = e.state;
       data.push_back(std::move(m));
@@ -358,7 +396,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
 
   // /tokenize and /detokenize: `model` is optional when one model is served.
   template <typename F>
-  void with_model(std::string name, const ResponseWriterPtr& writer, F&& f) {
+  void with_model(const Principal* who, std::string name, const ResponseWriterPtr& writer, F&& f) {
     if (name.empty()) {
       auto all = models_->list();
       if (all.size() != 1)
@@ -366,6 +404,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
             error_response(Status::invalid_argument("'model' is required when several models are served", "model")));
       name = all.front().info.name;
     }
+    if (Status st = check_model(who, name); !st) return writer->respond(error_response(st));
     models_->acquire(name, [writer, f = std::forward<F>(f)](Result<providers::ProviderPtr> p) {
       if (!p) return writer->respond(error_response(p.status()));
       f(*p);
@@ -374,7 +413,49 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
 
   std::shared_ptr<providers::ModelDirectory> models_;
   obs::MetricsRegistry& metrics_;
+  // A configured model by name or alias (is_model false when `name` is
+  // none: a route group, "auto" or unknown), and the largest context a
+  // request for `name` may use (the model's, else the largest configured).
+  struct ModelLookup {
+    bool is_model = false;
+    std::string name;  // the model's name when is_model
+    int64_t context = 0;
+  };
+  ModelLookup lookup(const std::string& name) const {
+    ModelLookup out;
+    int64_t largest = 0;
+    for (const auto& e : models_->list()) {
+      largest = std::max<int64_t>(largest, e.info.context);
+      if (!out.is_model && (e.info.name == name || std::find(e.info.aliases.begin(), e.info.aliases.end(), name) !=
+                                                       e.info.aliases.end())) {
+        out = {true, e.info.name, e.info.context};
+      }
+    }
+    if (!out.is_model) out.context = largest;
+    return out;
+  }
+
+  // Whether `who` may use the model `name` (not a route group).
+  Status check_model(const Principal* who, const std::string& name) const {
+    if (!who || who->admin) return Status::ok();
+    ModelLookup found = lookup(name);
+    if (found.is_model && (who->allows_model(found.name) || who->allows_model(name))) return Status::ok();
+    return model_not_found(name);
+  }
+
+  // What the limiter reserves at admission: the prompt's size in tokens,
+  // estimated high (a token per 3 bytes, and some per message for the
+  // template), plus every choice's max_tokens or, without one, the context.
+  static int64_t reserve_tokens(const GenerateRequest& g, int64_t context) {
+    int64_t bytes = g.prompt ? static_cast<int64_t>(g.prompt->size()) : 0;
+    for (const auto& m : g.messages) bytes += static_cast<int64_t>(m.content.size()) + 16;
+    int64_t per_choice = g.sampling.max_tokens ? *g.sampling.max_tokens : (context > 0 ? context : 4096);
+    return (bytes + 2) / 3 + std::max<int64_t>(1, g.n) * std::max<int64_t>(0, per_choice);
+  }
+
   std::shared_ptr<router::RouterService> routing_;  // null: no routing, no admission limit
+  std::shared_ptr<ratelimit::Limiter> limiter_;     // null: no rate limits
+  std::shared_ptr<tenancy::UsageRecorder> usage_;   // null: usage not recorded
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<RequestMetrics>> request_metrics_;  // by label; guarded by mu_
   int64_t started_ = unix_now();
@@ -448,14 +529,16 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
 }  // namespace
 
 void add_openai_routes(HttpRouter& router, std::shared_ptr<providers::ModelDirectory> models,
-                       obs::MetricsRegistry& metrics, std::shared_ptr<router::RouterService> routing) {
-  auto routes = std::make_shared<OpenAiRoutes>(models, metrics, routing);
+                       obs::MetricsRegistry& metrics, std::shared_ptr<router::RouterService> routing,
+                       TenancyOptions tenancy) {
+  auto routes = std::make_shared<OpenAiRoutes>(models, metrics, routing, std::move(tenancy));
   metrics.add_collector([models](std::string& out) { collect_provider_stats(*models, out); });
 
   router.add("GET", "/health", [](const HttpRequest&, ResponseWriterPtr w) {
     w->respond(json_response({{"status", "ok"}}));
   });
-  router.add("GET", "/v1/models", [routes](const HttpRequest&, ResponseWriterPtr w) { routes->list_models(w); });
+  router.add("GET", "/v1/models",
+             [routes](const HttpRequest& r, ResponseWriterPtr w) { routes->list_models(r.principal.get(), w); });
   router.add("POST", "/v1/chat/completions", [routes](const HttpRequest& r, ResponseWriterPtr w) {
     routes->generate(Endpoint::kChat, r, w);
   });

@@ -91,6 +91,17 @@ void HttpRouter::dispatch(const HttpRequest& request, ResponseWriterPtr writer) 
 }
 
 void HttpRouter::dispatch_here(const HttpRequest& request, ResponseWriterPtr writer) const {
+  if (guard_) {
+    auto principal = guard_(request);
+    if (!principal) {
+      HttpResponse r = error_response(principal.status());
+      if (principal.status().code() == StatusCode::kUnauthenticated)
+        r.headers["WWW-Authenticate"] = "Bearer realm=\"llmpool\"";
+      writer->respond(std::move(r));
+      return;
+    }
+    request.principal = std::move(principal).value();
+  }
   const std::map<std::string, Handler>* methods = nullptr;
   if (auto exact = routes_.find(request.path); exact != routes_.end()) {
     methods = &exact->second;
@@ -117,6 +128,15 @@ void HttpRouter::dispatch_here(const HttpRequest& request, ResponseWriterPtr wri
     return;
   }
   handler->second(request, std::move(writer));
+}
+
+std::vector<std::pair<std::string, std::string>> HttpRouter::registered() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [path, methods] : routes_)
+    for (const auto& [m, h] : methods) out.emplace_back(m, path);
+  for (const auto& [prefix, methods] : prefixes_)
+    for (const auto& [m, h] : methods) out.emplace_back(m, prefix + "*");
+  return out;
 }
 
 Handler with_error_boundary(Handler handler) {

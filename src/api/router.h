@@ -17,8 +17,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "api/http.h"
+#include "common/status.h"
 
 namespace llmpool::api {
 
@@ -34,6 +37,13 @@ class HttpRouter {
   // matching prefix wins. The handler parses the rest of request.path.
   void add_prefix(const std::string& method, const std::string& prefix, Handler handler);
   void dispatch(const HttpRequest& request, ResponseWriterPtr writer) const;
+  // Runs before every request's route lookup (authentication, api/auth.h):
+  // an error is answered as OpenAI error JSON (401s with WWW-Authenticate)
+  // and no handler runs; a principal is put on the request.
+  using Guard = std::function<Result<std::shared_ptr<const Principal>>(const HttpRequest&)>;
+  void set_guard(Guard guard) { guard_ = std::move(guard); }
+  // Every registered (method, path); prefix routes end with '*'.
+  std::vector<std::pair<std::string, std::string>> registered() const;
   // Handles requests whose body is at least `min_body_bytes` on `threads`
   // threads of the router's own, with at most `max_queued` waiting.
   void offload_large_bodies(size_t min_body_bytes, int threads, size_t max_queued = 64);
@@ -42,6 +52,7 @@ class HttpRouter {
   class OffloadPool;
   void dispatch_here(const HttpRequest& request, ResponseWriterPtr writer) const;
 
+  Guard guard_;
   size_t offload_min_bytes_ = 0;
   std::unique_ptr<OffloadPool> offload_;  // last: destroyed (joined) first
   std::map<std::string, std::map<std::string, Handler>> routes_;  // path -> method -> handler

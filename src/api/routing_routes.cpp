@@ -1,5 +1,6 @@
 #include "api/routing_routes.h"
 
+#include "api/auth.h"
 #include "api/errors.h"
 #include "api/request_reader.h"
 
@@ -21,7 +22,9 @@ void add_routing_routes(HttpRouter& router, std::shared_ptr<router::RouterServic
   router.add("POST", "/v1/feedback", [routing](const HttpRequest& req, ResponseWriterPtr w) {
     auto parsed = parse_feedback_request(req.body);
     if (!parsed) return w->respond(error_response(parsed.status()));
-    auto target = routing->feedback(parsed->response_id, parsed->helpful);
+    // A tenant rates only its own answers (an admin key rates as its tenant).
+    const std::string tenant = req.principal ? req.principal->tenant_name() : std::string();
+    auto target = routing->feedback(parsed->response_id, parsed->helpful, tenant);
     if (!target) return w->respond(error_response(target.status()));
     json body = {{"object", "feedback"},
                  {"response_id", parsed->response_id},

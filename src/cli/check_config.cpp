@@ -57,6 +57,25 @@ void print_routing(const config::RoutingConfig& r) {
   std::cout << "  decision log: " << (r.decision_log.empty() ? "off" : r.decision_log) << "\n";
 }
 
+// Authentication, the database and the YAML's tenants.
+void print_tenancy(const config::Config& c) {
+  const auto& a = c.auth;
+  std::cout << "  auth: " << (a.enabled ? "on" : "off");
+  if (a.enabled) {
+    std::cout << " (api keys" << (c.data_dir.empty() ? " off" : "");
+    if (a.jwt.enabled()) std::cout << ", jwt " << a.jwt.algorithm;
+    if (a.hmac_enabled) std::cout << ", hmac";
+    std::cout << ")";
+  }
+  std::cout << "\n";
+  if (!c.data_dir.empty()) std::cout << "  data_dir: " << c.data_dir << "\n";
+  if (!c.metrics_listen.empty()) std::cout << "  metrics on " << c.metrics_listen << "\n";
+  for (const auto& t : c.tenants)
+    std::cout << "  tenant " << t.name << ": plan " << (t.plan.empty() ? "-" : t.plan) << ", models ["
+              << join(t.allowed_models) << "], route groups [" << join(t.route_groups) << "], rpm "
+              << t.requests_per_minute << ", tpm " << t.tokens_per_minute << "\n";
+}
+
 // The make target that writes a missing model file this repository knows how
 // to make (the demo, seed-role and benchmark models), or empty.
 std::string make_target_for(const std::string& path) {
@@ -86,11 +105,16 @@ void add_check_config_command(CLI::App& app, int* exit_code) {
   cmd->add_option("file", *path, "YAML config file")->required();
   cmd->callback([path, exit_code] {
     config::LoadResult r = config::load_config(*path);
+    // Serving without auth on a non-loopback host is refused at start: say so here too.
+    if (r.ok())
+      if (Status st = config::check_exposure(r.config); !st)
+        r.issues.push_back({*path, 0, 0, st.param(), st.message()});
     for (const auto& issue : r.issues) std::cout << with_hint(issue) << "\n";
     if (r.ok()) {
       std::cout << *path << ": ok (" << r.config.models.size() << " model(s))\n";
       for (const auto& m : r.config.models) std::cout << summary(m) << "\n";
       print_routing(r.config.routing);
+      print_tenancy(r.config);
       *exit_code = 0;
     } else {
       std::cout << *path << ": " << r.issues.size() << " problem(s)\n";

@@ -6,11 +6,14 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 
 #include "api/admin_routes.h"
+#include "api/auth.h"
+#include "api/tenant_routes.h"
 #include "api/batch_routes.h"
 #include "api/http_server.h"
 #include "api/openai_routes.h"
@@ -21,6 +24,7 @@
 #include "obs/metrics.h"
 #include "pool/config_watcher.h"
 #include "pool/model_pool.h"
+#include "ratelimit/limiter.h"
 #include "router/service.h"
 
 namespace llmpool::cli {
@@ -54,6 +58,34 @@ int serve(const ServeOptions& opts) {
   if (opts.host) cfg.server.host = *opts.host;
   if (opts.port) cfg.server.port = static_cast<uint16_t>(*opts.port);
   init_logging(opts.log_level.value_or(cfg.log_level));
+  if (Status st = config::check_exposure(cfg); !st) {
+    std::cerr << "serve: " << st.message() << "\n";
+    return 2;
+  }
+  // Tenancy (docs/tenancy.md): the database, the YAML's tenants written into
+  // it (they win), and the authenticator that guards every route.
+  std::shared_ptr<tenancy::TenantStore> store;
+  if (!cfg.data_dir.empty()) {
+    auto opened = tenancy::TenantStore::open(cfg.data_dir);
+    if (!opened) {
+      std::cerr << "serve: data_dir: " << opened.status().message() << "\n";
+      return 2;
+    }
+    store = std::move(opened).value();
+    if (Status st = api::sync_yaml_tenants(*store, cfg.tenants); !st) {
+      std::cerr << "serve: tenants: " << st.message() << "\n";
+      return 2;
+    }
+  }
+  std::shared_ptr<api::Authenticator> auth;
+  if (cfg.auth.enabled) {
+    auto created_auth = api::Authenticator::create(cfg, store);
+    if (!created_auth) {
+      std::cerr << "serve: " << created_auth.status().message() << "\n";
+      return 2;
+    }
+    auth = std::move(created_auth).value();
+  }
 
   // Declared in this order so that they are destroyed in reverse: the
   // watcher, then the server (drains), then the router service (flushes the
@@ -71,9 +103,30 @@ int serve(const ServeOptions& opts) {
   }
   std::shared_ptr<router::RouterService> routing = std::move(created).value();
   api::HttpRouter router;
+  api::TenancyOptions tenancy_options;
+  if (auth) {
+    // The rate limiter: in-process, or Redis shared by every instance (docs/tenancy.md).
+    ratelimit::Options limit_options;
+    limit_options.url = cfg.rate_limits.url;
+    if (const char* env = cfg.rate_limits.url_env.empty() ? nullptr : std::getenv(cfg.rate_limits.url_env.c_str());
+        env && *env)
+      limit_options.url = env;
+    limit_options.fail_open = cfg.rate_limits.fail_open;
+    limit_options.lease_ttl = std::chrono::milliseconds(cfg.rate_limits.lease_ttl_ms);
+    limit_options.metrics = &metrics;
+    auto limiter = ratelimit::make_limiter(limit_options);
+    if (!limiter) {
+      std::cerr << "serve: rate_limits: " << limiter.status().message() << "\n";
+      return 2;
+    }
+    tenancy_options.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
+    if (store) tenancy_options.usage = std::make_shared<tenancy::UsageRecorder>(store);
+    router.set_guard([auth](const api::HttpRequest& req) { return auth->guard(req); });
+    api::add_tenant_routes(router, auth, tenancy_options.usage);
+  }
   // Bodies of 64 KiB and more are parsed off the I/O threads (docs/architecture.md).
   router.offload_large_bodies(64 << 10, 2);
-  api::add_openai_routes(router, pool, metrics, routing);
+  api::add_openai_routes(router, pool, metrics, routing, tenancy_options);
   api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);
   // The Files and Batch APIs, when there is a data_dir to keep them in
@@ -96,6 +149,25 @@ int serve(const ServeOptions& opts) {
     api::add_batch_routes(router, batches);
   }
   api::HttpServer server(cfg.server, router, &metrics);
+  // metrics_listen: /metrics (and /health) on a listener of their own, without credentials.
+  api::HttpRouter metrics_router;
+  std::unique_ptr<api::HttpServer> metrics_server;
+  if (!cfg.metrics_listen.empty()) {
+    metrics_router.add("GET", "/metrics", [&metrics](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = metrics.render();
+      w->respond(std::move(r));
+    });
+    metrics_router.add("GET", "/health", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      api::HttpResponse r;
+      r.body = "{\"status\":\"ok\"}";
+      w->respond(std::move(r));
+    });
+    config::ServerConfig mc = cfg.server;
+    (void)config::split_host_port(cfg.metrics_listen, &mc.host, &mc.port);  // checked by load_config
+    metrics_server = std::make_unique<api::HttpServer>(mc, metrics_router);
+  }
   pool->start();  // warm models start loading
   if (Status st = server.start(); !st) {
     spdlog::error("{}", st.message());
@@ -109,11 +181,22 @@ int serve(const ServeOptions& opts) {
       return 1;
     }
   }
+  if (metrics_server) {
+    if (Status st = metrics_server->start(); !st) {
+      spdlog::error("metrics_listen: {}", st.message());
+      server.stop();
+      pool->stop();
+      return 1;
+    }
+    spdlog::info("metrics on http://{}:{}/metrics", cfg.metrics_listen.substr(0, cfg.metrics_listen.rfind(':')),
+                 metrics_server->port());
+  }
 
   pool::ConfigWatcher::Options watch_options;
   watch_options.metrics = &metrics;
   const bool log_level_fixed = opts.log_level.has_value();
-  watch_options.on_applied = [log_level_fixed, routing](const config::Config& previous, const config::Config& next) {
+  watch_options.on_applied = [log_level_fixed, routing, auth, store](const config::Config& previous,
+                                                                     const config::Config& next) {
     if (!log_level_fixed && previous.log_level != next.log_level) {
       spdlog::set_level(spdlog::level::from_str(next.log_level));
       spdlog::info("log level is now {}", next.log_level);
@@ -127,6 +210,22 @@ int serve(const ServeOptions& opts) {
       }
       spdlog::info("routing: configuration applied");
     }
+    if (previous.auth.enabled != next.auth.enabled || previous.data_dir != next.data_dir ||
+        previous.metrics_listen != next.metrics_listen)
+      spdlog::warn("auth.enabled, data_dir and metrics_listen take effect at the next start");
+    // Tenants and JWT keys are reloaded: the YAML's tenants into the database, a new JWT verifier.
+    if (store && previous.tenants != next.tenants) {
+      if (Status st = api::sync_yaml_tenants(*store, next.tenants); !st) {
+        spdlog::error("tenants: the new tenants were not written: {}", st.message());
+        return st;
+      }
+    }
+    if (auth) {
+      if (Status st = auth->apply(next); !st) {
+        spdlog::error("auth: the new auth section was not applied (the old one stays): {}", st.message());
+        return st;
+      }
+    }
     return Status::ok();
   };
   pool::ConfigWatcher watcher(file_cfg, *pool, std::move(watch_options));
@@ -134,9 +233,13 @@ int serve(const ServeOptions& opts) {
 
   std::string base = "http://" + cfg.server.host + ":" + std::to_string(server.port());
   std::printf("llmpool listening on %s\n", base.c_str());
-  std::printf("try: curl -s %s/v1/chat/completions -H 'Content-Type: application/json' "
+  if (auth)
+    std::printf("auth is on: make a key with `llmpool keys create --config %s --tenant NAME` and send it as "
+                "-H 'Authorization: Bearer KEY'\n",
+                opts.config_path.c_str());
+  std::printf("try: curl -s %s/v1/chat/completions%s -H 'Content-Type: application/json' "
               "-d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":16}'\n",
-              base.c_str(), cfg.models.front().name.c_str());
+              base.c_str(), auth ? " -H \"Authorization: Bearer $KEY\"" : "", cfg.models.front().name.c_str());
   std::fflush(stdout);
 
   for (;;) {
@@ -170,6 +273,7 @@ int serve(const ServeOptions& opts) {
     // it holds) alive until the process ends instead of destroying it under them.
     new std::shared_ptr<router::RouterService>(routing);
   }
+  if (metrics_server) metrics_server->stop();
   if (!server.stop())
     spdlog::warn("shutdown: answers still being written after {} ms were cut", cfg.server.shutdown_grace_ms);
   else

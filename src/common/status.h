@@ -48,14 +48,14 @@ class [[nodiscard]] Status {
   static Status already_exists(std::string msg, std::string param = {}, std::string code = {}) {
     return Status(StatusCode::kAlreadyExists, std::move(msg), std::move(param), std::move(code));
   }
-  static Status unauthenticated(std::string msg) {
-    return Status(StatusCode::kUnauthenticated, std::move(msg));
+  static Status unauthenticated(std::string msg, std::string param = {}, std::string code = {}) {
+    return Status(StatusCode::kUnauthenticated, std::move(msg), std::move(param), std::move(code));
   }
-  static Status permission_denied(std::string msg) {
-    return Status(StatusCode::kPermissionDenied, std::move(msg));
+  static Status permission_denied(std::string msg, std::string param = {}, std::string code = {}) {
+    return Status(StatusCode::kPermissionDenied, std::move(msg), std::move(param), std::move(code));
   }
-  static Status resource_exhausted(std::string msg) {
-    return Status(StatusCode::kResourceExhausted, std::move(msg));
+  static Status resource_exhausted(std::string msg, std::string param = {}, std::string code = {}) {
+    return Status(StatusCode::kResourceExhausted, std::move(msg), std::move(param), std::move(code));
   }
   static Status deadline_exceeded(std::string msg) {
     return Status(StatusCode::kDeadlineExceeded, std::move(msg));

@@ -193,8 +193,9 @@ class Reader {
   std::vector<ConfigIssue> issues_;
 };
 
-const std::vector<std::string> kTopKeys = {"log_level", "server", "pool", "defaults", "models", "routing", "tenants",
-                                          "data_dir", "batch"};
+const std::vector<std::string> kTopKeys = {"log_level", "server",  "pool",     "defaults",       "models",
+                                           "routing",   "tenants", "data_dir", "batch",          "auth",
+                                           "metrics_listen", "rate_limits"};
 const std::vector<std::string> kServerKeys = {
     "host",           "port",          "io_threads",      "max_body_bytes",  "shutdown_grace_ms",
     "config_poll_ms", "max_connections", "max_header_bytes", "header_timeout_ms", "idle_timeout_ms",
@@ -694,7 +695,185 @@ std::optional<double> take_number(std::string_view& s) {
   return v;
 }
 
+
+// ------------------------------------------------------------- tenancy
+// `data_dir`, `auth`, `tenants` and `metrics_listen` (docs/config.md).
+
+const std::vector<std::string> kAuthKeys = {"enabled", "jwt", "hmac", "allow_unauthenticated_non_loopback"};
+const std::vector<std::string> kJwtKeys = {"algorithm", "hs256_secret_env", "public_keys", "public_key_file",
+                                           "jwks_file", "issuer",           "audience",    "tenant_claim",
+                                           "leeway_s"};
+const std::vector<std::string> kTenantKeys = {
+    "name",   "plan",         "throughput",   "storage_days",        "max_consumers",
+    "models", "route_groups", "max_priority", "requests_per_minute", "tokens_per_minute",
+    "max_concurrent_requests", "daily_token_budget", "monthly_token_budget"};
+
+// The same rule as tenancy::validate_tenant_name (config depends on nothing of tenancy).
+bool is_tenant_name(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  return true;
+}
+
+void read_jwt(Reader& r, const YAML::Node& n, const fs::path& base, bool check_files, JwtAuthConfig* j) {
+  const std::string p = "auth.jwt";
+  r.read_string(n, "algorithm", p, &j->algorithm, 16);
+  if (j->algorithm != "HS256" && j->algorithm != "RS256" && j->algorithm != "ES256")
+    r.issue(n["algorithm"], p + ".algorithm", "must be HS256, RS256 or ES256; got '" + j->algorithm + "'");
+  r.read_string(n, "hs256_secret_env", p, &j->hs256_secret_env, 128);
+  if (!j->hs256_secret_env.empty() && !is_env_var_name(j->hs256_secret_env))
+    r.issue(n["hs256_secret_env"], p + ".hs256_secret_env",
+            "must be an environment variable name (letters, digits, _), not the secret itself");
+  // `public_keys` is another name of `public_key_file`.
+  r.read_string(n, "public_key_file", p, &j->public_key_file);
+  const char* key_field = "public_key_file";
+  if (n["public_keys"].IsDefined() && !n["public_keys"].IsNull()) {
+    if (!j->public_key_file.empty())
+      r.issue(n["public_keys"], p + ".public_keys", "give public_key_file or public_keys, not both");
+    r.read_string(n, "public_keys", p, &j->public_key_file);
+    key_field = "public_keys";
+  }
+  r.read_string(n, "jwks_file", p, &j->jwks_file);
+  r.read_string(n, "issuer", p, &j->issuer, 1024);
+  r.read_string(n, "audience", p, &j->audience, 1024);
+  r.read_string(n, "tenant_claim", p, &j->tenant_claim, 128);
+  if (j->tenant_claim.empty()) r.issue(n["tenant_claim"], p + ".tenant_claim", "must not be empty");
+  r.read_int(n, "leeway_s", p, &j->leeway_s, 0, 60);
+  for (auto [key, file] : {std::pair{key_field, &j->public_key_file}, std::pair{"jwks_file", &j->jwks_file}}) {
+    if (file->empty()) continue;
+    *file = resolve_path(base, *file);
+    std::error_code ec;
+    if (check_files && !fs::is_regular_file(*file, ec)) r.issue(n[key], p + "." + key, "no such file: " + *file);
+  }
+  const bool hs = j->algorithm == "HS256";
+  if (hs && (!j->public_key_file.empty() || !j->jwks_file.empty()))
+    r.issue(n, p, "HS256 takes hs256_secret_env; public_key_file and jwks_file are for RS256 and ES256");
+  else if (!hs && !j->hs256_secret_env.empty())
+    r.issue(n, p, j->algorithm + " takes public_key_file or jwks_file; hs256_secret_env is for HS256");
+  else if (!hs && !j->public_key_file.empty() && !j->jwks_file.empty())
+    r.issue(n, p, "give public_key_file or jwks_file, not both");
+  else if (!j->enabled())
+    r.issue(n, p, hs ? "needs hs256_secret_env" : "needs public_key_file or jwks_file");
+}
+
+void read_auth(Reader& r, const YAML::Node& n, const fs::path& base, bool check_files, AuthConfig* a) {
+  if (!r.map_at(n, "auth")) return;
+  r.check_keys(n, "auth", kAuthKeys);
+  r.read_bool(n, "enabled", "auth", &a->enabled);
+  r.read_bool(n, "allow_unauthenticated_non_loopback", "auth", &a->allow_unauthenticated_non_loopback);
+  if (auto j = r.section(n, "jwt", "auth", kJwtKeys)) read_jwt(r, *j, base, check_files, &a->jwt);
+  if (auto h = r.section(n, "hmac", "auth", {"enabled"})) r.read_bool(*h, "enabled", "auth.hmac", &a->hmac_enabled);
+}
+
+void read_tenants(Reader& r, const YAML::Node& n, Config* cfg) {
+  if (n.IsMap() && n.size() == 0) return;  // `tenants: {}`, the placeholder older configs carry
+  if (!n.IsSequence()) return r.issue(n, "tenants", "must be a list of tenants (name, plan, models, limits, ...)");
+  std::set<std::string> names;
+  constexpr int64_t kMaxLimit = int64_t{1} << 50;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const std::string p = "tenants[" + std::to_string(i) + "]";
+    const YAML::Node& t = n[i];
+    if (!r.map_at(t, p)) continue;
+    r.check_keys(t, p, kTenantKeys);
+    TenantConfig tc;
+    tc.line = t.Mark().line + 1;
+    r.read_string(t, "name", p, &tc.name, 64);
+    if (!t["name"].IsDefined()) r.issue(t, p + ".name", "is required");
+    else if (!is_tenant_name(tc.name))
+      r.issue(t["name"], p + ".name", "must be 1 to 64 characters of a-z, 0-9, '_' and '-' (it becomes a label)");
+    else if (!names.insert(tc.name).second)
+      r.issue(t["name"], p + ".name", "duplicate tenant name '" + tc.name + "'");
+    r.read_string(t, "plan", p, &tc.plan, 64);
+    r.read_string(t, "throughput", p, &tc.throughput, 64);
+    r.read_int(t, "storage_days", p, &tc.storage_days, 0, 100000);
+    r.read_int(t, "max_consumers", p, &tc.max_consumers, 0, 1000000);
+    r.read_string_list(t, "models", p, &tc.allowed_models);
+    r.read_string_list(t, "route_groups", p, &tc.route_groups);
+    r.read_int(t, "max_priority", p, &tc.max_priority, -1000, 1000);
+    r.read_int(t, "requests_per_minute", p, &tc.requests_per_minute, 0, kMaxLimit);
+    r.read_int(t, "tokens_per_minute", p, &tc.tokens_per_minute, 0, kMaxLimit);
+    r.read_int(t, "max_concurrent_requests", p, &tc.max_concurrent_requests, 0, 1000000);
+    r.read_int(t, "daily_token_budget", p, &tc.daily_token_budget, 0, kMaxLimit);
+    r.read_int(t, "monthly_token_budget", p, &tc.monthly_token_budget, 0, kMaxLimit);
+    for (size_t m = 0; m < tc.allowed_models.size(); ++m)
+      if (tc.allowed_models[m] != "*")
+        check_model_ref(r, *cfg, t["models"][m], p + ".models[" + std::to_string(m) + "]", tc.allowed_models[m]);
+    for (size_t g = 0; g < tc.route_groups.size(); ++g) {
+      const std::string& name = tc.route_groups[g];
+      if (name != "*" && name != kAutoRoute && !cfg->routing.find_group(name))
+        r.issue(t["route_groups"][g], p + ".route_groups[" + std::to_string(g) + "]",
+                "unknown route group '" + name + "' (not in routing.groups, and not auto)");
+    }
+    cfg->tenants.push_back(std::move(tc));
+  }
+}
+
+void read_tenancy(Reader& r, const YAML::Node& root, const fs::path& base, bool check_files, Config* cfg) {
+  // data_dir is read with the batch section (parse_config); auth needs it.
+  if (YAML::Node a = root["auth"]; a.IsDefined() && !a.IsNull()) read_auth(r, a, base, check_files, &cfg->auth);
+  if (YAML::Node t = root["tenants"]; t.IsDefined() && !t.IsNull()) read_tenants(r, t, cfg);
+  if (auto rl = r.section(root, "rate_limits", "", {"url", "url_env", "fail_open", "lease_ttl_ms"})) {
+    RateLimitConfig& c = cfg->rate_limits;
+    r.read_string(*rl, "url", "rate_limits", &c.url, 1024);
+    if (!c.url.empty() && c.url != "local" && c.url.rfind("redis://", 0) != 0)
+      r.issue((*rl)["url"], "rate_limits.url", "must be local or redis://host[:port][/db]");
+    r.read_string(*rl, "url_env", "rate_limits", &c.url_env, 128);
+    if (!c.url_env.empty() && !is_env_var_name(c.url_env))
+      r.issue((*rl)["url_env"], "rate_limits.url_env", "must be an environment variable name");
+    r.read_bool(*rl, "fail_open", "rate_limits", &c.fail_open);
+    r.read_int(*rl, "lease_ttl_ms", "rate_limits", &c.lease_ttl_ms, 1000, 3600000);
+  }
+  r.read_string(root, "metrics_listen", "", &cfg->metrics_listen, 300);
+  std::string host;
+  uint16_t port = 0;
+  if (!cfg->metrics_listen.empty() && !split_host_port(cfg->metrics_listen, &host, &port))
+    r.issue(root["metrics_listen"], "metrics_listen", "must be host:port with a port of 1..65535, e.g. 127.0.0.1:9100");
+  if (cfg->auth.enabled && cfg->data_dir.empty() && !cfg->auth.jwt.enabled())
+    r.issue(root["auth"], "auth.enabled", "needs data_dir (where API keys live) or auth.jwt");
+  if (cfg->auth.hmac_enabled && cfg->data_dir.empty())
+    r.issue(root["auth"], "auth.hmac.enabled", "needs data_dir (where HMAC keys live)");
+}
+
 }  // namespace
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  // 127.0.0.0/8 in dotted-quad form.
+  if (host.rfind("127.", 0) != 0) return false;
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') ++dots;
+    else if (c < '0' || c > '9') return false;
+  }
+  return dots == 3;
+}
+
+bool split_host_port(const std::string& s, std::string* host, uint16_t* port) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() || s.size() - colon > 6) return false;
+  std::string h = s.substr(0, colon), p = s.substr(colon + 1);
+  for (char c : p)
+    if (c < '0' || c > '9') return false;
+  int v = std::stoi(p);
+  if (v < 1 || v > 65535) return false;
+  if (h.front() == '[') {
+    if (h.back() != ']' || h.size() < 3) return false;
+    h = h.substr(1, h.size() - 2);
+  }
+  *host = h;
+  *port = static_cast<uint16_t>(v);
+  return true;
+}
+
+Status check_exposure(const Config& cfg) {
+  if (cfg.auth.enabled || cfg.auth.allow_unauthenticated_non_loopback || is_loopback_host(cfg.server.host))
+    return Status::ok();
+  return Status::invalid_argument("refusing to serve on non-loopback host '" + cfg.server.host +
+                                      "' with authentication off: set auth.enabled: true, or "
+                                      "auth.allow_unauthenticated_non_loopback: true to really do it",
+                                  "server.host");
+}
 
 const RouteGroupConfig* RoutingConfig::find_group(const std::string& name) const {
   for (const auto& g : groups)
@@ -834,7 +1013,6 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
             "must be one of trace, debug, info, warn, error, off; got '" + out.config.log_level + "'");
   if (root["server"].IsDefined() && !root["server"].IsNull()) read_server(r, root["server"], &out.config.server);
   if (root["pool"].IsDefined() && !root["pool"].IsNull()) read_pool(r, root["pool"], &out.config.pool);
-  // `tenants:` is a placeholder for a later issue: any content is accepted.
 
   ModelConfig defaults;
   if (YAML::Node d = root["defaults"]; d.IsDefined() && !d.IsNull()) {
@@ -908,6 +1086,7 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
   r.read_string(root, "data_dir", "", &out.config.data_dir);
   if (!out.config.data_dir.empty()) out.config.data_dir = resolve_path(base, out.config.data_dir);
   if (root["batch"].IsDefined() && !root["batch"].IsNull()) read_batch(r, root["batch"], &out.config.batch);
+  read_tenancy(r, root, base, check_files, &out.config);
   out.issues = r.take_issues();
   // In file order, so a long list reads top to bottom.
   std::stable_sort(out.issues.begin(), out.issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {

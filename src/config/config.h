@@ -238,6 +238,62 @@ struct RoutingConfig {
 // models, or among every model when no group of that name is configured.
 inline constexpr const char* kAutoRoute = "auto";
 
+// Tenancy (docs/tenancy.md): who may call the server and with what limits.
+// Plain values, like the routing mirrors above: config depends on nothing
+// of tenancy; the CLI turns these into tenancy's types.
+struct JwtAuthConfig {
+  std::string algorithm = "HS256";        // HS256, RS256 or ES256
+  std::string hs256_secret_env;           // HS256: the variable that holds the secret
+  std::string public_key_file;            // RS256/ES256: one PEM public key (absolute after load) ...
+  std::string jwks_file;                  // ... or a JWKS file (absolute after load)
+  std::string issuer;                     // "": `iss` not checked
+  std::string audience;                   // "": `aud` not checked
+  std::string tenant_claim = "tenant";
+  int32_t leeway_s = 30;                  // 0..60
+  bool operator==(const JwtAuthConfig&) const = default;
+  // True when a JWT key source is configured (JWTs are accepted).
+  bool enabled() const { return !hs256_secret_env.empty() || !public_key_file.empty() || !jwks_file.empty(); }
+};
+
+struct AuthConfig {
+  bool enabled = false;                   // every route but /health needs credentials
+  JwtAuthConfig jwt;
+  bool hmac_enabled = false;              // accept HMAC-signed requests (X-Llmpool-*)
+  bool allow_unauthenticated_non_loopback = false;  // serve with auth off on a non-loopback host
+  bool operator==(const AuthConfig&) const = default;
+};
+
+// The rate limiter (ratelimit::make_limiter): "" / "local" in-process, or
+// redis://host:port. `url_env` names a variable holding the URL instead
+// (a URL with a password stays out of the file); it wins when set.
+struct RateLimitConfig {
+  std::string url;
+  std::string url_env;
+  bool fail_open = false;                 // Redis down: admit (true) or answer 503 (false)
+  int64_t lease_ttl_ms = 30000;           // a concurrency lease of a dead instance expires after this
+  bool operator==(const RateLimitConfig&) const = default;
+};
+
+// A tenant declared in the YAML. These are read-only for the CLI and the
+// admin API and win over a database tenant of the same name (docs/tenancy.md).
+struct TenantConfig {
+  std::string name;                       // [a-z0-9_-]{1,64}
+  std::string plan;
+  std::string throughput;                 // seed 000's quotas
+  int64_t storage_days = 0;
+  int64_t max_consumers = 0;
+  std::vector<std::string> allowed_models;  // "*" : all
+  std::vector<std::string> route_groups;    // "*" : all
+  int32_t max_priority = 0;
+  int64_t requests_per_minute = 0;        // 0: no limit
+  int64_t tokens_per_minute = 0;
+  int64_t max_concurrent_requests = 0;
+  int64_t daily_token_budget = 0;
+  int64_t monthly_token_budget = 0;
+  int line = 0;
+  bool operator==(const TenantConfig&) const = default;
+};
+
 // The Files and Batch APIs (docs/batch.md); on when `data_dir` is set.
 struct BatchConfig {
   uint64_t max_file_bytes = 8ull << 20;   // one upload (server.max_body_bytes bounds it too)
@@ -256,12 +312,28 @@ struct Config {
   PoolConfig pool;
   std::vector<ModelConfig> models;
   RoutingConfig routing;
-  std::string data_dir;                   // state (batch.db); relative: to the config file; "": none
+  std::string data_dir;                   // state (batch.db, llmpool.db); relative: to the config file; "": none
   BatchConfig batch;
+  // Tenancy: authentication, YAML tenants, the rate limiter, and an
+  // optional separate listener for /metrics ("host:port"; "": none).
+  AuthConfig auth;
+  std::vector<TenantConfig> tenants;
+  std::string metrics_listen;
+  RateLimitConfig rate_limits;            // used with auth on
 
   // The model with this name or alias, or nullptr.
   const ModelConfig* find_model(const std::string& name) const;
 };
+
+// True for 127.0.0.0/8 (dotted quad), ::1 and "localhost".
+bool is_loopback_host(const std::string& host);
+// Splits "host:port" ("[::1]:9100" for IPv6); false unless the port is 1..65535.
+bool split_host_port(const std::string& text, std::string* host, uint16_t* port);
+// InvalidArgument (param server.host) when the server would listen on a
+// non-loopback host with auth off and allow_unauthenticated_non_loopback
+// unset. Not a load_config() issue (a file may be served with --host):
+// `serve` refuses to start and check-config reports it.
+Status check_exposure(const Config& config);
 
 struct ConfigIssue {
   std::string file;

@@ -16,7 +16,10 @@
 //      (Options::lease_ttl) if the instance that holds it dies; the limiter
 //      renews the leases of its running requests before they expire.
 //
-// A limit of 0 means no limit. Thread-safe.
+// A limit of 0 (or below) means no limit. Per-minute limits are buckets of
+// `limit` that refill continuously at `limit` per minute (GCRA, the same
+// semantics as OpenAI's: x-ratelimit-reset-* is the time until the bucket is
+// full again). Budgets are per UTC calendar day and month. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -25,6 +28,10 @@
 #include <string>
 
 #include "common/status.h"
+
+namespace llmpool::obs {
+class MetricsRegistry;
+}
 
 namespace llmpool::ratelimit {
 
@@ -37,13 +44,15 @@ struct Limits {
 };
 
 struct Subject {
-  std::string tenant;   // required
-  std::string key;      // the credential's id (API key prefix, HMAC key id, JWT subject); "" for none
+  std::string tenant;   // required: 1..64 bytes of [A-Za-z0-9_.-]
+  std::string key;      // the credential's id (API key prefix, HMAC key id, JWT subject); "" for none; at most 256 bytes
   Limits tenant_limits;
   Limits key_limits;    // each already the lower of the key's and the tenant's
 };
 
 // OpenAI's rate-limit headers (x-ratelimit-*); a value < 0 is not sent.
+// Of the tenant's and the key's per-minute limits, each pair describes the
+// one with the fewest remaining.
 struct RateHeaders {
   int64_t limit_requests = -1;
   int64_t remaining_requests = -1;
@@ -60,18 +69,47 @@ struct Decision {
   // and whether the tenant's or the key's, and when to retry.
   std::string code;
   std::string message;
+  // Refused: seconds until the request would fit (at least 1); 0 when
+  // waiting cannot help (the request alone is above a limit).
   int32_t retry_after_seconds = 0;
   RateHeaders headers;
-  std::string ticket;   // admitted: pass to finish()
+  std::string ticket;   // admitted: pass to finish() ("" when admitted by failing open)
 };
 
 class Limiter {
  public:
   virtual ~Limiter() = default;
   // Unavailable only when the backend is down and the limiter fails closed;
-  // failing open admits (and counts the event in a metric).
+  // failing open admits (and counts the event in a metric). InvalidArgument
+  // for a subject whose tenant or key breaks the bounds above.
   virtual Result<Decision> admit(const Subject& subject, int64_t reserve_tokens) = 0;
+  // Unknown and empty tickets are ignored; used_tokens < 0 counts as 0.
   virtual void finish(const std::string& ticket, int64_t used_tokens) = 0;
 };
+
+// How make_limiter builds a limiter.
+struct Options {
+  // "" or "local": LocalLimiter (this process only). Otherwise
+  // redis://[[user]:password@]host[:port][/db] (port 6379 and db 0 by
+  // default; user and password percent-decoded): RedisLimiter.
+  std::string url;
+  // Redis down (connect, timeout, protocol or script error): admit anyway
+  // (true) or answer Unavailable (false). Either way the event is counted in
+  // llmpool_ratelimit_backend_errors_total{mode="open"|"closed"}.
+  bool fail_open = false;
+  // A concurrency lease lives this long unless renewed; running requests
+  // are renewed every lease_ttl / 3.
+  std::chrono::milliseconds lease_ttl{30000};
+  std::chrono::milliseconds connect_timeout{500};
+  std::chrono::milliseconds command_timeout{500};
+  int pool_size = 4;                       // Redis connections, 1..64
+  std::string key_prefix = "llmpool:rl:";  // every Redis key starts with it
+  obs::MetricsRegistry* metrics = nullptr; // optional; outlives the limiter
+};
+
+// The limiter `options` describe. InvalidArgument for a malformed url or
+// option (the message never contains the password). A Redis limiter is
+// returned even when Redis is not reachable yet: it connects on first use.
+Result<std::unique_ptr<Limiter>> make_limiter(const Options& options);
 
 }  // namespace llmpool::ratelimit

@@ -1,5 +1,7 @@
 #include "tenancy/tenant_store.h"
 
+#include <ctime>
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -70,6 +72,20 @@ constexpr const char* kMigrations[] = {
       revoked_at INTEGER
     ) STRICT;
     CREATE INDEX hmac_keys_by_tenant ON hmac_keys(tenant);
+    )sql",
+    // 3: usage per tenant, key, model and UTC day. Kept when a tenant or a
+    // key goes (it is the billing record), hence no foreign keys.
+    R"sql(
+    CREATE TABLE usage (
+      tenant TEXT NOT NULL,
+      key_id TEXT NOT NULL,
+      model TEXT NOT NULL,
+      day TEXT NOT NULL,
+      requests INTEGER NOT NULL,
+      prompt_tokens INTEGER NOT NULL,
+      completion_tokens INTEGER NOT NULL,
+      PRIMARY KEY (tenant, key_id, model, day)
+    ) STRICT, WITHOUT ROWID;
     )sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -569,6 +585,57 @@ Status TenantStore::revoke_hmac_key(std::string_view key_id) {
   std::lock_guard lock(mu_);
   return impl_->revoke("UPDATE hmac_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ?",
                        clock_.now_unix(), key_id, "no HMAC key " + std::string(key_id), "key_id");
+}
+
+std::string usage_day(int64_t unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
+Status TenantStore::record_usage(const UsageRecord& u) {
+  if (Status s = validate_tenant_name(u.tenant, "tenant"); !s) return s;
+  if (u.key_id.size() > 256 || u.model.size() > 256 || u.day.size() != 10)
+    return Status::invalid_argument("usage: key id and model at most 256 bytes, day YYYY-MM-DD", "usage");
+  if (u.requests < 0 || u.prompt_tokens < 0 || u.completion_tokens < 0)
+    return Status::invalid_argument("usage: counts cannot be negative", "usage");
+  std::lock_guard lock(mu_);
+  Result<sql::Statement> st = impl_->db.prepare(
+      "INSERT INTO usage (tenant, key_id, model, day, requests, prompt_tokens, completion_tokens)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, key_id, model, day) DO UPDATE SET"
+      " requests = requests + excluded.requests, prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+      " completion_tokens = completion_tokens + excluded.completion_tokens");
+  if (!st) return st.status();
+  if (Status s = st->bind_all(u.tenant, u.key_id, u.model, u.day, u.requests, u.prompt_tokens, u.completion_tokens);
+      !s)
+    return s;
+  return st->run();
+}
+
+Result<std::vector<UsageRecord>> TenantStore::usage(std::string_view tenant, std::string_view from_day,
+                                                   std::string_view to_day) const {
+  std::lock_guard lock(mu_);
+  if (!tenant.empty()) {
+    if (Status s = validate_tenant_name(tenant, "tenant"); !s) return s;
+  }
+  Result<sql::Statement> st = impl_->db.prepare(
+      "SELECT tenant, key_id, model, day, requests, prompt_tokens, completion_tokens FROM usage"
+      " WHERE (? = '' OR tenant = ?) AND (? = '' OR day >= ?) AND (? = '' OR day <= ?)"
+      " ORDER BY tenant, day, model, key_id");
+  if (!st) return st.status();
+  if (Status s = st->bind_all(tenant, tenant, from_day, from_day, to_day, to_day); !s) return s;
+  std::vector<UsageRecord> out;
+  for (;;) {
+    Result<bool> row = st->step();
+    if (!row) return row.status();
+    if (!*row) break;
+    out.push_back({st->column_text(0), st->column_text(1), st->column_text(2), st->column_text(3),
+                   st->column_int(4), st->column_int(5), st->column_int(6)});
+  }
+  return out;
 }
 
 Result<HmacKey> TenantStore::hmac_secret(std::string_view key_id) const {

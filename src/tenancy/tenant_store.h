@@ -146,6 +146,21 @@ struct HmacKey {
   std::string secret;  // the 64 hex digits; the HMAC key is this text's bytes
 };
 
+// Usage of one tenant's key on one model on one UTC day ("YYYY-MM-DD").
+// record_usage() adds these counts to the row (creating it).
+struct UsageRecord {
+  std::string tenant;
+  std::string key_id;  // API key prefix, HMAC key id, "jwt:<sub>"; "" for none
+  std::string model;
+  std::string day;
+  int64_t requests = 0;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// The UTC day of a Unix time, "YYYY-MM-DD".
+std::string usage_day(int64_t unix_seconds);
+
 class TenantStore {
  public:
   // Opens `<data_dir>/llmpool.db`, creating the folder and the file as
@@ -190,6 +205,14 @@ class TenantStore {
   Status revoke_hmac_key(std::string_view key_id);
   // The secret for `key_id`. Unauthenticated when unknown or revoked.
   Result<HmacKey> hmac_secret(std::string_view key_id) const;
+
+  // Usage (schema version 3): adds `delta` to its row. InvalidArgument for
+  // a bad tenant name, an oversized key id or model, or negative counts.
+  Status record_usage(const UsageRecord& delta);
+  // Rows of `tenant` (everyone's when empty) with from_day <= day <= to_day
+  // (either bound empty: open), by tenant, day, model and key.
+  Result<std::vector<UsageRecord>> usage(std::string_view tenant = {}, std::string_view from_day = {},
+                                         std::string_view to_day = {}) const;
 
   // Test hook and operator aid: writes the WAL back into the main file.
   Status checkpoint();

@@ -298,6 +298,36 @@ TEST_F(HttpServerTest, KeepsAConnectionAliveAcrossRequests) {
   EXPECT_EQ(server_->stats().connections, 1);
 }
 
+// Without TCP_NODELAY, a response written in two segments (head, body)
+// waits for the client's delayed ACK: ~40 ms per request on a keep-alive
+// connection (the gateway benchmark's llmpool -> fake upstream hop).
+TEST_F(HttpServerTest, AcceptedConnectionsSendWithoutNagleDelay) {
+  start();
+  Client c(port());
+  ASSERT_TRUE(c.send(post("/echo", "x")));
+  ASSERT_EQ(c.read_response().status, 200);
+  sockaddr_in mine{}, peer{};
+  socklen_t len = sizeof mine;
+  ASSERT_EQ(::getsockname(c.fd(), reinterpret_cast<sockaddr*>(&mine), &len), 0);
+  len = sizeof peer;
+  ASSERT_EQ(::getpeername(c.fd(), reinterpret_cast<sockaddr*>(&peer), &len), 0);
+  int found = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    sockaddr_in local{}, remote{};
+    socklen_t l1 = sizeof local, l2 = sizeof remote;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &l1) != 0 || local.sin_family != AF_INET) continue;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&remote), &l2) != 0) continue;
+    if (local.sin_port != peer.sin_port || remote.sin_port != mine.sin_port) continue;
+    int nodelay = 0;
+    socklen_t ol = sizeof nodelay;
+    ASSERT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &ol), 0);
+    EXPECT_NE(nodelay, 0) << "the server's end of the connection has Nagle on";
+    ++found;
+  }
+  EXPECT_EQ(found, 1);
+}
+
 TEST_F(HttpServerTest, HalfClosedClientStillGetsItsAnswer) {
   start();
   Client c(port());

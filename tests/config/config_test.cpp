@@ -476,9 +476,9 @@ models:
   for (size_t i = 1; i < r.issues.size(); ++i) EXPECT_LE(r.issues[i - 1].line, r.issues[i].line);
 }
 
-TEST(ConfigTest, TenantsAreAcceptedAsTheyAreButRoutingIsChecked) {
+TEST(ConfigTest, TenantsAreReadAndRoutingIsChecked) {
   LoadResult r = parse_config(R"(tenants:
-  - id: main
+  - name: main
     plan: pro
 models:
   - name: a

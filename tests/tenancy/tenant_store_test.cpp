@@ -100,7 +100,7 @@ TEST_F(TenantStoreTest, MigratesAVersionOneDatabaseForward) {
   // Roll the file back to what version 1 wrote: only the tenants table.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(db_path().c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE api_keys; DROP TABLE hmac_keys; UPDATE schema_version SET version = 1",
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE api_keys; DROP TABLE hmac_keys; DROP TABLE usage; UPDATE schema_version SET version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);

@@ -1,0 +1,484 @@
+#include "ratelimit/redis_limiter.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "obs/metrics.h"
+#include "ratelimit/redis_scripts.h"
+
+namespace llmpool::ratelimit {
+namespace {
+
+constexpr int kAdmitScript = 0;
+constexpr int kFinishScript = 1;
+constexpr int kRenewScript = 2;
+constexpr std::array<const char*, 3> kScripts = {scripts::kAdmit, scripts::kFinish, scripts::kRenew};
+constexpr std::chrono::milliseconds kDownBackoff{500};
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+Result<std::string> percent_decode(std::string_view s, const char* what) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    const int hi = i + 2 < s.size() ? hex_value(s[i + 1]) : -1;
+    const int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0) {
+      return Status::invalid_argument(fmt::format("redis url: a bad %-escape in the {}", what), "url");
+    }
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+bool parse_int(std::string_view s, int lo, int hi, int& out) {
+  if (s.empty() || s.size() > 9) return false;
+  int v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) return false;
+  out = v;
+  return true;
+}
+
+const char* kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::kRequests: return "rpm";
+    case Kind::kTokens: return "tpm";
+    case Kind::kConcurrent: return "conc";
+    case Kind::kDaily: return "day";
+    case Kind::kMonthly: return "month";
+  }
+  return "x";
+}
+
+// 96 bits from the OS per limiter: tickets of different instances (and of
+// forked processes, which would copy a seeded generator) never meet.
+std::string instance_id() {
+  std::random_device rd;
+  return fmt::format("r{:08x}{:08x}{:08x}.", rd(), rd(), rd());
+}
+
+}  // namespace
+
+Result<RedisAddress> parse_redis_url(std::string_view url) {
+  constexpr std::string_view kScheme = "redis://";
+  if (url.substr(0, kScheme.size()) != kScheme) {
+    return Status::invalid_argument("redis url: must start with redis:// (TLS, rediss://, is not supported)", "url");
+  }
+  std::string_view rest = url.substr(kScheme.size());
+  RedisAddress a;
+  if (size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    size_t colon = userinfo.find(':');
+    std::string_view user = colon == std::string_view::npos ? std::string_view() : userinfo.substr(0, colon);
+    std::string_view pass = colon == std::string_view::npos ? userinfo : userinfo.substr(colon + 1);
+    ASSIGN_OR_RETURN(a.user, percent_decode(user, "user name"));
+    ASSIGN_OR_RETURN(a.password, percent_decode(pass, "password"));
+    if (a.password.empty()) return Status::invalid_argument("redis url: an empty password", "url");
+  }
+  std::string_view hostport = rest;
+  if (size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    std::string_view db = rest.substr(slash + 1);
+    if (!db.empty() && !parse_int(db, 0, 1000000, a.db)) {
+      return Status::invalid_argument("redis url: the database after '/' must be a number from 0", "url");
+    }
+  }
+  std::string_view host = hostport;
+  if (!hostport.empty() && hostport.front() == '[') {  // [ipv6]:port
+    size_t close = hostport.find(']');
+    if (close == std::string_view::npos) return Status::invalid_argument("redis url: an unclosed '[' in the host", "url");
+    host = hostport.substr(1, close - 1);
+    std::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':' || !parse_int(after.substr(1), 1, 65535, a.port)) {
+        return Status::invalid_argument("redis url: the port must be a number from 1 to 65535", "url");
+      }
+    }
+  } else if (size_t colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    host = hostport.substr(0, colon);
+    if (!parse_int(hostport.substr(colon + 1), 1, 65535, a.port)) {
+      return Status::invalid_argument("redis url: the port must be a number from 1 to 65535", "url");
+    }
+  }
+  if (host.empty() || host.size() > 253 ||
+      !std::all_of(host.begin(), host.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+               c == '-' || c == ':' || c == '_';
+      })) {
+    return Status::invalid_argument("redis url: a missing or malformed host", "url");
+  }
+  a.host = std::string(host);
+  return a;
+}
+
+struct RedisLimiter::Reply {
+  explicit Reply(redisReply* r) : reply(r) {}
+  ~Reply() {
+    if (reply) freeReplyObject(reply);
+  }
+  Reply(const Reply&) = delete;
+  Reply& operator=(const Reply&) = delete;
+  redisReply* reply;
+};
+
+// Up to `size` connections, each lent to one thread at a time.
+class RedisLimiter::Pool {
+ public:
+  Pool(RedisAddress address, const Options& o) : address_(std::move(address)), options_(o) {}
+  ~Pool() {
+    for (redisContext* c : idle_) redisFree(c);
+  }
+
+  // A connection (made if needed), or the error; give it back with put().
+  Result<redisContext*> take() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !idle_.empty() || open_ < options_.pool_size; });
+    if (!idle_.empty()) {
+      redisContext* c = idle_.back();
+      idle_.pop_back();
+      return c;
+    }
+    if (std::chrono::steady_clock::now() < down_until_) {
+      return Status::unavailable("redis is unreachable (retrying shortly)");
+    }
+    ++open_;
+    lock.unlock();
+    Result<redisContext*> c = connect();
+    if (!c.is_ok()) {
+      lock.lock();
+      --open_;
+      down_until_ = std::chrono::steady_clock::now() + kDownBackoff;
+      cv_.notify_one();
+    }
+    return c;
+  }
+  // healthy: back to the pool; otherwise closed (the next take() reconnects).
+  void put(redisContext* c, bool healthy) {
+    std::lock_guard lock(mu_);
+    if (healthy && c->err == 0) {
+      idle_.push_back(c);
+    } else {
+      redisFree(c);
+      --open_;
+    }
+    cv_.notify_one();
+  }
+
+  // The digest SCRIPT LOAD gave for script `which`; "" until loaded.
+  std::string sha(int which) {
+    std::lock_guard lock(mu_);
+    return shas_[static_cast<size_t>(which)];
+  }
+  void set_sha(int which, std::string s) {
+    std::lock_guard lock(mu_);
+    shas_[static_cast<size_t>(which)] = std::move(s);
+  }
+
+ private:
+  Result<redisContext*> connect() {
+    redisContext* c = redisConnectWithTimeout(address_.host.c_str(), address_.port, to_timeval(options_.connect_timeout));
+    if (c == nullptr) return Status::unavailable("redis: out of memory making a connection");
+    if (c->err) {
+      std::string why = c->errstr;
+      redisFree(c);
+      return Status::unavailable(fmt::format("redis: cannot connect to {}:{}: {}", address_.host, address_.port, why));
+    }
+    if (redisSetTimeout(c, to_timeval(options_.command_timeout)) != REDIS_OK) {
+      redisFree(c);
+      return Status::unavailable("redis: cannot set the command timeout");
+    }
+    auto command = [&](std::vector<std::string> argv) -> Status {
+      std::vector<const char*> ptrs;
+      std::vector<size_t> lens;
+      for (const std::string& a : argv) ptrs.push_back(a.data()), lens.push_back(a.size());
+      Reply r(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+      if (r.reply == nullptr) return Status::unavailable(fmt::format("redis: {}", c->errstr));
+      if (r.reply->type == REDIS_REPLY_ERROR) {
+        // The server's words, not ours: they never contain the password.
+        return Status::unavailable(fmt::format("redis: {} refused: {}", argv[0],
+                                               std::string_view(r.reply->str, std::min<size_t>(r.reply->len, 200))));
+      }
+      return Status::ok();
+    };
+    Status st = Status::ok();
+    if (!address_.password.empty()) {
+      st = address_.user.empty() ? command({"AUTH", address_.password})
+                                 : command({"AUTH", address_.user, address_.password});
+    }
+    if (st.is_ok() && address_.db != 0) st = command({"SELECT", std::to_string(address_.db)});
+    if (!st.is_ok()) {
+      redisFree(c);
+      return st;
+    }
+    return c;
+  }
+
+  const RedisAddress address_;
+  const Options options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<redisContext*> idle_;  // guarded by mu_
+  int open_ = 0;                     // guarded by mu_: lent + idle
+  std::chrono::steady_clock::time_point down_until_{};  // guarded by mu_
+  std::array<std::string, 3> shas_;                     // guarded by mu_
+};
+
+Result<std::unique_ptr<RedisLimiter>> RedisLimiter::create(const Options& options) {
+  ASSIGN_OR_RETURN(RedisAddress address, parse_redis_url(options.url));
+  if (options.pool_size < 1 || options.pool_size > 64) {
+    return Status::invalid_argument("rate limiter: pool_size must be 1 to 64", "pool_size");
+  }
+  if (options.lease_ttl < std::chrono::milliseconds(300) || options.lease_ttl > std::chrono::hours(24)) {
+    return Status::invalid_argument("rate limiter: lease_ttl must be 300 ms to 24 h", "lease_ttl");
+  }
+  for (auto t : {options.connect_timeout, options.command_timeout}) {
+    if (t < std::chrono::milliseconds(1) || t > std::chrono::minutes(1)) {
+      return Status::invalid_argument("rate limiter: redis timeouts must be 1 ms to 60 s", "timeout");
+    }
+  }
+  if (options.key_prefix.size() > 128) {
+    return Status::invalid_argument("rate limiter: key_prefix is longer than 128 bytes", "key_prefix");
+  }
+  return std::unique_ptr<RedisLimiter>(new RedisLimiter(options, std::move(address)));
+}
+
+RedisLimiter::RedisLimiter(const Options& options, RedisAddress address)
+    : options_(options), pool_(std::make_unique<Pool>(std::move(address), options)), instance_(instance_id()) {
+  if (options_.metrics) {
+    errors_ = &options_.metrics->counter(
+        "llmpool_ratelimit_backend_errors_total",
+        "Rate limiter backend (Redis) failures, by what the limiter did: admitted anyway (open) or refused (closed)",
+        {{"mode", options_.fail_open ? "open" : "closed"}});
+  }
+  renewer_ = std::thread([this] { renew_loop(); });
+}
+
+RedisLimiter::~RedisLimiter() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  renewer_.join();
+}
+
+std::string RedisLimiter::redis_key(const Subject& s, const Check& c) const {
+  // The tenant holds no '{', '}' or ':' (validate_subject), so the hash tag
+  // and the fields cannot be confused; the key id comes last, as bytes.
+  std::string k = fmt::format("{}{{{}}}:{}:", options_.key_prefix, s.tenant, kind_name(c.kind));
+  if (c.scope == Scope::kTenant) {
+    k += 't';
+  } else {
+    k += "k:";
+    k += s.key;
+  }
+  return k;
+}
+
+std::string RedisLimiter::next_ticket() {
+  return instance_ + std::to_string(ticket_seq_.fetch_add(1, std::memory_order_relaxed));
+}
+
+void RedisLimiter::backend_error() {
+  if (errors_) errors_->inc();
+}
+
+Result<std::shared_ptr<RedisLimiter::Reply>> RedisLimiter::eval(int which, const std::vector<std::string>& keys,
+                                                                 const std::vector<std::string>& args) {
+  ASSIGN_OR_RETURN(redisContext * c, pool_->take());
+  bool healthy = true;
+  Result<std::shared_ptr<Reply>> result = Status::unavailable("redis: no reply");
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::string sha = pool_->sha(which);
+    if (sha.empty()) {
+      const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[static_cast<size_t>(which)]};
+      Reply r(static_cast<redisReply*>(redisCommandArgv(c, 3, load_argv, nullptr)));
+      if (r.reply == nullptr) {
+        healthy = false;
+        result = Status::unavailable(fmt::format("redis: {}", c->errstr));
+        break;
+      }
+      if (r.reply->type != REDIS_REPLY_STRING) {
+        result = Status::unavailable("redis: SCRIPT LOAD did not answer a digest");
+        break;
+      }
+      sha.assign(r.reply->str, r.reply->len);
+      pool_->set_sha(which, sha);
+    }
+    std::vector<std::string> argv = {"EVALSHA", sha, std::to_string(keys.size())};
+    argv.insert(argv.end(), keys.begin(), keys.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    ptrs.reserve(argv.size());
+    lens.reserve(argv.size());
+    for (const std::string& a : argv) ptrs.push_back(a.data()), lens.push_back(a.size());
+    auto reply = std::make_shared<Reply>(
+        static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+    if (reply->reply == nullptr) {
+      healthy = false;
+      result = Status::unavailable(fmt::format("redis: {}", c->errstr));
+      break;
+    }
+    if (reply->reply->type == REDIS_REPLY_ERROR) {
+      std::string_view err(reply->reply->str, reply->reply->len);
+      if (err.substr(0, 8) == "NOSCRIPT" && attempt == 0) {  // flushed or a new server: load again
+        pool_->set_sha(which, "");
+        continue;
+      }
+      result = Status::unavailable(fmt::format("redis: script failed: {}", err.substr(0, 300)));
+      break;
+    }
+    result = std::move(reply);
+    break;
+  }
+  pool_->put(c, healthy);
+  return result;
+}
+
+Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tokens) {
+  RETURN_IF_ERROR(validate_subject(subject));
+  const std::vector<Check> checks = checks_for(subject, reserve_tokens);
+  if (checks.empty()) {
+    Decision d;
+    d.admitted = true;
+    d.ticket = next_ticket();  // nothing to reconcile; finish() ignores it
+    return d;
+  }
+  const std::string ticket = next_ticket();
+  std::vector<std::string> keys;
+  std::vector<std::string> args = {ticket, std::to_string(options_.lease_ttl.count())};
+  for (const Check& c : checks) {
+    keys.push_back(redis_key(subject, c));
+    args.push_back(std::to_string(static_cast<int>(c.kind)));
+    args.push_back(std::to_string(std::min(c.limit, kMaxReserve * 1024)));
+    args.push_back(std::to_string(c.cost));
+  }
+  Result<std::shared_ptr<Reply>> r = eval(kAdmitScript, keys, args);
+  const redisReply* rep = r.is_ok() ? (*r)->reply : nullptr;
+  const size_t want = 4 + 4 * checks.size();
+  if (r.is_ok() && (rep->type != REDIS_REPLY_ARRAY || rep->elements != want ||
+                    !std::all_of(rep->element, rep->element + rep->elements,
+                                 [](const redisReply* e) { return e->type == REDIS_REPLY_INTEGER; }))) {
+    r = Status::unavailable("redis: the admission script answered an unexpected shape");
+  }
+  if (!r.is_ok()) {
+    backend_error();
+    if (!options_.fail_open) {
+      return Status::unavailable("rate limits cannot be checked right now (the limiter's backend is down)");
+    }
+    Decision d;
+    d.admitted = true;  // failing open: nothing charged, nothing to finish
+    return d;
+  }
+  auto at = [&](size_t i) { return rep->element[i]->integer; };
+  const int64_t day = at(2);
+  const int64_t month = at(3);
+  std::vector<Outcome> outcomes;
+  for (size_t i = 0; i < checks.size(); ++i) {
+    outcomes.push_back(Outcome{at(4 + 4 * i) == 1, at(5 + 4 * i), at(6 + 4 * i), at(7 + 4 * i)});
+  }
+  Decision d = decide(subject, checks, outcomes);
+  if (!d.admitted || at(0) != 1) {
+    d.admitted = false;
+    return d;
+  }
+  std::vector<Held> held;
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const Check& c = checks[i];
+    if (c.kind == Kind::kRequests) continue;
+    held.push_back(Held{keys[i], c.kind, c.limit, c.cost,
+                        c.kind == Kind::kDaily ? day : c.kind == Kind::kMonthly ? month : 0});
+  }
+  d.ticket = ticket;
+  if (!held.empty()) {
+    std::lock_guard lock(mu_);
+    tickets_.emplace(ticket, std::move(held));
+  }
+  return d;
+}
+
+void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
+  std::vector<Held> held;
+  {
+    std::lock_guard lock(mu_);
+    auto it = tickets_.find(ticket);
+    if (it == tickets_.end()) return;
+    held = std::move(it->second);
+    tickets_.erase(it);
+  }
+  std::vector<std::string> keys;
+  std::vector<std::string> args = {ticket, std::to_string(clamp_reserve(used_tokens))};
+  for (const Held& h : held) {
+    keys.push_back(h.key);
+    args.push_back(std::to_string(static_cast<int>(h.kind)));
+    args.push_back(std::to_string(std::min(h.limit, kMaxReserve * 1024)));
+    args.push_back(std::to_string(h.cost));
+    args.push_back(std::to_string(h.period));
+  }
+  if (!eval(kFinishScript, keys, args).is_ok()) backend_error();
+}
+
+Status RedisLimiter::renew_leases() {
+  std::vector<std::string> keys;
+  std::vector<std::string> args = {std::to_string(options_.lease_ttl.count())};
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [ticket, held] : tickets_) {
+      for (const Held& h : held) {
+        if (h.kind != Kind::kConcurrent) continue;
+        keys.push_back(h.key);
+        args.push_back(ticket);
+      }
+    }
+  }
+  if (keys.empty()) return Status::ok();
+  Result<std::shared_ptr<Reply>> r = eval(kRenewScript, keys, args);
+  if (!r.is_ok()) {
+    backend_error();
+    return r.status();
+  }
+  return Status::ok();
+}
+
+void RedisLimiter::renew_loop() {
+  const auto every = options_.lease_ttl / 3;
+  std::unique_lock lock(mu_);
+  while (!stop_cv_.wait_for(lock, every, [&] { return stopping_; })) {
+    lock.unlock();
+    (void)renew_leases();  // failures are counted; the next round tries again
+    lock.lock();
+  }
+}
+
+size_t RedisLimiter::open_tickets() const {
+  std::lock_guard lock(mu_);
+  return tickets_.size();
+}
+
+}  // namespace llmpool::ratelimit

@@ -1,0 +1,179 @@
+// The Lua scripts of RedisLimiter (see redis_limiter.h). Their arithmetic is
+// checks.cpp's, line for line: drained / bucket_outcome / budget_outcome /
+// concurrency_outcome and the UTC calendar; keep the two in step (the Redis
+// tests run the same cases as the local ones).
+#pragma once
+
+namespace llmpool::ratelimit::scripts {
+
+// KEYS[i]: the key of check i. ARGV[1] ticket, ARGV[2] lease ttl (ms), then
+// per check i: ARGV[3i] kind, ARGV[3i+1] limit, ARGV[3i+2] cost.
+// Returns {admitted 0|1, now_ms, day, month, then per check: ok, remaining,
+// reset_ms, retry_ms}.
+inline constexpr const char* kAdmit = R"lua(
+local function floor_div(a, b) return math.floor(a / b) end
+local function month_of(day)
+  local z = day + 719468
+  local era = floor_div(z, 146097)
+  local doe = z - era * 146097
+  local yoe = floor_div(doe - floor_div(doe, 1460) + floor_div(doe, 36524) - floor_div(doe, 146096), 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + floor_div(yoe, 4) - floor_div(yoe, 100))
+  local mp = floor_div(5 * doy + 2, 153)
+  local m
+  if mp < 10 then m = mp + 3 else m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return y * 12 + (m - 1)
+end
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor_div(y, 400)
+  local yoe = y - era * 400
+  local mm
+  if m > 2 then mm = m - 3 else mm = m + 9 end
+  local doy = floor_div(153 * mm + 2, 5) + d - 1
+  local doe = yoe * 365 + floor_div(yoe, 4) - floor_div(yoe, 100) + doy
+  return era * 146097 + doe - 719468
+end
+local function month_end(month)
+  local nxt = month + 1
+  local y = floor_div(nxt, 12)
+  return days_from_civil(y, nxt - y * 12 + 1, 1) * 86400000
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ticket = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local day = floor_div(now, 86400000)
+local month = month_of(day)
+local n = #KEYS
+local out = {0, now, day, month}
+local all_ok = true
+local state = {}
+for i = 1, n do
+  local kind = tonumber(ARGV[3 * i])
+  local limit = tonumber(ARGV[3 * i + 1])
+  local cost = tonumber(ARGV[3 * i + 2])
+  local key = KEYS[i]
+  local ok, remaining, reset, retry = false, 0, 0, -1
+  if kind == 1 or kind == 2 then
+    local st = redis.call('HMGET', key, 'l', 't')
+    local level = tonumber(st[1]) or 0
+    local last = tonumber(st[2]) or now
+    if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
+    ok = level + cost <= limit
+    local after = level
+    if ok then after = level + cost end
+    remaining = math.floor(math.max(0, limit - after))
+    reset = math.ceil(after * 60000 / limit)
+    if not ok then
+      if cost > limit then retry = -1 else retry = math.ceil((level + cost - limit) * 60000 / limit) end
+    end
+    state[i] = level
+  elseif kind == 3 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local held = redis.call('ZCARD', key)
+    ok = held < limit
+    if ok then remaining = math.max(0, limit - held - 1) else remaining = math.max(0, limit - held) end
+    if not ok then retry = 1000 end
+  else
+    local period, period_end
+    if kind == 4 then period, period_end = day, (day + 1) * 86400000
+    else period, period_end = month, month_end(month) end
+    local st = redis.call('HMGET', key, 'p', 'u')
+    local used = 0
+    if tonumber(st[1]) == period then used = tonumber(st[2]) or 0 end
+    ok = used + cost <= limit
+    if ok then remaining = math.max(0, limit - used - cost) else remaining = math.max(0, limit - used) end
+    reset = math.max(0, period_end - now)
+    if not ok then
+      if cost > limit then retry = -1 else retry = reset end
+    end
+    state[i] = {period, used, period_end}
+  end
+  all_ok = all_ok and ok
+  local okn = 0
+  if ok then okn = 1 end
+  out[#out + 1] = okn
+  out[#out + 1] = remaining
+  out[#out + 1] = reset
+  out[#out + 1] = retry
+end
+if not all_ok then return out end
+for i = 1, n do
+  local kind = tonumber(ARGV[3 * i])
+  local limit = tonumber(ARGV[3 * i + 1])
+  local cost = tonumber(ARGV[3 * i + 2])
+  local key = KEYS[i]
+  if kind == 1 or kind == 2 then
+    local level = state[i] + cost
+    redis.call('HSET', key, 'l', string.format('%.17g', level), 't', now)
+    redis.call('PEXPIRE', key, math.ceil(level * 60000 / limit) + 1000)
+  elseif kind == 3 then
+    redis.call('ZADD', key, now + ttl, ticket)
+    redis.call('PEXPIRE', key, ttl + 1000)
+  else
+    local s = state[i]
+    redis.call('HSET', key, 'p', s[1], 'u', s[2] + cost)
+    redis.call('PEXPIRE', key, math.max(0, s[3] - now) + 86400000)
+  end
+end
+out[1] = 1
+return out
+)lua";
+
+// KEYS[i]: the keys the ticket charged. ARGV[1] ticket, ARGV[2] used tokens,
+// then per key i: ARGV[4i-1] kind, ARGV[4i] limit, ARGV[4i+1] cost,
+// ARGV[4i+2] period. Returns 1.
+inline constexpr const char* kFinish = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ticket = ARGV[1]
+local used = tonumber(ARGV[2])
+for i = 1, #KEYS do
+  local kind = tonumber(ARGV[4 * i - 1])
+  local limit = tonumber(ARGV[4 * i])
+  local cost = tonumber(ARGV[4 * i + 1])
+  local period = tonumber(ARGV[4 * i + 2])
+  local key = KEYS[i]
+  local delta = used - cost
+  if kind == 2 then
+    local st = redis.call('HMGET', key, 'l', 't')
+    local level = tonumber(st[1]) or 0
+    local last = tonumber(st[2]) or now
+    if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
+    level = math.max(0, level + delta)
+    if level > 0 then
+      redis.call('HSET', key, 'l', string.format('%.17g', level), 't', math.max(now, last))
+      redis.call('PEXPIRE', key, math.ceil(level * 60000 / limit) + 1000)
+    else
+      redis.call('DEL', key)
+    end
+  elseif kind == 3 then
+    redis.call('ZREM', key, ticket)
+  elseif kind == 4 or kind == 5 then
+    local st = redis.call('HMGET', key, 'p', 'u')
+    if tonumber(st[1]) == period then
+      redis.call('HSET', key, 'u', math.max(0, (tonumber(st[2]) or 0) + delta))
+    end
+  end
+end
+return 1
+)lua";
+
+// KEYS[i]: a concurrency key; ARGV[1] lease ttl (ms), ARGV[i + 1] the ticket
+// whose lease in KEYS[i] is renewed (only if it is still there). Returns 1.
+inline constexpr const char* kRenew = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, ARGV[i + 1]) == 1 then
+    redis.call('PEXPIRE', KEYS[i], ttl + 1000)
+  end
+end
+return 1
+)lua";
+
+}  // namespace llmpool::ratelimit::scripts
