@@ -12,5 +12,6 @@ namespace llmpool::cli {
 void add_serve_command(CLI::App& app, int* exit_code);
 void add_mkmodel_command(CLI::App& app, int* exit_code);
 void add_check_config_command(CLI::App& app, int* exit_code);
+void add_worker_command(CLI::App& app, int* exit_code);
 
 }  // namespace llmpool::cli

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   llmpool::cli::add_serve_command(app, &exit_code);
   llmpool::cli::add_mkmodel_command(app, &exit_code);
   llmpool::cli::add_check_config_command(app, &exit_code);
+  llmpool::cli::add_worker_command(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
