@@ -162,7 +162,7 @@ struct Generation {
                                  return ch.finish_reason == FinishReason::kCancelled;
                                });
     direct.finish(r.status(), all_cancelled);
-    if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, {direct.model(), "", ""});
+    if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, direct.feedback_target());
     hold.release();
     if (!r) {
       count_request(*metrics->registry, meta.model, endpoint_name(), http_status_for(r.status().code()));
@@ -279,7 +279,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     auto g = new_generation(endpoint, parsed, provider->info().name, writer);
     g->hold = std::move(hold);
     if (routing_) {
-      g->direct = routing_->start_direct(provider->info().name);
+      g->direct = routing_->start_direct(provider->info().name, parsed.generate.tenant);
       g->set_route({provider->info().name, provider->info().name, "requested by name", "", nullptr});
     }
     GenerateCallbacks cb;

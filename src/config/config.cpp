@@ -884,6 +884,11 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
     if (r.map_at(d, "defaults")) {
       r.check_keys(d, "defaults", defaults_keys());
       read_model_fields(r, d, "defaults", &defaults);
+      // check_keys has refused the per-model fields here; none is inherited.
+      defaults.name.clear();
+      defaults.aliases.clear();
+      defaults.path.clear();
+      defaults.upstream_model.clear();
     }
   }
 
@@ -908,7 +913,8 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
         r.issue(n["name"], prefix + ".name", "duplicate model name '" + m.name + "'");
       for (size_t a = 0; a < m.aliases.size(); ++a) {
         if (!names.insert(m.aliases[a]).second)
-          r.issue(n["aliases"][a], prefix + ".aliases[" + std::to_string(a) + "]",
+          r.issue(n["aliases"].IsSequence() && a < n["aliases"].size() ? n["aliases"][a] : n,
+                  prefix + ".aliases[" + std::to_string(a) + "]",
                   "name '" + m.aliases[a] + "' is already used by another model or alias");
       }
       out.config.models.push_back(std::move(m));

@@ -23,6 +23,16 @@ std::string pct(double r) {
   std::snprintf(buf, sizeof buf, "%.1f%%", r * 100.0);
   return buf;
 }
+
+// a + '\0' + b.
+std::string nul_joined(std::string_view a, std::string_view b) {
+  std::string out;
+  out.reserve(a.size() + 1 + b.size());
+  out.append(a);
+  out.push_back('\0');
+  out.append(b);
+  return out;
+}
 }  // namespace
 
 uint64_t fnv1a64(std::string_view data) {
@@ -35,12 +45,12 @@ uint64_t fnv1a64(std::string_view data) {
 }
 
 uint32_t canary_bucket(std::string_view route, std::string_view user_id) {
-  std::string key;
-  key.reserve(route.size() + 1 + user_id.size());
-  key.append(route);
-  key.push_back('\0');
-  key.append(user_id);
-  return static_cast<uint32_t>(fnv1a64(key) % kBuckets);
+  return static_cast<uint32_t>(fnv1a64(nul_joined(route, user_id)) % kBuckets);
+}
+
+std::string canary_key(std::string_view tenant, std::string_view user_id) {
+  if (user_id.empty() || tenant.empty()) return std::string(user_id);
+  return nul_joined(tenant, user_id);
 }
 
 Result<std::unique_ptr<CanaryController>> CanaryController::create(std::vector<CanaryRouteConfig> configs,

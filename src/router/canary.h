@@ -4,9 +4,10 @@
 //
 // Each route has a baseline model and arms that each take a percentage of
 // the route's traffic. A user always lands in the same arm: the bucket is
-// FNV-1a(route + '\0' + user_id) mod 10000, and arms own consecutive
-// ranges of buckets in configuration order (1% = 100 buckets); the rest is
-// the baseline's. A disabled arm keeps its range, which then goes to the
+// FNV-1a(route + '\0' + key) mod 10000, where the key is the user id, or
+// tenant + '\0' + user id for a tenant's request (canary_key), and arms
+// own consecutive ranges of buckets in configuration order (1% = 100
+// buckets); the rest is the baseline's. A disabled arm keeps its range, which then goes to the
 // baseline, so disabling one arm never moves users of another. Requests
 // without a user id draw a bucket from the injected RandomSource.
 //
@@ -91,8 +92,13 @@ struct CanaryEvent {
 
 // FNV-1a, 64 bit: stable across runs, builds and machines.
 uint64_t fnv1a64(std::string_view data);
-// The user's bucket (0-9999) on `route`.
+// The user's bucket (0-9999) on `route`; `user_id` is a canary_key().
 uint32_t canary_bucket(std::string_view route, std::string_view user_id);
+// What a request is bucketed by: "" without a user id (a random bucket),
+// the user id without a tenant, else tenant + '\0' + user id, so that one
+// user id in two tenants is two users. The tenant changes the key, nothing
+// else.
+std::string canary_key(std::string_view tenant, std::string_view user_id);
 
 class CanaryController {
  public:

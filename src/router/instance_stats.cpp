@@ -30,6 +30,12 @@ void InstanceStats::on_start() {
   ++in_flight_;
 }
 
+bool InstanceStats::try_start() {
+  if (!breaker_.allow()) return false;
+  on_start();
+  return true;
+}
+
 void InstanceStats::add_latency_locked(double ms, qos::Clock::TimePoint now) {
   if (!(ms >= 0.0) || !std::isfinite(ms)) return;
   double a = std::clamp(options_.ewma_alpha, 0.0, 1.0);

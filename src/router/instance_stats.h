@@ -12,7 +12,9 @@
 //
 // Every attempt the router starts must end in exactly one of on_success,
 // on_failure or on_cancelled (which also report to the breaker); start the
-// attempt only if breaker().allow() said so.
+// attempt only if breaker().allow() said so (try_start() asks and counts
+// it). This is the health::InstanceHealth contract the ensemble's hooks
+// use.
 //
 // Thread-safe. The clock must outlive the object. Usually held by
 // std::shared_ptr, shared between the router's table and attempts in flight.
@@ -25,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "health/instance_health.h"
 #include "qos/circuit_breaker.h"
 #include "qos/clock.h"
 
@@ -57,7 +60,7 @@ struct InstanceSnapshot {
   bool slow_excluded = false;
 };
 
-class InstanceStats {
+class InstanceStats final : public health::InstanceHealth {
  public:
   InstanceStats(std::string id, InstanceStatsOptions options, const qos::Clock& clock,
                 qos::CircuitBreaker::Listener on_breaker_transition = {});
@@ -66,13 +69,17 @@ class InstanceStats {
   qos::CircuitBreaker& breaker() { return breaker_; }
 
   void on_start();
+  // health::InstanceHealth: breaker().would_allow(); and breaker().allow()
+  // followed by on_start() when it says yes.
+  bool would_allow() override { return breaker_.would_allow(); }
+  [[nodiscard]] bool try_start() override;
   // A finished attempt: latency joins the window; the breaker hears success.
-  void on_success(double latency_ms);
+  void on_success(double latency_ms) override;
   // A failed attempt (error, timeout). A positive latency (e.g. a timeout's
   // elapsed time) joins the window, so stalls push p95 up too.
-  void on_failure(double latency_ms = 0.0);
+  void on_failure(double latency_ms = 0.0) override;
   // An abandoned attempt (hedge loser, client gone): no health signal.
-  void on_cancelled();
+  void on_cancelled() override;
   void record_feedback(bool helpful);
 
   // A consistent copy; also re-evaluates slow exclusion.

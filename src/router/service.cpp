@@ -172,6 +172,9 @@ bool only_embedding(const providers::ModelInfo& info) {
          });
 }
 
+const char* const kDecisionsHelp = "Requests routed by the router, by tenant (configured tenants only).";
+const char* const kFeedbackHelp = "Ratings accepted on POST /v1/feedback, by tenant (configured tenants only).";
+
 }  // namespace
 
 // ------------------------------------------------------------------- state
@@ -272,6 +275,7 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
   auto st = s->build_state(config, nullptr);
   if (!st) return st.status();
   s->state_ = std::move(st).value();
+  s->set_tenants(std::move(options.tenants));
   for (const auto& m : config.models) s->stats_for(*s->state_, m.name);  // every instance in /metrics from the start
   s->gate_.set_options({config.routing.admission.max_active, config.routing.admission.retry_after_seconds});
   if (obs::MetricsRegistry* m = options.metrics) {
@@ -279,7 +283,9 @@ Result<std::unique_ptr<RouterService>> RouterService::create(const config::Confi
     s->overhead_ = &m->histogram("llmpool_router_overhead_seconds",
                                  "Router time per request from parse to provider call (classify, score, effort).",
                                  {}, us_buckets);
-    s->decisions_ = &m->counter("llmpool_router_decisions_total", "Requests routed by the router.");
+    (void)m->counter("llmpool_router_decisions_total", kDecisionsHelp);
+    (void)m->counter("llmpool_router_feedback_total", kFeedbackHelp, {{"helpful", "false"}});
+    (void)m->counter("llmpool_router_feedback_total", kFeedbackHelp, {{"helpful", "true"}});
     auto slot = std::make_shared<CollectorSlot>();
     slot->service = s.get();
     s->slot_ = slot;
@@ -388,6 +394,33 @@ bool RouterService::is_current(const config::Config& config) const {
   return st->routing == config.routing && st->models == config.models;
 }
 
+void RouterService::set_tenants(std::vector<std::string> tenants) {
+  auto names = std::make_shared<std::set<std::string, std::less<>>>(tenants.begin(), tenants.end());
+  names->erase("");
+  {
+    std::lock_guard lock(mu_);
+    tenants_ = names;
+  }
+  for (const auto& t : *names) {  // every configured tenant's series from the start
+    (void)tenant_counter("llmpool_router_decisions_total", kDecisionsHelp, t, {});
+    for (const char* helpful : {"false", "true"})
+      (void)tenant_counter("llmpool_router_feedback_total", kFeedbackHelp, t, {{"helpful", helpful}});
+  }
+}
+
+std::string RouterService::tenant_label(const std::string& tenant) const {
+  if (tenant.empty()) return "";
+  std::lock_guard lock(mu_);
+  return tenants_ && tenants_->count(tenant) ? tenant : std::string(obs::kUnknownLabel);
+}
+
+obs::Counter* RouterService::tenant_counter(const std::string& name, const char* help, const std::string& tenant,
+                                            obs::Labels labels) {
+  if (options_.metrics == nullptr) return nullptr;
+  if (std::string label = tenant_label(tenant); !label.empty()) labels.emplace_back("tenant", std::move(label));
+  return &options_.metrics->counter(name, help, labels);
+}
+
 std::shared_ptr<const RouterService::State> RouterService::state() const {
   std::lock_guard lock(mu_);
   return state_;
@@ -449,6 +482,7 @@ namespace {
 // Everything the end of a routed run needs.
 struct RunContext : RouterService::RunContextBase {
   std::string response_id;
+  std::string tenant;  // GenerateRequest::tenant: "" without tenancy
   std::string asked;
   std::string route;
   std::string chosen;
@@ -549,6 +583,7 @@ json classification_json(const Classification& c) {
 json decision_json(const RunContext& c) {
   json j = {{"time_ms", c.time_ms},
             {"request_id", c.response_id},
+            {"tenant", c.tenant.empty() ? json() : json(c.tenant)},
             {"route", c.route},
             {"model_asked", c.asked},
             {"classification", classification_json(c.classification)},
@@ -579,206 +614,285 @@ json decision_json(const RunContext& c) {
 
 }  // namespace
 
-void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto st = state();
-  auto ctx = std::make_shared<RunContext>();
-  ctx->response_id = rq.response_id;
-  ctx->asked = rq.generate.model;
-  const RouteHints& hints = rq.hints;
+// One routed request on its way through route()'s stages. It lives on
+// route()'s stack; what the end of the run needs goes into `ctx`.
+struct RouterService::Plan {
+  std::shared_ptr<const State> st;
+  std::shared_ptr<RunContext> ctx;
+  std::vector<providers::ModelEntry> entries;  // the directory, listed once per request
+  const config::RouteGroupConfig* group = nullptr;
+  std::vector<std::string> members, fallbacks;
+  Classification cls;
+  std::vector<Candidate> candidates;
+  std::vector<ScoredCandidate> scored;
+  std::vector<std::string> order;
 
-  const config::RouteGroupConfig* group = st->routing.find_group(ctx->asked);
-  const bool is_auto = ctx->asked == config::kAutoRoute;
-  std::vector<providers::ModelEntry> entries = directory_->list();
-  auto entry_of = [&](const std::string& name) -> const providers::ModelEntry* {
+  // The directory's entry for a model name or alias; null when not served.
+  const providers::ModelEntry* entry_of(const std::string& name) const {
     for (const auto& e : entries)
       if (e.info.name == name || std::find(e.info.aliases.begin(), e.info.aliases.end(), name) != e.info.aliases.end())
         return &e;
     return nullptr;
-  };
+  }
+  std::string group_name() const { return group != nullptr ? group->name : ""; }
+};
+
+namespace {
+
+double micros_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+}
+
+size_t count_eligible(const std::vector<ScoredCandidate>& s) {
+  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](const ScoredCandidate& c) { return !c.excluded; }));
+}
+
+}  // namespace
+
+void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Plan p;
+  p.st = state();
+  p.ctx = std::make_shared<RunContext>();
+  RunContext& ctx = *p.ctx;
+  ctx.response_id = rq.response_id;
+  ctx.asked = rq.generate.model;
+  ctx.tenant = rq.generate.tenant;
+  p.entries = directory_->list();
   auto fail = [&](Status status) {
     RouteOutcome out{std::move(status), RouteInfo{}};
-    out.info.route = ctx->asked;
+    out.info.route = ctx.asked;
     out.info.reason = header_safe(out.completion.status().message());
     done(std::move(out));
   };
 
-  // Who may answer: the group's models, every model for a plain "auto", or
-  // the named model followed by its groups' fallbacks.
-  std::vector<std::string> members, fallbacks;
-  if (group != nullptr) {
-    ctx->route = group->name;
-    members = group->models;
-    fallbacks = group->fallbacks;
-  } else if (is_auto) {
-    ctx->route = config::kAutoRoute;
-    for (const auto& e : entries)
-      if (!only_embedding(e.info)) members.push_back(e.info.name);
-  } else {
-    const providers::ModelEntry* e = entry_of(ctx->asked);
-    if (e == nullptr)
-      return fail(Status::not_found("model '" + ctx->asked + "' is not served here (nor a route group or \"auto\")",
-                                    "model", "model_not_found"));
-    ctx->explicit_model = true;
-    ctx->route = e->info.name;
-    members = {e->info.name};
-    fallbacks = st->fallbacks_of(e->info.name);
-  }
-  const std::string group_name = group != nullptr ? group->name : "";
-
-  Classification cls = st->classifier.classify(rq.generate);
-
-  if (!ctx->explicit_model && st->canary) {
-    std::vector<std::string> keys = {ctx->route};
-    keys.insert(keys.end(), cls.required.begin(), cls.required.end());
-    keys.insert(keys.end(), cls.preferred.begin(), cls.preferred.end());
-    for (const auto& k : keys) {
-      if (!st->canary_routes.count(k)) continue;
-      ctx->canary = st->canary->assign(k, hints.user);
-      if (ctx->canary) break;
+  if (Status s = resolve_members(p); !s) return fail(std::move(s));
+  p.cls = p.st->classifier.classify(rq.generate);
+  assign_canary(p, rq.hints);
+  score_with_relaxation(p, rq.generate.sampling.max_tokens.value_or(0));
+  if (Status s = order_attempts(p, rq.hints); !s) {
+    ctx.router_us = micros_since(t0);
+    if (p.st->log) {
+      ctx.classification = std::move(p.cls);
+      ctx.scored = std::move(p.scored);
+      json j = decision_json(ctx);
+      j["error"] = s.message();
+      p.st->log->append(log_line(j));
     }
+    return fail(std::move(s));
   }
+  regulate_first_choice(p, rq.hints, rq.generate);
+  auto in = build_run_input(p, rq, std::move(cancel));
+  if (!in) return fail(in.status());
 
-  // Candidates, scored. Names are resolved to the directory's canonical ones.
-  std::vector<Candidate> candidates;
-  for (const auto& name : members) {
-    const providers::ModelEntry* e = entry_of(name);
+  ctx.router_us = micros_since(t0);
+  if (overhead_ != nullptr) overhead_->observe(ctx.router_us / 1e6);
+  ctx.classification = std::move(p.cls);
+  ctx.scored = std::move(p.scored);
+  if (obs::Counter* c = tenant_counter("llmpool_router_decisions_total", kDecisionsHelp, ctx.tenant, {})) c->inc();
+
+  using Deliver = std::function<void(Result<ensemble::EnsembleResult>)>;
+  auto deliver = std::make_shared<Deliver>(
+      [this, st = p.st, ctx = p.ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
+        this->deliver(*st, *ctx, std::move(r), done);
+      });
+  auto on_done = [this, st = p.st, ctx = p.ctx, deliver](Result<ensemble::EnsembleResult> r) {
+    if (r && ctx->escalation_request && r->decision.escalate && escalate(st, ctx, *r, deliver)) return;
+    (*deliver)(std::move(r));
+  };
+
+  // A client's disconnect reaches the runner through its subscription on
+  // the token: the run ends and its attempts are cancelled at once.
+  (void)p.st->runner_for(p.group_name()).run(std::move(in).value(), std::move(on_done));
+}
+
+// Who may answer: the group's models, every model for a plain "auto", or
+// the named model followed by its groups' fallbacks.
+Status RouterService::resolve_members(Plan& p) const {
+  RunContext& ctx = *p.ctx;
+  p.group = p.st->routing.find_group(ctx.asked);
+  if (p.group != nullptr) {
+    ctx.route = p.group->name;
+    p.members = p.group->models;
+    p.fallbacks = p.group->fallbacks;
+  } else if (ctx.asked == config::kAutoRoute) {
+    ctx.route = config::kAutoRoute;
+    for (const auto& e : p.entries)
+      if (!only_embedding(e.info)) p.members.push_back(e.info.name);
+  } else {
+    const providers::ModelEntry* e = p.entry_of(ctx.asked);
+    if (e == nullptr)
+      return Status::not_found("model '" + ctx.asked + "' is not served here (nor a route group or \"auto\")", "model",
+                               "model_not_found");
+    ctx.explicit_model = true;
+    ctx.route = e->info.name;
+    p.members = {e->info.name};
+    p.fallbacks = p.st->fallbacks_of(e->info.name);
+  }
+  return Status::ok();
+}
+
+// The first of [route, required tags..., preferred tags...] with a canary
+// route assigns an arm, bucketed by tenant and user (canary_key).
+void RouterService::assign_canary(Plan& p, const RouteHints& hints) const {
+  RunContext& ctx = *p.ctx;
+  if (ctx.explicit_model || !p.st->canary) return;
+  const std::string key = canary_key(ctx.tenant, hints.user);
+  std::vector<std::string> keys = {ctx.route};
+  keys.insert(keys.end(), p.cls.required.begin(), p.cls.required.end());
+  keys.insert(keys.end(), p.cls.preferred.begin(), p.cls.preferred.end());
+  for (const auto& k : keys) {
+    if (!p.st->canary_routes.count(k)) continue;
+    ctx.canary = p.st->canary->assign(k, key);
+    if (ctx.canary) break;
+  }
+}
+
+// Candidates (names resolved to the directory's canonical ones), scored;
+// when nothing is eligible because a required tag is missing everywhere,
+// scored again with the required tags only preferred.
+void RouterService::score_with_relaxation(Plan& p, int32_t max_tokens) {
+  const State& st = *p.st;
+  for (const auto& name : p.members) {
+    const providers::ModelEntry* e = p.entry_of(name);
     if (e == nullptr) continue;  // left the directory in a reload
-    if (std::any_of(candidates.begin(), candidates.end(), [&](const Candidate& c) { return c.id == e->info.name; }))
+    if (std::any_of(p.candidates.begin(), p.candidates.end(), [&](const Candidate& c) { return c.id == e->info.name; }))
       continue;
-    auto stats = stats_for(*st, e->info.name);
+    auto stats = stats_for(st, e->info.name);
     Candidate c;
     c.id = c.model = e->info.name;
     c.tags = e->info.capabilities;
     c.context = e->info.context;
     c.load = e->stats;
     c.stats = stats->snapshot();
-    candidates.push_back(std::move(c));
+    p.candidates.push_back(std::move(c));
   }
-  Requirements req = requirements_from(cls, rq.generate.sampling.max_tokens.value_or(0));
-  std::vector<ScoredCandidate> scored = score_candidates(req, candidates, st->weights, st->score);
-  auto eligible = [](const std::vector<ScoredCandidate>& s) {
-    return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](const ScoredCandidate& c) { return !c.excluded; }));
-  };
-  if (eligible(scored) == 0 && !req.required.empty() &&
-      std::any_of(scored.begin(), scored.end(), [](const ScoredCandidate& c) {
+  Requirements req = requirements_from(p.cls, max_tokens);
+  p.scored = score_candidates(req, p.candidates, st.weights, st.score);
+  if (count_eligible(p.scored) == 0 && !req.required.empty() &&
+      std::any_of(p.scored.begin(), p.scored.end(), [](const ScoredCandidate& c) {
         return c.reason.find("missing required tags") != std::string::npos;
       })) {
     // No model has what the request needs: answer with the best of the rest.
     req.preferred.insert(req.preferred.end(), req.required.begin(), req.required.end());
     req.required.clear();
-    scored = score_candidates(req, candidates, st->weights, st->score);
-    ctx->relaxed = true;
+    p.scored = score_candidates(req, p.candidates, st.weights, st.score);
+    p.ctx->relaxed = true;
   }
-  ctx->eligible = eligible(scored);
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& s : scored) last_score_[s.model] = s.score;
-  }
+  p.ctx->eligible = count_eligible(p.scored);
+  std::lock_guard lock(mu_);
+  for (const auto& s : p.scored) last_score_[s.model] = s.score;
+}
 
-  // The order of attempts: a canary's model first (when it may take work),
-  // then the eligible candidates best first, then the fallbacks.
-  std::vector<std::string> order;
-  if (ctx->canary) {
-    const providers::ModelEntry* e = entry_of(ctx->canary->model);
-    auto it = std::find_if(scored.begin(), scored.end(), [&](const ScoredCandidate& s) {
+// The order of attempts: a canary's model first (when it may take work),
+// then the eligible candidates best first, then the fallbacks (for a
+// gathering strategy only when nothing is eligible). Unavailable, with
+// every candidate's reason, when the order is empty.
+Status RouterService::order_attempts(Plan& p, const RouteHints& hints) {
+  RunContext& ctx = *p.ctx;
+  std::vector<std::string>& order = p.order;
+  if (ctx.canary) {
+    const providers::ModelEntry* e = p.entry_of(ctx.canary->model);
+    auto it = std::find_if(p.scored.begin(), p.scored.end(), [&](const ScoredCandidate& s) {
       return e != nullptr && s.model == e->info.name;
     });
-    bool usable = e != nullptr && (it == scored.end() ? stats_for(*st, e->info.name)->breaker().would_allow()
-                                                      : !it->excluded);
+    bool usable = e != nullptr && (it == p.scored.end() ? stats_for(*p.st, e->info.name)->breaker().would_allow()
+                                                        : !it->excluded);
     if (usable) order.push_back(e->info.name);
   }
-  for (const auto& s : scored)
+  for (const auto& s : p.scored)
     if (!s.excluded && std::find(order.begin(), order.end(), s.model) == order.end()) order.push_back(s.model);
 
-  ctx->strategy = hints.strategy.value_or(ensemble::StrategyKind::kFastest);
-  if (!hints.strategy && group != nullptr) {
-    if (auto k = ensemble::parse_strategy(group->strategy)) ctx->strategy = *k;
+  ctx.strategy = hints.strategy.value_or(ensemble::StrategyKind::kFastest);
+  if (!hints.strategy && p.group != nullptr) {
+    if (auto k = ensemble::parse_strategy(p.group->strategy)) ctx.strategy = *k;
   }
-  const bool gathering = ctx->strategy != ensemble::StrategyKind::kFastest;
+  const bool gathering = ctx.strategy != ensemble::StrategyKind::kFastest;
   if (!gathering || order.empty()) {
-    for (const auto& f : fallbacks) {
-      const providers::ModelEntry* e = entry_of(f);
+    for (const auto& f : p.fallbacks) {
+      const providers::ModelEntry* e = p.entry_of(f);
       if (e != nullptr && std::find(order.begin(), order.end(), e->info.name) == order.end())
         order.push_back(e->info.name);
     }
   }
 
-  ctx->time_ms = unix_ms();
-  ctx->order = order;
+  ctx.time_ms = unix_ms();
+  ctx.order = order;
   if (order.empty()) {
     std::string why;
-    for (const auto& sc : scored) why += (why.empty() ? "" : "; ") + sc.model + ": " + sc.reason;
-    Status status = Status::unavailable("no model can take this request on route '" + ctx->route + "'" +
-                                        (why.empty() ? std::string() : " (" + why + ")"));
-    ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    if (st->log) {
-      ctx->classification = std::move(cls);
-      ctx->scored = std::move(scored);
-      json j = decision_json(*ctx);
-      j["error"] = status.message();
-      st->log->append(log_line(j));
-    }
-    return fail(std::move(status));
+    for (const auto& sc : p.scored) why += (why.empty() ? "" : "; ") + sc.model + ": " + sc.reason;
+    return Status::unavailable("no model can take this request on route '" + ctx.route + "'" +
+                               (why.empty() ? std::string() : " (" + why + ")"));
   }
-  ctx->chosen = order.front();
-  for (const auto& s : scored)
-    if (s.model == ctx->chosen) ctx->chosen_score = s.score;
+  ctx.chosen = order.front();
+  for (const auto& s : p.scored)
+    if (s.model == ctx.chosen) ctx.chosen_score = s.score;
+  return Status::ok();
+}
 
-  // Effort, for the first choice (the others get the same request).
-  if (!ctx->explicit_model || hints.reasoning_effort.has_value()) {
-    ctx->effort = st->regulate(cls, hints, ctx->chosen, rq.generate);
-    ctx->reasoning_effort = hints.reasoning_effort;
-    ctx->max_tokens = rq.generate.sampling.max_tokens.value_or(0);
-    ctx->temperature = rq.generate.sampling.temperature;
-    ctx->thinking_budget = rq.generate.thinking_budget;
-  }
+// Effort for the first choice (the others get the same request); a model
+// asked for by name only when the request carries reasoning_effort.
+void RouterService::regulate_first_choice(Plan& p, const RouteHints& hints, GenerateRequest& request) const {
+  RunContext& ctx = *p.ctx;
+  if (ctx.explicit_model && !hints.reasoning_effort.has_value()) return;
+  ctx.effort = p.st->regulate(p.cls, hints, ctx.chosen, request);
+  ctx.reasoning_effort = hints.reasoning_effort;
+  ctx.max_tokens = request.sampling.max_tokens.value_or(0);
+  ctx.temperature = request.sampling.temperature;
+  ctx.thinking_budget = request.thinking_budget;
+}
 
-  // The run.
+// The ensemble run for the order: lazy providers, p95 estimates, quality
+// weights, the judge, the breaker and retry-budget hooks, the request and
+// (FASTEST with on_delta) the stream. Counts the request in the retry
+// budget. InvalidArgument / NotFound for a judge run without a usable judge.
+Result<ensemble::RunInput> RouterService::build_run_input(Plan& p, RouteRequest& rq, CancelTokenPtr cancel) {
+  const State& st = *p.st;
+  RunContext& ctx = *p.ctx;
+  const RouteHints& hints = rq.hints;
   ensemble::RunInput in;
-  in.strategy = ctx->strategy;
-  in.k = hints.k > 0 ? hints.k : (group != nullptr ? group->k : 0);
-  std::vector<std::shared_ptr<InstanceStats>> stats;
-  for (const auto& name : order) {
-    const providers::ModelEntry* e = entry_of(name);
-    auto s = stats_for(*st, name);
-    auto cand = std::find_if(candidates.begin(), candidates.end(), [&](const Candidate& c) { return c.id == name; });
-    InstanceSnapshot snap = cand != candidates.end() ? cand->stats : s->snapshot();
+  in.strategy = ctx.strategy;
+  in.k = hints.k > 0 ? hints.k : (p.group != nullptr ? p.group->k : 0);
+  std::vector<std::shared_ptr<health::InstanceHealth>> health;
+  for (const auto& name : p.order) {
+    const providers::ModelEntry* e = p.entry_of(name);
+    auto s = stats_for(st, name);
+    auto cand =
+        std::find_if(p.candidates.begin(), p.candidates.end(), [&](const Candidate& c) { return c.id == name; });
+    InstanceSnapshot snap = cand != p.candidates.end() ? cand->stats : s->snapshot();
     in.providers.push_back(std::make_shared<LazyProvider>(directory_, e->info));
-    in.expected_p95.push_back(snap.samples >= st->instances->options.min_samples
+    in.expected_p95.push_back(snap.samples >= st.instances->options.min_samples
                                   ? std::chrono::duration_cast<qos::Clock::Duration>(
                                         std::chrono::duration<double, std::milli>(snap.p95_ms))
                                   : qos::Clock::Duration::zero());
     in.weights.push_back(snap.quality);
-    stats.push_back(std::move(s));
+    health.push_back(std::move(s));
   }
-  if (ctx->strategy == ensemble::StrategyKind::kJudge) {
-    std::string judge = !hints.judge.empty() ? hints.judge : (group != nullptr ? group->judge : "");
-    const providers::ModelEntry* e = judge.empty() ? nullptr : entry_of(judge);
-    if (e == nullptr) {
-      Status status = judge.empty() ? Status::invalid_argument("strategy judge needs 'ensemble.judge' (a model name)",
-                                                               "ensemble.judge")
-                                    : Status::not_found("judge model '" + judge + "' is not served here",
-                                                        "ensemble.judge", "model_not_found");
-      return fail(std::move(status));
-    }
+  if (ctx.strategy == ensemble::StrategyKind::kJudge) {
+    std::string judge = !hints.judge.empty() ? hints.judge : (p.group != nullptr ? p.group->judge : "");
+    const providers::ModelEntry* e = judge.empty() ? nullptr : p.entry_of(judge);
+    if (e == nullptr)
+      return judge.empty() ? Status::invalid_argument("strategy judge needs 'ensemble.judge' (a model name)",
+                                                      "ensemble.judge")
+                           : Status::not_found("judge model '" + judge + "' is not served here", "ensemble.judge",
+                                               "model_not_found");
     in.judge = std::make_shared<LazyProvider>(directory_, e->info);
-    stats.push_back(stats_for(*st, e->info.name));
-    ctx->judge = e->info.name;
+    health.push_back(stats_for(st, e->info.name));
+    ctx.judge = e->info.name;
   }
-  ensemble::AttemptHooks hooks = ensemble::instance_hooks(std::move(stats), st->budget);
+  ensemble::AttemptHooks hooks = ensemble::instance_hooks(std::move(health), st.budget);
   in.admit = std::move(hooks.admit);
   in.on_attempt_end = std::move(hooks.on_attempt_end);
   in.cancel = cancel;
-  ctx->cancel = std::move(cancel);
-  st->budget->record_request();
-  if (ctx->strategy == ensemble::StrategyKind::kConsensus)
-    ctx->escalation_request = std::make_shared<GenerateRequest>(rq.generate);
+  ctx.cancel = std::move(cancel);
+  st.budget->record_request();
+  if (ctx.strategy == ensemble::StrategyKind::kConsensus)
+    ctx.escalation_request = std::make_shared<GenerateRequest>(rq.generate);
   in.request = std::move(rq.generate);
-  if (ctx->strategy == ensemble::StrategyKind::kFastest && rq.on_delta) {
+  if (ctx.strategy == ensemble::StrategyKind::kFastest && rq.on_delta) {
     // The runner calls this one delta at a time and never after done.
-    in.on_delta = [ctx, order, on_start = std::move(rq.on_stream_start), on_delta = std::move(rq.on_delta),
-                   started = false](size_t provider, Delta d) mutable {
+    in.on_delta = [ctx = p.ctx, order = p.order, on_start = std::move(rq.on_stream_start),
+                   on_delta = std::move(rq.on_delta), started = false](size_t provider, Delta d) mutable {
       if (!started) {
         started = true;
         if (on_start) on_start(stream_info(*ctx, order.at(provider)));
@@ -786,59 +900,49 @@ void RouterService::route(RouteRequest rq, CancelTokenPtr cancel, std::function<
       on_delta(std::move(d));
     };
   }
+  return in;
+}
 
-  ctx->router_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-  if (overhead_ != nullptr) overhead_->observe(ctx->router_us / 1e6);
-  ctx->classification = std::move(cls);
-  ctx->scored = std::move(scored);
-  if (decisions_ != nullptr) decisions_->inc();
-
-  using Deliver = std::function<void(Result<ensemble::EnsembleResult>)>;
-  auto deliver = std::make_shared<Deliver>([this, st, ctx, done = std::move(done)](Result<ensemble::EnsembleResult> r) {
-    RouteOutcome out{Completion{}, RouteInfo{}};
-    out.info.route = ctx->route;
-    if (ctx->canary) out.info.arm = ctx->canary->arm;
-    json log = st->log ? decision_json(*ctx) : json();
-    if (r) {
-      out.info.model = r->model;
-      out.info.ensemble = r->decision;
-      out.info.reason = route_reason(*ctx, &*r);
-      if (!ctx->escalation.is_null()) {
-        out.info.ensemble["escalation"] = ctx->escalation;
-        log["escalation"] = ctx->escalation;
-      }
-      log["answered_by"] = r->model;
-      log["ensemble"] = r->decision;
-      log["attempts"] = attempts_json(r->attempts);
-      FeedbackTarget target{r->model, "", ""};
-      if (ctx->canary && r->model == ctx->canary->model) {
-        target.route = ctx->canary->route;
-        target.arm = ctx->canary->arm;
-        double ms = 0;
-        for (const auto& a : r->attempts)
-          if (a.model == r->model && a.outcome == ensemble::AttemptOutcome::kSuccess) ms = a.latency_ms;
-        if (st->canary) (void)st->canary->record_latency(target.route, target.arm, ms);
-      }
-      remember(ctx->response_id, std::move(target));
-      out.completion = std::move(r->completion);
-    } else {
-      out.info.reason = route_reason(*ctx, nullptr);
-      log["answered_by"] = nullptr;
-      log["error"] = r.status().message();
-      out.completion = r.status();
+// The end of a run: the outcome for the caller, the decision-log line, the
+// feedback record (with the tenant) and the canary arm's latency.
+void RouterService::deliver(const State& st, const RunContextBase& base, Result<ensemble::EnsembleResult> r,
+                            const std::function<void(RouteOutcome)>& done) {
+  const auto& ctx = static_cast<const RunContext&>(base);
+  RouteOutcome out{Completion{}, RouteInfo{}};
+  out.info.route = ctx.route;
+  if (ctx.canary) out.info.arm = ctx.canary->arm;
+  json log = st.log ? decision_json(ctx) : json();
+  if (r) {
+    out.info.model = r->model;
+    out.info.ensemble = r->decision;
+    out.info.reason = route_reason(ctx, &*r);
+    if (!ctx.escalation.is_null()) {
+      out.info.ensemble["escalation"] = ctx.escalation;
+      log["escalation"] = ctx.escalation;
     }
-    log["reason"] = out.info.reason;
-    if (st->log) st->log->append(log_line(log));
-    done(std::move(out));
-  });
-  auto on_done = [this, st, ctx, deliver](Result<ensemble::EnsembleResult> r) {
-    if (r && ctx->escalation_request && r->decision.escalate && escalate(st, ctx, *r, deliver)) return;
-    (*deliver)(std::move(r));
-  };
-
-  // A client's disconnect reaches the runner through its subscription on
-  // the token: the run ends and its attempts are cancelled at once.
-  (void)st->runner_for(group_name).run(std::move(in), std::move(on_done));
+    log["answered_by"] = r->model;
+    log["ensemble"] = r->decision;
+    log["attempts"] = attempts_json(r->attempts);
+    FeedbackTarget target{r->model, "", "", ctx.tenant};
+    if (ctx.canary && r->model == ctx.canary->model) {
+      target.route = ctx.canary->route;
+      target.arm = ctx.canary->arm;
+      double ms = 0;
+      for (const auto& a : r->attempts)
+        if (a.model == r->model && a.outcome == ensemble::AttemptOutcome::kSuccess) ms = a.latency_ms;
+      if (st.canary) (void)st.canary->record_latency(target.route, target.arm, ms);
+    }
+    remember(ctx.response_id, std::move(target));
+    out.completion = std::move(r->completion);
+  } else {
+    out.info.reason = route_reason(ctx, nullptr);
+    log["answered_by"] = nullptr;
+    log["error"] = r.status().message();
+    out.completion = r.status();
+  }
+  log["reason"] = out.info.reason;
+  if (st.log) st.log->append(log_line(log));
+  done(std::move(out));
 }
 
 bool RouterService::escalate(const std::shared_ptr<const State>& st, const std::shared_ptr<RunContextBase>& base,
@@ -920,9 +1024,10 @@ void DirectAttempt::finish(const Status& status, bool cancelled) {
   }
 }
 
-DirectAttempt RouterService::start_direct(const std::string& model) {
+DirectAttempt RouterService::start_direct(const std::string& model, const std::string& tenant) {
   DirectAttempt a;
   a.model_ = model;
+  a.tenant_ = tenant;
   a.clock_ = &clock_;
   a.start_ = clock_.now();
   auto st = state();
@@ -932,10 +1037,7 @@ DirectAttempt RouterService::start_direct(const std::string& model) {
   auto stats = stats_for(*st, mc->name);
   // An explicit request is served even when the breaker is open (there is no
   // other model to send it to); it only counts when the breaker took it.
-  if (stats->breaker().allow()) {
-    stats->on_start();
-    a.stats_ = std::move(stats);
-  }
+  if (stats->try_start()) a.stats_ = std::move(stats);
   return a;
 }
 
@@ -960,12 +1062,15 @@ void RouterService::remember(const std::string& response_id, FeedbackTarget targ
   }
 }
 
-Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, bool helpful) {
+Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, bool helpful,
+                                              const std::string& tenant) {
   FeedbackTarget target;
   {
     std::lock_guard lock(feedback_mu_);
     auto it = feedback_index_.find(response_id);
-    if (it == feedback_index_.end())
+    // Another tenant's response is unknown to this one, rated or not: the
+    // same answer, so that a tenant cannot tell its ids from others'.
+    if (it == feedback_index_.end() || it->second->target.tenant != tenant)
       return Status::not_found("no response with id '" + response_id.substr(0, 128) +
                                    "' is known (unknown, or too old: the newest " +
                                    std::to_string(options_.feedback_capacity) + " are kept)",
@@ -985,6 +1090,9 @@ Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, b
     Status s = st->canary->record_feedback(target.route, target.arm, helpful);
     if (!s) spdlog::debug("feedback for {}: {}", response_id, s.message());
   }
+  if (obs::Counter* c = tenant_counter("llmpool_router_feedback_total", kFeedbackHelp, target.tenant,
+                                       {{"helpful", helpful ? "true" : "false"}}))
+    c->inc();
   return target;
 }
 

@@ -4,9 +4,19 @@
 // EnsembleRunner per route group and the decision log, and turns one parsed
 // request into a routed answer:
 //
-//   classify -> canary assign (by the OpenAI `user`) -> score candidates
-//   -> regulate effort -> EnsembleRunner::run (breaker + retry budget hooks)
-//   -> decision log line, feedback record, InstanceStats / canary updates
+//   resolve members -> classify -> assign canary (by tenant and the OpenAI
+//   `user`) -> score with relaxation -> order attempts -> regulate effort
+//   -> build the run input -> EnsembleRunner::run (breaker + retry budget
+//   hooks) -> deliver: decision log line, feedback record, InstanceStats /
+//   canary updates
+//
+// Tenancy: a request runs for GenerateRequest::tenant ("" without
+// tenancy), which the API sets from credentials. The decision log line
+// carries it, the feedback record is the tenant's own (another tenant's
+// feedback call sees NotFound, as for an unknown id), the canary buckets
+// by tenant and user (canary_key), and metrics carry a `tenant` label for
+// the configured tenants only (Options::tenants / set_tenants; any other
+// tenant is obs::kUnknownLabel, no tenant no label).
 //
 // `model: "auto"` or a route group name routes among the group's models
 // (auto without a configured group: every model); an explicit model name
@@ -36,6 +46,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -107,6 +118,7 @@ struct FeedbackTarget {
   std::string model;         // the instance that answered
   std::string route;         // canary route ("" when none)
   std::string arm;           // canary arm ("" when none)
+  std::string tenant = {};   // whose response it is; only that tenant may rate it ("" without tenancy)
 };
 
 // An explicit-model request served without the router's choice (it still
@@ -119,11 +131,14 @@ class DirectAttempt {
   // A generation the client cancelled (`cancelled`) says nothing either.
   void finish(const Status& status, bool cancelled = false);
   const std::string& model() const { return model_; }
+  // What remember() takes for this answer: the model and the tenant.
+  FeedbackTarget feedback_target() const { return {model_, "", "", tenant_}; }
 
  private:
   friend class RouterService;
   std::shared_ptr<InstanceStats> stats_;  // null: the breaker did not take this attempt
   std::string model_;
+  std::string tenant_;
   qos::Clock::TimePoint start_{};
   const qos::Clock* clock_ = nullptr;
   bool done_ = false;
@@ -140,6 +155,9 @@ class RouterService {
     // the newest `feedback_capacity` answers; the oldest is forgotten first.
     size_t feedback_capacity = 100000;
     DecisionLog::Options log;
+    // The configured tenants (YAML and the tenant store): the only tenant
+    // names metrics carry as a `tenant` label. See set_tenants().
+    std::vector<std::string> tenants;
   };
 
   // Builds the service for `config` (routing section and models).
@@ -160,6 +178,11 @@ class RouterService {
   // reload has nothing to apply here). After a refused apply() it is false
   // for the refused config: the next reload tries it again.
   bool is_current(const config::Config& config) const;
+  // Replaces the configured tenants (Options::tenants) when they change: a
+  // request's tenant is its `tenant` metric label when it is one of these,
+  // obs::kUnknownLabel when it is another, and requests without a tenant
+  // carry no such label. Their series are created at once (at 0).
+  void set_tenants(std::vector<std::string> tenants);
 
   // True when `model` goes through the router's choice or a fallback
   // chain: "auto", a group name, a model with fallbacks, or any request
@@ -170,22 +193,25 @@ class RouterService {
   // `cancel` (may be null) ends the run at once and cancels its attempts.
   void route(RouteRequest request, CancelTokenPtr cancel, std::function<void(RouteOutcome)> done);
 
-  // For a request sent straight to `model`: statistics and breaker
-  // bookkeeping (see DirectAttempt) and the effort regulation a request
-  // with `reasoning_effort` asks for.
-  DirectAttempt start_direct(const std::string& model);
+  // For a request sent straight to `model` on behalf of `tenant`:
+  // statistics and breaker bookkeeping (see DirectAttempt) and the effort
+  // regulation a request with `reasoning_effort` asks for.
+  DirectAttempt start_direct(const std::string& model, const std::string& tenant = "");
   void regulate_direct(GenerateRequest& request, const RouteHints& hints) const;
 
-  // Remembers where `response_id` came from, for feedback. The newest
+  // Remembers where `response_id` came from, for feedback; target.tenant
+  // is the tenant it was answered for. The newest
   // Options::feedback_capacity ids are kept (memory bounded by that);
   // remembering one more forgets the oldest, rated or not.
   void remember(const std::string& response_id, FeedbackTarget target);
-  // Records feedback for a remembered response: the instance's quality and,
-  // in a canary route, the arm's helpful rate (which may switch it off).
-  // One rating per response: AlreadyExists (HTTP 409, code
-  // "feedback_exists") for an id already rated, NotFound (param
-  // "response_id") for an unknown or forgotten one.
-  Result<FeedbackTarget> feedback(const std::string& response_id, bool helpful);
+  // Records feedback from `tenant` (the caller's, "" without tenancy) for
+  // a remembered response: the instance's quality and, in a canary route,
+  // the arm's helpful rate (which may switch it off). One rating per
+  // response: AlreadyExists (HTTP 409, code "feedback_exists") for an id
+  // already rated, NotFound (param "response_id") for an unknown or
+  // forgotten one, and the very same NotFound for another tenant's
+  // response (rated or not), so that ids cannot be probed.
+  Result<FeedbackTarget> feedback(const std::string& response_id, bool helpful, const std::string& tenant = "");
 
   // Global backpressure: a hold per generation. ResourceExhausted over
   // routing.admission.max_active (answer 429 with Retry-After), Unavailable
@@ -211,12 +237,31 @@ class RouterService {
   struct State;
   struct Instances;
   struct CollectorSlot;
+  struct Plan;  // one request on its way through route()'s stages
+
   RouterService(std::shared_ptr<providers::ModelDirectory> directory, Options options);
   Result<std::shared_ptr<const State>> build_state(const config::Config& config,
                                                    const std::shared_ptr<const State>& previous);
   std::shared_ptr<const State> state() const;
   std::shared_ptr<InstanceStats> stats_for(const State& st, const std::string& model);
   void on_canary_event(const CanaryEvent& event);
+
+  // route()'s stages, in order (service.cpp says what each does). A
+  // refusal comes back as a Status and ends the request.
+  Status resolve_members(Plan& p) const;
+  void assign_canary(Plan& p, const RouteHints& hints) const;
+  void score_with_relaxation(Plan& p, int32_t max_tokens);
+  Status order_attempts(Plan& p, const RouteHints& hints);
+  void regulate_first_choice(Plan& p, const RouteHints& hints, GenerateRequest& request) const;
+  Result<ensemble::RunInput> build_run_input(Plan& p, RouteRequest& rq, CancelTokenPtr cancel);
+  void deliver(const State& st, const RunContextBase& ctx, Result<ensemble::EnsembleResult> r,
+               const std::function<void(RouteOutcome)>& done);
+
+  // The `tenant` label value for `tenant` (see set_tenants); "" for none.
+  std::string tenant_label(const std::string& tenant) const;
+  // `name`{labels..., tenant} from the registry; null without one.
+  obs::Counter* tenant_counter(const std::string& name, const char* help, const std::string& tenant,
+                               obs::Labels labels);
   // CONSENSUS below its threshold: runs the request again on the best model
   // tagged "reasoning" and delivers that answer (or, if it fails, `first`).
   // False when no such model can take it (the caller delivers `first`).
@@ -234,12 +279,12 @@ class RouterService {
   qos::RandomSource& random_;
   qos::AdmissionGate gate_;
   obs::Histogram* overhead_ = nullptr;
-  obs::Counter* decisions_ = nullptr;
   std::shared_ptr<CollectorSlot> slot_;  // the metrics collector's way back to this service
 
   mutable std::mutex mu_;
   std::shared_ptr<const State> state_;                  // guarded by mu_
   std::map<std::string, double> last_score_;            // model -> score in the last decision; guarded by mu_
+  std::shared_ptr<const std::set<std::string, std::less<>>> tenants_;  // Options::tenants; guarded by mu_
 
   struct Rateable {
     std::string response_id;

@@ -13,16 +13,16 @@ TEST(TopicNamerTest, BuildsSeedSubjects) {
 
 TEST(TopicNamerTest, RefusesTenantsThatWouldEscapeTheirSubjects) {
   for (const char* bad : {"", "a.b", "*", ">", "acme.>", "Acme", "a b", "a\nb"}) {
-    EXPECT_FALSE(TopicNamer::topic(bad, "infer.requests").ok()) << bad;
-    EXPECT_FALSE(TopicNamer::control(bad, "pause").ok()) << bad;
+    EXPECT_FALSE(TopicNamer::topic(bad, "infer.requests").is_ok()) << bad;
+    EXPECT_FALSE(TopicNamer::control(bad, "pause").is_ok()) << bad;
   }
-  EXPECT_FALSE(TopicNamer::topic(std::string(65, 'a'), "infer.requests").ok());
-  EXPECT_TRUE(TopicNamer::topic(std::string(64, 'a'), "infer.requests").ok());
+  EXPECT_FALSE(TopicNamer::topic(std::string(65, 'a'), "infer.requests").is_ok());
+  EXPECT_TRUE(TopicNamer::topic(std::string(64, 'a'), "infer.requests").is_ok());
 }
 
 TEST(TopicNamerTest, RefusesMalformedDomains) {
   for (const char* bad : {"", ".", "infer.", ".infer", "infer..requests", "infer.*", "infer.>"})
-    EXPECT_FALSE(TopicNamer::topic("acme", bad).ok()) << bad;
+    EXPECT_FALSE(TopicNamer::topic("acme", bad).is_ok()) << bad;
 }
 
 }  // namespace

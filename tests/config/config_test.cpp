@@ -268,6 +268,21 @@ TEST(ConfigTest, DefaultsCannotNameOneModel) {
   EXPECT_NE(find_issue(r, "defaults.path"), nullptr);
 }
 
+// Found by the config fuzzer: aliases under `defaults:` were refused but
+// still inherited, so two models shared an alias, and reporting the
+// duplicate indexed a model's absent `aliases` node (an uncaught
+// YAML::InvalidNode: the process aborted).
+TEST(ConfigTest, AliasesUnderDefaultsAreRefusedAndNotInherited) {
+  LoadResult r = parse_config(
+      "defaults:\n  aliases: [shared]\nmodels:\n  - name: a\n    path: /a.gguf\n  - name: b\n    path: /b.gguf\n",
+      "d.yaml", false);
+  ASSERT_NE(find_issue(r, "defaults.aliases"), nullptr);
+  EXPECT_EQ(find_issue(r, "models[1].aliases[0]"), nullptr);
+  ASSERT_EQ(r.config.models.size(), 2u);
+  EXPECT_TRUE(r.config.models[0].aliases.empty());
+  EXPECT_TRUE(r.config.models[1].aliases.empty());
+}
+
 TEST(ConfigTest, KeepAliveTakesDurationsSecondsZeroAndForever) {
   auto keep_alive = [](const std::string& v) -> std::optional<int64_t> {
     LoadResult r = parse_config("models:\n  - name: a\n    path: /a.gguf\n    keep_alive: " + v + "\n", "k.yaml", false);

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "fake_provider.h"
+#include "router/instance_stats.h"  // the real health::InstanceHealth the router plugs in
 
 namespace llmpool::ensemble {
 namespace {

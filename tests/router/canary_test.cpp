@@ -45,6 +45,28 @@ TEST_F(CanaryControllerTest, SameUserAlwaysGetsTheSameArm) {
   }
 }
 
+TEST_F(CanaryControllerTest, TheTenantChangesOnlyTheKey) {
+  EXPECT_EQ(canary_key("", "u1"), "u1");               // without tenancy: the user id, as before
+  EXPECT_EQ(canary_key("acme", ""), "");               // without a user id: a random bucket, as before
+  EXPECT_EQ(canary_key("acme", "u1"), std::string("acme\0u1", 7));
+  EXPECT_EQ(canary_bucket("code", canary_key("acme", "u1")), canary_bucket("code", std::string("acme\0u1", 7)));
+
+  // The same user id in two tenants is two users: stable within a tenant,
+  // and not always the same arm across tenants.
+  auto c = make();
+  int differ = 0;
+  for (int i = 0; i < 200; ++i) {
+    std::string u = "user-" + std::to_string(i);
+    auto acme = c->assign("code", canary_key("acme", u));
+    auto globex = c->assign("code", canary_key("globex", u));
+    EXPECT_EQ(acme->bucket, canary_bucket("code", canary_key("acme", u)));
+    EXPECT_EQ(c->assign("code", canary_key("acme", u))->arm, acme->arm);
+    EXPECT_EQ(c->assign("code", canary_key("globex", u))->arm, globex->arm);
+    if (acme->arm != globex->arm) ++differ;
+  }
+  EXPECT_GT(differ, 0);
+}
+
 TEST_F(CanaryControllerTest, SlicesFollowThePercentages) {
   auto c = make();
   std::map<std::string, int> n;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "router/fake_directory.h"
 
@@ -33,6 +34,7 @@ class RouterServiceTest : public ::testing::Test {
     o.random = &random_;
     o.metrics = &metrics_;
     o.feedback_capacity = feedback_capacity_;
+    o.tenants = tenants_;
     auto s = RouterService::create(cfg_, dir_, o);
     ASSERT_TRUE(s.is_ok()) << s.status().message();
     svc_ = std::move(s).value();
@@ -56,9 +58,10 @@ class RouterServiceTest : public ::testing::Test {
   }
 
   RouteOutcome run(const std::string& asked, const std::string& prompt, RouteHints hints = {},
-                   std::string id = {}) {
+                   std::string id = {}, std::string tenant = {}) {
     RouteRequest rq;
     rq.generate.model = asked;
+    rq.generate.tenant = std::move(tenant);
     rq.generate.messages = {{"user", prompt}};
     rq.hints = std::move(hints);
     rq.response_id = id.empty() ? "chatcmpl-" + std::to_string(++requests_) : id;
@@ -99,6 +102,7 @@ class RouterServiceTest : public ::testing::Test {
   obs::MetricsRegistry metrics_;
   config::Config cfg_;
   size_t feedback_capacity_ = 100000;
+  std::vector<std::string> tenants_;
   std::unique_ptr<RouterService> svc_;
   std::string log_path_;
   int requests_ = 0;
@@ -578,6 +582,160 @@ TEST_F(RouterServiceTest, DirectAttemptsCountInTheInstanceStatistics) {
   EXPECT_EQ(inst["latency_samples"], 1);
   EXPECT_EQ(inst["success_rate"], 1.0);
   EXPECT_EQ(inst["router_in_flight"], 0);
+}
+
+// ------------------------------------------------------------------ tenants
+
+TEST_F(RouterServiceTest, TheDecisionLogLineCarriesTheTenant) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  cfg_.routing.groups = {group("g", {"a"}), group("empty", {"gone"})};
+  with_log();
+  start();
+  ASSERT_TRUE(run("g", "hi", {}, "id-acme", "acme").completion.is_ok());
+  ASSERT_TRUE(run("g", "hi", {}, "id-none").completion.is_ok());
+  EXPECT_FALSE(run("empty", "hi", {}, "id-refused", "globex").completion.is_ok());  // no model can take it
+  auto lines = log_lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["request_id"], "id-acme");
+  EXPECT_EQ(lines[0]["tenant"], "acme");
+  EXPECT_EQ(lines[1]["request_id"], "id-none");
+  EXPECT_TRUE(lines[1].contains("tenant"));
+  EXPECT_TRUE(lines[1]["tenant"].is_null());  // without tenancy
+  EXPECT_EQ(lines[2]["tenant"], "globex");
+  EXPECT_TRUE(lines[2]["chosen"].is_null());
+  EXPECT_TRUE(lines[2]["error"].is_string());
+}
+
+TEST_F(RouterServiceTest, FeedbackOnAnotherTenantsResponseIsNotFoundExactlyAsAnUnknownId) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  start();
+  // What an id nobody knows gets, before it exists.
+  Status unknown = svc_->feedback("id-1", true, "globex").status();
+  ASSERT_EQ(unknown.code(), StatusCode::kNotFound);
+  auto same_as_unknown = [&](const Status& s) {
+    EXPECT_EQ(s.code(), unknown.code());
+    EXPECT_EQ(s.message(), unknown.message());
+    EXPECT_EQ(s.param(), unknown.param());
+    EXPECT_EQ(s.error_code(), unknown.error_code());
+  };
+
+  ASSERT_TRUE(run("auto", "hi", {}, "id-1", "acme").completion.is_ok());
+  same_as_unknown(svc_->feedback("id-1", false, "globex").status());
+  same_as_unknown(svc_->feedback("id-1", false).status());  // no tenant is another tenant too
+  EXPECT_EQ(svc_->metrics_json()["instances"][0]["feedback"], 0);  // nothing was recorded
+
+  // The owner still has its one rating; after it, the others still see NotFound, not 409.
+  auto ok = svc_->feedback("id-1", true, "acme");
+  ASSERT_TRUE(ok.is_ok()) << ok.status().message();
+  EXPECT_EQ(ok->tenant, "acme");
+  EXPECT_EQ(ok->model, "a");
+  EXPECT_EQ(svc_->feedback("id-1", true, "acme").status().code(), StatusCode::kAlreadyExists);
+  same_as_unknown(svc_->feedback("id-1", true, "globex").status());
+  EXPECT_EQ(svc_->metrics_json()["instances"][0]["feedback"], 1);
+
+  // Without tenancy everything is tenant "": as before.
+  ASSERT_TRUE(run("auto", "hi", {}, "id-2").completion.is_ok());
+  EXPECT_EQ(svc_->feedback("id-2", true, "acme").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(svc_->feedback("id-2", true).is_ok());
+}
+
+TEST_F(RouterServiceTest, CanaryAssignmentKeysOnTenantAndUser) {
+  add(model("base", {"general"}), {answer("base", 0)});
+  add(model("next", {"general"}), {answer("next", 0)});
+  cfg_.routing.groups = {group("g", {"base"})};
+  cfg_.routing.canary.routes = {{"g", "base", {{"trial", "next", 50}}}};  // buckets [0, 5000)
+  with_log();
+  start();
+  // A user id that is in the trial for acme and in the baseline for globex.
+  std::string user;
+  for (int i = 0; user.empty(); ++i) {
+    std::string u = "user-" + std::to_string(i);
+    if (canary_bucket("g", canary_key("acme", u)) < 5000 && canary_bucket("g", canary_key("globex", u)) >= 5000)
+      user = u;
+  }
+  RouteHints h;
+  h.user = user;
+  for (int round = 0; round < 3; ++round) {  // each tenant's user keeps its arm
+    RouteOutcome acme = run("g", "hi", h, {}, "acme");
+    RouteOutcome globex = run("g", "hi", h, {}, "globex");
+    EXPECT_EQ(acme.info.arm, "trial");
+    EXPECT_EQ(acme.info.model, "next");
+    EXPECT_EQ(globex.info.arm, "baseline");
+    EXPECT_EQ(globex.info.model, "base");
+  }
+  // Without a tenant the key is the user id alone, as before tenancy.
+  RouteOutcome plain = run("g", "hi", h);
+  EXPECT_EQ(plain.info.arm, canary_bucket("g", user) < 5000 ? "trial" : "baseline");
+
+  auto lines = log_lines();
+  ASSERT_EQ(lines.size(), 7u);
+  EXPECT_EQ(lines[0]["canary"]["bucket"], canary_bucket("g", canary_key("acme", user)));
+  EXPECT_EQ(lines[1]["canary"]["bucket"], canary_bucket("g", canary_key("globex", user)));
+  EXPECT_EQ(lines[6]["canary"]["bucket"], canary_bucket("g", user));
+}
+
+TEST_F(RouterServiceTest, ADirectAnswerIsRatedByItsOwnTenantOnly) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  start();
+  DirectAttempt d = svc_->start_direct("a", "acme");
+  d.finish(Status::ok());
+  FeedbackTarget t = d.feedback_target();
+  EXPECT_EQ(t.model, "a");
+  EXPECT_EQ(t.tenant, "acme");
+  svc_->remember("id-direct", t);
+  EXPECT_EQ(svc_->feedback("id-direct", true, "globex").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(svc_->feedback("id-direct", true).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(svc_->feedback("id-direct", true, "acme").is_ok());
+}
+
+TEST_F(RouterServiceTest, TenantMetricLabelsAreBoundedToTheConfiguredTenants) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  tenants_ = {"acme"};
+  start();
+  ASSERT_TRUE(run("auto", "hi", {}, "id-acme", "acme").completion.is_ok());
+  ASSERT_TRUE(run("auto", "hi", {}, "id-none").completion.is_ok());
+  ASSERT_TRUE(run("auto", "hi", {}, "id-u0", "intruder-0").completion.is_ok());
+  const std::string one_unknown = metrics_.render();
+  for (int i = 1; i < 500; ++i)
+    ASSERT_TRUE(run("auto", "hi", {}, "id-u" + std::to_string(i), "intruder-" + std::to_string(i))
+                    .completion.is_ok());
+  ASSERT_TRUE(svc_->feedback("id-acme", true, "acme").is_ok());
+  ASSERT_TRUE(svc_->feedback("id-u7", false, "intruder-7").is_ok());
+  ASSERT_TRUE(svc_->feedback("id-none", true).is_ok());
+
+  const std::string help = "";
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help, {{"tenant", "acme"}}).value(), 1.0);
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help, {{"tenant", obs::kUnknownLabel}}).value(), 500.0);
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help).value(), 1.0);  // no tenant: no label
+  EXPECT_EQ(
+      metrics_.counter("llmpool_router_feedback_total", help, {{"helpful", "true"}, {"tenant", "acme"}}).value(), 1.0);
+  EXPECT_EQ(metrics_
+                .counter("llmpool_router_feedback_total", help, {{"helpful", "false"}, {"tenant", obs::kUnknownLabel}})
+                .value(),
+            1.0);
+  EXPECT_EQ(metrics_.counter("llmpool_router_feedback_total", help, {{"helpful", "true"}}).value(), 1.0);
+  const std::string after = metrics_.render();
+  EXPECT_EQ(after.find("intruder"), std::string::npos);
+  // 499 more unknown tenants added no series: one per configured tenant,
+  // one for all the others, one without a tenant.
+  auto samples = [](const std::string& text, const std::string& family) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(family, 0) == 0) out.push_back(line.substr(0, line.rfind(' ')));
+    return out;
+  };
+  const std::vector<std::string> expected = {"llmpool_router_decisions_total",
+                                             "llmpool_router_decisions_total{tenant=\"_unknown\"}",
+                                             "llmpool_router_decisions_total{tenant=\"acme\"}"};
+  EXPECT_EQ(samples(one_unknown, "llmpool_router_decisions_total"), expected);
+  EXPECT_EQ(samples(after, "llmpool_router_decisions_total"), expected);
+
+  // A tenant configured later gets its series at once; the unknown ones stay _unknown.
+  svc_->set_tenants({"acme", "globex"});
+  EXPECT_NE(metrics_.render().find("llmpool_router_decisions_total{tenant=\"globex\"} 0"), std::string::npos);
+  ASSERT_TRUE(run("auto", "hi", {}, "id-g", "globex").completion.is_ok());
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help, {{"tenant", "globex"}}).value(), 1.0);
 }
 
 }  // namespace
