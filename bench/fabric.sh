@@ -158,8 +158,8 @@ out.append("| direct (API node -> upstream) | %.2f | %.2f |" % (dp50, dp99))
 out.append("| fabric (API node -> JetStream -> worker -> upstream) | %.2f | %.2f |" % (fp50, fp99))
 out.append("| fabric overhead | %+.2f | %+.2f |" % (fp50 - dp50, fp99 - dp99))
 out.append("")
-out.append("Both paths share the same floor of about 48 ms per request on this machine (the fake's answer "
-           "through the API node's HTTP client); the fabric's own cost is the difference, within the noise here.")
+out.append("The direct path's p50 is the floor both paths share on this machine; the fabric's own cost is "
+           "the difference.")
 print("\n".join(out))
 PY
 )
