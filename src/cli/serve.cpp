@@ -12,6 +12,7 @@
 
 #include "api/admin_routes.h"
 #include "api/fabric_routes.h"
+#include "api/batch_routes.h"
 #include "api/http_server.h"
 #include "api/openai_routes.h"
 #include "api/routing_routes.h"
@@ -103,12 +104,38 @@ int serve(const ServeOptions& opts) {
   api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);
   if (fleet) api::add_fabric_routes(router, fleet);
+  // The Files and Batch APIs, when there is a data_dir to keep them in
+  // (docs/batch.md). Lines run through the route table above.
+  std::shared_ptr<batch::LocalJobRunner> batch_runner;
+  std::shared_ptr<batch::BatchService> batches;
+  if (!cfg.data_dir.empty()) {
+    auto store = batch::BatchStore::open(cfg.data_dir);
+    if (!store) {
+      std::cerr << "serve: batch: " << store.status().message() << "\n";
+      return 2;
+    }
+    batch_runner = std::make_shared<batch::LocalJobRunner>(
+        api::route_dispatch(router), batch::LocalJobRunner::Options{.max_concurrent = cfg.batch.max_concurrent});
+    batch::BatchService::Options batch_options;
+    batch_options.limits = {static_cast<int64_t>(cfg.batch.max_file_bytes), cfg.batch.max_lines,
+                            cfg.batch.max_line_bytes};
+    batch_options.cancel_grace_seconds = (cfg.batch.cancel_grace_ms + 999) / 1000;
+    batches = std::make_shared<batch::BatchService>(std::move(*store), batch_runner, std::move(batch_options));
+    api::add_batch_routes(router, batches);
+  }
   api::HttpServer server(cfg.server, router, &metrics);
   pool->start();  // warm models start loading
   if (Status st = server.start(); !st) {
     spdlog::error("{}", st.message());
     pool->stop();
     return 1;
+  }
+  if (batches) {
+    if (Status st = batches->start(); !st) {
+      spdlog::error("batch: {}", st.message());
+      pool->stop();
+      return 1;
+    }
   }
 
   pool::ConfigWatcher::Options watch_options;
@@ -160,6 +187,9 @@ int serve(const ServeOptions& opts) {
   const auto grace = std::chrono::milliseconds(cfg.server.shutdown_grace_ms);
   const auto drain_deadline = std::chrono::steady_clock::now() + grace;
   server.begin_drain();
+  // Batches stop first: lines not answered yet run again on the next start.
+  if (batches) batches->stop();
+  if (batch_runner) batch_runner->stop();
   const bool drained = routing->close_and_drain(grace);
   if (!drained) {
     spdlog::warn("shutdown: generations still running after {} ms; exiting without waiting for them",

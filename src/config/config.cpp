@@ -193,7 +193,8 @@ class Reader {
   std::vector<ConfigIssue> issues_;
 };
 
-const std::vector<std::string> kTopKeys = {"log_level", "server", "pool", "defaults", "models", "routing", "tenants", "fabric"};
+const std::vector<std::string> kTopKeys = {"log_level", "server", "pool", "defaults", "models", "routing", "tenants",
+                                          "data_dir", "batch", "fabric"};
 const std::vector<std::string> kServerKeys = {
     "host",           "port",          "io_threads",      "max_body_bytes",  "shutdown_grace_ms",
     "config_poll_ms", "max_connections", "max_header_bytes", "header_timeout_ms", "idle_timeout_ms",
@@ -323,6 +324,21 @@ void read_fabric(Reader& r, const YAML::Node& n, const fs::path& base, FabricCon
     r.issue(n["max_message_bytes"], p + ".max_message_bytes", "must be between 1KiB and 64MiB");
   else
     f->max_message_bytes = bytes;
+}
+
+const std::vector<std::string> kBatchKeys = {"max_file_bytes", "max_lines", "max_line_bytes", "max_concurrent",
+                                             "cancel_grace_ms"};
+
+void read_batch(Reader& r, const YAML::Node& n, BatchConfig* b) {
+  if (!r.map_at(n, "batch")) return;
+  r.check_keys(n, "batch", kBatchKeys);
+  r.read_size(n, "max_file_bytes", "batch", &b->max_file_bytes);
+  if (b->max_file_bytes == 0 || b->max_file_bytes > (1ull << 30))
+    r.issue(n["max_file_bytes"], "batch.max_file_bytes", "must be between 1 byte and 1GiB");
+  r.read_int(n, "max_lines", "batch", &b->max_lines, 1, 1000000);
+  r.read_int(n, "max_line_bytes", "batch", &b->max_line_bytes, 64, 64 << 20);
+  r.read_int(n, "max_concurrent", "batch", &b->max_concurrent, 1, 4096);
+  r.read_int(n, "cancel_grace_ms", "batch", &b->cancel_grace_ms, 0, 86400000);
 }
 
 void read_pool(Reader& r, const YAML::Node& n, PoolConfig* p) {
@@ -928,6 +944,9 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
   for (size_t i = 0; i < out.config.models.size() && !out.config.fabric.enabled; ++i)
     if (out.config.models[i].type == "queue")
       r.issue(models[i]["type"], "models[" + std::to_string(i) + "].type", "a queue model needs a fabric: block (nats_url)");
+  r.read_string(root, "data_dir", "", &out.config.data_dir);
+  if (!out.config.data_dir.empty()) out.config.data_dir = resolve_path(base, out.config.data_dir);
+  if (root["batch"].IsDefined() && !root["batch"].IsNull()) read_batch(r, root["batch"], &out.config.batch);
   out.issues = r.take_issues();
   // In file order, so a long list reads top to bottom.
   std::stable_sort(out.issues.begin(), out.issues.end(), [](const ConfigIssue& a, const ConfigIssue& b) {

@@ -247,6 +247,17 @@ struct FabricConfig {
   bool operator==(const FabricConfig&) const = default;
 };
 
+// The Files and Batch APIs (docs/batch.md); on when `data_dir` is set.
+struct BatchConfig {
+  uint64_t max_file_bytes = 8ull << 20;   // one upload (server.max_body_bytes bounds it too)
+  int32_t max_lines = 50000;              // requests in one input file
+  int32_t max_line_bytes = 1 << 20;       // one line of an input file
+  int32_t max_concurrent = 4;             // lines run at once without a fabric
+  int32_t cancel_grace_ms = 60000;        // a cancel waits this long for running lines
+
+  bool operator==(const BatchConfig&) const = default;
+};
+
 struct Config {
   std::string path;                       // the file it came from
   std::string log_level = "info";
@@ -255,6 +266,8 @@ struct Config {
   std::vector<ModelConfig> models;
   RoutingConfig routing;
   FabricConfig fabric;
+  std::string data_dir;                   // state (batch.db); relative: to the config file; "": none
+  BatchConfig batch;
 
   // The model with this name or alias, or nullptr.
   const ModelConfig* find_model(const std::string& name) const;

@@ -82,6 +82,8 @@ Status Statement::run() {
   }
 }
 
+void Statement::reset() { sqlite3_reset(stmt_.get()); }
+
 bool Statement::is_null(int col) const { return sqlite3_column_type(stmt_.get(), col) == SQLITE_NULL; }
 int64_t Statement::column_int(int col) const { return sqlite3_column_int64(stmt_.get(), col); }
 std::string Statement::column_text(int col) const {
@@ -93,6 +95,46 @@ std::string Statement::column_blob(int col) const {
   const void* p = sqlite3_column_blob(stmt_.get(), col);
   int n = sqlite3_column_bytes(stmt_.get(), col);
   return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
+}
+
+Result<int> schema_version(Database& db) {
+  Result<Statement> st = db.prepare("SELECT version FROM schema_version");
+  if (!st) return st.status();
+  Result<bool> row = st->step();
+  if (!row) return row.status();
+  return *row ? static_cast<int>(st->column_int(0)) : 0;
+}
+
+Status migrate(Database& db, const std::vector<const char*>& migrations) {
+  const int latest = static_cast<int>(migrations.size());
+  for (int target = 1; target <= latest; ++target) {
+    Status s = transaction(db, [&]() -> Status {
+      RETURN_IF_ERROR(db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+      // Read inside the transaction: another process may have migrated
+      // while this one waited for the write lock.
+      ASSIGN_OR_RETURN(int v, schema_version(db));
+      if (v > latest) {
+        return Status::unimplemented("the database's schema version " + std::to_string(v) +
+                                     " is newer than this build's " + std::to_string(latest));
+      }
+      if (v >= target) return Status::ok();
+      RETURN_IF_ERROR(db.exec(migrations[static_cast<size_t>(target - 1)]));
+      RETURN_IF_ERROR(db.exec("DELETE FROM schema_version"));
+      ASSIGN_OR_RETURN(Statement set, db.prepare("INSERT INTO schema_version (version) VALUES (?)"));
+      RETURN_IF_ERROR(set.bind_all(target));
+      return set.run();
+    });
+    RETURN_IF_ERROR(s);
+  }
+  return Status::ok();
+}
+
+Status prepare_store(Database& db, const std::vector<const char*>& migrations) {
+  // busy_timeout first, so that switching to WAL waits for other users.
+  const char* pragmas[] = {"PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL",
+                           "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"};
+  for (const char* p : pragmas) RETURN_IF_ERROR(db.exec(p));
+  return migrate(db, migrations);
 }
 
 }  // namespace llmpool::tenancy::sql

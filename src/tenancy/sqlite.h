@@ -1,4 +1,6 @@
-// Thin RAII wrappers over SQLite's C API, for the tenancy store only.
+// Thin RAII wrappers over SQLite's C API, for the tenancy store and the
+// batch store (src/batch/store.h), plus the one transaction and migration
+// routine both use.
 // Every statement is prepared with `?` placeholders and bound values: no
 // SQL text is ever built from data.
 //
@@ -12,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 
@@ -85,6 +88,8 @@ class Statement {
   Result<bool> step();
   // Steps to the end (for statements that return no rows).
   Status run();
+  // Makes the statement ready to run again; bindings stay until rebound.
+  void reset();
 
   // Columns of the current row, indexes from 0.
   bool is_null(int col) const;
@@ -99,5 +104,33 @@ class Statement {
   sqlite3* db_;
   std::unique_ptr<sqlite3_stmt, StmtFinalizer> stmt_;
 };
+
+// Runs `body` (returning Status) inside BEGIN IMMEDIATE ... COMMIT; rolls
+// back when it or the commit fails, and returns the first failure.
+template <typename F>
+Status transaction(Database& db, F&& body) {
+  Status s = db.exec("BEGIN IMMEDIATE");
+  if (!s) return s;
+  s = body();
+  if (s) s = db.exec("COMMIT");
+  if (!s) {
+    Status rollback = db.exec("ROLLBACK");
+    (void)rollback;  // the first failure is the one to report
+  }
+  return s;
+}
+
+// The version in the one-row `schema_version` table; 0 when it is empty.
+Result<int> schema_version(Database& db);
+
+// Brings the schema to version migrations.size(): migration i (0-based)
+// takes it to version i + 1, each in its own transaction that re-reads the
+// version (another process may have migrated meanwhile). Unimplemented when
+// the file's version is newer than this build knows.
+Status migrate(Database& db, const std::vector<const char*>& migrations);
+
+// Sets a freshly opened store up: a 5 s busy timeout, WAL, synchronous
+// NORMAL, foreign keys on, then migrate().
+Status prepare_store(Database& db, const std::vector<const char*>& migrations);
 
 }  // namespace llmpool::tenancy::sql

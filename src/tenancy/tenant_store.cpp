@@ -253,53 +253,12 @@ bool Tenant::allows_route_group(std::string_view group) const { return list_allo
 struct TenantStore::Impl {
   sql::Database db;
 
-  // Runs `body` inside BEGIN IMMEDIATE ... COMMIT; rolls back on failure.
   template <typename F>
   Status transaction(F&& body) {
-    Status s = db.exec("BEGIN IMMEDIATE");
-    if (!s) return s;
-    s = body();
-    if (s) s = db.exec("COMMIT");
-    if (!s) {
-      Status rollback = db.exec("ROLLBACK");
-      (void)rollback;  // the first failure is the one to report
-    }
-    return s;
+    return sql::transaction(db, std::forward<F>(body));
   }
 
-  Result<int> version() {
-    Result<sql::Statement> st = db.prepare("SELECT version FROM schema_version");
-    if (!st) return st.status();
-    Result<bool> row = st->step();
-    if (!row) return row.status();
-    return *row ? static_cast<int>(st->column_int(0)) : 0;
-  }
-
-  Status migrate() {
-    for (int target = 1; target <= kSchemaVersion; ++target) {
-      Status s = transaction([&]() -> Status {
-        Status c = db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-        if (!c) return c;
-        // Read inside the transaction: another process may have migrated
-        // while this one waited for the write lock.
-        Result<int> v = version();
-        if (!v) return v.status();
-        if (*v > kSchemaVersion) {
-          return Status::unimplemented("the database's schema version " + std::to_string(*v) +
-                                       " is newer than this build's " + std::to_string(kSchemaVersion));
-        }
-        if (*v >= target) return Status::ok();
-        if (c = db.exec(kMigrations[target - 1]); !c) return c;
-        if (c = db.exec("DELETE FROM schema_version"); !c) return c;
-        Result<sql::Statement> set = db.prepare("INSERT INTO schema_version (version) VALUES (?)");
-        if (!set) return set.status();
-        if (c = set->bind_all(target); !c) return c;
-        return set->run();
-      });
-      if (!s) return s;
-    }
-    return Status::ok();
-  }
+  Result<int> version() { return sql::schema_version(db); }
 
   // Rows of `sql` (two `?` for the tenant: '' matches every tenant).
   template <typename T, typename Read>
@@ -362,13 +321,7 @@ Result<std::unique_ptr<TenantStore>> TenantStore::open(const std::string& data_d
   if (!db) return db.status();
   if (::chmod(path.c_str(), 0600) != 0) return Status::internal("cannot make " + path + " private");
   auto impl = std::make_unique<Impl>(Impl{std::move(*db)});
-  // busy_timeout first, so that switching to WAL waits for other users.
-  const char* pragmas[] = {"PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL",
-                           "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON"};
-  for (const char* p : pragmas) {
-    if (Status s = impl->db.exec(p); !s) return s;
-  }
-  if (Status s = impl->migrate(); !s) return s;
+  if (Status s = sql::prepare_store(impl->db, {std::begin(kMigrations), std::end(kMigrations)}); !s) return s;
   return std::unique_ptr<TenantStore>(new TenantStore(std::move(impl), std::move(path), clock));
 }
 
