@@ -33,7 +33,7 @@ SEED_MODELS := $(MODELS)/seed-r1-q8_0.gguf $(MODELS)/seed-c1-q8_0.gguf $(MODELS)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all setup build test test-unit fuzz run run-seed run-secure models demo-models seed-models bench-models clean
+.PHONY: all setup build test test-unit fuzz run run-seed run-secure run-fabric models demo-models seed-models bench-models clean
 
 all: build
 
@@ -99,6 +99,11 @@ seed-models: build $(SEED_MODELS)
 
 run: models
 	$(BIN) serve --config configs/demo.yaml --host $(HOST) --port $(PORT)
+
+# The fabric (docs/fabric.md): nats-server -js, two workers, one API node.
+NATS_PORT ?= 4222
+run-fabric: models
+	scripts/run-fabric $(BIN) $(BUILD) $(HOST) $(PORT) $(NATS_PORT)
 
 run-seed: seed-models
 	$(BIN) serve --config configs/seed-roles.yaml --host $(HOST) --port $(PORT)

@@ -15,5 +15,6 @@ void add_check_config_command(CLI::App& app, int* exit_code);
 void add_train_command(CLI::App& app, int* exit_code);
 void add_tenants_command(CLI::App& app, int* exit_code);
 void add_keys_command(CLI::App& app, int* exit_code);
+void add_worker_command(CLI::App& app, int* exit_code);
 
 }  // namespace llmpool::cli

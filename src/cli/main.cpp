@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   llmpool::cli::add_train_command(app, &exit_code);
   llmpool::cli::add_tenants_command(app, &exit_code);
   llmpool::cli::add_keys_command(app, &exit_code);
+  llmpool::cli::add_worker_command(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -14,6 +14,7 @@
 #include "api/admin_routes.h"
 #include "api/auth.h"
 #include "api/tenant_routes.h"
+#include "api/fabric_routes.h"
 #include "api/batch_routes.h"
 #include "api/http_server.h"
 #include "api/openai_routes.h"
@@ -21,6 +22,8 @@
 #include "cli/commands.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "fabric/connection.h"
+#include "fabric/fleet.h"
 #include "obs/metrics.h"
 #include "pool/config_watcher.h"
 #include "pool/model_pool.h"
@@ -35,6 +38,7 @@ struct ServeOptions {
   std::optional<std::string> host;
   std::optional<int> port;
   std::optional<std::string> log_level;
+  std::optional<std::string> nats_url;  // overrides fabric.nats_url
 };
 
 int serve(const ServeOptions& opts) {
@@ -87,6 +91,29 @@ int serve(const ServeOptions& opts) {
     auth = std::move(created_auth).value();
   }
 
+  // The fabric (docs/fabric.md): queue models and GET /api/workers use this
+  // connection and the fleet view of the workers' heartbeats.
+  if (opts.nats_url) {
+    cfg.fabric.nats_url = *opts.nats_url;
+    cfg.fabric.enabled = true;
+  }
+  std::shared_ptr<fabric::FleetView> fleet;
+  if (cfg.fabric.enabled) {
+    auto conn = fabric::Connection::connect(cfg.fabric, "llmpool-serve");
+    if (!conn) {
+      std::cerr << "serve: fabric: " << conn.status().message() << "\n";
+      return 2;
+    }
+    fabric::set_process_connection(*conn);
+    auto view = fabric::FleetView::start(*conn, cfg.fabric.tenants, cfg.fabric.heartbeat_ms);
+    if (!view) {
+      std::cerr << "serve: fabric: " << view.status().message() << "\n";
+      return 2;
+    }
+    fleet = std::move(view).value();
+    fabric::set_process_fleet(fleet);
+  }
+
   // Declared in this order so that they are destroyed in reverse: the
   // watcher, then the server (drains), then the router service (flushes the
   // decision log), then the pool, then the metrics.
@@ -129,6 +156,7 @@ int serve(const ServeOptions& opts) {
   api::add_openai_routes(router, pool, metrics, routing, tenancy_options);
   api::add_routing_routes(router, routing);
   api::add_admin_routes(router, pool);
+  if (fleet) api::add_fabric_routes(router, fleet);
   // The Files and Batch APIs, when there is a data_dir to keep them in
   // (docs/batch.md). Lines run through the route table above.
   std::shared_ptr<batch::LocalJobRunner> batch_runner;
@@ -280,6 +308,8 @@ int serve(const ServeOptions& opts) {
     spdlog::info("shutdown: drained in {} ms", cfg.server.shutdown_grace_ms -
                  std::chrono::duration_cast<std::chrono::milliseconds>(drain_deadline - std::chrono::steady_clock::now()).count());
   pool->stop();  // models stop after the server: nothing calls them any more
+  fabric::set_process_fleet(nullptr);
+  fabric::set_process_connection(nullptr);  // closed with the last queue model
   spdlog::info("stopped");
   return 0;
 }
@@ -294,6 +324,7 @@ void add_serve_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--port", opts->port, "Override server.port (0 picks a free port)")
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--log-level", opts->log_level, "trace, debug, info, warn, error");
+  cmd->add_option("--nats-url", opts->nats_url, "Override fabric.nats_url (and enable the fabric)");
   cmd->callback([opts, exit_code] { *exit_code = serve(*opts); });
 }
 

@@ -195,7 +195,7 @@ class Reader {
 
 const std::vector<std::string> kTopKeys = {"log_level", "server",  "pool",     "defaults",       "models",
                                            "routing",   "tenants", "data_dir", "batch",          "auth",
-                                           "metrics_listen", "rate_limits"};
+                                           "metrics_listen", "rate_limits", "fabric"};
 const std::vector<std::string> kServerKeys = {
     "host",           "port",          "io_threads",      "max_body_bytes",  "shutdown_grace_ms",
     "config_poll_ms", "max_connections", "max_header_bytes", "header_timeout_ms", "idle_timeout_ms",
@@ -211,7 +211,7 @@ const std::vector<std::string> kModelKeys = {
     "draft"};
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
-const std::vector<std::string> kProviderTypes = {"local", "openai", "ollama"};
+const std::vector<std::string> kProviderTypes = {"local", "openai", "ollama", "queue"};
 // "tools": the router's classifier asks for it on requests with tools.
 const std::vector<std::string> kCapabilities = {"general",   "code",   "reasoning", "fast",
                                                 "embedding", "safety", "vision",    "tools"};
@@ -260,6 +260,72 @@ void read_server(Reader& r, const YAML::Node& n, ServerConfig* s) {
   r.read_int(n, "idle_timeout_ms", "server", &s->idle_timeout_ms, 10, 3600000);
   r.read_int(n, "body_timeout_ms", "server", &s->body_timeout_ms, 10, 3600000);
   r.read_int(n, "body_min_rate", "server", &s->body_min_rate, 0, 1 << 30);
+}
+
+// The `fabric:` block (docs/config.md, "fabric").
+const std::vector<std::string> kFabricKeys = {
+    "nats_url",   "creds_file",   "user_env",        "password_env", "tenants",    "ack_wait",
+    "max_deliver", "dedupe_window", "max_ack_pending", "heartbeat",    "request_timeout", "nak_delay",
+    "max_message_bytes", "slots", "worker_id", "results_max_age"};
+
+void read_fabric(Reader& r, const YAML::Node& n, const fs::path& base, FabricConfig* f) {
+  if (!r.map_at(n, "fabric")) return;
+  r.check_keys(n, "fabric", kFabricKeys);
+  f->enabled = true;
+  f->line = n.Mark().line + 1;
+  const std::string p = "fabric";
+  r.read_string(n, "nats_url", p, &f->nats_url, 1024);
+  if (f->nats_url.rfind("nats://", 0) != 0 && f->nats_url.rfind("tls://", 0) != 0)
+    r.issue(n["nats_url"], "fabric.nats_url", "must start with nats:// or tls://, got '" + f->nats_url + "'");
+  r.read_string(n, "creds_file", p, &f->creds_file, 4096);
+  if (!f->creds_file.empty() && fs::path(f->creds_file).is_relative()) f->creds_file = (base / f->creds_file).string();
+  r.read_string(n, "user_env", p, &f->user_env, 128);
+  r.read_string(n, "password_env", p, &f->password_env, 128);
+  for (const char* key : {"user_env", "password_env"}) {
+    const std::string& v = std::string(key) == "user_env" ? f->user_env : f->password_env;
+    if (!v.empty() && !is_env_var_name(v))
+      r.issue(n[key], p + "." + key, "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*), got '" + v + "'");
+  }
+  r.read_string_list(n, "tenants", p, &f->tenants, 64);
+  for (size_t i = 0; i < f->tenants.size(); ++i) {
+    const std::string& t = f->tenants[i];
+    bool ok = !t.empty();
+    for (char c : t) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-');
+    if (!ok)
+      r.issue(n["tenants"][i], p + ".tenants[" + std::to_string(i) + "]",
+              "must be 1-64 of [a-z0-9_-] (a NATS subject token), got '" + t + "'");
+  }
+  if (n["tenants"].IsDefined() && f->tenants.empty()) r.issue(n["tenants"], p + ".tenants", "must list at least one tenant");
+  auto duration = [&](const char* key, int64_t* out, int64_t lo, int64_t hi) {
+    int64_t v = *out;
+    r.read_duration(n, key, p, &v);
+    if (v < lo || v > hi) {
+      r.issue(n[key], p + "." + key, "must be between " + format_duration_ms(lo) + " and " + format_duration_ms(hi));
+      return;
+    }
+    *out = v;
+  };
+  duration("ack_wait", &f->ack_wait_ms, 1000, 3600000);
+  duration("dedupe_window", &f->dedupe_window_ms, 1000, 7 * 24 * 3600000LL);
+  duration("heartbeat", &f->heartbeat_ms, 100, 60000);
+  duration("request_timeout", &f->request_timeout_ms, 100, 24 * 3600000LL);
+  duration("nak_delay", &f->nak_delay_ms, 0, 3600000);
+  duration("results_max_age", &f->results_max_age_ms, 60000, 365 * 24 * 3600000LL);
+  r.read_int(n, "max_deliver", p, &f->max_deliver, 1, 1000);
+  r.read_int(n, "max_ack_pending", p, &f->max_ack_pending, 1, 1000000);
+  r.read_int(n, "slots", p, &f->slots, 0, 4096);
+  r.read_string(n, "worker_id", p, &f->worker_id, 64);
+  if (!f->worker_id.empty()) {
+    bool ok = true;
+    for (char c : f->worker_id) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-');
+    if (!ok) r.issue(n["worker_id"], p + ".worker_id", "must be [A-Za-z0-9_-], got '" + f->worker_id + "'");
+  }
+  uint64_t bytes = f->max_message_bytes;
+  r.read_size(n, "max_message_bytes", p, &bytes);
+  if (bytes < 1024 || bytes > (64u << 20))
+    r.issue(n["max_message_bytes"], p + ".max_message_bytes", "must be between 1KiB and 64MiB");
+  else
+    f->max_message_bytes = bytes;
 }
 
 const std::vector<std::string> kBatchKeys = {"max_file_bytes", "max_lines", "max_line_bytes", "max_concurrent",
@@ -407,6 +473,15 @@ void finish_model(Reader& r, const YAML::Node& n, const std::string& prefix, con
       if (check_files && !fs::is_regular_file(p, ec))
         r.issue(n["path"], prefix + ".path", "no such file: " + m->path);
     }
+  } else if (m->type == "queue") {
+    // Served by the fabric's workers (docs/fabric.md): nothing to reach here.
+    for (const char* key : {"path", "base_url", "api_key_env", "ca_file", "tls_insecure_skip_verify"})
+      if (n[key].IsDefined())
+        r.issue(n[key], prefix + "." + key, "is not for a queue model (its workers are reached through the fabric)");
+    m->base_url.clear();
+    m->api_key_env.clear();
+    m->ca_file.clear();
+    if (m->upstream_model.empty()) m->upstream_model = m->name;
   } else {
     if (n["path"].IsDefined())
       r.issue(n["path"], prefix + ".path", "is only for local models; a model of type " + m->type + " is reached by base_url");
@@ -1083,6 +1158,11 @@ LoadResult parse_config(const std::string& text, const std::string& path, bool c
   }
   if (YAML::Node routing = root["routing"]; routing.IsDefined() && !routing.IsNull())
     read_routing(r, routing, base, check_files, &out.config);
+  if (YAML::Node fabric = root["fabric"]; fabric.IsDefined() && !fabric.IsNull())
+    read_fabric(r, fabric, base, &out.config.fabric);
+  for (size_t i = 0; i < out.config.models.size() && !out.config.fabric.enabled; ++i)
+    if (out.config.models[i].type == "queue")
+      r.issue(models[i]["type"], "models[" + std::to_string(i) + "].type", "a queue model needs a fabric: block (nats_url)");
   r.read_string(root, "data_dir", "", &out.config.data_dir);
   if (!out.config.data_dir.empty()) out.config.data_dir = resolve_path(base, out.config.data_dir);
   if (root["batch"].IsDefined() && !root["batch"].IsNull()) read_batch(r, root["batch"], &out.config.batch);

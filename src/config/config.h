@@ -294,6 +294,30 @@ struct TenantConfig {
   bool operator==(const TenantConfig&) const = default;
 };
 
+// The JetStream fabric (docs/fabric.md): where NATS is, how its streams and
+// consumers are set up, and what the workers and API nodes publish.
+struct FabricConfig {
+  bool enabled = false;                   // a `fabric:` block is present
+  std::string nats_url = "nats://127.0.0.1:4222";  // `--nats-url` overrides it
+  std::string creds_file;                 // NATS .creds file (relative: to the config file)
+  std::string user_env = "LLMPOOL_NATS_USER";          // environment variables holding
+  std::string password_env = "LLMPOOL_NATS_PASSWORD";  // a user and password (never the values)
+  std::vector<std::string> tenants = {"default"};      // whose subjects a worker serves / a node watches
+  int64_t ack_wait_ms = 30000;            // a job not acked (nor marked in progress) this long is redelivered
+  int32_t max_deliver = 5;                // deliveries before a job goes to the dead-letter stream
+  int64_t dedupe_window_ms = 120000;      // Nats-Msg-Id duplicate window of the streams
+  int32_t max_ack_pending = 1024;         // jobs of one consumer out at once, fleet-wide
+  int64_t heartbeat_ms = 2000;            // worker heartbeat period
+  int64_t request_timeout_ms = 600000;    // queue models: longest wait for a result (a model's deadline_ms wins)
+  int64_t nak_delay_ms = 1000;            // redelivery delay after a transient failure
+  uint64_t max_message_bytes = 1u << 20;  // largest job, result or event read
+  int32_t slots = 0;                      // worker: jobs per model at once; 0: the model's max_concurrent or parallel
+  std::string worker_id;                  // worker: "" = <hostname>-<pid>
+  int64_t results_max_age_ms = 7 * 24 * 3600 * 1000LL;  // how long results stay in the results stream
+  int line = 0;
+  bool operator==(const FabricConfig&) const = default;
+};
+
 // The Files and Batch APIs (docs/batch.md); on when `data_dir` is set.
 struct BatchConfig {
   uint64_t max_file_bytes = 8ull << 20;   // one upload (server.max_body_bytes bounds it too)
@@ -312,6 +336,7 @@ struct Config {
   PoolConfig pool;
   std::vector<ModelConfig> models;
   RoutingConfig routing;
+  FabricConfig fabric;
   std::string data_dir;                   // state (batch.db, llmpool.db); relative: to the config file; "": none
   BatchConfig batch;
   // Tenancy: authentication, YAML tenants, the rate limiter, and an

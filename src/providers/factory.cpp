@@ -3,6 +3,7 @@
 #include "providers/local_provider.h"
 #include "providers/ollama_provider.h"
 #include "providers/openai_provider.h"
+#include "providers/queue_provider.h"
 
 namespace llmpool::providers {
 namespace {
@@ -25,6 +26,12 @@ class OllamaFactory : public ProviderFactory {
   Result<ProviderPtr> create(const config::ModelConfig& config) override { return OllamaProvider::create(config); }
 };
 
+class QueueFactory : public ProviderFactory {
+ public:
+  std::string_view type() const override { return "queue"; }
+  Result<ProviderPtr> create(const config::ModelConfig& config) override { return QueueProvider::create(config); }
+};
+
 }  // namespace
 
 ModelInfo model_info(const config::ModelConfig& config) {
@@ -37,6 +44,7 @@ const std::vector<std::unique_ptr<ProviderFactory>>& provider_factories() {
     v->push_back(std::make_unique<LocalFactory>());
     v->push_back(std::make_unique<OpenAiFactory>());
     v->push_back(std::make_unique<OllamaFactory>());
+    v->push_back(std::make_unique<QueueFactory>());
     return v;
   }();
   return *factories;

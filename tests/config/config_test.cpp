@@ -788,6 +788,74 @@ models:
   for (const char* f : {"models[2].draft.ngram", "models[2].draft.max_tokens", "models[2].draft.p_min",
                         "models[2].draft.min_tokens", "models[2].draft.extra", "models[3].draft.model"})
     EXPECT_NE(find_issue(r, f), nullptr) << f;
+// The fabric: block and queue models (docs/config.md, "fabric").
+TEST(ConfigTest, FabricBlockIsReadWithDurationsAndSizes) {
+  LoadResult r = parse_config(R"(
+models:
+  - name: q
+    type: queue
+    upstream_model: tiny
+fabric:
+  nats_url: nats://10.0.0.1:4333
+  tenants: [acme, globex]
+  ack_wait: 10s
+  max_deliver: 3
+  dedupe_window: 5m
+  heartbeat: 500ms
+  max_message_bytes: 2MiB
+  creds_file: fabric.creds
+)", "/etc/llmpool/config.yaml", false);
+  ASSERT_TRUE(r.ok()) << r.issues.front().to_string();
+  const FabricConfig& f = r.config.fabric;
+  EXPECT_TRUE(f.enabled);
+  EXPECT_EQ(f.nats_url, "nats://10.0.0.1:4333");
+  EXPECT_EQ(f.tenants, (std::vector<std::string>{"acme", "globex"}));
+  EXPECT_EQ(f.ack_wait_ms, 10000);
+  EXPECT_EQ(f.max_deliver, 3);
+  EXPECT_EQ(f.dedupe_window_ms, 300000);
+  EXPECT_EQ(f.heartbeat_ms, 500);
+  EXPECT_EQ(f.max_message_bytes, 2u << 20);
+  EXPECT_EQ(f.creds_file, "/etc/llmpool/fabric.creds");
+  EXPECT_EQ(r.config.models[0].upstream_model, "tiny");
+}
+
+TEST(ConfigTest, FabricValuesAndQueueModelsAreCheckedWithPositions) {
+  LoadResult r = parse_config(R"(
+models:
+  - name: q
+    type: queue
+    base_url: http://x/v1
+fabric:
+  nats_url: http://x
+  tenants: ["Bad.Tenant"]
+  ack_wait: 1ms
+  max_deliver: 0
+  max_message_bytes: 1TiB
+  user_env: "not a var"
+  worker_id: "a b"
+  colour: blue
+)", "c.yaml", false);
+  for (const char* field : {"models[0].base_url", "fabric.nats_url", "fabric.tenants[0]", "fabric.ack_wait",
+                            "fabric.max_deliver", "fabric.max_message_bytes", "fabric.user_env", "fabric.worker_id",
+                            "fabric.colour"}) {
+    const ConfigIssue* i = find_issue(r, field);
+    ASSERT_NE(i, nullptr) << field;
+    EXPECT_GT(i->line, 0) << field;
+  }
+  LoadResult no_fabric = parse_config("models:\n  - name: q\n    type: queue\n", "c.yaml", false);
+  const ConfigIssue* i = find_issue(no_fabric, "models[0].type");
+  ASSERT_NE(i, nullptr);
+  EXPECT_NE(i->message.find("fabric"), std::string::npos);
+  EXPECT_EQ(i->line, 3);
+}
+
+TEST(ConfigTest, ShippedFabricConfigsAreValidApartFromModelFiles) {
+  for (const char* name : {"fabric-api.yaml", "fabric-worker.yaml"}) {
+    std::string path = std::string(LLMPOOL_SOURCE_DIR) + "/configs/" + name;
+    LoadResult r = load_config(path, false);
+    EXPECT_TRUE(r.ok()) << path << ": " << (r.ok() ? "" : r.issues.front().to_string());
+    EXPECT_TRUE(r.config.fabric.enabled) << path;
+  }
 }
 
 }  // namespace
