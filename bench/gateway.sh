@@ -29,8 +29,10 @@ usage: bench/gateway.sh [options]
   --soak-requests N    requests of the long run on the secure front, at the highest rate (default 200000; 0: none)
   --fronts LIST        of direct,nginx,secure,plain (default all four)
   --secure-config F    a YAML fragment appended to the secure front's llmpool config (auth, limits);
-                       it may use @REDIS_URL@ and @DATA_DIR@; default: the "limits" fragment below
-  --secure-key K       the credential the load sends to the secure front (Authorization: Bearer K)
+                       it may use @REDIS_URL@ and @DATA_DIR@ (default bench/gateway-secure.yaml)
+  --secure-tenant T    the tenant of the API key made for the load (default bench)
+  --secure-key K       send this credential instead of making a key (Authorization: Bearer K)
+  --no-secure          leave the secure front out (a build without auth and limits)
   --io-threads N       llmpool and fake upstream HTTP threads (default 2)
   --build-dir DIR      where llmpool is built (default build)
   --no-build           use the binaries as they are
@@ -42,7 +44,7 @@ EOF
 
 orig_args=("$@")
 rounds=3 seconds=10 rates=500,1000,2000 connections=32 soak=200000 fronts=direct,nginx,secure,plain
-secure_config="" secure_key="" io_threads=2 build=build do_build=1 out=bench/RESULTS.md write=1 keep=0
+secure_config=bench/gateway-secure.yaml secure_key="" secure_tenant=bench io_threads=2 build=build do_build=1 out=bench/RESULTS.md write=1 keep=0
 while (($#)); do
   case $1 in
     --rounds) rounds=${2:?}; shift ;;
@@ -52,7 +54,9 @@ while (($#)); do
     --soak-requests) soak=${2:?}; shift ;;
     --fronts) fronts=${2:?}; shift ;;
     --secure-config) secure_config=${2:?}; shift ;;
+    --no-secure) secure_config="" ;;
     --secure-key) secure_key=${2:?}; shift ;;
+    --secure-tenant) secure_tenant=${2:?}; shift ;;
     --io-threads) io_threads=${2:?}; shift ;;
     --build-dir) build=${2:?}; shift ;;
     --no-build) do_build=0 ;;
@@ -195,6 +199,7 @@ base_config "$plain_port" >"$work/plain.yaml"
 start llmpool-plain "curl -sf http://127.0.0.1:$plain_port/health" "$llmpool" serve --config "$work/plain.yaml"
 url[plain]="http://127.0.0.1:$plain_port"
 pid_of[plain]=${pids[-1]}
+auth_header=()
 
 secure_port=$(free_port)
 mkdir -p "$work/data"
@@ -202,15 +207,20 @@ base_config "$secure_port" >"$work/secure.yaml"
 secure_what="(not measured: no --secure-config)"
 if [[ -n $secure_config ]]; then
   sed -e "s|@REDIS_URL@|$redis_url|g" -e "s|@DATA_DIR@|$work/data|g" "$secure_config" >>"$work/secure.yaml"
-  secure_what="auth and Redis rate limits, from $(basename "$secure_config") (appended to the plain config)"
+  secure_what="auth (API key) and Redis rate limits on every limit of tenant and key (set never to refuse), from bench/$(basename "$secure_config") (appended to the plain config)"
+  if [[ -z $secure_key ]]; then
+    # A key whose own limits are checked too (each below the tenant's).
+    secure_key=$("$llmpool" keys create --config "$work/secure.yaml" --tenant "$secure_tenant" \
+      --rpm 50000000 --tpm 50000000000 --max-concurrent 50000 2>"$work/keys.err" | tail -n 1)
+    [[ -n $secure_key ]] || { echo "gateway.sh: could not make an API key:" >&2; cat "$work/keys.err" >&2; exit 1; }
+  fi
+  auth_header=(--header "Authorization: Bearer $secure_key")
   start llmpool-secure "curl -s -o /dev/null http://127.0.0.1:$secure_port/health" "$llmpool" serve --config "$work/secure.yaml"
   url[secure]="http://127.0.0.1:$secure_port"
   pid_of[secure]=${pids[-1]}
 fi
 
 body='{"model":"MODEL","messages":[{"role":"user","content":"Say hello."}],"max_tokens":8}'
-auth_header=()
-[[ -n $secure_key ]] && auth_header=(--header "Authorization: Bearer $secure_key")
 for f in "${front_list[@]}"; do
   code=$(curl -s -o "$work/check-$f.json" -w '%{http_code}' -H 'Content-Type: application/json' \
     ${secure_key:+-H "Authorization: Bearer $secure_key"} -d "${body/MODEL/${model[$f]}}" "${url[$f]}/v1/chat/completions")
