@@ -250,6 +250,20 @@ Result<std::shared_ptr<const Principal>> Authenticator::authenticate(const HttpR
   }
 }
 
+std::shared_ptr<const Principal> Authenticator::principal_for_tenant(const std::string& tenant) const {
+  auto p = std::make_shared<Principal>();
+  p->key_id = "batch";
+  if (tenant.empty()) {
+    p->admin = true;
+    return p;
+  }
+  auto t = find_tenant(*state(), tenant);
+  if (!t) return nullptr;
+  p->key_limits = tenant_limits(*t);
+  p->tenant = std::move(t).value();
+  return p;
+}
+
 Result<std::shared_ptr<const Principal>> Authenticator::guard(const HttpRequest& req) const {
   Access need = route_access(req.path);
   if (need == Access::kOpen) return std::shared_ptr<const Principal>();

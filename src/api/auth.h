@@ -100,6 +100,11 @@ class Authenticator {
   // invalid_api_key) when missing or bad; ResourceExhausted when the HMAC
   // replay cache is full.
   Result<std::shared_ptr<const Principal>> authenticate(const HttpRequest& request) const;
+  // The principal a batch line runs as: the batch's tenant with its own
+  // limits (key id "batch"), or an admin principal for a batch created
+  // without a tenant (by an admin key). Null when the tenant no longer
+  // exists: the line then meets the guard and is refused (401).
+  std::shared_ptr<const Principal> principal_for_tenant(const std::string& tenant) const;
   // authenticate(), then route_access(): what HttpRouter::set_guard takes.
   // Open routes pass without credentials (null principal).
   Result<std::shared_ptr<const Principal>> guard(const HttpRequest& request) const;

@@ -354,8 +354,8 @@ void add_batch_routes(HttpRouter& router, std::shared_ptr<batch::BatchService> s
   router.add_prefix("POST", std::string(kBatchesPrefix), bind(&BatchRoutes::batch_item));
 }
 
-batch::LocalJobRunner::Dispatch route_dispatch(const HttpRouter& router) {
-  return [&router](const batch::Job& job, batch::LocalJobRunner::Done done) {
+batch::LocalJobRunner::Dispatch route_dispatch(const HttpRouter& router, PrincipalFor principal_for) {
+  return [&router, principal_for = std::move(principal_for)](const batch::Job& job, batch::LocalJobRunner::Done done) {
     HttpRequest req;
     req.method = "POST";
     req.target = job.endpoint;
@@ -363,6 +363,7 @@ batch::LocalJobRunner::Dispatch route_dispatch(const HttpRouter& router) {
     req.headers["content-type"] = "application/json";
     req.headers["x-request-id"] = job.id;
     req.body = job.body;
+    if (principal_for) req.principal = principal_for(job.tenant);
     router.dispatch(req, std::make_shared<JobWriter>(std::move(done)));
   };
 }

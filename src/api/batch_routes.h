@@ -25,8 +25,8 @@
 
 namespace llmpool::api {
 
-// The tenant a request runs for. Until authentication is wired into the
-// server there is one tenant, "".
+// The tenant a request runs for: serve passes the authenticated
+// principal's; no_tenant ("") when auth is off.
 using TenantOf = std::function<std::string(const HttpRequest&)>;
 std::string no_tenant(const HttpRequest&);
 
@@ -36,6 +36,9 @@ void add_batch_routes(HttpRouter& router, std::shared_ptr<batch::BatchService> s
 // A LocalJobRunner dispatch that runs each job through `router` as a POST
 // to the job's endpoint, the way a client's request would go (`router`
 // must outlive the runner). The request carries x-request-id = the job id.
-batch::LocalJobRunner::Dispatch route_dispatch(const HttpRouter& router);
+// With `principal_for` (auth on), each job runs as the principal it gives
+// for the job's tenant (Authenticator::principal_for_tenant).
+using PrincipalFor = std::function<std::shared_ptr<const Principal>(const std::string& tenant)>;
+batch::LocalJobRunner::Dispatch route_dispatch(const HttpRouter& router, PrincipalFor principal_for = {});
 
 }  // namespace llmpool::api

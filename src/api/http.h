@@ -24,6 +24,8 @@ struct HttpRequest {
   std::string body;
   // Who sent it: set by the HttpRouter's guard (api/auth.h) before the
   // handler runs; null when no guard is set (auth off) or the route is open.
+  // Requests made inside the process (batch lines, api::route_dispatch) may
+  // set it beforehand: the guard then leaves them alone.
   mutable std::shared_ptr<const Principal> principal;
 
   // The header's value, or empty.

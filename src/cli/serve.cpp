@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "fabric/connection.h"
 #include "fabric/fleet.h"
+#include "fabric/job_runner.h"
 #include "obs/metrics.h"
 #include "pool/config_watcher.h"
 #include "pool/model_pool.h"
@@ -123,6 +124,15 @@ int serve(const ServeOptions& opts) {
   auto pool = std::make_shared<pool::ModelPool>(cfg, std::move(pool_options));
   router::RouterService::Options routing_options;
   routing_options.metrics = &metrics;
+  // The tenants metrics may name (others count as `_unknown`): the YAML's
+  // and the store's at start. Tenants added later count as `_unknown` until
+  // the next start.
+  for (const auto& t : cfg.tenants) routing_options.tenants.push_back(t.name);
+  if (store) {
+    if (auto listed = store->list_tenants(); listed) {
+      for (const auto& t : *listed) routing_options.tenants.push_back(t.name);
+    }
+  }
   auto created = router::RouterService::create(cfg, pool, routing_options);
   if (!created) {
     std::cerr << "serve: routing: " << created.status().message() << "\n";
@@ -158,8 +168,10 @@ int serve(const ServeOptions& opts) {
   api::add_admin_routes(router, pool);
   if (fleet) api::add_fabric_routes(router, fleet);
   // The Files and Batch APIs, when there is a data_dir to keep them in
-  // (docs/batch.md). Lines run through the route table above.
+  // (docs/batch.md). Lines run on the fabric's workers when it is on, else
+  // through the route table above, as the batch's tenant when auth is on.
   std::shared_ptr<batch::LocalJobRunner> batch_runner;
+  std::shared_ptr<fabric::FabricJobRunner> fabric_runner;
   std::shared_ptr<batch::BatchService> batches;
   if (!cfg.data_dir.empty()) {
     auto store = batch::BatchStore::open(cfg.data_dir);
@@ -167,14 +179,26 @@ int serve(const ServeOptions& opts) {
       std::cerr << "serve: batch: " << store.status().message() << "\n";
       return 2;
     }
-    batch_runner = std::make_shared<batch::LocalJobRunner>(
-        api::route_dispatch(router), batch::LocalJobRunner::Options{.max_concurrent = cfg.batch.max_concurrent});
+    std::shared_ptr<batch::JobRunner> runner;
+    if (fleet) {
+      fabric_runner = std::make_shared<fabric::FabricJobRunner>(fabric::process_connection(), cfg.fabric.tenants);
+      runner = fabric_runner;
+    } else {
+      api::PrincipalFor principal_for;
+      if (auth) principal_for = [auth](const std::string& tenant) { return auth->principal_for_tenant(tenant); };
+      batch_runner = std::make_shared<batch::LocalJobRunner>(
+          api::route_dispatch(router, std::move(principal_for)),
+          batch::LocalJobRunner::Options{.max_concurrent = cfg.batch.max_concurrent});
+      runner = batch_runner;
+    }
     batch::BatchService::Options batch_options;
     batch_options.limits = {static_cast<int64_t>(cfg.batch.max_file_bytes), cfg.batch.max_lines,
                             cfg.batch.max_line_bytes};
     batch_options.cancel_grace_seconds = (cfg.batch.cancel_grace_ms + 999) / 1000;
-    batches = std::make_shared<batch::BatchService>(std::move(*store), batch_runner, std::move(batch_options));
-    api::add_batch_routes(router, batches);
+    batches = std::make_shared<batch::BatchService>(std::move(*store), runner, std::move(batch_options));
+    api::TenantOf tenant_of = api::no_tenant;
+    if (auth) tenant_of = [](const api::HttpRequest& r) { return r.principal ? r.principal->tenant_name() : std::string(); };
+    api::add_batch_routes(router, batches, std::move(tenant_of));
   }
   api::HttpServer server(cfg.server, router, &metrics);
   // metrics_listen: /metrics (and /health) on a listener of their own, without credentials.
@@ -293,6 +317,7 @@ int serve(const ServeOptions& opts) {
   // Batches stop first: lines not answered yet run again on the next start.
   if (batches) batches->stop();
   if (batch_runner) batch_runner->stop();
+  if (fabric_runner) fabric_runner->stop();
   const bool drained = routing->close_and_drain(grace);
   if (!drained) {
     spdlog::warn("shutdown: generations still running after {} ms; exiting without waiting for them",

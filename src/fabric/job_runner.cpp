@@ -10,7 +10,9 @@ namespace llmpool::fabric {
 FabricJobRunner::FabricJobRunner(ConnectionPtr conn, std::vector<std::string> tenants, std::string durable)
     : conn_(std::move(conn)), durable_(std::move(durable)), initial_(std::move(tenants)) {}
 
-FabricJobRunner::~FabricJobRunner() {
+FabricJobRunner::~FabricJobRunner() { stop(); }
+
+void FabricJobRunner::stop() {
   stop_ = true;
   std::vector<std::thread> threads;
   {
@@ -50,6 +52,7 @@ Status FabricJobRunner::ensure(const std::string& tenant) {
   if (s != NATS_OK) return nats_status(s, "fabric: result consumer " + durable_ + " on " + stream, err);
   jsConsumerInfo_Destroy(ci);
   std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return Status::unavailable("fabric: the batch runner is stopped");
   if (!tenants_.insert(tenant).second) return Status::ok();
   threads_.emplace_back([this, tenant] { consume(tenant); });
   return Status::ok();

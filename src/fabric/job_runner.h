@@ -34,6 +34,10 @@ class FabricJobRunner : public batch::JobRunner {
   // for later is added then).
   FabricJobRunner(ConnectionPtr conn, std::vector<std::string> tenants, std::string durable = "batch");
   ~FabricJobRunner() override;
+  // Stops and joins the consumer threads: the sink is not called after it
+  // returns (results not acked yet are redelivered to the next runner).
+  // submit() fails afterwards. Idempotent; the destructor calls it.
+  void stop();
 
   void set_result_sink(batch::ResultSink sink) override;
   Status submit(const batch::Job& job) override;

@@ -117,11 +117,26 @@ class AuthenticatorTest : public ::testing::Test {
     req.path = target.substr(0, target.find('?'));
     req.body = body;
     req.headers = std::move(headers);
+    return send(req);
+  }
+
+  HttpResponse send(const HttpRequest& req) {
     auto w = std::make_shared<BufferedResponseWriter>();
     router_.dispatch(req, w);
     for (int i = 0; i < 100 && !w->finished(); ++i) timer_.advance(10ms);
     EXPECT_TRUE(w->finished());
     return w->response();
+  }
+
+  // A request made inside the process (a batch line) with its principal set.
+  HttpResponse call_as(std::shared_ptr<const Principal> principal, const std::string& target, const std::string& body) {
+    HttpRequest req;
+    req.method = "POST";
+    req.target = target;
+    req.path = target;
+    req.body = body;
+    req.principal = std::move(principal);
+    return send(req);
   }
 
   static std::map<std::string, std::string> bearer(const std::string& token) {
@@ -533,6 +548,36 @@ TEST(RouteAccessTest, OnlyHealthIsOpenAndOperatorRoutesAreAdmin) {
     EXPECT_EQ(route_access(p), Access::kAdmin) << p;
   for (const char* p : {"/v1/models", "/health/", "/healthz", "//health", "/HEALTH", "/v1/chat/completions", "/"})
     EXPECT_EQ(route_access(p), Access::kTenant) << p;
+}
+
+}  // namespace
+}  // namespace llmpool::api
+
+namespace llmpool::api {
+namespace {
+
+// Batch lines run as their batch's tenant (serve: route_dispatch with
+// principal_for_tenant): its models and limits hold, a removed tenant's
+// lines are refused, and a batch made without a tenant runs as an admin.
+TEST_F(AuthenticatorTest, BatchLinesRunAsTheirTenant) {
+  auto globex = auth_->principal_for_tenant("globex");
+  ASSERT_NE(globex, nullptr);
+  EXPECT_EQ(globex->tenant_name(), "globex");
+  EXPECT_FALSE(globex->admin);
+  EXPECT_EQ(call_as(globex, "/v1/chat/completions", chat("tiny")).status, 200);
+  HttpResponse denied = call_as(globex, "/v1/chat/completions", chat("small"));
+  EXPECT_EQ(denied.status, 404) << denied.body;
+  EXPECT_NE(denied.body.find("model_not_found"), std::string::npos);
+
+  EXPECT_EQ(auth_->principal_for_tenant("no-such-tenant"), nullptr);
+  // Without a principal the line meets the guard like any request.
+  HttpResponse refused = call_as(nullptr, "/v1/chat/completions", chat("tiny"));
+  EXPECT_EQ(refused.status, 401);
+
+  auto admin = auth_->principal_for_tenant("");
+  ASSERT_NE(admin, nullptr);
+  EXPECT_TRUE(admin->admin);
+  EXPECT_EQ(call_as(admin, "/v1/chat/completions", chat("small")).status, 200);
 }
 
 }  // namespace

@@ -50,10 +50,10 @@ TEST(RouterTest, UnknownPathIs404AndWrongMethodIs405) {
   HttpRouter router;
   router.add("GET", "/health", [](const HttpRequest&, ResponseWriterPtr w) { w->respond(HttpResponse{}); });
   auto w = std::make_shared<BufferedResponseWriter>();
-  router.dispatch({"GET", "/nope", "/nope", {}, ""}, w);
+  router.dispatch({"GET", "/nope", "/nope", {}, "", nullptr}, w);
   EXPECT_EQ(w->response().status, 404);
   w = std::make_shared<BufferedResponseWriter>();
-  router.dispatch({"POST", "/health", "/health", {}, ""}, w);
+  router.dispatch({"POST", "/health", "/health", {}, "", nullptr}, w);
   EXPECT_EQ(w->response().status, 405);
   EXPECT_EQ(w->response().headers["Allow"], "GET");
 }
@@ -62,7 +62,7 @@ TEST(RouterTest, ExceptionInAHandlerBecomesA500ErrorJson) {
   HttpRouter router;
   router.add("GET", "/boom", [](const HttpRequest&, ResponseWriterPtr) { throw std::runtime_error("bad"); });
   auto w = std::make_shared<BufferedResponseWriter>();
-  router.dispatch({"GET", "/boom", "/boom", {}, ""}, w);
+  router.dispatch({"GET", "/boom", "/boom", {}, "", nullptr}, w);
   EXPECT_EQ(w->response().status, 500);
   EXPECT_TRUE(w->finished());
   EXPECT_EQ(nlohmann::json::parse(w->response().body)["error"]["type"], "server_error");

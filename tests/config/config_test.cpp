@@ -788,6 +788,8 @@ models:
   for (const char* f : {"models[2].draft.ngram", "models[2].draft.max_tokens", "models[2].draft.p_min",
                         "models[2].draft.min_tokens", "models[2].draft.extra", "models[3].draft.model"})
     EXPECT_NE(find_issue(r, f), nullptr) << f;
+}
+
 // The fabric: block and queue models (docs/config.md, "fabric").
 TEST(ConfigTest, FabricBlockIsReadWithDurationsAndSizes) {
   LoadResult r = parse_config(R"(
