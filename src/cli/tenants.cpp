@@ -33,7 +33,12 @@ struct Opened {
 };
 
 // Loads the config (model files need not exist) and opens its database.
-Result<Opened> open_store(const std::string& path, int* exit_code) {
+int fail(const Status& st) {
+  std::cerr << "error: " << st.message() << "\n";
+  return 1;
+}
+
+Result<Opened> load_and_open(const std::string& path, int* exit_code) {
   config::LoadResult loaded = config::load_config(path, /*check_files=*/false);
   for (const auto& issue : loaded.issues) std::cerr << issue.to_string() << "\n";
   *exit_code = 2;
@@ -48,15 +53,30 @@ Result<Opened> open_store(const std::string& path, int* exit_code) {
   return out;
 }
 
+// load_and_open, reporting its error: nullopt (with *exit_code set) when it failed.
+std::optional<Opened> open_store(const std::string& path, int* exit_code) {
+  auto opened = load_and_open(path, exit_code);
+  if (!opened) {
+    fail(opened.status());
+    return std::nullopt;
+  }
+  return std::move(opened).value();
+}
+
 const config::TenantConfig* yaml_tenant(const config::Config& c, const std::string& name) {
   for (const auto& t : c.tenants)
     if (t.name == name) return &t;
   return nullptr;
 }
 
-int fail(const Status& st) {
-  std::cerr << "error: " << st.message() << "\n";
-  return 1;
+// InvalidArgument naming the line when `name` is declared in the config
+// file (such tenants are read-only for the CLI); ok otherwise.
+Status refuse_yaml_tenant(const Opened& o, const std::string& config_path, const std::string& name,
+                          const std::string& advice) {
+  if (const auto* y = yaml_tenant(o.config, name))
+    return Status::invalid_argument("tenant '" + name + "' is declared in " + config_path + ":" +
+                                    std::to_string(y->line) + advice);
+  return Status::ok();
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -136,13 +156,9 @@ struct TenantCommand {
 int tenants_add(const TenantCommand& c) {
   int code = 0;
   auto o = open_store(c.config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
-  if (const auto* y = yaml_tenant(o->config, c.name))
-    return fail(Status::invalid_argument("tenant '" + c.name + "' is declared in " + c.config_path + ":" +
-                                         std::to_string(y->line) + "; edit the config file instead"));
+  if (!o) return code;
+  if (Status st = refuse_yaml_tenant(*o, c.config_path, c.name, "; edit the config file instead"); !st)
+    return fail(st);
   tenancy::Tenant t;
   t.name = c.name;
   c.flags.apply(t);
@@ -154,13 +170,9 @@ int tenants_add(const TenantCommand& c) {
 int tenants_update(const TenantCommand& c) {
   int code = 0;
   auto o = open_store(c.config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
-  if (const auto* y = yaml_tenant(o->config, c.name))
-    return fail(Status::invalid_argument("tenant '" + c.name + "' is declared in " + c.config_path + ":" +
-                                         std::to_string(y->line) + " and is read-only here; edit the config file"));
+  if (!o) return code;
+  if (Status st = refuse_yaml_tenant(*o, c.config_path, c.name, " and is read-only here; edit the config file"); !st)
+    return fail(st);
   auto t = o->store->get_tenant(c.name);
   if (!t) return fail(t.status());
   c.flags.apply(*t);
@@ -172,13 +184,9 @@ int tenants_update(const TenantCommand& c) {
 int tenants_remove(const TenantCommand& c) {
   int code = 0;
   auto o = open_store(c.config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
-  if (const auto* y = yaml_tenant(o->config, c.name))
-    return fail(Status::invalid_argument("tenant '" + c.name + "' is declared in " + c.config_path + ":" +
-                                         std::to_string(y->line) + " and is read-only here; edit the config file"));
+  if (!o) return code;
+  if (Status st = refuse_yaml_tenant(*o, c.config_path, c.name, " and is read-only here; edit the config file"); !st)
+    return fail(st);
   if (Status st = o->store->remove_tenant(c.name); !st) return fail(st);
   std::cout << "removed tenant " << c.name << " and its keys\n";
   return 0;
@@ -187,10 +195,7 @@ int tenants_remove(const TenantCommand& c) {
 int tenants_list(const std::string& config_path) {
   int code = 0;
   auto o = open_store(config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
+  if (!o) return code;
   auto all = o->store->list_tenants();
   if (!all) return fail(all.status());
   for (const auto& t : *all) print_tenant(t, yaml_tenant(o->config, t.name) != nullptr);
@@ -211,10 +216,7 @@ struct KeyCommand {
 int keys_create(const KeyCommand& c) {
   int code = 0;
   auto o = open_store(c.config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
+  if (!o) return code;
   if (c.hmac) {
     if (c.admin) return fail(Status::invalid_argument("--hmac keys are tenant keys; drop --admin"));
     if (c.tenant.empty()) return fail(Status::invalid_argument("--hmac needs --tenant NAME"));
@@ -250,10 +252,7 @@ int keys_create(const KeyCommand& c) {
 int keys_list(const KeyCommand& c) {
   int code = 0;
   auto o = open_store(c.config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
+  if (!o) return code;
   auto keys = o->store->list_keys(c.tenant);
   if (!keys) return fail(keys.status());
   for (const auto& k : *keys)
@@ -273,10 +272,7 @@ int keys_list(const KeyCommand& c) {
 int keys_revoke(const KeyCommand& c) {
   int code = 0;
   auto o = open_store(c.config_path, &code);
-  if (!o) {
-    fail(o.status());
-    return code;
-  }
+  if (!o) return code;
   // An API key by its prefix (or its whole text), an HMAC key by its id.
   std::string id = c.id;
   Status st;
