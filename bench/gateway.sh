@@ -105,19 +105,9 @@ for b in "$llmpool" "$fake" "$rate_load"; do
   [[ -x $b ]] || { echo "gateway.sh: missing $b (build it, or drop --no-build)" >&2; exit 1; }
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/llmpool-gateway.XXXXXX")
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if ((keep || rc != 0)); then log "work folder kept: $work"; else rm -rf "$work"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source bench/lib.sh  # the cd above made the repository root the working folder
+bench_work gateway
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Starts a server in the background and waits until `probe` (a command) succeeds.
 start() { # name probe command...

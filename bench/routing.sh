@@ -93,17 +93,8 @@ for b in "$llmpool" "$fake" "$loadgen" "$report"; do
   [[ -x $b ]] || { echo "routing.sh: missing $b (build it, or drop --no-build)" >&2; exit 1; }
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/llmpool-routing.XXXXXX")
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if ((keep || rc != 0)); then log "work folder kept: $work"; else rm -rf "$work"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source bench/lib.sh  # the cd above made the repository root the working folder
+bench_work routing
 
 # Starts a server in the background; waits for its "listening on URL" line.
 # Sets `url`.
