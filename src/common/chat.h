@@ -52,8 +52,11 @@ struct ToolSpec {
 struct SamplingParams {
   float temperature = 1.0f;   // <= 0 means greedy
   float top_p = 1.0f;
-  int32_t top_k = 0;          // 0 disables
-  float min_p = 0.0f;         // 0 disables
+  // < 0: not set by the request, the model's default (a local model's
+  // `top_k` / `min_p`, llama-server's 40 and 0.05 unless configured; a
+  // remote model's upstream decides); 0 disables.
+  int32_t top_k = -1;
+  float min_p = -1.0f;
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   float repeat_penalty = 1.0f;   // 1 disables

@@ -93,6 +93,8 @@ struct ModelConfig {
   int32_t parallel = 4;                   // local: sequences decoded together
   int32_t batch = 512;                    // local: per-step token budget
   int32_t prefill_chunk = 0;              // local: prompt tokens per step while others generate; 0: batch
+  int32_t top_k = 40;                     // local: top_k of requests that set none (llama-server's); 0: off
+  double min_p = 0.05;                    // local: min_p of requests that set none (llama-server's); 0: off
   bool kv_unified = false;                // local: one KV cache for all sequences instead of one each
   std::string kv_type = "f16";            // local: KV cache element type, f16 or q8_0
   int32_t threads = 0;                    // 0: number of cores

@@ -573,6 +573,10 @@ void LocalModel::submit(GenerateRequest request, CancelTokenPtr cancel, Generate
 }
 
 void LocalModel::prepare(std::shared_ptr<Job> job, GenerateRequest request) {
+  // What the request left unset takes the model's defaults, once, before
+  // the sampler chain and the speculative verifier read them.
+  if (request.sampling.top_k < 0) request.sampling.top_k = spec_.top_k;
+  if (request.sampling.min_p < 0.0f) request.sampling.min_p = spec_.min_p;
   if (job->cancel->cancelled()) {  // the client left while the request waited: skip the work
     job->result.choices.resize(static_cast<size_t>(std::clamp(request.n, 1, spec_.parallel)));
     for (auto& c : job->result.choices) c.finish_reason = FinishReason::kCancelled;

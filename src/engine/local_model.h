@@ -92,6 +92,11 @@ struct LocalModelSpec {
   // inter-token latency low under arrivals; with nothing generating a step
   // takes prompt tokens up to the whole budget.
   int32_t prefill_chunk = 0;
+  // Sampling defaults for requests that leave top_k / min_p unset (< 0):
+  // llama-server's. They cut the candidates before top_p and temperature,
+  // which also keeps sampling cheap over a large vocabulary.
+  int32_t top_k = 40;
+  float min_p = 0.05f;
   // One KV cache shared by all sequences (prefix copies are free, but every
   // token attends over the cells of all sequences) or one per sequence
   // (attention only over its own cells; a prefix copy moves the stream's data).

@@ -16,6 +16,8 @@ engine::LocalModelSpec spec_of(const config::ModelConfig& config) {
   spec.parallel = config.parallel;
   spec.batch = config.batch;
   spec.prefill_chunk = config.prefill_chunk;
+  spec.top_k = config.top_k;
+  spec.min_p = static_cast<float>(config.min_p);
   spec.kv_unified = config.kv_unified;
   spec.kv_type = config.kv_type;
   spec.threads = config.threads;

@@ -215,7 +215,7 @@ const json kFullRequest = json::parse(R"({
   "parallel_tool_calls": true,
   "temperature": 0.5, "top_p": 0.9, "top_k": 4, "min_p": 0.1, "presence_penalty": 0.1,
   "frequency_penalty": 0.1, "repeat_penalty": 1.1, "repeat_last_n": 8, "seed": 1, "max_tokens": 8,
-  "max_completion_tokens": 8, "n": 1, "priority": 1, "thinking_budget": 4, "ignore_eos": false,
+  "max_completion_tokens": 8, "n": 1, "priority": 1, "thinking_budget": 4, "ignore_eos": false, "speculative": true,
   "logit_bias": {"12": 1},
   "stream": false, "stream_options": {"include_usage": true},
   "logprobs": true, "top_logprobs": 2,
@@ -260,6 +260,19 @@ TEST(ParseRequestTest, EveryFieldGivenEveryWrongTypeAnswersAStatusNamingIt) {
     }
   }
   EXPECT_GT(errors, 300u);
+}
+
+TEST(ParseRequestTest, SpeculativeIsOnUnlessTheRequestTurnsItOff) {
+  auto on = parse_request(R"({"model":"m","messages":[{"role":"user","content":"hi"}]})", Endpoint::kChat);
+  ASSERT_TRUE(on.is_ok()) << on.status().message();
+  EXPECT_TRUE(on->generate.sampling.speculative);
+  auto off = parse_request(R"({"model":"m","prompt":"hi","speculative":false})", Endpoint::kCompletions);
+  ASSERT_TRUE(off.is_ok()) << off.status().message();
+  EXPECT_FALSE(off->generate.sampling.speculative);
+  auto bad = parse_request(R"({"model":"m","prompt":"hi","speculative":"no"})", Endpoint::kCompletions);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().param(), "speculative");
 }
 
 TEST(ParseRequestTest, CountsAndLengthsAreBounded) {

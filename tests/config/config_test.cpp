@@ -723,6 +723,29 @@ models:
             "f16");
 }
 
+// engine: sampling defaults for requests that set none (llama-server's).
+TEST(ConfigTest, TopKAndMinPDefaultToLlamaServersAndAreBounded) {
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    path: /a.gguf
+  - name: b
+    path: /b.gguf
+    top_k: 0
+    min_p: 0.1
+  - name: c
+    path: /c.gguf
+    min_p: 2
+)", "s.yaml", false);
+  ASSERT_EQ(r.config.models.size(), 3u);
+  EXPECT_EQ(r.config.models[0].top_k, 40);
+  EXPECT_DOUBLE_EQ(r.config.models[0].min_p, 0.05);
+  EXPECT_EQ(r.config.models[1].top_k, 0);
+  EXPECT_DOUBLE_EQ(r.config.models[1].min_p, 0.1);
+  const ConfigIssue* bad = find_issue(r, "models[2].min_p");
+  ASSERT_NE(bad, nullptr);
+  EXPECT_EQ(bad->line, 10);
+}
+
 }  // namespace
 }  // namespace llmpool::config
 

@@ -584,6 +584,34 @@ TEST(LocalModelLoadTest, NonGgufFileIsInvalidArgument) {
   EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
 }
 
+// A request that sets no top_k takes the model's (llama-server's 40 by
+// default); here the model's is 1, so sampling at any temperature gives the
+// greedy answer, while the request's own top_k (0: none) wins.
+TEST(LocalModelSamplingDefaultsTest, RequestsWithoutTopKTakeTheModelsDefault) {
+  LocalModelSpec spec{"tiny", kTiny};
+  spec.context = 256;
+  spec.parallel = 1;
+  spec.threads = 1;
+  spec.top_k = 1;
+  auto m = LocalModel::load(spec);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto run = [&](GenerateRequest r) {
+    Collector c;
+    r.sampling.ignore_eos = true;
+    (*m)->submit(std::move(r), nullptr, c.callbacks(false));
+    auto done = c.future.get();
+    EXPECT_TRUE(done.is_ok()) << done.status().to_string();
+    return done.is_ok() ? done->choices[0].text : std::string();
+  };
+  const std::string greedy = run(request("Tell me a story", 24));
+  ASSERT_FALSE(greedy.empty());
+  auto hot = request("Tell me a story", 24, 2.0f);
+  hot.sampling.seed = 7;
+  EXPECT_EQ(run(hot), greedy) << "top_k 1 from the model";
+  hot.sampling.top_k = 0;
+  EXPECT_NE(run(hot), greedy) << "the request's top_k 0 turns it off";
+}
+
 TEST(LocalModelLoadTest, DeadlineEndsARequestCleanly) {
   LocalModelSpec spec{"tiny", kTiny};
   spec.context = 4096;

@@ -260,6 +260,7 @@ TEST_F(SpeculativeModelTest, SampledTokensFollowTheTargetsDistribution) {
       GenerateRequest r = request("Pick a word", 4, m != plain_);
       r.sampling.temperature = kTemperature;
       r.sampling.top_k = 3;
+      r.sampling.min_p = 0.0f;  // not the model's default: the ranks' probabilities are then exactly these
       r.sampling.seed = static_cast<uint32_t>(1000 + i);
       r.sampling.top_logprobs = 3;
       auto c = run(m, r);
