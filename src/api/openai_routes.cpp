@@ -319,7 +319,10 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
       g->set_route({provider->info().name, provider->info().name, "requested by name", "", nullptr});
     }
     GenerateCallbacks cb;
-    cb.on_delta = [g](Delta d) { g->on_delta(std::move(d)); };
+    // Deltas only for a stream, as through the router: without on_delta a
+    // provider may deliver the answer whole (a queue model's job is then
+    // redelivered to another worker when its worker dies, docs/fabric.md).
+    if (g->stream) cb.on_delta = [g](Delta d) { g->on_delta(std::move(d)); };
     cb.on_done = [g](Result<Completion> r) { g->on_done(std::move(r)); };
     provider->generate(std::move(parsed.generate), writer->cancel_token(), std::move(cb));
   }

@@ -34,13 +34,6 @@ void on_reconnected(natsConnection*, void* closure) {
   spdlog::info("fabric: reconnected to NATS ({})", static_cast<const char*>(closure));
 }
 
-std::string upper_safe(std::string_view t) {
-  std::string s(t);
-  for (char& c : s)
-    if (c == '-') c = '_';
-  return s;
-}
-
 }  // namespace
 
 Status nats_status(natsStatus s, std::string_view what, jsErrCode js_err) {
@@ -65,9 +58,11 @@ std::string model_token(std::string_view model) {
   return out + buf;
 }
 
-std::string request_stream(std::string_view t) { return "LLMPOOL_REQ_" + upper_safe(t); }
-std::string result_stream(std::string_view t) { return "LLMPOOL_RES_" + upper_safe(t); }
-std::string dead_stream(std::string_view t) { return "LLMPOOL_DLQ_" + upper_safe(t); }
+// The tenant as it is ([a-z0-9_-], TopicNamer): stream names may hold '-',
+// and mapping it to '_' would give tenants a-b and a_b the same streams.
+std::string request_stream(std::string_view t) { return "LLMPOOL_REQ_" + std::string(t); }
+std::string result_stream(std::string_view t) { return "LLMPOOL_RES_" + std::string(t); }
+std::string dead_stream(std::string_view t) { return "LLMPOOL_DLQ_" + std::string(t); }
 std::string scale_bucket(std::string_view t) { return "llmpool_scale_" + std::string(t); }
 std::string workers_bucket(std::string_view t) { return "llmpool_workers_" + std::string(t); }
 std::string consumer_name(std::string_view model) { return "worker_" + model_token(model); }
@@ -282,15 +277,35 @@ std::string Connection::new_inbox() {
 }
 
 std::string nats_authorization_config(const std::vector<std::pair<std::string, std::string>>& tenants) {
+  auto quoted = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "\"" : ", \"") + s + "\"";
+    return out;
+  };
   std::string out = "authorization {\n  users = [\n";
   for (const auto& [t, password] : tenants) {
-    const std::string T = request_stream(t).substr(std::string("LLMPOOL_REQ_").size());
-    std::string own = "\"llm." + t + ".>\", \"ctrl." + t + ".>\", \"$KV.llmpool_scale_" + t + ".>\", \"$KV.llmpool_workers_" + t + ".>\"";
+    std::vector<std::string> own = {"llm." + t + ".>", "ctrl." + t + ".>", "$KV." + scale_bucket(t) + ".>",
+                                    "$KV." + workers_bucket(t) + ".>"};
+    // The JetStream API only for the tenant's own streams (the KV buckets
+    // are streams KV_<bucket>): manage them and their consumers, pull,
+    // read messages, ack and answer flow control. STREAM.NAMES and INFO
+    // name no stream; they tell names and counts, nothing of the contents.
+    std::vector<std::string> publish = own;
+    publish.insert(publish.end(), {"$JS.API.INFO", "$JS.API.STREAM.NAMES", "_INBOX.>"});
+    for (const std::string& st : {request_stream(t), result_stream(t), dead_stream(t), "KV_" + scale_bucket(t),
+                                  "KV_" + workers_bucket(t)}) {
+      publish.insert(publish.end(),
+                     {"$JS.API.STREAM.*." + st, "$JS.API.STREAM.MSG.*." + st, "$JS.API.DIRECT.GET." + st,
+                      "$JS.API.DIRECT.GET." + st + ".>", "$JS.API.CONSUMER.*." + st, "$JS.API.CONSUMER.*." + st + ".>",
+                      "$JS.API.CONSUMER.DURABLE.CREATE." + st + ".>", "$JS.API.CONSUMER.MSG.NEXT." + st + ".>",
+                      "$JS.ACK." + st + ".>", "$JS.FC." + st + ".>"});
+    }
+    std::vector<std::string> subscribe = own;
+    subscribe.insert(subscribe.end(),
+                     {"_INBOX.>", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + request_stream(t) + ".>"});
     out += "    { user: \"" + t + "\", password: \"" + password + "\", permissions: {\n";
-    out += "        publish: { allow: [" + own + ", \"$JS.API.>\", \"$JS.ACK.LLMPOOL_REQ_" + T + ".>\", \"$JS.ACK.LLMPOOL_RES_" + T +
-           ".>\", \"_INBOX.>\"] }\n";
-    out += "        subscribe: { allow: [" + own + ", \"_INBOX.>\", \"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.LLMPOOL_REQ_" + T +
-           ".>\"] }\n      } }\n";
+    out += "        publish: { allow: [" + quoted(publish) + "] }\n";
+    out += "        subscribe: { allow: [" + quoted(subscribe) + "] }\n      } }\n";
   }
   out += "  ]\n}\n";
   return out;

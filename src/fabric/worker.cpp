@@ -82,6 +82,9 @@ struct Model {
 struct Tenant {
   std::string name;
   std::atomic<bool> paused{false};
+  // Bumped by every pause/resume message: a KV read that started before
+  // one must not undo it (sync_paused).
+  std::atomic<uint64_t> pause_gen{0};
   std::atomic<int32_t> share{-1};
   std::atomic<int32_t> in_flight{0};
   KvPtr scale_kv;
@@ -373,14 +376,19 @@ struct Worker::Impl {
         return;
       }
       case 1:
-        t.paused = true;
-        spdlog::info("fabric: tenant {}: paused", t.name);
+      case 2: {
+        // Every worker gets the message and stores the state, so that a
+        // worker started (or reconnected) later pauses too (sync_paused).
+        const bool pause = what == 1;
+        ++t.pause_gen;
+        t.paused = pause;
+        uint64_t rev = 0;
+        if (kvStore_PutString(&rev, t.scale_kv.get(), "paused", pause ? "1" : "0") != NATS_OK)
+          spdlog::warn("fabric: tenant {}: pause state not stored", t.name);
+        spdlog::info("fabric: tenant {}: {}", t.name, pause ? "paused" : "resumed");
+        if (!pause) cv.notify_all();
         return;
-      case 2:
-        t.paused = false;
-        spdlog::info("fabric: tenant {}: resumed", t.name);
-        cv.notify_all();
-        return;
+      }
       case 3: {
         auto ids = decode_cancel(data);
         if (!ids) return spdlog::warn("fabric: tenant {}: bad cancel message: {}", t.name, ids.status().message());
@@ -464,6 +472,23 @@ struct Worker::Impl {
     if (t.workers_kv) kvStore_PutString(&rev, t.workers_kv.get(), id.c_str(), data.c_str());
   }
 
+  // The tenant's stored pause state (scale bucket, key "paused"): read at
+  // start, before any pull, and with every heartbeat, so a worker that was
+  // not running (or not connected) when pause or resume was sent follows
+  // it within a heartbeat. A message that arrives during the read wins.
+  void sync_paused(Tenant& t) {
+    if (!t.scale_kv) return;
+    const uint64_t gen = t.pause_gen.load();
+    kvEntry* e = nullptr;
+    if (kvStore_Get(&e, t.scale_kv.get(), "paused") != NATS_OK) return;  // never set, or unreachable: as it is
+    const bool stored = std::string_view(kvEntry_ValueString(e)) == "1";
+    kvEntry_Destroy(e);
+    if (t.pause_gen.load() != gen || stored == t.paused.load()) return;
+    t.paused = stored;
+    spdlog::info("fabric: tenant {}: {} (stored state)", t.name, stored ? "paused" : "resumed");
+    if (!stored) cv.notify_all();
+  }
+
   // The share algorithm (docs/fabric.md): N from the scale bucket's
   // "count" (absent: unlimited); the live workers are the workers bucket's
   // keys (TTL 3 heartbeats), sorted; the worker at index i of W gets
@@ -528,6 +553,7 @@ struct Worker::Impl {
       if (now >= next_beat || rescale.exchange(false)) {
         for (auto& [name, t] : tenants) {
           heartbeat(*t);
+          sync_paused(*t);
           recompute_share(*t);
         }
         if (now >= next_beat) next_beat = now + std::chrono::milliseconds(fc.heartbeat_ms);
@@ -542,6 +568,7 @@ struct Worker::Impl {
       t->name = tn;
       ASSIGN_OR_RETURN(t->scale_kv, conn->kv(scale_bucket(tn)));
       ASSIGN_OR_RETURN(t->workers_kv, conn->kv(workers_bucket(tn)));
+      sync_paused(*t);
       tenants[tn] = std::move(t);
     }
     for (const auto& mc : cfg.models) {

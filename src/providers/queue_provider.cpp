@@ -129,7 +129,10 @@ struct QueueProvider::Shared {
     using Kind = fabric::StreamEvent::Kind;
     switch (ev->kind) {
       case Kind::kStart:
-        if (call->chunks > 0 && ev->worker != call->worker)
+        // One `start` per delivery: a second one after deltas went out is a
+        // redelivery (to another worker, or to the same worker id restarted),
+        // whose deltas would repeat the answer from its beginning.
+        if (call->chunks > 0)
           return finish(*call, Status::unavailable("the worker '" + call->worker +
                                                    "' serving this stream stopped mid-stream and the job was "
                                                    "redelivered; a stream cannot be resumed, so it ended early"));
@@ -283,6 +286,11 @@ void QueueProvider::generate(GenerateRequest request, CancelTokenPtr cancel, Gen
   const bool streamed = static_cast<bool>(callbacks.on_delta);
   (*body)["stream"] = streamed;
   if (!streamed) body->erase("stream_options");
+  // llmpool's own extension fields, which a worker reads like any client's
+  // (not sent to third-party upstreams, which may refuse unknown fields).
+  if (request.priority != 0) (*body)["priority"] = request.priority;
+  if (request.thinking_budget >= 0) (*body)["thinking_budget"] = request.thinking_budget;
+  if (!request.sampling.speculative) (*body)["speculative"] = false;
   auto subject = fabric::request_subject(tenant, shared_->upstream_model);
   if (!subject) return callbacks.on_done(subject.status());
   auto call = std::make_shared<Call>();

@@ -136,6 +136,22 @@ TEST_F(RoutingRoutesTest, ADirectRequestSaysSoToo) {
   EXPECT_TRUE(ev[0]["llmpool"]["ensemble"].is_null());
 }
 
+// A provider asked for a whole answer may deliver it whole (a queue model's
+// job is then redelivered when its worker dies): deltas only for a stream,
+// by name as through the router.
+TEST_F(RoutingRoutesTest, OnlyAStreamAsksTheProviderForDeltas) {
+  auto solo = dir_->add(model("solo", {"general"}), {streamed({"he", "llo"}, 0)});
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("solo"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "hello");
+  EXPECT_EQ(solo->calls(), 1);
+  EXPECT_EQ(solo->streamed_calls(), 0);
+  r = call("POST", "/v1/chat/completions", chat("solo", R"(,"stream":true)"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(contents(events(r.body)), (std::vector<std::string>{"he", "llo"}));
+  EXPECT_EQ(solo->streamed_calls(), 1);
+}
+
 TEST_F(RoutingRoutesTest, FeedbackNamesWhatIsWrongAndFindsKnownResponses) {
   HttpResponse r = call("POST", "/v1/feedback", "{not json");
   EXPECT_EQ(r.status, 400);

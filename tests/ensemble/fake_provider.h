@@ -81,6 +81,7 @@ class FakeProvider : public providers::Provider {
     {
       std::lock_guard lock(mu_);
       ++calls_;
+      if (callbacks.on_delta) ++streamed_calls_;
       requests_.push_back(request);
       cancels_.push_back(cancel);
       s = scripts_.size() > 1 ? pop() : (scripts_.empty() ? Script{} : scripts_.front());
@@ -108,6 +109,11 @@ class FakeProvider : public providers::Provider {
   int calls() const {
     std::lock_guard lock(mu_);
     return calls_;
+  }
+  // Calls whose caller set on_delta (asked for a stream).
+  int streamed_calls() const {
+    std::lock_guard lock(mu_);
+    return streamed_calls_;
   }
   GenerateRequest request(size_t i) const {
     std::lock_guard lock(mu_);
@@ -212,6 +218,7 @@ class FakeProvider : public providers::Provider {
   std::deque<Script> scripts_;
   std::chrono::milliseconds poll_;
   int calls_ = 0;
+  int streamed_calls_ = 0;
   int answered_ = 0;
   std::vector<GenerateRequest> requests_;
   std::vector<CancelTokenPtr> cancels_;

@@ -231,7 +231,7 @@ TEST_F(FabricTest, PauseStopsPullingAndResumeRestartsIt) {
   connect();
   auto fleet = FleetView::start(conn_, {"default"}, 300);
   ASSERT_TRUE(fleet.is_ok());
-  echo_workers(0, 16, 1);
+  std::string config = echo_workers(0, 16, 1);
   ASSERT_TRUE(eventually([&] { return (*fleet)->model("default", "echo").workers == 1; }, 20s));
   ASSERT_TRUE(conn_->publish("ctrl.default.workers.pause", "{}").is_ok());
   ASSERT_TRUE(eventually(
@@ -247,6 +247,17 @@ TEST_F(FabricTest, PauseStopsPullingAndResumeRestartsIt) {
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(got.distinct(), 0u) << "a paused worker pulled jobs";
   EXPECT_EQ(stream_msgs(request_stream("default")), 10u);
+  // A worker started while the tenant is paused reads the stored state and
+  // comes up paused: it pulls nothing either.
+  spawn_worker(config, "w1");
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto l = (*fleet)->list();
+        return l.size() == 2 && l[0].last.paused && l[1].last.paused;
+      },
+      20s));
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(got.distinct(), 0u) << "a worker started during a pause pulled jobs";
   ASSERT_TRUE(conn_->publish("ctrl.default.workers.resume", "{}").is_ok());
   EXPECT_TRUE(eventually([&] { return got.distinct() == 10; }, 5s)) << got.distinct();
 }
@@ -376,6 +387,51 @@ TEST_F(FabricTest, NatsServerRefusesATenantsCredentialsOnAnotherTenantsSubjects)
   EXPECT_TRUE((*c)->ensure_tenant("acme").is_ok());
   EXPECT_TRUE((*c)->js_publish(*request_subject("acme", "m"), "{}", "acme-1").is_ok());
   EXPECT_FALSE((*c)->js_publish(*request_subject("globex", "m"), "{}", "globex-1").is_ok());
+
+  // The JetStream API is acme's for acme's streams only: managing globex's
+  // streams or pulling from its consumers is refused by the server.
+  natsOptions* gopts = nullptr;
+  ASSERT_EQ(natsOptions_Create(&gopts), NATS_OK);
+  natsOptions_SetURL(gopts, nats_->url().c_str());
+  natsOptions_SetErrorHandler(gopts, on_error, &seen);
+  natsOptions_SetUserInfo(gopts, "acme", "acme-secret");
+  natsConnection* anc = nullptr;
+  ASSERT_EQ(natsConnection_Connect(&anc, gopts), NATS_OK);
+  const int before = seen.not_permitted;
+  for (const std::string& subject :
+       {"$JS.API.STREAM.DELETE." + request_stream("globex"), "$JS.API.STREAM.PURGE." + result_stream("globex"),
+        "$JS.API.STREAM.MSG.GET." + request_stream("globex"),
+        "$JS.API.CONSUMER.MSG.NEXT." + request_stream("globex") + "." + consumer_name("m"),
+        "$JS.API.STREAM.DELETE.KV_" + scale_bucket("globex")}) {
+    natsMsg* reply = nullptr;
+    EXPECT_NE(natsConnection_RequestString(&reply, anc, subject.c_str(), "{}", 500), NATS_OK) << subject;
+    natsMsg_Destroy(reply);
+  }
+  EXPECT_TRUE(eventually([&] { return seen.not_permitted >= before + 5; }, 5s)) << "the JetStream API was not refused";
+  natsConnection_Destroy(anc);
+  natsOptions_Destroy(gopts);
+
+  // A worker and a batch job run as acme end to end with these permissions
+  // (streams, consumers, pulls, acks, KV reads and key listings).
+  fake::Behaviour b;
+  b.tokens = 4;
+  std::string config = write_worker_config({{"echo", start_fake(b)}});
+  std::ofstream(config, std::ios::app) << "  tenants: [acme]\n  user_env: LLMPOOL_TEST_NATS_USER\n"
+                                       << "  password_env: LLMPOOL_TEST_NATS_PASSWORD\n";
+  spawn_worker(config, "acme-w0");
+  conn_ = *c;
+  runner_ = std::make_unique<FabricJobRunner>(conn_, std::vector<std::string>{"acme"});
+  Collected got;
+  runner_->set_result_sink([&got](const batch::JobResult& r) {
+    std::lock_guard<std::mutex> lock(got.mu);
+    got.seen[r.id]++;
+    got.status[r.id] = r.status_code;
+    return Status::ok();
+  });
+  ASSERT_TRUE(runner_->submit({"acme-job", "acme", "echo", "/v1/chat/completions", chat_body("echo", 0)}).is_ok());
+  ASSERT_TRUE(eventually([&] { return got.distinct() == 1; }, 30s)) << "no result; see " << (dir_ / "acme-w0.log");
+  runner_.reset();  // before `got` goes: no sink call after this
+  EXPECT_EQ(got.status["acme-job"], 200);
 }
 
 // ---- queue models ---------------------------------------------------------
@@ -499,6 +555,63 @@ TEST_F(QueueProviderTest, NonStreamedJobOfAKilledWorkerIsCompletedByAnother) {
   ASSERT_TRUE(eventually([&] { return out.finished(); }, 30s));
   ASSERT_TRUE(out.done->is_ok()) << out.done->status().message();
   EXPECT_FALSE((*out.done)->choices[0].text.empty());
+}
+
+// The test plays the worker: it pulls the job itself and sends the events.
+// A second `start` after deltas went out is a redelivery; under the same
+// worker id (a worker restarted with its configured id) the stream must end,
+// not run the answer again from its beginning.
+TEST_F(QueueProviderTest, ARedeliveryToTheSameWorkerIdEndsAStreamInsteadOfRepeatingIt) {
+  start_nats();
+  connect();
+  ASSERT_TRUE(conn_->ensure_model_consumer("default", "echo").is_ok());
+  auto p = queue_model("echo");
+  ASSERT_TRUE(p);
+  Heartbeat hb;
+  hb.id = "wx";
+  hb.tenant = "default";
+  hb.models = {{"echo", 4, 4, 0}};
+  std::atomic<bool> beating{true};
+  std::thread beat([&] {
+    while (beating) {
+      hb.ts_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count();
+      (void)conn_->publish("ctrl.default.workers.heartbeat", encode_heartbeat(hb));
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return fleet_->model("default", "echo").workers == 1; }, 10s));
+  Outcome out;
+  run(*p, true, &out);
+  auto sub = conn_->pull_subscribe(*request_subject("default", "echo"), request_stream("default"), consumer_name("echo"));
+  ASSERT_TRUE(sub.is_ok()) << sub.status().message();
+  natsMsgList list{nullptr, 0};
+  ASSERT_EQ(natsSubscription_Fetch(&list, sub->get(), 1, 5000, nullptr), NATS_OK);
+  ASSERT_EQ(list.Count, 1);
+  auto job = decode_job(std::string_view(natsMsg_GetData(list.Msgs[0]), natsMsg_GetDataLength(list.Msgs[0])), 1 << 20);
+  natsMsgList_Destroy(&list);
+  ASSERT_TRUE(job.is_ok()) << job.status().message();
+  auto send = [&](StreamEvent e) { ASSERT_TRUE(conn_->publish(job->reply, encode_event(e)).is_ok()); };
+  StreamEvent start;
+  start.kind = StreamEvent::Kind::kStart;
+  start.worker = "wx";
+  StreamEvent chunk;
+  chunk.kind = StreamEvent::Kind::kChunk;
+  chunk.worker = "wx";
+  chunk.seq = 1;
+  chunk.chunk = nlohmann::json::parse(
+      R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"echo","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]})");
+  send(start);
+  send(chunk);
+  ASSERT_TRUE(eventually([&] { return out.delta_count() >= 1; }, 10s));
+  send(start);  // delivered again, to the same id
+  send(chunk);
+  ASSERT_TRUE(eventually([&] { return out.finished(); }, 10s)) << "the stream went on from the beginning";
+  beating = false;
+  beat.join();
+  ASSERT_FALSE(out.done->is_ok());
+  EXPECT_NE(out.done->status().message().find("redelivered"), std::string::npos) << out.done->status().message();
+  EXPECT_EQ(out.delta_count(), 1u);
 }
 
 TEST_F(QueueProviderTest, NoLiveWorkerFailsAtOnceAndCancelEndsTheRequest) {
