@@ -21,6 +21,10 @@ Status bad_credential(const std::string& why) {
 Status rewrap(const Status& st) {
   if (st.code() == StatusCode::kUnauthenticated) return bad_credential(st.message());
   if (st.code() == StatusCode::kResourceExhausted) return st;
+  if (st.code() == StatusCode::kUnavailable) {  // a backend the check needs is down: retry later
+    spdlog::error("authentication: {}", st.message());
+    return Status::unavailable("credentials could not be checked now; retry later");
+  }
   spdlog::error("authentication failed on the server side: {}", st.message());
   return Status::internal("credentials could not be checked");
 }
@@ -248,6 +252,13 @@ Result<std::shared_ptr<const Principal>> Authenticator::authenticate(const HttpR
     spdlog::error("authentication threw: {}", e.what());
     return Status::internal("credentials could not be checked");
   }
+}
+
+void Authenticator::share_replays(std::shared_ptr<ratelimit::Limiter> limiter) {
+  if (!hmac_ || !limiter) return;
+  hmac_->share_replays([limiter = std::move(limiter)](std::string_view entry, int64_t ttl_seconds) {
+    return limiter->claim_once(entry, ttl_seconds);
+  });
 }
 
 std::shared_ptr<const Principal> Authenticator::principal_for_tenant(const std::string& tenant) const {

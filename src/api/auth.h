@@ -98,13 +98,17 @@ class Authenticator {
 
   // Checks the request's credentials. Unauthenticated (code
   // invalid_api_key) when missing or bad; ResourceExhausted when the HMAC
-  // replay cache is full.
+  // replay cache is full; Unavailable when the shared replay check is down.
   Result<std::shared_ptr<const Principal>> authenticate(const HttpRequest& request) const;
   // The principal a batch line runs as: the batch's tenant with its own
   // limits (key id "batch"), or an admin principal for a batch created
   // without a tenant (by an admin key). Null when the tenant no longer
   // exists: the line then meets the guard and is refused (401).
   std::shared_ptr<const Principal> principal_for_tenant(const std::string& tenant) const;
+  // HMAC signatures are then accepted once across every instance that
+  // shares the limiter's backend (Limiter::claim_once; Redis), not only
+  // once per process. Call before serving; the limiter outlives this.
+  void share_replays(std::shared_ptr<ratelimit::Limiter> limiter);
   // authenticate(), then route_access(): what HttpRouter::set_guard takes.
   // Open routes pass without credentials (null principal).
   Result<std::shared_ptr<const Principal>> guard(const HttpRequest& request) const;

@@ -86,6 +86,7 @@ struct Generation {
   std::vector<bool> first_seen;
   std::vector<Clock::time_point> last_token;
   bool any_token = false;
+  std::vector<std::pair<std::string, Usage>> member_usage;  // a routed answer's attempts (RouteInfo)
 
   const char* endpoint_name() const {
     return endpoint == Endpoint::kChat ? "chat.completions" : "completions";
@@ -145,6 +146,7 @@ struct Generation {
 
   // Which model answers and why: headers and the `llmpool` field.
   void set_route(const router::RouteInfo& info) {
+    member_usage = info.member_usage;
     if (!info.model.empty()) headers["x-llmpool-model"] = info.model;
     headers["x-llmpool-route-reason"] = info.reason;
     llmpool = {{"model", info.model.empty() ? json() : json(info.model)},
@@ -152,6 +154,24 @@ struct Generation {
                {"reason", info.reason},
                {"ensemble", info.ensemble}};
     if (!info.arm.empty()) llmpool["canary_arm"] = info.arm;
+  }
+
+  // The request counts once, under the model that answered; the tokens are
+  // each member's (an ensemble's attempts and judge), under its own model,
+  // and the rate limiter is charged all of them.
+  void record_usage(const Result<Completion>& r) {
+    if (!r) {
+      if (charge) charge->finish(0);
+      return;
+    }
+    std::vector<std::pair<std::string, Usage>> spent = member_usage;
+    if (spent.empty()) spent.emplace_back(meta.model, r->usage);
+    int64_t total = 0;
+    for (const auto& [model, u] : spent) total += int64_t{u.prompt_tokens} + u.completion_tokens;
+    if (charge) charge->finish(total);
+    if (!usage || tenant.empty()) return;
+    usage->add(tenant, key_id, meta.model, 1, 0, 0);
+    for (const auto& [model, u] : spent) usage->add(tenant, key_id, model, 0, u.prompt_tokens, u.completion_tokens);
   }
 
   void respond_error(const Status& status) {
@@ -167,9 +187,7 @@ struct Generation {
                                  return ch.finish_reason == FinishReason::kCancelled;
                                });
     direct.finish(r.status(), all_cancelled);
-    if (charge) charge->finish(r ? int64_t{r->usage.prompt_tokens} + r->usage.completion_tokens : 0);
-    if (usage && r && !tenant.empty())
-      usage->add(tenant, key_id, meta.model, 1, r->usage.prompt_tokens, r->usage.completion_tokens);
+    record_usage(r);
     if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, direct.feedback_target());
     hold.release();
     if (!r) {
@@ -316,7 +334,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     g->hold = std::move(hold);
     if (routing_) {
       g->direct = routing_->start_direct(provider->info().name, parsed.generate.tenant);
-      g->set_route({provider->info().name, provider->info().name, "requested by name", "", nullptr});
+      g->set_route({provider->info().name, provider->info().name, "requested by name", "", nullptr, {}});
     }
     GenerateCallbacks cb;
     // Deltas only for a stream, as through the router: without on_delta a

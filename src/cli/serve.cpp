@@ -157,6 +157,7 @@ int serve(const ServeOptions& opts) {
       return 2;
     }
     tenancy_options.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
+    auth->share_replays(tenancy_options.limiter);  // an HMAC signature is accepted once by all instances
     if (store) tenancy_options.usage = std::make_shared<tenancy::UsageRecorder>(store);
     router.set_guard([auth](const api::HttpRequest& req) { return auth->guard(req); });
     api::add_tenant_routes(router, auth, tenancy_options.usage);

@@ -471,6 +471,7 @@ void RunState::on_slot_done(size_t slot, Result<Completion> r) {
     s.latency_ms = ms_between(s.started, shared_->clock.now());
     AttemptRecord& rec = records_[s.record];
     rec.latency_ms = s.latency_ms;
+    if (r.is_ok()) rec.usage = r->usage;
     const bool counts_as_good = in_.strategy == StrategyKind::kFastest && !s.judge ? good(r) : r.is_ok();
     if (s.cancelled_by_us) {
       rec.outcome = AttemptOutcome::kCancelled;

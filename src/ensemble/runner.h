@@ -108,6 +108,7 @@ struct AttemptRecord {
   AttemptOutcome outcome = AttemptOutcome::kSuccess;
   Status status;          // why it failed or was skipped
   double latency_ms = 0.0;
+  Usage usage{};          // the tokens it reported (an answer, or a cancelled generation's part)
 };
 
 struct RunInput {

@@ -496,7 +496,10 @@ RemoteProvider::RemoteProvider(ModelInfo info, RemoteSettings settings)
   shared_->max_queue = settings_.max_queue;
   HttpClientOptions options;
   options.io_threads = 1;
-  options.max_idle_per_host = std::max(8, settings_.max_concurrent);
+  // As many idle connections as requests may be in flight (nginx's
+  // `keepalive 64` for an unbounded model): fewer closes one connection per
+  // answer above the cap and opens a new one for the next request.
+  options.max_idle_per_host = settings_.max_concurrent > 0 ? std::max(8, settings_.max_concurrent) : 64;
   options.tls = settings_.tls;
   shared_->client = std::make_shared<HttpClient>(options);
 }

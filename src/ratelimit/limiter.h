@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -85,6 +86,17 @@ class Limiter {
   virtual Result<Decision> admit(const Subject& subject, int64_t reserve_tokens) = 0;
   // Unknown and empty tickets are ignored; used_tokens < 0 counts as 0.
   virtual void finish(const std::string& ticket, int64_t used_tokens) = 0;
+  // Records a one-time token (an HMAC signature) for `ttl_seconds`: true
+  // the first time, false when any instance sharing this limiter's backend
+  // recorded it before. A limiter of this process alone has nothing to
+  // share (the caller's own cache decides) and answers true; the Redis one
+  // answers Unavailable when Redis is down, whatever fail_open says: a
+  // replay check that fails open would let replays through.
+  virtual Result<bool> claim_once(std::string_view token, int64_t ttl_seconds) {
+    (void)token;
+    (void)ttl_seconds;
+    return true;
+  }
 };
 
 // How make_limiter builds a limiter.

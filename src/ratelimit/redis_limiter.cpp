@@ -19,7 +19,9 @@ namespace {
 constexpr int kAdmitScript = 0;
 constexpr int kFinishScript = 1;
 constexpr int kRenewScript = 2;
-constexpr std::array<const char*, 3> kScripts = {scripts::kAdmit, scripts::kFinish, scripts::kRenew};
+constexpr int kClaimOnceScript = 3;
+constexpr std::array<const char*, 4> kScripts = {scripts::kAdmit, scripts::kFinish, scripts::kRenew,
+                                                 scripts::kClaimOnce};
 constexpr std::chrono::milliseconds kDownBackoff{500};
 
 timeval to_timeval(std::chrono::milliseconds ms) {
@@ -245,7 +247,7 @@ class RedisLimiter::Pool {
   std::vector<redisContext*> idle_;  // guarded by mu_
   int open_ = 0;                     // guarded by mu_: lent + idle
   std::chrono::steady_clock::time_point down_until_{};  // guarded by mu_
-  std::array<std::string, 3> shas_;                     // guarded by mu_
+  std::array<std::string, kScripts.size()> shas_;       // guarded by mu_; one per script
 };
 
 Result<std::unique_ptr<RedisLimiter>> RedisLimiter::create(const Options& options) {
@@ -359,6 +361,22 @@ Result<std::shared_ptr<RedisLimiter::Reply>> RedisLimiter::eval(int which, const
   }
   pool_->put(c, healthy);
   return result;
+}
+
+Result<bool> RedisLimiter::claim_once(std::string_view token, int64_t ttl_seconds) {
+  if (token.empty() || token.size() > 512) return Status::invalid_argument("a one-time token is 1..512 bytes");
+  Result<std::shared_ptr<Reply>> r = eval(kClaimOnceScript, {options_.key_prefix + "once:" + std::string(token)},
+                                          {std::to_string(std::max<int64_t>(1, ttl_seconds))});
+  if (!r) {
+    backend_error();
+    return r.status();
+  }
+  const redisReply* reply = (*r)->reply;
+  if (reply->type != REDIS_REPLY_INTEGER) {
+    backend_error();
+    return Status::unavailable("redis: the one-time check did not answer an integer");
+  }
+  return reply->integer == 1;
 }
 
 Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tokens) {

@@ -79,6 +79,8 @@ class RedisLimiter final : public Limiter {
 
   Result<Decision> admit(const Subject& subject, int64_t reserve_tokens) override;
   void finish(const std::string& ticket, int64_t used_tokens) override;
+  // SET NX EX under key_prefix + "once:" + token: shared by every instance.
+  Result<bool> claim_once(std::string_view token, int64_t ttl_seconds) override;
 
   // Renews the leases of running requests now (the background thread does
   // this every lease_ttl / 3). Returns the backend's error, if any.

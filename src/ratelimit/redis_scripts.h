@@ -176,4 +176,11 @@ end
 return 1
 )lua";
 
+// KEYS[1]: a one-time token (an HMAC signature); ARGV[1] its lifetime (s).
+// Returns 1 when this call recorded it, 0 when it was recorded before.
+inline constexpr const char* kClaimOnce = R"lua(
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 1 end
+return 0
+)lua";
+
 }  // namespace llmpool::ratelimit::scripts

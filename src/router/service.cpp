@@ -923,6 +923,8 @@ void RouterService::deliver(const State& st, const RunContextBase& base, Result<
     log["answered_by"] = r->model;
     log["ensemble"] = r->decision;
     log["attempts"] = attempts_json(r->attempts);
+    for (const auto& a : r->attempts)
+      if (a.usage.prompt_tokens > 0 || a.usage.completion_tokens > 0) out.info.member_usage.emplace_back(a.model, a.usage);
     FeedbackTarget target{r->model, "", "", ctx.tenant};
     if (ctx.canary && r->model == ctx.canary->model) {
       target.route = ctx.canary->route;

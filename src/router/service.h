@@ -89,6 +89,10 @@ struct RouteInfo {
   std::string reason;        // one line
   std::string arm;           // canary arm, when the request was in a canary route
   nlohmann::json ensemble;   // to_json(EnsembleDecision); null for a direct request
+  // Each attempt's tokens, by model, as known when the answer was delivered
+  // (the judge's too); empty for a direct request. Usage and the rate
+  // limiter charge these, so an ensemble costs what its members spent.
+  std::vector<std::pair<std::string, Usage>> member_usage = {};
 };
 
 struct RouteRequest {

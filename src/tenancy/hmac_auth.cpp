@@ -56,15 +56,30 @@ Result<HmacIdentity> HmacVerifier::verify(const SignedRequest& r) {
   if (!constant_time_equal(expected, r.signature)) return Status::unauthenticated("wrong HMAC signature");
 
   std::string entry = std::string(r.key_id) + ":" + std::string(r.signature);
-  std::lock_guard lock(mu_);
-  expire_locked(now);
-  if (seen_.count(entry)) return Status::unauthenticated("replayed HMAC signature");
-  if (seen_.size() >= max_entries_) {
-    return Status::resource_exhausted("too many signed requests within the replay window");
+  SharedReplayCheck shared;
+  {
+    std::lock_guard lock(mu_);
+    expire_locked(now);
+    if (seen_.count(entry)) return Status::unauthenticated("replayed HMAC signature");
+    if (seen_.size() >= max_entries_) {
+      return Status::resource_exhausted("too many signed requests within the replay window");
+    }
+    seen_.insert(entry);
+    by_expiry_.emplace(ts + kHmacSkewSeconds, entry);
+    shared = shared_;
   }
-  seen_.insert(entry);
-  by_expiry_.emplace(ts + kHmacSkewSeconds, std::move(entry));
+  if (shared) {
+    // Until the timestamp leaves the window; after that the window refuses it.
+    Result<bool> first = shared(entry, ts + kHmacSkewSeconds - now + 1);
+    if (!first) return Status::unavailable("the shared HMAC replay check failed: " + first.status().message());
+    if (!*first) return Status::unauthenticated("replayed HMAC signature");
+  }
   return HmacIdentity{key->info.key_id, key->info.tenant};
+}
+
+void HmacVerifier::share_replays(SharedReplayCheck check) {
+  std::lock_guard lock(mu_);
+  shared_ = std::move(check);
 }
 
 size_t HmacVerifier::replay_cache_size() const {

@@ -15,9 +15,11 @@
 // the timestamp check refuses it anyway. The cache is bounded: when it
 // holds max_replay_entries live signatures, new requests are refused with
 // ResourceExhausted rather than forgetting a live one (forgetting would
-// let a replay through). The cache is per process: several instances
-// behind one balancer each accept a signature once (the Redis-backed
-// cache comes with the rate limits).
+// let a replay through). The cache is per process; share_replays() adds a
+// check shared by every instance (the Redis rate limiter's: SET NX under
+// the signature), asked after the local cache, so a signature is accepted
+// once across instances behind one balancer. When that check is down the
+// request is refused with Unavailable: failing open would let replays in.
 //
 // The signature is compared in constant time (CRYPTO_memcmp).
 //
@@ -31,6 +33,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -75,6 +78,12 @@ class HmacVerifier {
 
   Result<HmacIdentity> verify(const SignedRequest& request);
 
+  // A check shared by several instances: true when `entry` (key id and
+  // signature) was not seen before by any of them; it remembers the entry
+  // for ttl_seconds. Set once, before requests are verified.
+  using SharedReplayCheck = std::function<Result<bool>(std::string_view entry, int64_t ttl_seconds)>;
+  void share_replays(SharedReplayCheck check);
+
   // Live entries in the replay cache (for tests and metrics).
   size_t replay_cache_size() const;
 
@@ -88,6 +97,7 @@ class HmacVerifier {
   mutable std::mutex mu_;
   std::unordered_set<std::string> seen_;           // key_id + ':' + signature
   std::multimap<int64_t, std::string> by_expiry_;  // timestamp + window -> entry
+  SharedReplayCheck shared_;                       // guarded by mu_; empty: none
 };
 
 }  // namespace llmpool::tenancy

@@ -5,6 +5,8 @@
 #include "api/auth.h"
 
 #include <gtest/gtest.h>
+
+#include <set>
 #include <stdlib.h>
 
 #include "api/openai_routes.h"
@@ -38,7 +40,10 @@ class AuthenticatorTest : public ::testing::Test {
     config::RouteGroupConfig g;
     g.name = "pair";
     g.models = {"tiny", "small"};
-    cfg_.routing.groups = {g};
+    config::RouteGroupConfig vote = g;  // both members answer every request
+    vote.name = "vote";
+    vote.strategy = "voting";
+    cfg_.routing.groups = {g, vote};
     cfg_.data_dir = tmp_.path();
     cfg_.auth.enabled = true;
     cfg_.auth.hmac_enabled = true;
@@ -445,6 +450,24 @@ TEST_F(AuthenticatorTest, YamlTenantsWinOverTheDatabase) {
   EXPECT_EQ(call("POST", "/v1/chat/completions", chat("small"), bearer(acme_key_)).status, 200);
   ASSERT_TRUE(sync_yaml_tenants(*store_, cfg_.tenants).is_ok());
   EXPECT_EQ(store_->get_tenant("acme").value().allowed_models, std::vector<std::string>{"*"});
+}
+
+TEST_F(AuthenticatorTest, AnEnsembleCountsOnceWithEachMembersTokens) {
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("vote"), bearer(acme_key_));
+  ASSERT_EQ(r.status, 200) << r.body;
+  // The answer's own usage is its winner's (OpenAI's shape) ...
+  EXPECT_EQ(json::parse(r.body)["usage"]["completion_tokens"], 5);
+  // ... the tenant's usage has one request and both members' tokens.
+  json u = json::parse(call("GET", "/v1/usage", "", bearer(acme_key_)).body);
+  EXPECT_EQ(u["total"]["requests"], 1) << u.dump();
+  EXPECT_EQ(u["total"]["prompt_tokens"], 20) << u.dump();
+  EXPECT_EQ(u["total"]["completion_tokens"], 10) << u.dump();
+  std::set<std::string> models;
+  for (const auto& row : u["data"]) {
+    models.insert(row["model"].get<std::string>());
+    EXPECT_EQ(row["prompt_tokens"], 10) << row.dump();
+  }
+  EXPECT_EQ(models, (std::set<std::string>{"tiny", "small"}));
 }
 
 TEST_F(AuthenticatorTest, ATenantSeesOnlyItsOwnUsage) {

@@ -212,6 +212,23 @@ TEST_F(RedisLimiterTest, LeaseIsRenewedWhileHeldAndExpiresWhenTheHolderDies) {
   EXPECT_TRUE(admitted) << "the dead holder's lease never expired";
 }
 
+TEST_F(RedisLimiterTest, ClaimOnceIsSharedByInstancesAndNeverFailsOpen) {
+  auto a = make(/*fail_open=*/true);
+  auto b = make(/*fail_open=*/true);
+  Result<bool> first = a->claim_once("hk_1:abc", 300);
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  EXPECT_TRUE(*first);
+  Result<bool> again = b->claim_once("hk_1:abc", 300);
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_FALSE(*again) << "another instance already recorded it";
+  EXPECT_TRUE(b->claim_once("hk_1:abd", 300).value());
+  EXPECT_FALSE(a->claim_once("", 300).is_ok());
+  redis_.kill();
+  Result<bool> down = a->claim_once("hk_1:new", 300);
+  ASSERT_FALSE(down.is_ok()) << "a replay check must not fail open";
+  EXPECT_EQ(down.status().code(), StatusCode::kUnavailable);
+}
+
 TEST_F(RedisLimiterTest, FailsClosedWhenRedisDiesAndRecoversWhenItReturns) {
   auto l = make(/*fail_open=*/false);
   const Subject s = subject({.requests_per_minute = 2});

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <mutex>
+
 #include "tenancy/tenancy_test_util.h"
 
 namespace llmpool::tenancy {
@@ -56,6 +59,35 @@ TEST_F(HmacVerifierTest, AcceptsAGoodSignature) {
   ASSERT_TRUE(id.is_ok()) << id.status().to_string();
   EXPECT_EQ(id->tenant, "acme");
   EXPECT_EQ(id->key_id, key_.info.key_id);
+}
+
+// Two instances behind one balancer, each with its own verifier, sharing
+// one check (in production the Redis limiter's claim_once; its own test
+// runs against a real redis-server): a signature passes one of them once.
+TEST_F(HmacVerifierTest, ASharedCheckRefusesAReplayOnAnotherInstance) {
+  std::mutex mu;
+  std::map<std::string, int64_t> shared;  // entry -> ttl asked for
+  bool down = false;
+  auto check = [&](std::string_view entry, int64_t ttl) -> Result<bool> {
+    std::lock_guard lock(mu);
+    if (down) return Status::unavailable("redis: connection refused");
+    return shared.emplace(std::string(entry), ttl).second;
+  };
+  HmacVerifier other(*store_, clock_, 4);
+  verifier_->share_replays(check);
+  other.share_replays(check);
+  Signed s = sign(clock_.now_unix() - 100);
+  ASSERT_TRUE(verifier_->verify(s.view()).is_ok());
+  Result<HmacIdentity> replay = other.verify(s.view());
+  ASSERT_FALSE(replay.is_ok());
+  EXPECT_EQ(replay.status().message(), "replayed HMAC signature");
+  ASSERT_EQ(shared.size(), 1u);
+  EXPECT_EQ(shared.begin()->second, 201) << "remembered until the timestamp leaves the window";
+  // The check down: refused, never let through.
+  down = true;
+  Result<HmacIdentity> r = other.verify(sign().view());
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
 }
 
 TEST_F(HmacVerifierTest, RefusesAWrongBodyPathOrMethod) {
