@@ -113,13 +113,14 @@ for b in "${needed[@]}"; do
 done
 # RESULTS.md = the setup written after the runs + the report's tables (+ the
 # sections kept as they were: Routing from bench/routing.sh, Overload from
-# bench/overload.sh, and the notes on
+# bench/overload.sh, Speculative from bench/speculative.sh, Gateway from
+# bench/gateway.sh, and the notes on
 # the targets and cancellation, written by hand).
 write_results() { # work folder
   {
     cat "$1/header.md"
     "$report" --manifest "$1/manifest.tsv" --llama-bench "$1/llama-bench.json"
-    for kept in routing overload speculative notes; do
+    for kept in routing overload speculative notes gateway; do
       if [[ -f $out ]] && grep -q "^<!-- $kept:begin" "$out"; then
         echo
         sed -n "/^<!-- $kept:begin/,/^<!-- $kept:end -->\$/p" "$out"

@@ -378,9 +378,13 @@ EOF
 if ((write)); then
   python3 - "$out" "$section" <<'EOF'
 import re, sys, os
-path, section = sys.argv[1], sys.argv[2].rstrip() + "\n"
+path = sys.argv[1]
+# Between markers, so that bench/compare.sh (which rewrites the file) keeps it.
+section = ("<!-- gateway:begin (written by bench/gateway.sh; compare.sh keeps it) -->\n" + sys.argv[2].rstrip() +
+           "\n<!-- gateway:end -->\n")
 text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-m = re.search(r"^## Gateway\n.*?(?=^## |\Z)", text, re.M | re.S)
+m = re.search(r"^<!-- gateway:begin.*?^<!-- gateway:end -->\n", text, re.M | re.S) or \
+    re.search(r"^## Gateway\n.*?(?=^## |^<!-- |\Z)", text, re.M | re.S)
 text = text[:m.start()] + section + "\n" + text[m.end():] if m else text.rstrip() + "\n\n" + section
 open(path, "w").write(text)
 EOF
