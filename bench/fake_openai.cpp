@@ -195,7 +195,11 @@ OpenAiFake::~OpenAiFake() { stop(); }
 
 Status OpenAiFake::start() {
   Status st = server_.start(options_.host, options_.port, options_.io_threads);
-  if (st.is_ok()) id_prefix_ = "chatcmpl-fake-" + std::to_string(server_.port()) + "-";
+  if (st.is_ok()) {
+    // The server already answers: a request may read the prefix meanwhile (TSan).
+    std::lock_guard<std::mutex> lock(mu_);
+    id_prefix_ = "chatcmpl-fake-" + std::to_string(server_.port()) + "-";
+  }
   return st;
 }
 
@@ -285,7 +289,10 @@ void OpenAiFake::chat(const api::HttpRequest& req, api::ResponseWriterPtr w) {
   if (auto so = body.find("stream_options"); so != body.end() && so->is_object())
     x->include_usage = so->value("include_usage", false) == true;
   x->n = static_cast<int>(std::clamp<int64_t>(positive_int(body, "n"), 1, 16));
-  x->id = id_prefix_ + std::to_string(next_id_++);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    x->id = id_prefix_ + std::to_string(next_id_++);
+  }
   x->model = body.contains("model") && body["model"].is_string() ? body["model"].get<std::string>() : options_.model;
   x->created = static_cast<int64_t>(std::time(nullptr));
   x->prompt_tokens = estimate_prompt_tokens(body);

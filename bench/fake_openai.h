@@ -115,7 +115,7 @@ class OpenAiFake {
   bool gone(const std::shared_ptr<Exchange>& x);
 
   Options options_;
-  std::string id_prefix_;
+  std::string id_prefix_;  // guarded by mu_ (set once the port is known, while requests may arrive)
   std::atomic<int64_t> next_id_{1};
   mutable std::mutex mu_;
   Behaviour behaviour_;
