@@ -151,6 +151,7 @@ int serve(const ServeOptions& opts) {
     limit_options.fail_open = cfg.rate_limits.fail_open;
     limit_options.lease_ttl = std::chrono::milliseconds(cfg.rate_limits.lease_ttl_ms);
     limit_options.metrics = &metrics;
+    limit_options.async_finish = true;  // a model's HTTP-client thread never waits for Redis
     auto limiter = ratelimit::make_limiter(limit_options);
     if (!limiter) {
       std::cerr << "serve: rate_limits: " << limiter.status().message() << "\n";

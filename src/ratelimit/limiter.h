@@ -115,6 +115,13 @@ struct Options {
   std::chrono::milliseconds connect_timeout{500};
   std::chrono::milliseconds command_timeout{500};
   int pool_size = 4;                       // Redis connections, 1..64
+  // Redis: finish() queues the reconciliation for a thread of the limiter's
+  // own instead of writing it before it returns (serve turns this on: the
+  // caller is often a model's only HTTP-client thread). A lease or a
+  // reservation is then given back a round trip later; one queued when the
+  // process dies is not given back (leases expire, reservations stay
+  // charged: the safe side).
+  bool async_finish = false;
   std::string key_prefix = "llmpool:rl:";  // every Redis key starts with it
   obs::MetricsRegistry* metrics = nullptr; // optional; outlives the limiter
 };

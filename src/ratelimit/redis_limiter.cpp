@@ -278,9 +278,18 @@ RedisLimiter::RedisLimiter(const Options& options, RedisAddress address)
         {{"mode", options_.fail_open ? "open" : "closed"}});
   }
   renewer_ = std::thread([this] { renew_loop(); });
+  if (options_.async_finish) finisher_ = std::thread([this] { finish_loop(); });
 }
 
 RedisLimiter::~RedisLimiter() {
+  if (finisher_.joinable()) {  // writes what is queued, then ends
+    {
+      std::lock_guard lock(finish_mu_);
+      finishing_stop_ = true;
+    }
+    finish_cv_.notify_all();
+    finisher_.join();
+  }
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -450,16 +459,45 @@ void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
     held = std::move(it->second);
     tickets_.erase(it);
   }
-  std::vector<std::string> keys;
-  std::vector<std::string> args = {ticket, std::to_string(clamp_reserve(used_tokens))};
+  PendingFinish f;
+  f.args = {ticket, std::to_string(clamp_reserve(used_tokens))};
   for (const Held& h : held) {
-    keys.push_back(h.key);
-    args.push_back(std::to_string(static_cast<int>(h.kind)));
-    args.push_back(std::to_string(std::min(h.limit, kMaxReserve * 1024)));
-    args.push_back(std::to_string(h.cost));
-    args.push_back(std::to_string(h.period));
+    f.keys.push_back(h.key);
+    f.args.push_back(std::to_string(static_cast<int>(h.kind)));
+    f.args.push_back(std::to_string(std::min(h.limit, kMaxReserve * 1024)));
+    f.args.push_back(std::to_string(h.cost));
+    f.args.push_back(std::to_string(h.period));
   }
-  if (!eval(kFinishScript, keys, args).is_ok()) backend_error();
+  if (!options_.async_finish) {
+    if (!eval(kFinishScript, f.keys, f.args).is_ok()) backend_error();
+    return;
+  }
+  {
+    std::lock_guard lock(finish_mu_);
+    finishes_.push_back(std::move(f));
+  }
+  finish_cv_.notify_one();
+}
+
+void RedisLimiter::finish_loop() {
+  std::unique_lock lock(finish_mu_);
+  for (;;) {
+    finish_cv_.wait(lock, [&] { return finishing_stop_ || !finishes_.empty(); });
+    if (finishes_.empty()) return;  // stopping, and nothing left to write
+    PendingFinish f = std::move(finishes_.front());
+    finishes_.pop_front();
+    writing_ = true;
+    lock.unlock();
+    if (!eval(kFinishScript, f.keys, f.args).is_ok()) backend_error();
+    lock.lock();
+    writing_ = false;
+    if (finishes_.empty()) drained_cv_.notify_all();
+  }
+}
+
+void RedisLimiter::wait_for_finishes() {
+  std::unique_lock lock(finish_mu_);
+  drained_cv_.wait(lock, [&] { return finishes_.empty() && !writing_; });
 }
 
 Status RedisLimiter::renew_leases() {

@@ -40,6 +40,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,6 +80,9 @@ class RedisLimiter final : public Limiter {
 
   Result<Decision> admit(const Subject& subject, int64_t reserve_tokens) override;
   void finish(const std::string& ticket, int64_t used_tokens) override;
+  // With Options::async_finish the reconciliation is queued and written by
+  // a thread of the limiter's own (the caller, often a model's only HTTP
+  // client thread, does not wait for Redis); otherwise it is written now.
   // SET NX EX under key_prefix + "once:" + token: shared by every instance.
   Result<bool> claim_once(std::string_view token, int64_t ttl_seconds) override;
 
@@ -87,6 +91,8 @@ class RedisLimiter final : public Limiter {
   Status renew_leases();
   // Admitted requests not finished yet.
   size_t open_tickets() const;
+  // Until every queued finish (async_finish) is written (tests, shutdown).
+  void wait_for_finishes();
 
  private:
   struct Held {
@@ -119,6 +125,18 @@ class RedisLimiter final : public Limiter {
   bool stopping_ = false;                                       // guarded by mu_
   std::condition_variable stop_cv_;
   std::thread renewer_;
+
+  struct PendingFinish {
+    std::vector<std::string> keys, args;
+  };
+  void finish_loop();
+  std::mutex finish_mu_;
+  std::condition_variable finish_cv_;    // a finish was queued, or stop
+  std::condition_variable drained_cv_;   // the queue emptied
+  std::deque<PendingFinish> finishes_;   // guarded by finish_mu_
+  bool writing_ = false;                 // guarded by finish_mu_: one is being written
+  bool finishing_stop_ = false;          // guarded by finish_mu_
+  std::thread finisher_;                 // async_finish only; joined first in the destructor
 };
 
 }  // namespace llmpool::ratelimit

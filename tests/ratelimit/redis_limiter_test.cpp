@@ -165,6 +165,32 @@ TEST_F(RedisLimiterTest, ConcurrencyLeaseIsSharedByInstances) {
   EXPECT_FALSE(admit(*a, s, 0).admitted);
 }
 
+// serve's mode: finish() queues the write for the limiter's own thread
+// (the caller is a model's only HTTP-client thread and must not wait for
+// Redis); the lease comes back once it is written, and the queue is
+// written before the limiter goes away.
+TEST_F(RedisLimiterTest, AsyncFinishGivesTheLeaseBackAndWritesTheQueueAtShutdown) {
+  Options o;
+  o.url = redis_.url();
+  o.async_finish = true;
+  o.metrics = &metrics_;
+  auto a = RedisLimiter::create(o);
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  auto b = make();
+  const Subject s = subject({.max_concurrent = 1});
+  Decision held = admit(**a, s, 0);
+  ASSERT_TRUE(held.admitted);
+  EXPECT_FALSE(admit(*b, s, 0).admitted);
+  (*a)->finish(held.ticket, 0);
+  (*a)->wait_for_finishes();
+  Decision next = admit(**a, s, 0);
+  ASSERT_TRUE(next.admitted) << "the lease was given back";
+  (*a)->finish(next.ticket, 0);
+  a->reset();  // the destructor writes the queued finish
+  EXPECT_TRUE(admit(*b, s, 0).admitted);
+  EXPECT_EQ(errors("closed"), 0.0);
+}
+
 TEST_F(RedisLimiterTest, LeaseIsRenewedWhileHeldAndExpiresWhenTheHolderDies) {
   const Subject s = subject({.max_concurrent = 1});
   int ready[2];
