@@ -127,8 +127,8 @@ class FabricTest : public ::testing::Test {
     ASSERT_TRUE(conn_->ensure_tenant("default").is_ok());
   }
 
-  void start_runner(Collected* got) {
-    runner_ = std::make_unique<FabricJobRunner>(conn_, std::vector<std::string>{"default"});
+  void start_runner(Collected* got, std::vector<std::string> tenants = {"default"}) {
+    runner_ = std::make_unique<FabricJobRunner>(conn_, std::move(tenants));
     runner_->set_result_sink([got](const batch::JobResult& r) {
       std::lock_guard<std::mutex> lock(got->mu);
       got->seen[r.id]++;
@@ -420,14 +420,8 @@ TEST_F(FabricTest, NatsServerRefusesATenantsCredentialsOnAnotherTenantsSubjects)
                                        << "  password_env: LLMPOOL_TEST_NATS_PASSWORD\n";
   spawn_worker(config, "acme-w0");
   conn_ = *c;
-  runner_ = std::make_unique<FabricJobRunner>(conn_, std::vector<std::string>{"acme"});
   Collected got;
-  runner_->set_result_sink([&got](const batch::JobResult& r) {
-    std::lock_guard<std::mutex> lock(got.mu);
-    got.seen[r.id]++;
-    got.status[r.id] = r.status_code;
-    return Status::ok();
-  });
+  start_runner(&got, {"acme"});
   ASSERT_TRUE(runner_->submit({"acme-job", "acme", "echo", "/v1/chat/completions", chat_body("echo", 0)}).is_ok());
   ASSERT_TRUE(eventually([&] { return got.distinct() == 1; }, 30s)) << "no result; see " << (dir_ / "acme-w0.log");
   runner_.reset();  // before `got` goes: no sink call after this
