@@ -1,10 +1,10 @@
 #include "api/openai.h"
 
 #include <cstring>
-#include <random>
 
 #include "api/request_parts.h"
 #include "api/request_reader.h"
+#include "common/text.h"
 
 namespace llmpool::api {
 
@@ -259,15 +259,6 @@ json model_json(const providers::ModelInfo& info, int64_t created) {
           {"context_length", info.context}};
 }
 
-std::string new_completion_id(std::string_view prefix) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(prefix);
-  id += '-';
-  uint64_t a = rng(), b = rng();
-  for (int i = 0; i < 16; ++i) id += kHex[(a >> (i * 4)) & 15];
-  for (int i = 0; i < 8; ++i) id += kHex[(b >> (i * 4)) & 15];
-  return id;
-}
+std::string new_completion_id(std::string_view prefix) { return std::string(prefix) + "-" + random_hex(24); }
 
 }  // namespace llmpool::api

@@ -1,7 +1,10 @@
-// Small text helpers for messages that quote input. Pure; thread-safe.
+// Small text helpers: cutting quoted input for messages (pure), and random
+// hex ids. Thread-safe.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 
@@ -16,6 +19,22 @@ inline std::string cut_utf8(std::string_view s, size_t max_bytes) {
   std::string out(s.substr(0, cut));
   out += "...";
   return out;
+}
+
+// `digits` random lowercase hex digits (64 bits of a per-thread generator
+// seeded by the OS for every 16): ids that must not repeat, not secrets.
+inline std::string random_hex(size_t digits) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(digits);
+  uint64_t v = 0;
+  for (size_t i = 0; i < digits; ++i) {
+    if (i % 16 == 0) v = rng();
+    s += kHex[v & 15];
+    v >>= 4;
+  }
+  return s;
 }
 
 }  // namespace llmpool

@@ -7,10 +7,10 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <random>
 #include <set>
 #include <thread>
 
+#include "common/text.h"
 #include "common/topic.h"
 #include "fabric/connection.h"
 #include "fabric/fleet.h"
@@ -23,19 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
-
-std::string random_token(int hex_digits) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  uint64_t v = 0;
-  for (int i = 0; i < hex_digits; ++i) {
-    if (i % 16 == 0) v = rng();
-    s += kHex[v & 15];
-    v >>= 4;
-  }
-  return s;
-}
 
 struct Call {
   std::string id;
@@ -67,7 +54,7 @@ struct QueueProvider::Shared {
   std::string name;
   std::string upstream_model;
   std::string who;     // "workers for model 'x'", for messages
-  std::string node = random_token(16);
+  std::string node = random_hex(16);
   int64_t timeout_ms = 0;
   int64_t heartbeat_ms = 2000;
   size_t max_bytes = 1 << 20;
@@ -294,7 +281,7 @@ void QueueProvider::generate(GenerateRequest request, CancelTokenPtr cancel, Gen
   auto subject = fabric::request_subject(tenant, shared_->upstream_model);
   if (!subject) return callbacks.on_done(subject.status());
   auto call = std::make_shared<Call>();
-  call->id = "job-" + random_token(24);
+  call->id = "job-" + random_hex(24);
   call->tenant = tenant;
   call->subject = *subject;
   call->chat = !request.prompt.has_value();
