@@ -31,7 +31,7 @@ int32_t count_field(const json& o, const char* key) {
 
 }  // namespace
 
-Result<json> ollama_request_json(const GenerateRequest& r, const std::string& upstream_model) {
+Result<json> ollama_request_json(const GenerateRequest& r, const std::string& upstream_model, bool stream) {
   const SamplingParams& s = r.sampling;
   if (r.n > 1) return Status::unimplemented("ollama upstreams give one choice per request; 'n' must be 1", "n");
   if (!s.logit_bias.empty())
@@ -81,7 +81,7 @@ Result<json> ollama_request_json(const GenerateRequest& r, const std::string& up
       ASSIGN_OR_RETURN(j["tools"], tools_json(r.tools));
     }
   }
-  j["stream"] = true;
+  j["stream"] = stream;  // ollama streams unless told not to
 
   json o = json::object();
   o["temperature"] = clean(s.temperature);
@@ -196,8 +196,8 @@ Result<ProviderPtr> OllamaProvider::create(const config::ModelConfig& config) {
   return ProviderPtr(new OllamaProvider(model_info(config), std::move(settings).value()));
 }
 
-Result<RemoteProvider::UpstreamCall> OllamaProvider::prepare(const GenerateRequest& request) const {
-  Result<json> body = ollama_request_json(request, settings().upstream_model);
+Result<RemoteProvider::UpstreamCall> OllamaProvider::prepare(const GenerateRequest& request, bool stream) const {
+  Result<json> body = ollama_request_json(request, settings().upstream_model, stream);
   if (!body) return body.status();
   const bool chat = !request.prompt.has_value();
   UpstreamCall call;

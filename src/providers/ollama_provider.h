@@ -37,7 +37,8 @@
 namespace llmpool::providers {
 
 // The /api/chat or /api/generate body for `request`.
-Result<nlohmann::json> ollama_request_json(const GenerateRequest& request, const std::string& upstream_model);
+Result<nlohmann::json> ollama_request_json(const GenerateRequest& request, const std::string& upstream_model,
+                                           bool stream = true);
 
 // Decodes Ollama's NDJSON stream.
 class OllamaStreamDecoder : public UpstreamDecoder {
@@ -64,7 +65,7 @@ class OllamaProvider : public RemoteProvider {
 
  protected:
   using RemoteProvider::RemoteProvider;
-  Result<UpstreamCall> prepare(const GenerateRequest& request) const override;
+  Result<UpstreamCall> prepare(const GenerateRequest& request, bool stream) const override;
 };
 
 }  // namespace llmpool::providers

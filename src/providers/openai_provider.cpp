@@ -250,8 +250,11 @@ Completion UpstreamDecoder::completion() const {
 // OpenAiStreamDecoder
 
 void OpenAiStreamDecoder::start(const HttpResponseHead& head) {
-  // An upstream that ignores "stream": true answers with one JSON object.
-  whole_json_ = head.header("content-type").find("application/json") != std::string::npos;
+  // An upstream that ignores "stream": true answers with one JSON object;
+  // one asked for a whole answer may still stream.
+  const std::string type = head.header("content-type");
+  whole_json_ = type.find("application/json") != std::string::npos ||
+                (asked_whole_ && type.find("text/event-stream") == std::string::npos);
 }
 
 Status OpenAiStreamDecoder::feed(std::string_view bytes) {
@@ -521,7 +524,9 @@ RemoteProvider::~RemoteProvider() {
 void RemoteProvider::generate(GenerateRequest request, CancelTokenPtr cancel, GenerateCallbacks callbacks) {
   if (!cancel) cancel = std::make_shared<CancelToken>();
   if (!callbacks.on_done) callbacks.on_done = [](Result<Completion>) {};
-  Result<UpstreamCall> prepared = prepare(request);
+  // Deltas are asked for only by streaming clients (and the ensembles that
+  // relay them); everyone else gets the upstream's whole answer.
+  Result<UpstreamCall> prepared = prepare(request, static_cast<bool>(callbacks.on_delta));
   if (!prepared) return callbacks.on_done(prepared.status());
   UpstreamCall up = std::move(prepared).value();
 
@@ -707,7 +712,7 @@ Result<json> tools_json(const std::vector<ToolSpec>& tools) {
   return out;
 }
 
-Result<json> openai_request_json(const GenerateRequest& r, const std::string& upstream_model) {
+Result<json> openai_request_json(const GenerateRequest& r, const std::string& upstream_model, bool stream) {
   json j;
   j["model"] = upstream_model;
   const bool chat = !r.prompt.has_value();
@@ -739,8 +744,10 @@ Result<json> openai_request_json(const GenerateRequest& r, const std::string& up
   } else {
     j["prompt"] = *r.prompt;
   }
-  j["stream"] = true;
-  j["stream_options"] = {{"include_usage", true}};
+  if (stream) {
+    j["stream"] = true;
+    j["stream_options"] = {{"include_usage", true}};
+  }
   const SamplingParams& s = r.sampling;
   j["temperature"] = clean(s.temperature);
   if (s.top_p != 1.0f) j["top_p"] = clean(s.top_p);
@@ -785,14 +792,16 @@ Result<ProviderPtr> OpenAiProvider::create(const config::ModelConfig& config) {
   return ProviderPtr(new OpenAiProvider(model_info(config), std::move(settings).value()));
 }
 
-Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateRequest& request) const {
-  Result<json> body = openai_request_json(request, settings().upstream_model);
+Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateRequest& request, bool stream) const {
+  Result<json> body = openai_request_json(request, settings().upstream_model, stream);
   if (!body) return body.status();
   const bool chat = !request.prompt.has_value();
   UpstreamCall call;
   call.path = chat ? "/chat/completions" : "/completions";
   call.body = body->dump(-1, ' ', false, json::error_handler_t::replace);
-  call.decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().label);
+  auto decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().label);
+  if (!stream) decoder->expect_whole();
+  call.decoder = std::move(decoder);
   return call;
 }
 

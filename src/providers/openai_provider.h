@@ -192,8 +192,10 @@ class RemoteProvider : public Provider {
 
   RemoteProvider(ModelInfo info, RemoteSettings settings);
   // Maps `request` to the upstream's API. InvalidArgument or Unimplemented
-  // (with param) for what the upstream cannot do.
-  virtual Result<UpstreamCall> prepare(const GenerateRequest& request) const = 0;
+  // (with param) for what the upstream cannot do. `stream`: ask the upstream
+  // to stream; false (the caller wants no deltas) asks for one whole answer,
+  // which costs both sides far less than parsing an event per token.
+  virtual Result<UpstreamCall> prepare(const GenerateRequest& request, bool stream) const = 0;
 
  private:
   struct Shared;
@@ -218,7 +220,8 @@ class RemoteProvider : public Provider {
 // that strict hosted APIs do not reject them. Tools and tool messages as
 // the header's comment says; InvalidArgument (param "tools") for tool
 // parameters that are not a JSON object.
-Result<nlohmann::json> openai_request_json(const GenerateRequest& request, const std::string& upstream_model);
+Result<nlohmann::json> openai_request_json(const GenerateRequest& request, const std::string& upstream_model,
+                                           bool stream = true);
 
 // OpenAI's `tools` array for `tools` (Ollama takes the same):
 // [{"type":"function","function":{"name","description","parameters"}}].
@@ -236,6 +239,9 @@ class OpenAiStreamDecoder : public UpstreamDecoder {
   Status feed(std::string_view bytes) override;
   Status finish() override;
   const char* end_marker() const override { return "[DONE]"; }
+  // The request asked for one whole answer: a body that is not an event
+  // stream is read as JSON whatever its Content-Type says.
+  void expect_whole() { asked_whole_ = true; }
 
  private:
   Status line(std::string_view text);
@@ -245,6 +251,7 @@ class OpenAiStreamDecoder : public UpstreamDecoder {
 
   bool chat_;
   bool whole_json_ = false;
+  bool asked_whole_ = false;
   LineSplitter lines_;
   std::string body_;    // the whole JSON body (whole_json_)
   std::string data_;    // the current event's data lines
@@ -259,7 +266,7 @@ class OpenAiProvider : public RemoteProvider {
 
  protected:
   using RemoteProvider::RemoteProvider;
-  Result<UpstreamCall> prepare(const GenerateRequest& request) const override;
+  Result<UpstreamCall> prepare(const GenerateRequest& request, bool stream) const override;
 };
 
 }  // namespace llmpool::providers

@@ -388,6 +388,23 @@ class OpenAiProviderTest : public ::testing::Test {
         w->end();
       });
     });
+    // Answers as asked: SSE for "stream": true, else one JSON object with a
+    // Content-Type that does not say JSON (some servers send text/plain).
+    fake_.post("/asked/v1/chat/completions", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      if (json::parse(req.body).value("stream", false)) {
+        w->start_stream(200, "text/event-stream");
+        w->write(sse(chat_chunk(0, "streamed", "stop")));
+        w->write("data: [DONE]\n\n");
+        w->end();
+        return;
+      }
+      api::HttpResponse r;
+      r.content_type = "text/plain";
+      r.body = R"({"choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"length"}],)"
+               R"("usage":{"prompt_tokens":4,"completion_tokens":1}})";
+      w->respond(r);
+    });
     fake_.post("/json/v1/chat/completions", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
       api::HttpResponse r;
       r.body = R"({"choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}],)"
@@ -572,6 +589,33 @@ TEST_F(OpenAiProviderTest, AcceptsAnUpstreamThatDoesNotStream) {
   EXPECT_EQ(r->choices[0].text, "whole");
   EXPECT_EQ(col.text(), "whole");
   EXPECT_EQ(r->usage.prompt_tokens, 4);
+}
+
+// A caller that takes no deltas (a client that does not stream) gets the
+// upstream's whole answer: no SSE to write and parse per token.
+TEST_F(OpenAiProviderTest, AsksForAWholeAnswerWhenTheCallerTakesNoDeltas) {
+  auto p = make("/asked");
+  Collector col;
+  GenerateCallbacks cb = col.callbacks();
+  cb.on_delta = nullptr;
+  p->generate(chat_request("hi", 8), nullptr, std::move(cb));
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].text, "whole");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(r->usage.prompt_tokens, 4);
+  EXPECT_EQ(r->usage.completion_tokens, 1);
+  json body = fake_.last_body();
+  EXPECT_FALSE(body.contains("stream"));
+  EXPECT_FALSE(body.contains("stream_options"));
+  EXPECT_EQ(body["max_tokens"], 8);
+
+  Collector streamed;  // the same model streams for a caller that takes deltas
+  p->generate(chat_request("hi", 8), nullptr, streamed.callbacks());
+  auto s = streamed.wait();
+  ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+  EXPECT_EQ(streamed.text(), "streamed");
+  EXPECT_EQ(fake_.last_body()["stream"], true);
 }
 
 TEST_F(OpenAiProviderTest, CancelMidStreamEndsPromptly) {
@@ -762,6 +806,13 @@ class OllamaProviderTest : public ::testing::Test {
       w->write(R"({"response":"","done":true,"done_reason":"stop","eval_count":2})" "\n");
       w->end();
     });
+    fake_.post("/whole/api/chat", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      api::HttpResponse r;
+      r.body = R"({"message":{"role":"assistant","content":"all at once"},"done":true,"done_reason":"stop",)"
+               R"("prompt_eval_count":6,"eval_count":3})";
+      w->respond(r);
+    });
     fake_.post("/missing/api/chat", [](const api::HttpRequest&, api::ResponseWriterPtr w) {
       w->respond(api::HttpResponse{404, "application/json", R"({"error":"model \"nope\" not found, try pulling it first"})", {}});
     });
@@ -827,6 +878,21 @@ TEST_F(OllamaProviderTest, ChatStreamsDeltasAndFinalCounts) {
   EXPECT_EQ(body["options"]["seed"], 5);
   EXPECT_EQ(body["options"]["temperature"], 0.0);
   EXPECT_EQ(body["messages"][0]["content"], "hi");
+}
+
+TEST_F(OllamaProviderTest, AsksForAWholeAnswerWhenTheCallerTakesNoDeltas) {
+  auto p = make("/whole");
+  Collector col;
+  GenerateCallbacks cb = col.callbacks();
+  cb.on_delta = nullptr;
+  p->generate(chat_request("hi", 3), nullptr, std::move(cb));
+  auto r = col.wait();
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->choices[0].text, "all at once");
+  EXPECT_EQ(r->choices[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ(r->usage.prompt_tokens, 6);
+  EXPECT_EQ(r->usage.completion_tokens, 3);
+  EXPECT_EQ(fake_.last_body()["stream"], false);
 }
 
 TEST_F(OllamaProviderTest, GenerateForPrompts) {

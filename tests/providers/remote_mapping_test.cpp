@@ -137,6 +137,15 @@ TEST(OpenAiRequestJsonTest, SendsAStreamingChatWithOnlyTheFieldsThatAreSet) {
     "stream":true, "stream_options":{"include_usage":true}, "temperature":1.0})"));
 }
 
+TEST(OpenAiRequestJsonTest, AWholeAnswerIsAskedForWithoutStreamFields) {
+  auto j = openai_request_json(chat("hi"), "up", /*stream=*/false);
+  ASSERT_TRUE(j.is_ok());
+  EXPECT_EQ(*j, json::parse(R"({
+    "model":"up",
+    "messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],
+    "temperature":1.0})"));
+}
+
 TEST(OpenAiRequestJsonTest, MapsEverySamplingField) {
   GenerateRequest r = chat("hi");
   SamplingParams& s = r.sampling;
