@@ -268,6 +268,23 @@ bool Tenant::allows_route_group(std::string_view group) const { return list_allo
 
 struct TenantStore::Impl {
   sql::Database db;
+  std::optional<sql::Statement> data_version_query;  // prepared once
+
+  // SQLite's count of commits by OTHER connections to the file.
+  Result<int64_t> data_version() {
+    if (!data_version_query) {
+      Result<sql::Statement> st = db.prepare("PRAGMA data_version");
+      if (!st) return st.status();
+      data_version_query.emplace(std::move(st).value());
+    }
+    data_version_query->reset();
+    Result<bool> row = data_version_query->step();
+    if (!row) return row.status();
+    if (!*row) return Status::internal("PRAGMA data_version returned no row");
+    int64_t v = data_version_query->column_int(0);
+    data_version_query->reset();
+    return v;
+  }
 
   template <typename F>
   Status transaction(F&& body) {
@@ -336,7 +353,7 @@ Result<std::unique_ptr<TenantStore>> TenantStore::open(const std::string& data_d
   ::umask(old_mask);
   if (!db) return db.status();
   if (::chmod(path.c_str(), 0600) != 0) return Status::internal("cannot make " + path + " private");
-  auto impl = std::make_unique<Impl>(Impl{std::move(*db)});
+  auto impl = std::make_unique<Impl>(Impl{std::move(*db), std::nullopt});
   if (Status s = sql::prepare_store(impl->db, {std::begin(kMigrations), std::end(kMigrations)}); !s) return s;
   return std::unique_ptr<TenantStore>(new TenantStore(std::move(impl), std::move(path), clock));
 }
@@ -401,6 +418,7 @@ Status TenantStore::update_tenant(const Tenant& tenant) {
                           tenant.tokens_per_minute, tenant.max_concurrent_requests, tenant.daily_token_budget,
                           tenant.monthly_token_budget, clock_.now_unix(), tenant.name);
   if (!s) return s;
+  forget_keys();  // they carry the tenant's old fields
   if (s = st->run(); !s) return s;
   if (impl_->db.changes() == 0) return Status::not_found("no tenant named " + tenant.name, "name");
   return Status::ok();
@@ -409,6 +427,7 @@ Status TenantStore::update_tenant(const Tenant& tenant) {
 Status TenantStore::remove_tenant(std::string_view name) {
   if (Status s = validate_tenant_name(name); !s) return s;
   std::lock_guard lock(mu_);
+  forget_keys();
   Result<sql::Statement> st = impl_->db.prepare("DELETE FROM tenants WHERE name = ?");
   if (!st) return st.status();
   if (Status s = st->bind_all(name); !s) return s;
@@ -495,6 +514,7 @@ Result<std::vector<ApiKeyInfo>> TenantStore::list_keys(std::string_view tenant) 
 
 Status TenantStore::revoke_key(std::string_view prefix) {
   std::lock_guard lock(mu_);
+  forget_keys();
   return impl_->revoke("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE prefix = ?", clock_.now_unix(),
                        prefix, "no API key with prefix " + std::string(prefix), "prefix");
 }
@@ -513,6 +533,18 @@ Result<VerifiedKey> TenantStore::verify_key(std::string_view key_text) const {
   std::string presented = sha256(secret);
 
   std::lock_guard lock(mu_);
+  auto expired = [&](const ApiKeyInfo& key) { return key.expires_at != 0 && key.expires_at <= clock_.now_unix(); };
+  Result<int64_t> version = impl_->data_version();
+  if (!version) return version.status();
+  if (*version != cached_data_version_) {
+    forget_keys();  // someone else wrote to the file
+    cached_data_version_ = *version;
+  }
+  if (auto hit = cached_keys_.find(std::string(prefix)); hit != cached_keys_.end()) {
+    if (!constant_time_equal(presented, hit->second.secret_sha256)) return Status::unauthenticated("unknown API key");
+    if (expired(hit->second.verified.key)) return Status::unauthenticated("API key expired");
+    return hit->second.verified;
+  }
   Result<sql::Statement> st =
       impl_->db.prepare(std::string("SELECT ") + kKeyColumns + ", secret_sha256 FROM api_keys WHERE prefix = ?");
   if (!st) return st.status();
@@ -527,9 +559,7 @@ Result<VerifiedKey> TenantStore::verify_key(std::string_view key_text) const {
   VerifiedKey out;
   out.key = read_key(*st);
   if (out.key.revoked_at) return Status::unauthenticated("API key revoked");
-  if (out.key.expires_at != 0 && out.key.expires_at <= clock_.now_unix()) {
-    return Status::unauthenticated("API key expired");
-  }
+  if (expired(out.key)) return Status::unauthenticated("API key expired");
   out.effective = out.key.limits;
   if (!out.key.tenant.empty()) {
     Result<Tenant> tenant = impl_->get_tenant(out.key.tenant);
@@ -541,6 +571,8 @@ Result<VerifiedKey> TenantStore::verify_key(std::string_view key_text) const {
         effective_limit(out.key.limits.max_concurrent_requests, tenant->max_concurrent_requests);
     out.tenant = std::move(*tenant);
   }
+  if (cached_keys_.size() >= kMaxCachedKeys) forget_keys();
+  cached_keys_[std::string(prefix)] = CachedKey{std::move(stored), out};
   return out;
 }
 

@@ -38,6 +38,13 @@
 // tenant's limit" on a key. Times are Unix seconds from the injected
 // WallClock.
 //
+// verify_key() keeps the keys it found good in memory, so a request does not
+// pay for SQL (the gateway's hot path). Nothing goes stale: the cache is
+// emptied by this store's own writes (revoke, tenant update or removal) and
+// whenever SQLite's `PRAGMA data_version` says another connection (the CLI,
+// another server on the same file) committed; expiry is checked on every
+// hit. At most kMaxCachedKeys keys are kept (then it starts over).
+//
 // Thread-safety: thread-safe. One connection behind a mutex: every call
 // holds the mutex for its statements (calls are short, single-row writes or
 // small reads). Ownership: open() returns a TenantStore the caller owns;
@@ -56,6 +63,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -221,10 +229,20 @@ class TenantStore {
   struct Impl;
   TenantStore(std::unique_ptr<Impl> impl, std::string path, const WallClock& clock);
 
+  // verify_key()'s cache (see above), under mu_.
+  struct CachedKey {
+    std::string secret_sha256;
+    VerifiedKey verified;
+  };
+  static constexpr size_t kMaxCachedKeys = 4096;
+  void forget_keys() const { cached_keys_.clear(); }
+
   std::unique_ptr<Impl> impl_;
   std::string path_;
   const WallClock& clock_;
   mutable std::mutex mu_;
+  mutable std::unordered_map<std::string, CachedKey> cached_keys_;  // by prefix
+  mutable int64_t cached_data_version_ = -1;
 };
 
 }  // namespace llmpool::tenancy

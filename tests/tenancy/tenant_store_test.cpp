@@ -306,6 +306,42 @@ TEST_F(TenantStoreTest, RevokedKeysFail) {
   EXPECT_EQ(store_->revoke_key("zzzzzzzz").code(), StatusCode::kNotFound);
 }
 
+// verify_key() answers good keys from memory; a revoke or a tenant change
+// made in the same store, or by another connection to the file (the CLI,
+// another server), is seen by the very next call.
+TEST_F(TenantStoreTest, RememberedKeysFollowEveryWriteToTheFile) {
+  ASSERT_TRUE(store_->add_tenant(acme()).is_ok());
+  Result<CreatedApiKey> a = store_->create_key(spec("acme"));
+  Result<CreatedApiKey> b = store_->create_key(spec("acme"));
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  ASSERT_TRUE(store_->verify_key(a->key).is_ok());
+  ASSERT_TRUE(store_->verify_key(b->key).is_ok());
+  // A wrong secret on a remembered prefix is still refused.
+  std::string wrong = a->key;
+  wrong.back() = wrong.back() == '0' ? '1' : '0';
+  EXPECT_EQ(store_->verify_key(wrong).status().message(), "unknown API key");
+
+  std::unique_ptr<TenantStore> cli = open();  // a second connection, as `llmpool keys revoke` opens
+  ASSERT_NE(cli, nullptr);
+  ASSERT_TRUE(cli->revoke_key(a->info.prefix).is_ok());
+  EXPECT_EQ(store_->verify_key(a->key).status().message(), "API key revoked");
+
+  Tenant cut = acme();
+  cut.requests_per_minute = 7;
+  ASSERT_TRUE(cli->update_tenant(cut).is_ok());
+  Result<VerifiedKey> v = store_->verify_key(b->key);
+  ASSERT_TRUE(v.is_ok());
+  EXPECT_EQ(v->tenant->requests_per_minute, 7);
+  EXPECT_EQ(v->effective.requests_per_minute, 7);
+
+  cut.requests_per_minute = 5;  // the same store's own write
+  ASSERT_TRUE(store_->update_tenant(cut).is_ok());
+  EXPECT_EQ(store_->verify_key(b->key)->effective.requests_per_minute, 5);
+
+  ASSERT_TRUE(cli->remove_tenant("acme").is_ok());
+  EXPECT_EQ(store_->verify_key(b->key).status().code(), StatusCode::kUnauthenticated);
+}
+
 TEST_F(TenantStoreTest, KeysExpireByTheInjectedClock) {
   ASSERT_TRUE(store_->add_tenant(acme()).is_ok());
   int64_t now = clock_.now_unix();
