@@ -70,6 +70,10 @@ void HttpRouter::offload_large_bodies(size_t min_body_bytes, int threads, size_t
   offload_ = threads > 0 ? std::make_unique<OffloadPool>(threads, max_queued) : nullptr;
 }
 
+void HttpRouter::offload_bodies(int threads, size_t max_queued) {
+  offload_bodies_ = threads > 0 ? std::make_unique<OffloadPool>(threads, max_queued) : nullptr;
+}
+
 void HttpRouter::add(const std::string& method, const std::string& path, Handler handler) {
   routes_[path][method] = with_error_boundary(std::move(handler));
 }
@@ -79,15 +83,14 @@ void HttpRouter::add_prefix(const std::string& method, const std::string& prefix
 }
 
 void HttpRouter::dispatch(const HttpRequest& request, ResponseWriterPtr writer) const {
-  if (offload_ && request.body.size() >= offload_min_bytes_) {
-    // The caller's request dies with its connection: the job keeps a copy.
-    auto copy = std::make_shared<HttpRequest>(request);
-    bool posted = offload_->post([this, copy, writer] { dispatch_here(*copy, writer); });
-    if (!posted) writer->respond(error_response(Status::unavailable(
-        "too many large requests are waiting to be read; retry later")));
-    return;
-  }
-  dispatch_here(request, std::move(writer));
+  const bool large = offload_ && request.body.size() >= offload_min_bytes_;
+  OffloadPool* pool = large ? offload_.get() : !request.body.empty() ? offload_bodies_.get() : nullptr;
+  if (!pool) return dispatch_here(request, std::move(writer));
+  // The caller's request dies with its connection: the job keeps a copy.
+  auto copy = std::make_shared<HttpRequest>(request);
+  if (!pool->post([this, copy, writer] { dispatch_here(*copy, writer); }))
+    writer->respond(error_response(Status::unavailable(large ? "too many large requests are waiting to be read; retry later"
+                                                             : "too many requests are waiting to be handled; retry later")));
 }
 
 void HttpRouter::dispatch_here(const HttpRequest& request, ResponseWriterPtr writer) const {

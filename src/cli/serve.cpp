@@ -158,6 +158,9 @@ int serve(const ServeOptions& opts) {
       return 2;
     }
     tenancy_options.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
+    // Each admission waits a Redis round trip: one of the router's threads
+    // per connection waits it, never an HTTP I/O thread (docs/architecture.md).
+    if (!limit_options.url.empty() && limit_options.url != "local") router.offload_bodies(limit_options.pool_size);
     auth->share_replays(tenancy_options.limiter);  // an HMAC signature is accepted once by all instances
     if (store) tenancy_options.usage = std::make_shared<tenancy::UsageRecorder>(store);
     router.set_guard([auth](const api::HttpRequest& req) { return auth->guard(req); });

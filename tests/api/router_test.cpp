@@ -69,6 +69,38 @@ TEST_F(HttpRouterOffloadTest, LargeBodiesAreHandledOnTheRoutersThreadsFromACopy)
   EXPECT_NE(threads_[0], std::this_thread::get_id());
 }
 
+// offload_bodies(): every request with a body runs on the router's threads
+// (a handler that waits for Redis holds one of them, not an I/O thread);
+// one without a body (/health) stays on the caller's thread.
+TEST_F(HttpRouterOffloadTest, WithOffloadBodiesEveryBodyRunsOnTheRoutersThreads) {
+  router_.offload_large_bodies(1000, 1);
+  router_.offload_bodies(2);
+  router_.add("GET", "/health", [this](const HttpRequest&, ResponseWriterPtr w) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.push_back(std::this_thread::get_id());
+    }
+    w->respond(HttpResponse{});
+  });
+  auto small = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(post("small"), small);
+  EXPECT_EQ(wait_for(small).body, "5");
+  auto large = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(post(std::string(5000, 'x')), large);
+  EXPECT_EQ(wait_for(large).body, "5000");
+  HttpRequest get;
+  get.method = "GET";
+  get.path = get.target = "/health";
+  auto health = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(get, health);
+  ASSERT_TRUE(health->finished());
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSERT_EQ(threads_.size(), 3u);
+  EXPECT_NE(threads_[0], std::this_thread::get_id());
+  EXPECT_NE(threads_[1], std::this_thread::get_id());
+  EXPECT_EQ(threads_[2], std::this_thread::get_id());
+}
+
 TEST_F(HttpRouterOffloadTest, AFullOffloadQueueAnswers503WithRetryAfter) {
   router_.offload_large_bodies(1000, 1, /*max_queued=*/1);
   {
