@@ -30,6 +30,12 @@ constexpr size_t kMinStreamCopyTokens = 8;
 constexpr int32_t kMinPrefillChunk = 32;
 // Prompt tokens in the step that follows an aborted one.
 constexpr int32_t kPrefillAfterAbort = 16;
+// How long an idle engine waits for requests still being prepared before
+// its first step (see run()).
+constexpr auto kWaveGather = std::chrono::milliseconds(20);
+// A prompt that shares at least this many tokens, not yet computed, with a
+// prompt being prefilled waits for that prefill and copies them (admit()).
+constexpr size_t kMinDeferShareTokens = 64;
 
 using Clock = std::chrono::steady_clock;
 
@@ -310,11 +316,13 @@ int64_t LocalModel::min_tokens(size_t bytes) const {
                               static_cast<size_t>(longest_token_bytes_));
 }
 
-int64_t LocalModel::waiting_locked() const {
-  int64_t n = static_cast<int64_t>(queue_.size());
+int64_t LocalModel::preparing_locked() const {
+  int64_t n = 0;
   for (const auto& lane : lanes_) n += static_cast<int64_t>(lane.queue.size()) + (lane.busy ? 1 : 0);
   return n;
 }
+
+int64_t LocalModel::waiting_locked() const { return static_cast<int64_t>(queue_.size()) + preparing_locked(); }
 
 void LocalModel::push_prep_locked(PrepTask task, int64_t bytes) {
   PrepLane& lane = lanes_[bytes > spec_.prep_large_bytes ? 1 : 0];
@@ -688,8 +696,19 @@ void LocalModel::run() {
     std::optional<EmbedJob> embed_job;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      if (stat_active_.load() == 0)
+      if (stat_active_.load() == 0) {
         cv_.wait(lock, [this] { return stopping_ || !queue_.empty() || !embed_queue_.empty(); });
+        // An idle engine gathers the wave: requests that arrived together
+        // but are still being prepared join the first step (at most
+        // kWaveGather later), instead of each getting a prompt chunk beside
+        // the first ones' streams, which would stretch every one of their
+        // inter-token gaps and keep the wave's streams out of step.
+        if (embed_queue_.empty()) {
+          cv_.wait_until(lock, Clock::now() + kWaveGather, [this] {
+            return stopping_ || preparing_locked() == 0 || queue_.size() >= slots_.size() || !embed_queue_.empty();
+          });
+        }
+      }
       if (stopping_) break;
       if (!embed_queue_.empty()) {
         embed_job = std::move(embed_queue_.front());
@@ -763,6 +782,18 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   const auto idle = std::count_if(slots_.begin(), slots_.end(),
                                   [](const Slot& s) { return s.state == Slot::State::kIdle; });
   if (idle < n) return false;
+  // A prompt that shares a long prefix with one still being prefilled (a
+  // wave of requests with one system prompt, gathered into one step) waits
+  // for that prefill, a step or a few, and then copies the prefix instead of
+  // computing it alongside. It stays at the head of the queue meanwhile.
+  for (const Slot& s : slots_) {
+    if (s.state != Slot::State::kPrefill || !s.job) continue;
+    const auto& other = s.job->prompt;
+    const size_t limit = std::min(other.size(), job->prompt.size());
+    size_t common = 0;
+    while (common < limit && other[common] == job->prompt[common]) ++common;
+    if (common >= s.cache.size() + kMinDeferShareTokens) return false;
+  }
 
   llama_memory_t mem = llama_get_memory(ctx_.get());
   // The prefix cache (prefix_cache.h): the leader is the idle sequence

@@ -241,6 +241,8 @@ class LocalModel {
   int64_t min_tokens(size_t bytes) const;
   // Waiting requests (preparing, queued for the engine); mu_ held.
   int64_t waiting_locked() const;
+  // Requests being prepared (in a preparation lane); mu_ held.
+  int64_t preparing_locked() const;
   // The calling preparation thread's task no longer counts as waiting; mu_ held.
   void release_prep_locked();
   void step();

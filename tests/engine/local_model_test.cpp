@@ -174,6 +174,32 @@ TEST_F(LocalModelTest, RepeatedPromptReusesThePrefixCacheAndAnswersTheSame) {
   EXPECT_GT(model_->stats().cached_prompt_tokens, 0);
 }
 
+// Requests that arrive together with one long system prompt: whichever
+// way they meet the engine (gathered into one step, or one after the
+// other), each one after the first copies the shared prefix instead of
+// computing it alongside (LocalModel::admit defers it while the first one
+// is still being prefilled).
+TEST_F(LocalModelTest, ConcurrentRequestsWithOneSystemPromptComputeItOnce) {
+  std::string system;
+  for (int i = 0; i < 30; ++i) system += "rule " + std::to_string(i) + " applies. ";
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (int i = 0; i < 3; ++i) {
+    GenerateRequest r = request("question number " + std::to_string(i), 4);
+    r.messages.insert(r.messages.begin(), {"system", system});
+    cs.push_back(std::make_unique<Collector>());
+    model_->submit(r, nullptr, cs.back()->callbacks());
+  }
+  std::vector<Completion> done;
+  for (auto& c : cs) {
+    auto r = c->future.get();
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    done.push_back(*r);
+  }
+  ASSERT_GT(done[0].usage.prompt_tokens, 100);
+  for (size_t i = 1; i < done.size(); ++i)
+    EXPECT_GE(done[i].usage.cached_prompt_tokens, done[0].usage.prompt_tokens * 3 / 4) << "request " << i;
+}
+
 TEST_F(LocalModelTest, SeveralChoicesShareOnePrefillAndDifferBySeed) {
   auto req = request("Pick a word", 8, 1.0f);
   req.n = 3;
