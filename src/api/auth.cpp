@@ -179,6 +179,8 @@ bool Authenticator::declared_in_config(const std::string& tenant) const {
   return false;
 }
 
+bool Authenticator::tenant_exists(const std::string& tenant) const { return find_tenant(*state(), tenant).is_ok(); }
+
 Result<tenancy::Tenant> Authenticator::find_tenant(const State& st, const std::string& name) const {
   for (const auto& t : st.yaml_tenants)
     if (t.name == name) return t;

@@ -116,6 +116,9 @@ class Authenticator {
   const std::shared_ptr<tenancy::TenantStore>& store() const { return store_; }
   // True for a tenant declared in the YAML (read-only for the admin API).
   bool declared_in_config(const std::string& tenant) const;
+  // True for a tenant of the YAML or the store (one added at run time, by
+  // the admin API or the CLI, too).
+  bool tenant_exists(const std::string& tenant) const;
 
  private:
   struct State {

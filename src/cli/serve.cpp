@@ -125,9 +125,10 @@ int serve(const ServeOptions& opts) {
   router::RouterService::Options routing_options;
   routing_options.metrics = &metrics;
   // The tenants metrics may name (others count as `_unknown`): the YAML's
-  // and the store's at start. Tenants added later count as `_unknown` until
-  // the next start.
+  // and the store's at start, and those added later (the authenticator
+  // finds them in the store).
   for (const auto& t : cfg.tenants) routing_options.tenants.push_back(t.name);
+  if (auth) routing_options.tenant_known = [auth](const std::string& t) { return auth->tenant_exists(t); };
   if (store) {
     if (auto listed = store->list_tenants(); listed) {
       for (const auto& t : *listed) routing_options.tenants.push_back(t.name);

@@ -410,8 +410,19 @@ void RouterService::set_tenants(std::vector<std::string> tenants) {
 
 std::string RouterService::tenant_label(const std::string& tenant) const {
   if (tenant.empty()) return "";
+  {
+    std::lock_guard lock(mu_);
+    if (tenants_ && tenants_->count(tenant)) return tenant;
+  }
+  if (!options_.tenant_known || !options_.tenant_known(tenant)) return std::string(obs::kUnknownLabel);
+  // A tenant added since the start: its own label from now on. The set
+  // grows only by tenants that exist, so labels stay bounded.
   std::lock_guard lock(mu_);
-  return tenants_ && tenants_->count(tenant) ? tenant : std::string(obs::kUnknownLabel);
+  auto names = tenants_ ? std::make_shared<std::set<std::string, std::less<>>>(*tenants_)
+                        : std::make_shared<std::set<std::string, std::less<>>>();
+  names->insert(tenant);
+  tenants_ = std::move(names);
+  return tenant;
 }
 
 obs::Counter* RouterService::tenant_counter(const std::string& name, const char* help, const std::string& tenant,

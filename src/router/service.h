@@ -15,8 +15,9 @@
 // carries it, the feedback record is the tenant's own (another tenant's
 // feedback call sees NotFound, as for an unknown id), the canary buckets
 // by tenant and user (canary_key), and metrics carry a `tenant` label for
-// the configured tenants only (Options::tenants / set_tenants; any other
-// tenant is obs::kUnknownLabel, no tenant no label).
+// the configured tenants only (Options::tenants / set_tenants, and those
+// Options::tenant_known vouches for later; any other tenant is
+// obs::kUnknownLabel, no tenant no label).
 //
 // `model: "auto"` or a route group name routes among the group's models
 // (auto without a configured group: every model); an explicit model name
@@ -162,6 +163,11 @@ class RouterService {
     // The configured tenants (YAML and the tenant store): the only tenant
     // names metrics carry as a `tenant` label. See set_tenants().
     std::vector<std::string> tenants;
+    // Optional: asked about a request's tenant that is not one of `tenants`
+    // (a tenant added since, by the admin API or the CLI). True: it gets its
+    // own label from then on; false: obs::kUnknownLabel. Called without the
+    // service's lock held; may block briefly (a database lookup).
+    std::function<bool(const std::string&)> tenant_known;
   };
 
   // Builds the service for `config` (routing section and models).
@@ -288,7 +294,8 @@ class RouterService {
   mutable std::mutex mu_;
   std::shared_ptr<const State> state_;                  // guarded by mu_
   std::map<std::string, double> last_score_;            // model -> score in the last decision; guarded by mu_
-  std::shared_ptr<const std::set<std::string, std::less<>>> tenants_;  // Options::tenants; guarded by mu_
+  // Options::tenants, and those tenant_known added; guarded by mu_.
+  mutable std::shared_ptr<const std::set<std::string, std::less<>>> tenants_;
 
   struct Rateable {
     std::string response_id;

@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 
 #include "router/fake_directory.h"
@@ -35,6 +37,7 @@ class RouterServiceTest : public ::testing::Test {
     o.metrics = &metrics_;
     o.feedback_capacity = feedback_capacity_;
     o.tenants = tenants_;
+    o.tenant_known = tenant_known_;
     auto s = RouterService::create(cfg_, dir_, o);
     ASSERT_TRUE(s.is_ok()) << s.status().message();
     svc_ = std::move(s).value();
@@ -103,6 +106,7 @@ class RouterServiceTest : public ::testing::Test {
   config::Config cfg_;
   size_t feedback_capacity_ = 100000;
   std::vector<std::string> tenants_;
+  std::function<bool(const std::string&)> tenant_known_;
   std::unique_ptr<RouterService> svc_;
   std::string log_path_;
   int requests_ = 0;
@@ -686,6 +690,38 @@ TEST_F(RouterServiceTest, ADirectAnswerIsRatedByItsOwnTenantOnly) {
   EXPECT_EQ(svc_->feedback("id-direct", true, "globex").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(svc_->feedback("id-direct", true).status().code(), StatusCode::kNotFound);
   EXPECT_TRUE(svc_->feedback("id-direct", true, "acme").is_ok());
+}
+
+// A tenant added after the start (the admin API, the CLI) is vouched for by
+// Options::tenant_known and gets its own label; made-up ones stay _unknown.
+TEST_F(RouterServiceTest, ATenantAddedAtRunTimeGetsItsOwnLabel) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  tenants_ = {"acme"};
+  std::set<std::string> store = {"acme"};
+  std::mutex store_mu;
+  int asked = 0;
+  tenant_known_ = [&](const std::string& t) {
+    std::lock_guard lock(store_mu);
+    ++asked;
+    return store.count(t) > 0;
+  };
+  start();
+  ASSERT_TRUE(run("auto", "hi", {}, "id-1", "initech").completion.is_ok());
+  const std::string help = "";
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help, {{"tenant", obs::kUnknownLabel}}).value(), 1.0);
+  {
+    std::lock_guard lock(store_mu);
+    store.insert("initech");  // `llmpool tenants add initech`
+  }
+  ASSERT_TRUE(run("auto", "hi", {}, "id-2", "initech").completion.is_ok());
+  ASSERT_TRUE(run("auto", "hi", {}, "id-3", "initech").completion.is_ok());
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help, {{"tenant", "initech"}}).value(), 2.0);
+  EXPECT_EQ(metrics_.counter("llmpool_router_decisions_total", help, {{"tenant", obs::kUnknownLabel}}).value(), 1.0);
+  const int asked_after_add = asked;
+  ASSERT_TRUE(run("auto", "hi", {}, "id-4", "initech").completion.is_ok());
+  ASSERT_TRUE(run("auto", "hi", {}, "id-5", "acme").completion.is_ok());
+  EXPECT_EQ(asked, asked_after_add);  // known tenants are not asked about again
+  EXPECT_EQ(metrics_.render().find("intruder"), std::string::npos);
 }
 
 TEST_F(RouterServiceTest, TenantMetricLabelsAreBoundedToTheConfiguredTenants) {
