@@ -195,9 +195,12 @@ TEST_F(LocalModelTest, ConcurrentRequestsWithOneSystemPromptComputeItOnce) {
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     done.push_back(*r);
   }
-  ASSERT_GT(done[0].usage.prompt_tokens, 100);
+  // However the arrivals interleave with the first one's prefill (64 tokens
+  // a step here), a later one recomputes fewer than 64 shared tokens: it
+  // waits while more than that are still to come. Without the wait: 0 cached.
+  ASSERT_GT(done[0].usage.prompt_tokens, 150);
   for (size_t i = 1; i < done.size(); ++i)
-    EXPECT_GE(done[i].usage.cached_prompt_tokens, done[0].usage.prompt_tokens * 3 / 4) << "request " << i;
+    EXPECT_GE(done[i].usage.cached_prompt_tokens, done[0].usage.prompt_tokens - 100) << "request " << i;
 }
 
 TEST_F(LocalModelTest, SeveralChoicesShareOnePrefillAndDifferBySeed) {
