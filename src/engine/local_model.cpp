@@ -788,11 +788,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   // computing it alongside. It stays at the head of the queue meanwhile.
   for (const Slot& s : slots_) {
     if (s.state != Slot::State::kPrefill || !s.job) continue;
-    const auto& other = s.job->prompt;
-    const size_t limit = std::min(other.size(), job->prompt.size());
-    size_t common = 0;
-    while (common < limit && other[common] == job->prompt[common]) ++common;
-    if (common >= s.cache.size() + kMinDeferShareTokens) return false;
+    if (common_prefix(s.job->prompt, job->prompt) >= s.cache.size() + kMinDeferShareTokens) return false;
   }
 
   llama_memory_t mem = llama_get_memory(ctx_.get());
