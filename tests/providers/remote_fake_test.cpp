@@ -596,9 +596,7 @@ TEST_F(OpenAiProviderTest, AcceptsAnUpstreamThatDoesNotStream) {
 TEST_F(OpenAiProviderTest, AsksForAWholeAnswerWhenTheCallerTakesNoDeltas) {
   auto p = make("/asked");
   Collector col;
-  GenerateCallbacks cb = col.callbacks();
-  cb.on_delta = nullptr;
-  p->generate(chat_request("hi", 8), nullptr, std::move(cb));
+  p->generate(chat_request("hi", 8), nullptr, col.callbacks_without_deltas());
   auto r = col.wait();
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r->choices[0].text, "whole");
@@ -883,9 +881,7 @@ TEST_F(OllamaProviderTest, ChatStreamsDeltasAndFinalCounts) {
 TEST_F(OllamaProviderTest, AsksForAWholeAnswerWhenTheCallerTakesNoDeltas) {
   auto p = make("/whole");
   Collector col;
-  GenerateCallbacks cb = col.callbacks();
-  cb.on_delta = nullptr;
-  p->generate(chat_request("hi", 3), nullptr, std::move(cb));
+  p->generate(chat_request("hi", 3), nullptr, col.callbacks_without_deltas());
   auto r = col.wait();
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r->choices[0].text, "all at once");

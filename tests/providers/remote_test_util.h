@@ -54,6 +54,12 @@ class Collector {
     };
     return cb;
   }
+  // The callbacks of a caller that takes no deltas (a client that does not stream).
+  GenerateCallbacks callbacks_without_deltas() {
+    GenerateCallbacks cb = callbacks();
+    cb.on_delta = nullptr;
+    return cb;
+  }
 
   // The result, or Internal if on_done did not come within `timeout`.
   Result<Completion> wait(std::chrono::milliseconds timeout = 30s) {
