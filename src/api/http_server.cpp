@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "api/errors.h"
+#include "providers/io_loop.h"
 #include "obs/metrics.h"
 #include "qos/admission.h"
 
@@ -238,6 +239,12 @@ struct CountGuard {
   std::atomic<int64_t>& count;
 };
 
+std::vector<std::shared_ptr<IoLoop>> make_loops(int n) {
+  std::vector<std::shared_ptr<IoLoop>> loops;
+  for (int i = 0; i < std::max(1, n); ++i) loops.push_back(std::make_shared<IoLoop>());
+  return loops;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -266,10 +273,14 @@ struct HttpServer::Impl {
   obs::Counter* closed_metric = nullptr;
   obs::Gauge* connections_metric = nullptr;
 
-  asio::io_context ioc;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  tcp::acceptor acceptor{ioc};
-  asio::steady_timer accept_backoff{ioc};
+  // One loop per I/O thread (nginx's workers): a connection lives on one
+  // loop, and so does the upstream I/O its handlers start there (the HTTP
+  // client borrows the loop; providers/io_loop.h). The listener is on the first.
+  std::vector<std::shared_ptr<IoLoop>> loops = make_loops(config.io_threads);
+  size_t next_loop = 0;  // the loop of the next connection (the listener's coroutine only)
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  tcp::acceptor acceptor{loops.front()->context()};
+  asio::steady_timer accept_backoff{loops.front()->context()};
   std::vector<std::thread> threads;
   uint16_t port = 0;
 
@@ -304,7 +315,8 @@ struct HttpServer::Impl {
     Clock::time_point burst_start;
     for (;;) {
       beast::error_code ec;
-      tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      asio::io_context& loop = loops[next_loop % loops.size()]->context();
+      tcp::socket socket = co_await acceptor.async_accept(loop, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         accept_errors.fetch_add(1);
@@ -333,7 +345,8 @@ struct HttpServer::Impl {
       // SSE chunks, must not wait for the client's delayed ACK: Nagle).
       beast::error_code nodelay_ec;
       socket.set_option(tcp::no_delay(true), nodelay_ec);
-      auto strand = asio::make_strand(ioc);
+      ++next_loop;
+      auto strand = asio::make_strand(loop);
       if (connections.active() >= config.max_connections) {
         refuse(strand, std::move(socket));
         continue;
@@ -728,12 +741,13 @@ Status HttpServer::start() {
                                std::to_string(impl_->config.port) + ": " + ec.message());
   }
   impl_->port = acc.local_endpoint().port();
-  impl_->work.emplace(impl_->ioc.get_executor());
-  asio::co_spawn(impl_->ioc, impl_->listen(), asio::detached);
-  for (int i = 0; i < impl_->config.io_threads; ++i) {
-    impl_->threads.emplace_back([this] {
+  for (auto& loop : impl_->loops) impl_->work.push_back(asio::make_work_guard(loop->context()));
+  asio::co_spawn(impl_->loops.front()->context(), impl_->listen(), asio::detached);
+  for (auto& loop : impl_->loops) {
+    impl_->threads.emplace_back([loop] {
+      ScopedIoLoop mark(loop);
       try {
-        impl_->ioc.run();
+        loop->context().run();
       } catch (const std::exception& e) {
         spdlog::error("I/O thread stopped by an exception: {}", e.what());
       }
@@ -763,7 +777,7 @@ void HttpServer::begin_drain() {
   impl_->draining.store(true);
   impl_->requests.close();
   if (impl_->threads.empty()) return;
-  asio::post(impl_->ioc, [impl = impl_.get()] {
+  asio::post(impl_->loops.front()->context(), [impl = impl_.get()] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);
     impl->accept_backoff.cancel();
@@ -788,10 +802,25 @@ bool HttpServer::stop() {
   // Closed sockets end their sessions at once; this bounds a straggler.
   if (!impl_->connections.wait_drained(std::chrono::seconds(2)))
     spdlog::warn("http: {} connection(s) still open at shutdown", impl_->connections.active());
-  impl_->work.reset();
-  impl_->ioc.stop();
+  // Borrowers (upstream exchanges still going for requests that outlived
+  // the grace) see the loops closed and end within their poll interval; the
+  // loops then run out of work. A straggler past that is cut off.
+  for (auto& loop : impl_->loops) loop->close();
+  impl_->work.clear();
+  const auto cutoff = Clock::now() + std::chrono::seconds(2);
+  auto all_stopped = [&] {
+    for (auto& loop : impl_->loops)
+      if (!loop->context().stopped()) return false;
+    return true;
+  };
+  while (!all_stopped() && Clock::now() < cutoff) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (auto& loop : impl_->loops) loop->context().stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  // What is still pending on the loops (a coroutine cut off above) is
+  // destroyed now, while this server's state it refers to is alive; a
+  // borrower may keep a loop (its idle sockets) for longer.
+  for (auto& loop : impl_->loops) loop->shutdown();
   return impl_->drained_in_time;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api/errors.h"
+#include "providers/io_loop.h"
 
 namespace llmpool::api {
 
@@ -28,12 +29,17 @@ class HttpRouter::OffloadPool {
     for (auto& t : threads_) t.join();
   }
 
-  // False when the queue is full or the pool is stopping.
+  // False when the queue is full or the pool is stopping. The job runs
+  // marked with the poster's I/O loop (providers/io_loop.h): what it starts for
+  // the request (an upstream exchange) goes back to the request's loop.
   bool post(std::function<void()> job) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_ || jobs_.size() >= max_queued_) return false;
-      jobs_.push_back(std::move(job));
+      jobs_.push_back([loop = current_io_loop(), job = std::move(job)] {
+        ScopedIoLoop mark(loop);
+        job();
+      });
     }
     cv_.notify_one();
     return true;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/json.h"
+#include "providers/io_loop.h"
 
 namespace llmpool::providers {
 
@@ -149,6 +150,14 @@ const char* phase_text(Phase p) {
 struct Connection {
   std::optional<tcp::socket> plain;
   std::unique_ptr<TlsStream> tls;
+  // What the body is read into, kept with the connection (pooled with it):
+  // not a large allocation per request.
+  std::unique_ptr<char[]> chunk;
+
+  char* read_chunk() {
+    if (!chunk) chunk = std::make_unique<char[]>(kReadChunk);
+    return chunk.get();
+  }
 
   bool empty() const { return !plain && !tls; }
   tcp::socket* lowest() {
@@ -165,24 +174,44 @@ struct Connection {
 };
 
 // One request in flight. Everything but construction happens on `strand`:
-// the request coroutine and its watcher never run at the same time.
+// the request coroutine and its watcher never run at the same time. It runs
+// on the client's own I/O context, or on a borrowed loop (`loop`, see
+// HttpClient::stream), and keeps the client's state (`owner`) alive.
 struct Exchange {
-  Exchange(asio::io_context& ioc, HttpClientRequest r, HttpUrl u, CancelTokenPtr c, HttpStreamCallbacks cb)
-      : strand(asio::make_strand(ioc)),
+  Exchange(std::shared_ptr<void> o, std::atomic<int64_t>& a, std::shared_ptr<IoLoop> l, asio::io_context& ctx,
+           HttpClientRequest r, HttpUrl u, CancelTokenPtr c, HttpStreamCallbacks cb)
+      : owner(std::move(o)),
+        active(a),
+        loop(std::move(l)),
+        ioc(ctx),
+        strand(asio::make_strand(ioc)),
         timer(strand),
         resolver(strand),
         req(std::move(r)),
         url(std::move(u)),
         key(url.scheme + "://" + url.host + ":" + std::to_string(url.port)),
+        pool_key(loop ? key + "@" + std::to_string(reinterpret_cast<uintptr_t>(loop.get())) : key),
         who(req.label.empty() ? url.to_string() : req.label),
         cancel(std::move(c)),
-        callbacks(std::move(cb)) {}
+        callbacks(std::move(cb)) {
+    active.fetch_add(1);
+  }
 
   // on_done is owed exactly once, also when the I/O context is torn down
   // with this request's coroutine still suspended.
   ~Exchange() {
     if (!done_called) finish(Status::unavailable("the HTTP client stopped before " + who + " answered"));
+    release();
   }
+
+  // No longer in flight (HttpClient::active_requests).
+  void release() {
+    if (counted) active.fetch_sub(1);
+    counted = false;
+  }
+
+  // Borrowed loops are closed by their owner before it stops running them.
+  bool loop_closed() const { return loop && !loop->open(); }
 
   void finish(Status st) {
     if (done_called) return;
@@ -209,13 +238,19 @@ struct Exchange {
     conn.close();
   }
 
+  std::shared_ptr<void> owner;     // the client's Impl
+  std::atomic<int64_t>& active;    // its count of requests in flight
+  bool counted = true;
+  std::shared_ptr<IoLoop> loop;    // declared before what is bound to it: destroyed after
+  asio::io_context& ioc;           // the loop's, or the client's own
   asio::strand<asio::io_context::executor_type> strand;
   asio::steady_timer timer;
   tcp::resolver resolver;
   Connection conn;
   HttpClientRequest req;
   HttpUrl url;
-  std::string key;  // pool key: scheme://host:port
+  std::string key;       // scheme://host:port
+  std::string pool_key;  // key, and the loop the connection is bound to
   std::string who;  // what messages call the server
   CancelTokenPtr cancel;
   HttpStreamCallbacks callbacks;
@@ -298,6 +333,7 @@ struct HttpClient::Impl {
   std::atomic<int64_t> active{0};
 
   struct IdleConnection {
+    std::shared_ptr<IoLoop> loop;  // a borrowed loop the socket is bound to (kept alive); before conn
     Connection conn;
     Clock::time_point since;
   };
@@ -319,14 +355,14 @@ struct HttpClient::Impl {
     return std::nullopt;
   }
 
-  void put_idle(const std::string& key, Connection conn) {
-    if (stopping.load() || options.max_idle_per_host <= 0) {
-      conn.close();
+  void put_idle(Exchange& ex) {
+    if (stopping.load() || options.max_idle_per_host <= 0 || ex.loop_closed()) {
+      ex.conn.close();
       return;
     }
     std::lock_guard<std::mutex> lock(pool_mu);
-    auto& q = pool[key];
-    q.push_back({std::move(conn), Clock::now()});
+    auto& q = pool[ex.pool_key];
+    q.push_back({ex.loop, std::move(ex.conn), Clock::now()});
     while (q.size() > static_cast<size_t>(options.max_idle_per_host)) {
       q.front().conn.close();
       q.pop_front();
@@ -384,7 +420,7 @@ struct HttpClient::Impl {
       if (ex->abort == Abort::kNone) {
         if (ex->cancel && ex->cancel->cancelled())
           ex->abort = Abort::kCancelled;
-        else if (stopping.load())
+        else if (stopping.load() || ex->loop_closed())
           ex->abort = Abort::kShutdown;
         else if (Clock::now() >= ex->deadline)
           ex->abort = Abort::kTimeout;
@@ -403,9 +439,9 @@ struct HttpClient::Impl {
     ex.conn = Connection();
     if (ex.url.tls()) {
       if (!tls_context) co_return Status::unavailable("cannot connect to " + ex.who + ": " + tls_error);
-      ex.conn.tls = std::make_unique<TlsStream>(ioc, *tls_context);
+      ex.conn.tls = std::make_unique<TlsStream>(ex.ioc, *tls_context);
     } else {
-      ex.conn.plain.emplace(ioc);
+      ex.conn.plain.emplace(ex.ioc);
     }
     ex.arm(ex.req.connect_timeout_ms, Phase::kConnect);
     beast::error_code ec;
@@ -494,13 +530,13 @@ struct HttpClient::Impl {
     if (ex.callbacks.on_head) ex.callbacks.on_head(head);
 
     bool stopped = false;
-    char chunk[kReadChunk];
+    char* chunk = ex.conn.read_chunk();
     // Not eager: an eager parser that ends a chunk goes on into the next
     // chunk's header, and with that still missing async_read_some waits
     // for the socket instead of handing over the chunk it has.
     while (!parser.is_done()) {
       parser.get().body().data = chunk;
-      parser.get().body().size = sizeof chunk;
+      parser.get().body().size = kReadChunk;
       ex.arm(ex.req.read_timeout_ms, Phase::kReadBody);
       co_await http::async_read_some(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
@@ -510,7 +546,7 @@ struct HttpClient::Impl {
         parser.put_eof(eof_ec);
         if (!eof_ec) ec = {};
       }
-      size_t n = sizeof chunk - parser.get().body().size;
+      size_t n = kReadChunk - parser.get().body().size;
       // Bytes that arrived before a cut are still delivered.
       if (n > 0 && ex.callbacks.on_body && !ex.callbacks.on_body(std::string_view(chunk, n))) {
         stopped = true;
@@ -522,7 +558,7 @@ struct HttpClient::Impl {
     bool reusable =
         !stopped && parser.is_done() && parser.keep_alive() && buffer.size() == 0 && ex.abort == Abort::kNone;
     if (reusable)
-      put_idle(ex.key, std::move(ex.conn));
+      put_idle(ex);
     else
       ex.conn.close();
     ex.conn = Connection();
@@ -549,7 +585,7 @@ struct HttpClient::Impl {
 
     for (int attempt = 0;; ++attempt) {
       bool reused = false;
-      if (auto idle = take_idle(ex.key)) {
+      if (auto idle = take_idle(ex.pool_key)) {
         ex.conn = std::move(*idle);
         reused = true;
       } else {
@@ -580,7 +616,7 @@ struct HttpClient::Impl {
     ex->timer.cancel();
     ex->conn.close();
     ex->finish(std::move(st));
-    active.fetch_sub(1);
+    ex->release();
   }
 
   asio::awaitable<void> delayed(std::chrono::milliseconds delay, std::function<void()> fn) {
@@ -637,8 +673,14 @@ HttpClient::~HttpClient() {
   }
   // Requests notice `stopping` within a poll interval and end with
   // Unavailable; then the I/O context runs out of work and its threads return.
+  // Requests on borrowed loops are waited for too, except on a thread that
+  // runs a loop (one of them may be on it): they keep the state they use
+  // alive and end on their own.
+  const std::shared_ptr<IoLoop>& here = current_io_loop();
+  const bool on_a_loop = here && here->context().get_executor().running_in_this_thread();
   const auto deadline = Clock::now() + kStopGrace;
-  while (!impl->ioc.stopped() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  while ((!impl->ioc.stopped() || (!on_a_loop && impl->active.load() > 0)) && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   if (!impl->ioc.stopped()) {
     spdlog::warn("HTTP client: {} requests did not end in time; stopping anyway", impl->active.load());
     impl->ioc.stop();
@@ -656,9 +698,15 @@ void HttpClient::stream(HttpClientRequest request, CancelTokenPtr cancel, HttpSt
     if (callbacks.on_done) callbacks.on_done(Status::unavailable("the HTTP client is shutting down"));
     return;
   }
-  auto ex = std::make_shared<Exchange>(impl_->ioc, std::move(request), std::move(url).value(), std::move(cancel),
-                                       std::move(callbacks));
-  impl_->active.fetch_add(1);
+  // On the caller's loop when it has one (the HTTP server's I/O thread the
+  // request came in on, providers/io_loop.h): the exchange then needs no thread
+  // of its own, and its answer is handled where the client's response is
+  // written.
+  std::shared_ptr<IoLoop> loop = current_io_loop();
+  if (loop && !loop->open()) loop.reset();
+  asio::io_context& ioc = loop ? loop->context() : impl_->ioc;
+  auto ex = std::make_shared<Exchange>(impl_, impl_->active, std::move(loop), ioc, std::move(request),
+                                       std::move(url).value(), std::move(cancel), std::move(callbacks));
   auto strand = ex->strand;
   asio::co_spawn(strand, impl_->run(std::move(ex)), asio::detached);
 }

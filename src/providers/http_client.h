@@ -10,9 +10,11 @@
 // turns every check off; it exists for test rigs and says so in the log.
 //
 // What it does:
-// - Owns its I/O: `io_threads` Asio threads that run every request as a
-//   coroutine. Boost.Beast stays inside http_client.cpp; this header has
-//   only plain types and std::function callbacks.
+// - Runs every request as a coroutine: on the caller's I/O loop when the
+//   calling thread has one (providers/io_loop.h: the HTTP server's I/O
+//   threads, and work they hand off), else on its own `io_threads` Asio
+//   threads. Boost.Beast stays inside http_client.cpp; this header has only
+//   plain types and std::function callbacks.
 // - Keeps a pool of idle keep-alive connections per scheme://host:port (at most
 //   `max_idle_per_host`, each idle for at most `idle_timeout_ms`) and reuses
 //   them. A request that finds a pooled connection closed by the server
@@ -26,13 +28,16 @@
 // - Streaming: the body is delivered to on_body chunk by chunk as it arrives.
 //
 // Thread-safety: every method may be called from any thread. The callbacks
-// of one request run on the client's I/O threads, one at a time and in
-// order (on_head, on_body..., on_done); keep them quick. on_done is called
-// exactly once, also when the client is destroyed with the request in
-// flight (Unavailable). The destructor closes every connection and joins
-// the I/O threads; it may run on one of them (e.g. when the last owner
-// drops its pointer inside a callback), in which case the threads finish
-// on their own.
+// of one request run on the thread of its loop (the caller's, or one of the
+// client's own), one at a time and in order (on_head, on_body...,
+// on_done); keep them quick. on_done is called exactly once, also when the
+// client is destroyed, or the borrowed loop closed, with the request in
+// flight (Unavailable). Idle connections are pooled per loop. The
+// destructor closes every connection and waits for the requests in flight
+// (at most a few seconds) and joins its own I/O threads; on one of those
+// threads, or on a thread that runs a loop (e.g. when the last owner drops
+// its pointer inside a callback), it does not wait: what is left finishes
+// on its own.
 #pragma once
 
 #include <chrono>

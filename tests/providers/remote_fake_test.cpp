@@ -243,6 +243,93 @@ TEST_F(HttpClientTest, MayBeDestroyedInsideItsOwnCallback) {
   EXPECT_TRUE(fst.is_ok()) << fst.to_string();
 }
 
+// A front that calls the client from its handlers, as llmpool serve does:
+// the exchange borrows the server's I/O loop (providers/io_loop.h).
+class FrontServer : public fake::FakeServer {
+ public:
+  void start(int io_threads = 1) {
+    Status st = FakeServer::start("127.0.0.1", 0, io_threads);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+  }
+};
+
+Result<HttpClientResponse> get_answer(HttpClient& client, const std::string& url) {
+  std::promise<Result<HttpClientResponse>> p;
+  client.fetch(post(url), nullptr, [&](Result<HttpClientResponse> r) { p.set_value(std::move(r)); });
+  auto f = p.get_future();
+  if (f.wait_for(30s) != std::future_status::ready) return Status::internal("no answer");
+  return f.get();
+}
+
+TEST_F(HttpClientTest, ARequestMadeOnAServerThreadRunsOnThatThread) {
+  HttpClient client;
+  FrontServer front;
+  front.post("/relay", [&](const api::HttpRequest&, api::ResponseWriterPtr w) {
+    const auto handler_thread = std::this_thread::get_id();
+    client.fetch(post(fake_.url("/plain")), nullptr, [w, handler_thread](Result<HttpClientResponse> r) {
+      api::HttpResponse out;
+      out.content_type = "text/plain";
+      out.body = (r ? r->body : r.status().to_string()) +
+                 (std::this_thread::get_id() == handler_thread ? " same" : " other");
+      w->respond(out);
+    });
+  });
+  front.start(2);
+  for (int i = 0; i < 4; ++i) {  // connections land on both loops
+    auto r = get_answer(client, front.url("/relay"));
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->body, "hello same");
+  }
+  // The front's connections to the upstream are pooled per loop, the test
+  // thread's apart from them.
+  EXPECT_GE(client.idle_connections(), 2u);
+}
+
+TEST_F(HttpClientTest, ConnectionsPooledOnAServersLoopOutliveTheServer) {
+  HttpClient client;
+  {
+    FrontServer front;
+    front.post("/relay", [&](const api::HttpRequest&, api::ResponseWriterPtr w) {
+      client.fetch(post(fake_.url("/plain")), nullptr, [w](Result<HttpClientResponse> r) {
+        api::HttpResponse out;
+        out.body = r ? r->body : r.status().to_string();
+        w->respond(out);
+      });
+    });
+    front.start();
+    auto r = get_answer(client, front.url("/relay"));
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->body, "hello");
+  }
+  // The server and its loop's thread are gone; the pooled connection bound
+  // to that loop is never handed out again, and closes with the client.
+  auto r = get_answer(client, fake_.url("/plain"));
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->body, "hello");
+}
+
+TEST_F(HttpClientTest, ARequestOnAServersLoopEndsWhenTheServerStops) {
+  HttpClient client;
+  Done done;
+  auto front = std::make_unique<FrontServer>();
+  front->post("/relay", [&](const api::HttpRequest&, api::ResponseWriterPtr w) {
+    // The upstream never answers; neither does this handler.
+    client.stream(post(fake_.url("/silent"), 60000), nullptr, done.callbacks());
+    (void)w;
+  });
+  front->start();
+  std::thread caller([&] { (void)get_answer(client, front->url("/relay")); });
+  ASSERT_TRUE(fake_.wait_holding(1));
+  const auto start = Clock::now();
+  front->stop();  // no grace: the loop closes, the exchange on it ends
+  Status st = done.wait(10s);
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.to_string();
+  EXPECT_LT(seconds_since(start), 8.0);
+  fake_.release();
+  caller.join();
+  front.reset();
+}
+
 TEST_F(HttpClientTest, PostAfterRunsLater) {
   HttpClient client;
   std::promise<void> p;
