@@ -321,55 +321,82 @@ void RedisLimiter::backend_error() {
 
 Result<std::shared_ptr<RedisLimiter::Reply>> RedisLimiter::eval(int which, const std::vector<std::string>& keys,
                                                                  const std::vector<std::string>& args) {
-  ASSIGN_OR_RETURN(redisContext * c, pool_->take());
+  return std::move(eval_many(which, {ScriptCall{keys, args}}).front());
+}
+
+// The calls are pipelined: written together, then their replies read in
+// order (one round trip, and Redis reads them in one go).
+std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_many(
+    int which, const std::vector<ScriptCall>& calls) {
+  std::vector<Result<std::shared_ptr<Reply>>> out(calls.size(), Status::unavailable("redis: no reply"));
+  Result<redisContext*> taken = pool_->take();
+  if (!taken.is_ok()) {
+    for (auto& r : out) r = taken.status();
+    return out;
+  }
+  redisContext* c = *taken;
   bool healthy = true;
-  Result<std::shared_ptr<Reply>> result = Status::unavailable("redis: no reply");
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  std::vector<size_t> todo(calls.size());
+  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  for (int attempt = 0; attempt < 2 && !todo.empty(); ++attempt) {
     std::string sha = pool_->sha(which);
     if (sha.empty()) {
       const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[static_cast<size_t>(which)]};
       Reply r(static_cast<redisReply*>(redisCommandArgv(c, 3, load_argv, nullptr)));
+      Status failed;
       if (r.reply == nullptr) {
         healthy = false;
-        result = Status::unavailable(fmt::format("redis: {}", c->errstr));
-        break;
+        failed = Status::unavailable(fmt::format("redis: {}", c->errstr));
+      } else if (r.reply->type != REDIS_REPLY_STRING) {
+        failed = Status::unavailable("redis: SCRIPT LOAD did not answer a digest");
       }
-      if (r.reply->type != REDIS_REPLY_STRING) {
-        result = Status::unavailable("redis: SCRIPT LOAD did not answer a digest");
+      if (!failed.is_ok()) {
+        for (size_t i : todo) out[i] = failed;
         break;
       }
       sha.assign(r.reply->str, r.reply->len);
       pool_->set_sha(which, sha);
     }
-    std::vector<std::string> argv = {"EVALSHA", sha, std::to_string(keys.size())};
-    argv.insert(argv.end(), keys.begin(), keys.end());
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<const char*> ptrs;
-    std::vector<size_t> lens;
-    ptrs.reserve(argv.size());
-    lens.reserve(argv.size());
-    for (const std::string& a : argv) ptrs.push_back(a.data()), lens.push_back(a.size());
-    auto reply = std::make_shared<Reply>(
-        static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
-    if (reply->reply == nullptr) {
-      healthy = false;
-      result = Status::unavailable(fmt::format("redis: {}", c->errstr));
-      break;
+    for (size_t i : todo) {
+      std::vector<std::string> argv = {"EVALSHA", sha, std::to_string(calls[i].keys.size())};
+      argv.insert(argv.end(), calls[i].keys.begin(), calls[i].keys.end());
+      argv.insert(argv.end(), calls[i].args.begin(), calls[i].args.end());
+      std::vector<const char*> ptrs;
+      std::vector<size_t> lens;
+      ptrs.reserve(argv.size());
+      lens.reserve(argv.size());
+      for (const std::string& a : argv) ptrs.push_back(a.data()), lens.push_back(a.size());
+      redisAppendCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data());
     }
-    if (reply->reply->type == REDIS_REPLY_ERROR) {
-      std::string_view err(reply->reply->str, reply->reply->len);
-      if (err.substr(0, 8) == "NOSCRIPT" && attempt == 0) {  // flushed or a new server: load again
-        pool_->set_sha(which, "");
+    std::vector<size_t> again;  // NOSCRIPT: the server was flushed or is a new one
+    for (size_t n = 0; n < todo.size(); ++n) {
+      const size_t i = todo[n];
+      void* raw = nullptr;
+      if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
+        healthy = false;
+        const Status broken = Status::unavailable(fmt::format("redis: {}", c->errstr));
+        for (size_t m = n; m < todo.size(); ++m) out[todo[m]] = broken;
+        again.clear();
+        break;
+      }
+      auto reply = std::make_shared<Reply>(static_cast<redisReply*>(raw));
+      if (reply->reply->type == REDIS_REPLY_ERROR) {
+        std::string_view err(reply->reply->str, reply->reply->len);
+        if (err.substr(0, 8) == "NOSCRIPT" && attempt == 0) {
+          again.push_back(i);
+          continue;
+        }
+        out[i] = Status::unavailable(fmt::format("redis: script failed: {}", err.substr(0, 300)));
         continue;
       }
-      result = Status::unavailable(fmt::format("redis: script failed: {}", err.substr(0, 300)));
-      break;
+      out[i] = std::move(reply);
     }
-    result = std::move(reply);
-    break;
+    if (!healthy) break;
+    if (!again.empty()) pool_->set_sha(which, "");
+    todo = std::move(again);
   }
   pool_->put(c, healthy);
-  return result;
+  return out;
 }
 
 Result<bool> RedisLimiter::claim_once(std::string_view token, int64_t ttl_seconds) {
@@ -459,7 +486,7 @@ void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
     held = std::move(it->second);
     tickets_.erase(it);
   }
-  PendingFinish f;
+  ScriptCall f;
   f.args = {ticket, std::to_string(clamp_reserve(used_tokens))};
   for (const Held& h : held) {
     f.keys.push_back(h.key);
@@ -484,11 +511,16 @@ void RedisLimiter::finish_loop() {
   for (;;) {
     finish_cv_.wait(lock, [&] { return finishing_stop_ || !finishes_.empty(); });
     if (finishes_.empty()) return;  // stopping, and nothing left to write
-    PendingFinish f = std::move(finishes_.front());
-    finishes_.pop_front();
+    // What queued up while the last batch was written goes in one round trip.
+    std::vector<ScriptCall> batch;
+    while (!finishes_.empty() && batch.size() < kMaxFinishBatch) {
+      batch.push_back(std::move(finishes_.front()));
+      finishes_.pop_front();
+    }
     writing_ = true;
     lock.unlock();
-    if (!eval(kFinishScript, f.keys, f.args).is_ok()) backend_error();
+    for (const auto& r : eval_many(kFinishScript, batch))
+      if (!r.is_ok()) backend_error();
     lock.lock();
     writing_ = false;
     if (finishes_.empty()) drained_cv_.notify_all();

@@ -107,9 +107,14 @@ class RedisLimiter final : public Limiter {
 
   RedisLimiter(const Options& options, RedisAddress address);
   std::string redis_key(const Subject& s, const Check& c) const;
+  struct ScriptCall {
+    std::vector<std::string> keys, args;
+  };
   // Runs script `which` with keys and args; the reply, or the backend error.
   Result<std::shared_ptr<Reply>> eval(int which, const std::vector<std::string>& keys,
                                       const std::vector<std::string>& args);
+  // Runs it once per call, pipelined on one connection; the replies in order.
+  std::vector<Result<std::shared_ptr<Reply>>> eval_many(int which, const std::vector<ScriptCall>& calls);
   std::string next_ticket();
   void backend_error();
   void renew_loop();
@@ -126,15 +131,13 @@ class RedisLimiter final : public Limiter {
   std::condition_variable stop_cv_;
   std::thread renewer_;
 
-  struct PendingFinish {
-    std::vector<std::string> keys, args;
-  };
+  static constexpr size_t kMaxFinishBatch = 64;  // finishes written in one round trip
   void finish_loop();
   std::mutex finish_mu_;
   std::condition_variable finish_cv_;    // a finish was queued, or stop
   std::condition_variable drained_cv_;   // the queue emptied
-  std::deque<PendingFinish> finishes_;   // guarded by finish_mu_
-  bool writing_ = false;                 // guarded by finish_mu_: one is being written
+  std::deque<ScriptCall> finishes_;      // guarded by finish_mu_
+  bool writing_ = false;                 // guarded by finish_mu_: a batch is being written
   bool finishing_stop_ = false;          // guarded by finish_mu_
   std::thread finisher_;                 // async_finish only; joined first in the destructor
 };

@@ -34,12 +34,13 @@ class RedisLimiterTest : public ::testing::Test {
   void SetUp() override { ASSERT_EQ(redis_.start(), ""); }
 
   std::unique_ptr<RedisLimiter> make(bool fail_open = false, milliseconds lease_ttl = milliseconds(30000),
-                                     int pool_size = 2) {
+                                     int pool_size = 2, bool async_finish = false) {
     Options o;
     o.url = redis_.url();
     o.fail_open = fail_open;
     o.lease_ttl = lease_ttl;
     o.pool_size = pool_size;
+    o.async_finish = async_finish;
     o.metrics = &metrics_;
     Result<std::unique_ptr<RedisLimiter>> r = RedisLimiter::create(o);
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
@@ -166,28 +167,42 @@ TEST_F(RedisLimiterTest, ConcurrencyLeaseIsSharedByInstances) {
 }
 
 // serve's mode: finish() queues the write for the limiter's own thread
-// (the caller is a model's only HTTP-client thread and must not wait for
-// Redis); the lease comes back once it is written, and the queue is
-// written before the limiter goes away.
+// (the caller is an HTTP I/O loop and must not wait for Redis); the lease
+// comes back once it is written, and the queue is written before the
+// limiter goes away.
 TEST_F(RedisLimiterTest, AsyncFinishGivesTheLeaseBackAndWritesTheQueueAtShutdown) {
-  Options o;
-  o.url = redis_.url();
-  o.async_finish = true;
-  o.metrics = &metrics_;
-  auto a = RedisLimiter::create(o);
-  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  auto a = make(false, milliseconds(30000), 2, true);
   auto b = make();
   const Subject s = subject({.max_concurrent = 1});
-  Decision held = admit(**a, s, 0);
+  Decision held = admit(*a, s, 0);
   ASSERT_TRUE(held.admitted);
   EXPECT_FALSE(admit(*b, s, 0).admitted);
-  (*a)->finish(held.ticket, 0);
-  (*a)->wait_for_finishes();
-  Decision next = admit(**a, s, 0);
+  a->finish(held.ticket, 0);
+  a->wait_for_finishes();
+  Decision next = admit(*a, s, 0);
   ASSERT_TRUE(next.admitted) << "the lease was given back";
-  (*a)->finish(next.ticket, 0);
-  a->reset();  // the destructor writes the queued finish
+  a->finish(next.ticket, 0);
+  a.reset();  // the destructor writes the queued finish
   EXPECT_TRUE(admit(*b, s, 0).admitted);
+  EXPECT_EQ(errors("closed"), 0.0);
+}
+
+// Finishes that queue up are written pipelined, in batches; a batch that
+// meets a flushed script cache loads the script again and writes them all.
+TEST_F(RedisLimiterTest, QueuedFinishesAreAllWrittenAlsoAfterScriptFlush) {
+  auto a = make(false, milliseconds(30000), 2, true);
+  const Subject s = subject({.max_concurrent = 150});
+  std::vector<std::string> tickets;
+  for (int i = 0; i < 150; ++i) {
+    Decision d = admit(*a, s, 0);
+    ASSERT_TRUE(d.admitted) << i;
+    tickets.push_back(d.ticket);
+  }
+  EXPECT_FALSE(admit(*a, s, 0).admitted);
+  ASSERT_EQ(redis_.command({"SCRIPT", "FLUSH"}), "OK");
+  for (const auto& t : tickets) a->finish(t, 0);  // more than one batch
+  a->wait_for_finishes();
+  for (int i = 0; i < 150; ++i) ASSERT_TRUE(admit(*a, s, 0).admitted) << "lease " << i << " came back";
   EXPECT_EQ(errors("closed"), 0.0);
 }
 
