@@ -163,7 +163,18 @@ int serve(const ServeOptions& opts) {
     // per connection waits it, never an HTTP I/O thread (docs/architecture.md).
     if (!limit_options.url.empty() && limit_options.url != "local") router.offload_bodies(limit_options.pool_size);
     auth->share_replays(tenancy_options.limiter);  // an HMAC signature is accepted once by all instances
-    if (store) tenancy_options.usage = std::make_shared<tenancy::UsageRecorder>(store);
+    // Usage is written through a connection of its own: a write (and the
+    // WAL checkpoint it may run) holds only that connection's lock, never
+    // the one every request's key check takes (WAL readers do not wait).
+    if (store) {
+      auto usage_store = tenancy::TenantStore::open(cfg.data_dir);
+      if (!usage_store) {
+        std::cerr << "serve: data_dir: " << usage_store.status().message() << "\n";
+        return 2;
+      }
+      tenancy_options.usage =
+          std::make_shared<tenancy::UsageRecorder>(std::shared_ptr<tenancy::TenantStore>(std::move(*usage_store)));
+    }
     router.set_guard([auth](const api::HttpRequest& req) { return auth->guard(req); });
     api::add_tenant_routes(router, auth, tenancy_options.usage);
   }
