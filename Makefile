@@ -117,11 +117,15 @@ SECURE_DIR := .llmpool/secure-demo
 run-secure: models
 	@test -n "$$LLMPOOL_JWT_SECRET" || { echo 'run-secure: set LLMPOOL_JWT_SECRET first, e.g. export LLMPOOL_JWT_SECRET=$$(openssl rand -hex 32)'; exit 2; }
 	@mkdir -p $(SECURE_DIR)
+	@# Both run in the background and the shell waits: a signal to the shell
+	@# alone (kill of its pid) still stops the server and redis.
 	@redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --save '' --appendonly no --dir $(SECURE_DIR) \
 	  >$(SECURE_DIR)/redis.log 2>&1 & redis_pid=$$!; \
-	  trap 'kill $$redis_pid 2>/dev/null; wait $$redis_pid 2>/dev/null' EXIT; \
 	  LLMPOOL_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT) \
-	  $(BIN) serve --config configs/secure-demo.yaml --host $(HOST) --port $(PORT)
+	  $(BIN) serve --config configs/secure-demo.yaml --host $(HOST) --port $(PORT) & serve_pid=$$!; \
+	  trap 'kill $$serve_pid 2>/dev/null; wait $$serve_pid 2>/dev/null; kill $$redis_pid 2>/dev/null; wait $$redis_pid 2>/dev/null' EXIT; \
+	  trap 'exit 130' INT; trap 'exit 143' TERM HUP; \
+	  wait $$serve_pid
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
