@@ -151,8 +151,9 @@ int serve(const ServeOptions& opts) {
       limit_options.url = env;
     limit_options.fail_open = cfg.rate_limits.fail_open;
     limit_options.lease_ttl = std::chrono::milliseconds(cfg.rate_limits.lease_ttl_ms);
+    limit_options.pool_size = cfg.rate_limits.pool_size;
     limit_options.metrics = &metrics;
-    limit_options.async_finish = true;  // a model's HTTP-client thread never waits for Redis
+    limit_options.async_finish = true;  // an HTTP I/O loop never waits for Redis
     auto limiter = ratelimit::make_limiter(limit_options);
     if (!limiter) {
       std::cerr << "serve: rate_limits: " << limiter.status().message() << "\n";

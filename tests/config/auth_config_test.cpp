@@ -3,6 +3,8 @@
 // (no auth on a non-loopback host only when explicitly allowed).
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "config/config.h"
 
 namespace llmpool::config {
@@ -139,6 +141,38 @@ metrics_listen: 9100
     ASSERT_NE(i, nullptr) << w.field;
     EXPECT_EQ(i->line, w.line) << w.field;
     EXPECT_NE(i->message.find(w.text), std::string::npos) << w.field << ": " << i->message;
+  }
+}
+
+TEST(AuthConfigTest, ReadsTheRateLimiterAndReportsItsBadValuesWithTheirLine) {
+  LoadResult good = parse(R"(
+rate_limits:
+  url: redis://127.0.0.1:6379
+  fail_open: true
+  lease_ttl_ms: 5000
+  pool_size: 16
+)");
+  ASSERT_TRUE(good.ok()) << good.issues.front().to_string();
+  EXPECT_EQ(good.config.rate_limits.url, "redis://127.0.0.1:6379");
+  EXPECT_TRUE(good.config.rate_limits.fail_open);
+  EXPECT_EQ(good.config.rate_limits.lease_ttl_ms, 5000);
+  EXPECT_EQ(good.config.rate_limits.pool_size, 16);
+  EXPECT_EQ(parse("").config.rate_limits.pool_size, 4);
+
+  LoadResult bad = parse(R"(
+rate_limits:
+  url: http://127.0.0.1:6379
+  lease_ttl_ms: 10
+  pool_size: 65
+)");
+  ASSERT_FALSE(bad.ok());
+  for (auto [field, line, text] : {std::tuple{"rate_limits.url", 3, "redis://"},
+                                   std::tuple{"rate_limits.lease_ttl_ms", 4, "between 1000"},
+                                   std::tuple{"rate_limits.pool_size", 5, "between 1 and 64"}}) {
+    const ConfigIssue* i = find_issue(bad, field);
+    ASSERT_NE(i, nullptr) << field;
+    EXPECT_EQ(i->line, line) << field;
+    EXPECT_NE(i->message.find(text), std::string::npos) << field << ": " << i->message;
   }
 }
 
