@@ -359,15 +359,24 @@ void BatchService::submit_pending(const std::string& batch_id) {
     spdlog::error("batch {}: cannot read its jobs", batch_id);
     return;
   }
+  std::vector<std::string> submitted;
   for (const JobRecord& j : *pending) {
     Status s = runner_->submit(Job{j.id, b->tenant, j.model, b->endpoint, j.body});
-    if (s) continue;
+    if (s) {
+      submitted.push_back(j.id);
+      continue;
+    }
     // The line fails with the runner's reason rather than waiting forever.
     json body = {{"error", {{"message", s.message()}, {"type", "server_error"}, {"param", nullptr},
                             {"code", "batch_submit_failed"}}}};
     Status stored = on_result(JobResult{j.id, 503, body.dump()});
     if (!stored) spdlog::error("batch {}: {}", batch_id, stored.message());
   }
+  // A cancel that came while these were being submitted dropped only what
+  // the runner had by then (cancel() marks the batch first, then cancels):
+  // what was submitted after it is cancelled here.
+  Result<BatchRecord> after = store_->get_batch(batch_id);
+  if (after && after->status == kCancelling && !submitted.empty()) runner_->cancel(submitted);
 }
 
 Status BatchService::on_result(const JobResult& result) {

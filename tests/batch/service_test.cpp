@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -101,6 +102,9 @@ class FakeModel {
   std::atomic<int> calls_{0};
 };
 
+// What the service's runner is, given the node's own (a test may wrap it).
+using RunnerWrap = std::function<std::shared_ptr<JobRunner>(std::shared_ptr<JobRunner>)>;
+
 // One API node: route table, runner, service over data_dir.
 struct Node {
   api::HttpRouter router;
@@ -108,7 +112,7 @@ struct Node {
   std::shared_ptr<BatchService> service;
 
   Node(const std::string& data_dir, FakeModel& model, const BatchLimits& limits, int max_concurrent,
-       std::function<int64_t()> clock) {
+       std::function<int64_t()> clock, const RunnerWrap& wrap = {}) {
     router.add("POST", "/v1/chat/completions",
                [&model](const api::HttpRequest& r, api::ResponseWriterPtr w) { model.handle(r, std::move(w)); });
     runner = std::make_shared<LocalJobRunner>(
@@ -122,7 +126,7 @@ struct Node {
     options.now_unix = std::move(clock);
     options.tick = std::chrono::milliseconds(10);
     options.cancel_grace_seconds = 60;
-    service = std::make_shared<BatchService>(std::move(*store), runner, options);
+    service = std::make_shared<BatchService>(std::move(*store), wrap ? wrap(runner) : runner, options);
     api::add_batch_routes(router, service, [](const api::HttpRequest& r) { return r.header("x-test-tenant"); });
     EXPECT_TRUE(service->start().is_ok());
   }
@@ -139,8 +143,9 @@ class BatchServiceTest : public ::testing::Test {
     node_.reset();
     model_.release();
   }
-  std::unique_ptr<Node> make_node(int max_concurrent = 4) {
-    return std::make_unique<Node>(dir_.path() + "/data", model_, limits_, max_concurrent, [this] { return now_.load(); });
+  std::unique_ptr<Node> make_node(int max_concurrent = 4, const RunnerWrap& wrap = {}) {
+    return std::make_unique<Node>(dir_.path() + "/data", model_, limits_, max_concurrent, [this] { return now_.load(); },
+                                  wrap);
   }
 
   api::HttpResponse call(const std::string& method, const std::string& target, const std::string& body = "",
@@ -277,6 +282,60 @@ TEST_F(BatchServiceTest, FailsAnEmptyFileAndFilesOverTheLineLimits) {
   json long_line = wait_for(create(upload(line("1", "t", std::string(300, 'x'))))["id"], "failed");
   EXPECT_EQ(long_line["errors"]["data"][0]["code"], "line_too_long");
   EXPECT_EQ(long_line["errors"]["data"][0]["line"], 1);
+}
+
+// Hands jobs to another runner and calls a hook after the first submit.
+class HookedRunner : public JobRunner {
+ public:
+  HookedRunner(std::shared_ptr<JobRunner> inner, std::function<void()> after_first_submit)
+      : inner_(std::move(inner)), hook_(std::move(after_first_submit)) {}
+  void set_result_sink(ResultSink sink) override { inner_->set_result_sink(std::move(sink)); }
+  Status submit(const Job& job) override {
+    Status s = inner_->submit(job);
+    if (submits_++ == 0) hook_();
+    return s;
+  }
+  void cancel(const std::vector<std::string>& ids) override {
+    inner_->cancel(ids);
+    ++cancels;
+  }
+  std::atomic<int> cancels{0};
+
+ private:
+  std::shared_ptr<JobRunner> inner_;
+  std::function<void()> hook_;
+  int submits_ = 0;
+};
+
+// A cancel that lands while the service is still handing a batch's lines to
+// the runner (seen once under load): the lines handed over after it are
+// cancelled too, not run.
+TEST_F(BatchServiceTest, ACancelWhileLinesAreBeingSubmittedCancelsTheRest) {
+  std::promise<std::string> batch_id;
+  std::shared_future<std::string> id = batch_id.get_future().share();
+  std::shared_ptr<BatchService> service;  // the hook runs on the service's thread, after creation
+  std::shared_ptr<HookedRunner> hooked;
+  node_.reset();
+  node_ = make_node(1, [&](std::shared_ptr<JobRunner> inner) {
+    return hooked = std::make_shared<HookedRunner>(inner, [&, id] {
+      wait_until([&] { return model_.held() == 1; });  // "a" runs; "b" and "c" are not handed over yet
+      auto r = service->cancel("", id.get());
+      EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    });
+  });
+  service = node_->service;
+  model_.hold(true);
+  json b = create(upload(line("a", "tiny") + line("b", "tiny") + line("c", "tiny")));
+  batch_id.set_value(b["id"].get<std::string>());
+  // The hook saw "a" running and cancelled; then the service cancels "b"
+  // and "c", which it handed over after that (a second cancel).
+  wait_until([&] { return hooked->cancels.load() >= 2; });
+  ASSERT_EQ(model_.held(), 1u);
+  model_.release();  // "a" finishes
+  json done = wait_for(b["id"], "cancelled");
+  EXPECT_EQ(done["request_counts"], json({{"total", 3}, {"completed", 1}, {"failed", 0}}));
+  EXPECT_EQ(model_.calls(), 1);
+  EXPECT_EQ(jsonl(content(done["error_file_id"])).size(), 2u);
 }
 
 TEST_F(BatchServiceTest, CancelStopsPendingLinesAndEndsWithPartialOutput) {
