@@ -321,13 +321,13 @@ void RedisLimiter::backend_error() {
 
 Result<std::shared_ptr<RedisLimiter::Reply>> RedisLimiter::eval(int which, const std::vector<std::string>& keys,
                                                                  const std::vector<std::string>& args) {
-  return std::move(eval_many(which, {ScriptCall{keys, args}}).front());
+  return std::move(eval_many(which, {ScriptArgs{keys, args}}).front());
 }
 
 // The calls are pipelined: written together, then their replies read in
 // order (one round trip, and Redis reads them in one go).
 std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_many(
-    int which, const std::vector<ScriptCall>& calls) {
+    int which, const std::vector<ScriptArgs>& calls) {
   std::vector<Result<std::shared_ptr<Reply>>> out(calls.size(), Status::unavailable("redis: no reply"));
   Result<redisContext*> taken = pool_->take();
   if (!taken.is_ok()) {
@@ -519,7 +519,10 @@ void RedisLimiter::finish_loop() {
     }
     writing_ = true;
     lock.unlock();
-    for (const auto& r : eval_many(kFinishScript, batch))
+    std::vector<ScriptArgs> calls;
+    calls.reserve(batch.size());
+    for (const ScriptCall& f : batch) calls.push_back({f.keys, f.args});
+    for (const auto& r : eval_many(kFinishScript, calls))
       if (!r.is_ok()) backend_error();
     lock.lock();
     writing_ = false;

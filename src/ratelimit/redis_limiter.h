@@ -110,11 +110,16 @@ class RedisLimiter final : public Limiter {
   struct ScriptCall {
     std::vector<std::string> keys, args;
   };
+  // One call's keys and args, borrowed (eval_many copies no strings).
+  struct ScriptArgs {
+    const std::vector<std::string>& keys;
+    const std::vector<std::string>& args;
+  };
   // Runs script `which` with keys and args; the reply, or the backend error.
   Result<std::shared_ptr<Reply>> eval(int which, const std::vector<std::string>& keys,
                                       const std::vector<std::string>& args);
   // Runs it once per call, pipelined on one connection; the replies in order.
-  std::vector<Result<std::shared_ptr<Reply>>> eval_many(int which, const std::vector<ScriptCall>& calls);
+  std::vector<Result<std::shared_ptr<Reply>>> eval_many(int which, const std::vector<ScriptArgs>& calls);
   std::string next_ticket();
   void backend_error();
   void renew_loop();
