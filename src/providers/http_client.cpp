@@ -189,8 +189,8 @@ struct Exchange {
         resolver(strand),
         req(std::move(r)),
         url(std::move(u)),
-        key(url.scheme + "://" + url.host + ":" + std::to_string(url.port)),
-        pool_key(loop ? key + "@" + std::to_string(reinterpret_cast<uintptr_t>(loop.get())) : key),
+        pool_key(url.scheme + "://" + url.host + ":" + std::to_string(url.port) +
+                 (loop ? "@" + std::to_string(reinterpret_cast<uintptr_t>(loop.get())) : "")),
         who(req.label.empty() ? url.to_string() : req.label),
         cancel(std::move(c)),
         callbacks(std::move(cb)) {
@@ -249,8 +249,7 @@ struct Exchange {
   Connection conn;
   HttpClientRequest req;
   HttpUrl url;
-  std::string key;       // scheme://host:port
-  std::string pool_key;  // key, and the loop the connection is bound to
+  std::string pool_key;  // scheme://host:port, and the loop the connection is bound to
   std::string who;  // what messages call the server
   CancelTokenPtr cancel;
   HttpStreamCallbacks callbacks;
