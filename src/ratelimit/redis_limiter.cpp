@@ -20,8 +20,9 @@ constexpr int kAdmitScript = 0;
 constexpr int kFinishScript = 1;
 constexpr int kRenewScript = 2;
 constexpr int kClaimOnceScript = 3;
-constexpr std::array<const char*, 4> kScripts = {scripts::kAdmit, scripts::kFinish, scripts::kRenew,
-                                                 scripts::kClaimOnce};
+const std::array<std::string, 4> kScripts = {std::string(scripts::kHashes) + scripts::kAdmit,
+                                             std::string(scripts::kHashes) + scripts::kFinish, scripts::kRenew,
+                                             scripts::kClaimOnce};
 constexpr std::chrono::milliseconds kDownBackoff{500};
 
 timeval to_timeval(std::chrono::milliseconds ms) {
@@ -63,17 +64,6 @@ bool parse_int(std::string_view s, int lo, int hi, int& out) {
   if (ec != std::errc() || p != s.data() + s.size() || v < lo || v > hi) return false;
   out = v;
   return true;
-}
-
-const char* kind_name(Kind kind) {
-  switch (kind) {
-    case Kind::kRequests: return "rpm";
-    case Kind::kTokens: return "tpm";
-    case Kind::kConcurrent: return "conc";
-    case Kind::kDaily: return "day";
-    case Kind::kMonthly: return "month";
-  }
-  return "x";
 }
 
 // 96 bits from the OS per limiter: tickets of different instances (and of
@@ -301,7 +291,9 @@ RedisLimiter::~RedisLimiter() {
 std::string RedisLimiter::redis_key(const Subject& s, const Check& c) const {
   // The tenant holds no '{', '}' or ':' (validate_subject), so the hash tag
   // and the fields cannot be confused; the key id comes last, as bytes.
-  std::string k = fmt::format("{}{{{}}}:{}:", options_.key_prefix, s.tenant, kind_name(c.kind));
+  // A concurrency check has a ZSET of its own ("c"); a subject's buckets and
+  // budgets share one hash ("h"), read and written once per script.
+  std::string k = fmt::format("{}{{{}}}:{}:", options_.key_prefix, s.tenant, c.kind == Kind::kConcurrent ? 'c' : 'h');
   if (c.scope == Scope::kTenant) {
     k += 't';
   } else {
@@ -341,7 +333,7 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_man
   for (int attempt = 0; attempt < 2 && !todo.empty(); ++attempt) {
     std::string sha = pool_->sha(which);
     if (sha.empty()) {
-      const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[static_cast<size_t>(which)]};
+      const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[static_cast<size_t>(which)].c_str()};
       Reply r(static_cast<redisReply*>(redisCommandArgv(c, 3, load_argv, nullptr)));
       Status failed;
       if (r.reply == nullptr) {

@@ -6,9 +6,12 @@
 //   the tenant and of the key, and charges all of them only if all pass.
 //   Scripts run one at a time in Redis, so instances cannot race each other:
 //   together they never admit more than a limit.
-// - Per-minute limits are GCRA buckets (a hash of level and time), budgets
-//   a hash of UTC period and usage, concurrency a ZSET of ticket -> lease
-//   expiry whose expired members each admission purges.
+// - Per-minute limits are GCRA buckets (a level and a time), budgets a UTC
+//   period and its usage, all of one subject (the tenant, or a key) in one
+//   hash that each script reads once and writes once; concurrency is a ZSET
+//   of ticket -> lease expiry whose expired members each admission purges.
+//   (One hash per subject: with every limit set, an admission runs 14 Redis
+//   commands instead of 30, and costs Redis about half the time.)
 // - finish() runs a second script: unused tokens go back to the buckets and
 //   budgets (of the period charged), the lease is removed.
 // - A background thread renews the leases of running requests every
@@ -19,9 +22,10 @@
 // - admit() and finish() each wait for one Redis round trip (bounded by
 //   command_timeout): call them off the HTTP I/O threads, or accept that
 //   cost there; finish() can run after the response has been sent.
-// - Redis keys: <prefix>{<tenant>}:<rpm|tpm|conc|day|month>:t for the
-//   tenant and ...:k:<key id> for a key; all keys of a tenant share a hash
-//   slot. Every key expires once it no longer matters.
+// - Redis keys: <prefix>{<tenant>}:h:t (the hash) and <prefix>{<tenant>}:c:t
+//   (the leases) for the tenant, ...:h:k:<key id> and ...:c:k:<key id> for a
+//   key; all keys of a tenant share a hash slot. Every key expires once it no
+//   longer matters.
 // - Connections: up to Options::pool_size, each used by one thread at a
 //   time; connect and command timeouts from Options. A connection that fails
 //   is dropped and made again on next use; after a failed connect, calls

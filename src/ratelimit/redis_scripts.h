@@ -6,8 +6,56 @@
 
 namespace llmpool::ratelimit::scripts {
 
-// KEYS[i]: the key of check i. ARGV[1] ticket, ARGV[2] lease ttl (ms), then
-// per check i: ARGV[3i] kind, ARGV[3i+1] limit, ARGV[3i+2] cost.
+// The Lua both kAdmit and kFinish start with (redis_limiter.cpp puts it in
+// front of them). A subject's buckets and
+// budgets share one hash (FIELDS: requests level and time, tokens level and
+// time, day and its usage, month and its usage; AT[kind] is where a kind's
+// pair starts), read once (HMGET) and written once (HSET, PEXPIRE) by a
+// script however many of them are configured.
+inline constexpr const char* kHashes = R"lua(
+local FIELDS = {'rl', 'rt', 'tl', 'tt', 'dp', 'du', 'mp', 'mu'}
+local AT = {[1] = 1, [2] = 3, [4] = 5, [5] = 7}
+local hashes, order = {}, {}
+local function hash_of(key)
+  local h = hashes[key]
+  if not h then
+    h = {v = redis.call('HMGET', key, unpack(FIELDS)), set = {}, ttl = 0}
+    hashes[key] = h
+    order[#order + 1] = key
+  end
+  return h
+end
+-- Sets the pair at AT `at` to a, b; the hash must then live `ttl` ms more.
+local function put(key, at, a, b, ttl)
+  local h = hash_of(key)
+  local set = h.set
+  set[#set + 1] = FIELDS[at]
+  set[#set + 1] = a
+  set[#set + 1] = FIELDS[at + 1]
+  set[#set + 1] = b
+  if ttl > h.ttl then h.ttl = ttl end
+end
+-- Writes what put() set. extend_only: a hash's expiry is only ever made
+-- longer (a finish), else set to what the admission needs.
+local function write_hashes(extend_only)
+  for _, key in ipairs(order) do
+    local h = hashes[key]
+    if #h.set > 0 then
+      redis.call('HSET', key, unpack(h.set))
+      if h.ttl > 0 and (not extend_only or redis.call('PTTL', key) < h.ttl) then
+        redis.call('PEXPIRE', key, h.ttl)
+      end
+    end
+  end
+end
+)lua";
+
+// KEYS[i]: the key of check i: a concurrency check's ZSET of leases, or the
+// hash that holds all of a subject's buckets and budgets (fields rl/rt
+// requests level and time, tl/tt tokens level and time, dp/du day and its
+// usage, mp/mu month and its usage; several checks name the same hash).
+// ARGV[1] ticket, ARGV[2] lease ttl (ms), then per check i: ARGV[3i] kind,
+// ARGV[3i+1] limit, ARGV[3i+2] cost.
 // Returns {admitted 0|1, now_ms, day, month, then per check: ok, remaining,
 // reset_ms, retry_ms}.
 inline constexpr const char* kAdmit = R"lua(
@@ -58,9 +106,10 @@ for i = 1, n do
   local key = KEYS[i]
   local ok, remaining, reset, retry = false, 0, 0, -1
   if kind == 1 or kind == 2 then
-    local st = redis.call('HMGET', key, 'l', 't')
-    local level = tonumber(st[1]) or 0
-    local last = tonumber(st[2]) or now
+    local h = hash_of(key)
+    local at = AT[kind]
+    local level = tonumber(h.v[at]) or 0
+    local last = tonumber(h.v[at + 1]) or now
     if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
     ok = level + cost <= limit
     local after = level
@@ -81,9 +130,10 @@ for i = 1, n do
     local period, period_end
     if kind == 4 then period, period_end = day, (day + 1) * 86400000
     else period, period_end = month, month_end(month) end
-    local st = redis.call('HMGET', key, 'p', 'u')
+    local h = hash_of(key)
+    local at = AT[kind]
     local used = 0
-    if tonumber(st[1]) == period then used = tonumber(st[2]) or 0 end
+    if tonumber(h.v[at]) == period then used = tonumber(h.v[at + 1]) or 0 end
     ok = used + cost <= limit
     if ok then remaining = math.max(0, limit - used - cost) else remaining = math.max(0, limit - used) end
     reset = math.max(0, period_end - now)
@@ -106,24 +156,24 @@ for i = 1, n do
   local limit = tonumber(ARGV[3 * i + 1])
   local cost = tonumber(ARGV[3 * i + 2])
   local key = KEYS[i]
-  if kind == 1 or kind == 2 then
-    local level = state[i] + cost
-    redis.call('HSET', key, 'l', string.format('%.17g', level), 't', now)
-    redis.call('PEXPIRE', key, math.ceil(level * 60000 / limit) + 1000)
-  elseif kind == 3 then
+  if kind == 3 then
     redis.call('ZADD', key, now + ttl, ticket)
     redis.call('PEXPIRE', key, ttl + 1000)
+  elseif kind == 1 or kind == 2 then
+    local level = state[i] + cost
+    put(key, AT[kind], string.format('%.17g', level), now, math.ceil(level * 60000 / limit) + 1000)
   else
     local s = state[i]
-    redis.call('HSET', key, 'p', s[1], 'u', s[2] + cost)
-    redis.call('PEXPIRE', key, math.max(0, s[3] - now) + 86400000)
+    put(key, AT[kind], s[1], s[2] + cost, math.max(0, s[3] - now) + 86400000)
   end
 end
+write_hashes(false)
 out[1] = 1
 return out
 )lua";
 
-// KEYS[i]: the keys the ticket charged. ARGV[1] ticket, ARGV[2] used tokens,
+// KEYS[i]: the keys the ticket charged (as kAdmit's: a hash may come more
+// than once). ARGV[1] ticket, ARGV[2] used tokens,
 // then per key i: ARGV[4i-1] kind, ARGV[4i] limit, ARGV[4i+1] cost,
 // ARGV[4i+2] period. Returns 1.
 inline constexpr const char* kFinish = R"lua(
@@ -138,27 +188,30 @@ for i = 1, #KEYS do
   local period = tonumber(ARGV[4 * i + 2])
   local key = KEYS[i]
   local delta = used - cost
-  if kind == 2 then
-    local st = redis.call('HMGET', key, 'l', 't')
-    local level = tonumber(st[1]) or 0
-    local last = tonumber(st[2]) or now
-    if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
-    level = math.max(0, level + delta)
-    if level > 0 then
-      redis.call('HSET', key, 'l', string.format('%.17g', level), 't', math.max(now, last))
-      redis.call('PEXPIRE', key, math.ceil(level * 60000 / limit) + 1000)
-    else
-      redis.call('DEL', key)
-    end
-  elseif kind == 3 then
+  if kind == 3 then
     redis.call('ZREM', key, ticket)
+  elseif kind == 2 then
+    local h = hash_of(key)
+    local last = tonumber(h.v[4])
+    local level = tonumber(h.v[3]) or 0
+    if last and now > last then level = math.max(0, level - (now - last) * limit / 60000) end
+    level = math.max(0, level + delta)
+    -- Nothing to give back to a bucket that expired (it drained).
+    if last or level > 0 then
+      -- More used than reserved: the hash must live until this drains.
+      local need = 0
+      if level > 0 and delta > 0 then need = math.ceil(level * 60000 / limit) + 1000 end
+      put(key, 3, string.format('%.17g', level), math.max(now, last or now), need)
+    end
   elseif kind == 4 or kind == 5 then
-    local st = redis.call('HMGET', key, 'p', 'u')
-    if tonumber(st[1]) == period then
-      redis.call('HSET', key, 'u', math.max(0, (tonumber(st[2]) or 0) + delta))
+    local h = hash_of(key)
+    local at = AT[kind]
+    if tonumber(h.v[at]) == period then
+      put(key, at, period, math.max(0, (tonumber(h.v[at + 1]) or 0) + delta), 0)
     end
   end
 end
+write_hashes(true)
 return 1
 )lua";
 

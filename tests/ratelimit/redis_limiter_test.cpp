@@ -78,7 +78,7 @@ TEST_F(RedisLimiterTest, AdmitsUpToRequestsPerMinuteThenRefuses) {
   EXPECT_LE(d.retry_after_seconds, 20);
   EXPECT_EQ(d.headers.remaining_requests, 0);
   // Keys live in one hash slot per tenant and expire.
-  const std::string key = "llmpool:rl:{acme}:rpm:t";
+  const std::string key = "llmpool:rl:{acme}:h:t";
   EXPECT_NE(redis_.command({"EXISTS", key}), "0");
   const int64_t pttl = std::stoll(redis_.command({"PTTL", key}));
   EXPECT_GT(pttl, 0);
@@ -100,6 +100,40 @@ TEST_F(RedisLimiterTest, ReservesTokensAndGivesBackUnusedAtFinish) {
   EXPECT_EQ(l->open_tickets(), 1u);
 }
 
+// A subject's buckets and budgets share one hash: a finish that charges
+// more than was reserved keeps it until that drains, and one whose hash
+// expired meanwhile never leaves a key without an expiry.
+TEST_F(RedisLimiterTest, UsageAboveTheReservationKeepsTheBucketUntilItDrains) {
+  auto l = make();
+  const Subject s = subject({.requests_per_minute = 100, .tokens_per_minute = 1000, .daily_tokens = 100000});
+  const std::string key = "llmpool:rl:{acme}:h:t";
+  Decision d = admit(*l, s, 10);
+  ASSERT_TRUE(d.admitted);
+  EXPECT_EQ(redis_.command({"HGET", key, "du"}), "10");
+  l->finish(d.ticket, 900);
+  EXPECT_EQ(redis_.command({"HGET", key, "du"}), "900");
+  EXPECT_GT(std::stod(redis_.command({"HGET", key, "tl"})), 890.0);
+  EXPECT_GT(std::stoll(redis_.command({"PTTL", key})), 50000) << "the day's budget keeps the hash";
+  Decision refused = admit(*l, s, 200);
+  EXPECT_FALSE(refused.admitted) << "900 of 1000 tokens used this minute";
+
+  const Subject only_tokens = subject({.tokens_per_minute = 1000}, {}, "", "globex");
+  const std::string other = "llmpool:rl:{globex}:h:t";
+  Decision e = admit(*l, only_tokens, 10);
+  ASSERT_TRUE(e.admitted);
+  const int64_t short_ttl = std::stoll(redis_.command({"PTTL", other}));
+  EXPECT_GT(short_ttl, 0);
+  EXPECT_LE(short_ttl, 2000);
+  l->finish(e.ticket, 600);
+  EXPECT_GT(std::stoll(redis_.command({"PTTL", other})), 30000) << "600 tokens take 36 s to drain";
+
+  Decision f = admit(*l, only_tokens, 10);
+  ASSERT_TRUE(f.admitted);
+  ASSERT_EQ(redis_.command({"DEL", other}), "1");  // expired before the finish
+  l->finish(f.ticket, 300);
+  EXPECT_GT(std::stoll(redis_.command({"PTTL", other})), 0) << "no key without an expiry";
+}
+
 TEST_F(RedisLimiterTest, RefusedRequestsCostNothing) {
   auto l = make();
   const Subject s = subject({.requests_per_minute = 10, .tokens_per_minute = 1000, .daily_tokens = 5000},
@@ -116,7 +150,7 @@ TEST_F(RedisLimiterTest, RefusedRequestsCostNothing) {
   ASSERT_TRUE(d.admitted);
   EXPECT_EQ(d.headers.remaining_requests, 8);
   l->finish(d.ticket, 40);
-  EXPECT_EQ(redis_.command({"HGET", "llmpool:rl:{acme}:day:t", "u"}), "90");  // 50 + 40, nothing refused
+  EXPECT_EQ(redis_.command({"HGET", "llmpool:rl:{acme}:h:t", "du"}), "90");  // 50 + 40, nothing refused
 }
 
 TEST_F(RedisLimiterTest, TenantLimitBindsEveryKeyAndKeyLimitsOnlyTheirOwn) {
@@ -147,7 +181,7 @@ TEST_F(RedisLimiterTest, DailyBudgetRefusesWithInsufficientQuota) {
   EXPECT_GE(refused.retry_after_seconds, 1);
   EXPECT_LE(refused.retry_after_seconds, 86400);
   EXPECT_TRUE(admit(*l, s, 400).admitted);
-  EXPECT_EQ(redis_.command({"HGET", "llmpool:rl:{acme}:month:t", "u"}), "1000");
+  EXPECT_EQ(redis_.command({"HGET", "llmpool:rl:{acme}:h:t", "mu"}), "1000");
 }
 
 TEST_F(RedisLimiterTest, ConcurrencyLeaseIsSharedByInstances) {
@@ -235,7 +269,7 @@ TEST_F(RedisLimiterTest, LeaseIsRenewedWhileHeldAndExpiresWhenTheHolderDies) {
   auto mine = make();
   EXPECT_FALSE(admit(*mine, s, 0).admitted);
   // Past the first lease's expiry, the renewed lease still holds.
-  const std::string key = "llmpool:rl:{acme}:conc:t";
+  const std::string key = "llmpool:rl:{acme}:c:t";
   const std::string first = redis_.command({"ZRANGE", key, "0", "-1", "WITHSCORES"});
   const int64_t first_expiry = std::stoll(first.substr(first.find(' ') + 1));
   while (redis_.time_ms() <= first_expiry + 200) std::this_thread::sleep_for(milliseconds(50));
@@ -323,12 +357,12 @@ TEST_F(RedisLimiterTest, LoadsTheScriptAgainAfterScriptFlush) {
 TEST_F(RedisLimiterTest, HostileKeyIdsStayInsideTheirOwnKeys) {
   auto l = make();
   const Limits key{.requests_per_minute = 1};
-  for (std::string id : {std::string("x:rpm:t"), std::string("}{acme}"), std::string("a\0b", 3),
+  for (std::string id : {std::string("x:rpm:t"), std::string("x:h:t"), std::string("}{acme}"), std::string("a\0b", 3),
                          std::string("\r\n*3\r\n$3\r\nDEL"), std::string(256, '\xff')}) {
     EXPECT_TRUE(admit(*l, subject({}, key, id), 0).admitted) << id;
     EXPECT_FALSE(admit(*l, subject({}, key, id), 0).admitted) << id;
   }
-  EXPECT_EQ(redis_.command({"EXISTS", "llmpool:rl:{acme}:rpm:t"}), "0");
+  EXPECT_EQ(redis_.command({"EXISTS", "llmpool:rl:{acme}:h:t"}), "0");
   Subject bad = subject({}, key, "k");
   bad.tenant = "ac}me";
   EXPECT_EQ(l->admit(bad, 0).status().code(), StatusCode::kInvalidArgument);
@@ -418,7 +452,7 @@ TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
   }
   EXPECT_LE(shared->max_running.load(), 3);
   EXPECT_GE(shared->admitted[3].load(), 3);
-  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:conc:k:lease"}), "0") << "every lease released";
+  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:k:lease"}), "0") << "every lease released";
   ::munmap(mem, sizeof(Shared));
 }
 
@@ -482,9 +516,9 @@ TEST(RedisLimiterAuthTest, AuthenticatesAndSelectsTheDatabaseFromTheUrl) {
   EXPECT_TRUE(d->admitted);
   // command() opens a fresh connection (db 0) each time: look into db 3 from a script.
   EXPECT_EQ(redis.command({"EVAL", "redis.call('SELECT', 3) return redis.call('EXISTS', KEYS[1])", "1",
-                           "llmpool:rl:{acme}:rpm:t"}),
+                           "llmpool:rl:{acme}:h:t"}),
             "1");
-  EXPECT_EQ(redis.command({"EXISTS", "llmpool:rl:{acme}:rpm:t"}), "0") << "not in db 0";
+  EXPECT_EQ(redis.command({"EXISTS", "llmpool:rl:{acme}:h:t"}), "0") << "not in db 0";
 
   o.url = "redis://:wrong-password@127.0.0.1:" + std::to_string(redis.port());
   auto bad = RedisLimiter::create(o);
