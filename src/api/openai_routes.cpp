@@ -4,9 +4,12 @@
 #include <chrono>
 #include <mutex>
 
+#include <spdlog/spdlog.h>
+
 #include "api/auth.h"
 #include "api/errors.h"
 #include "api/openai.h"
+#include "providers/io_loop.h"
 
 namespace llmpool::api {
 namespace {
@@ -255,24 +258,52 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
       hold = std::move(admitted).value();
     }
     // After the gate, so that a request the gate refuses costs the tenant nothing.
-    std::shared_ptr<LimitCharge> charge;
-    if (auto subject = limiter_ ? limit_subject(req.principal.get()) : std::nullopt) {
-      auto decision = limiter_->admit(*subject, reserve_tokens(parsed->generate, found.context));
-      if (!decision) return writer->respond(error_response(decision.status()));
-      if (!decision->admitted) return writer->respond(rate_limited_response(*decision));
-      charge = std::make_shared<LimitCharge>(limiter_, decision->ticket);
-      charge->headers = decision->headers;
-    }
-    if (routing_) {
-      if (routing_->routes(parsed->generate.model, parsed->hints))
-        return route(endpoint, std::move(parsed).value(), std::move(hold), std::move(charge), req, writer);
-      routing_->regulate_direct(parsed->generate, parsed->hints);
-    }
-    std::string model = parsed->generate.model;
+    auto subject = limiter_ ? limit_subject(req.principal.get()) : std::nullopt;
+    if (!subject) return proceed(endpoint, std::move(parsed).value(), std::move(hold), nullptr, req.principal, writer);
+    // The admission is asynchronous: with Redis the request waits on the
+    // limiter's threads (in one round trip with the others waiting then),
+    // not on this thread, and comes back to its I/O loop.
+    const int64_t reserve = reserve_tokens(parsed->generate, found.context);
+    struct Waiting {
+      ApiRequest request;
+      qos::AdmissionGate::Hold hold;
+    };
+    auto waiting = std::make_shared<Waiting>(Waiting{std::move(parsed).value(), std::move(hold)});
     auto self = shared_from_this();
-    auto request = std::make_shared<ApiRequest>(std::move(parsed).value());
+    limiter_->admit_async(*subject, reserve, [self, endpoint, waiting, who = req.principal, writer,
+                                              loop = current_io_loop()](Result<ratelimit::Decision> decision) {
+      // Made here, so that the ticket is given back even if the loop never runs what follows.
+      std::shared_ptr<LimitCharge> charge;
+      if (decision && decision->admitted) {
+        charge = std::make_shared<LimitCharge>(self->limiter_, decision->ticket);
+        charge->headers = decision->headers;
+      }
+      run_on(loop, [self, endpoint, waiting, who, writer, decision = std::move(decision), charge] {
+        try {
+          if (!decision) return writer->respond(error_response(decision.status()));
+          if (!decision->admitted) return writer->respond(rate_limited_response(*decision));
+          self->proceed(endpoint, std::move(waiting->request), std::move(waiting->hold), charge, who, writer);
+        } catch (const std::exception& e) {  // outside the route table's error boundary
+          spdlog::error("generation after admission threw: {}", e.what());
+          writer->respond(error_response(Status::internal("internal error while handling the request")));
+          writer->end();
+        }
+      });
+    });
+  }
+
+  // After admission: through the router, or straight to the named model.
+  void proceed(Endpoint endpoint, ApiRequest parsed, qos::AdmissionGate::Hold hold, std::shared_ptr<LimitCharge> charge,
+               const std::shared_ptr<const Principal>& who, const ResponseWriterPtr& writer) {
+    if (routing_) {
+      if (routing_->routes(parsed.generate.model, parsed.hints))
+        return route(endpoint, std::move(parsed), std::move(hold), std::move(charge), who.get(), writer);
+      routing_->regulate_direct(parsed.generate, parsed.hints);
+    }
+    std::string model = parsed.generate.model;
+    auto self = shared_from_this();
+    auto request = std::make_shared<ApiRequest>(std::move(parsed));
     auto held = std::make_shared<qos::AdmissionGate::Hold>(std::move(hold));
-    auto who = req.principal;
     models_->acquire(model, [self, endpoint, request, held, charge, who, writer](Result<providers::ProviderPtr> p) {
       if (!p) return writer->respond(error_response(p.status()));
       self->start(endpoint, std::move(*request), *p, std::move(*held), charge, who.get(), writer);
@@ -285,8 +316,8 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
   // strategies, and providers that do not stream, answer whole: that is
   // streamed as one content chunk and one finishing chunk per choice.
   void route(Endpoint endpoint, ApiRequest parsed, qos::AdmissionGate::Hold hold, std::shared_ptr<LimitCharge> charge,
-             const HttpRequest& req, const ResponseWriterPtr& writer) {
-    auto g = new_generation(endpoint, parsed, parsed.generate.model, writer, std::move(charge), req.principal.get());
+             const Principal* who, const ResponseWriterPtr& writer) {
+    auto g = new_generation(endpoint, parsed, parsed.generate.model, writer, std::move(charge), who);
     g->hold = std::move(hold);
     router::RouteRequest rr{std::move(parsed.generate), std::move(parsed.hints), g->meta.id, {}, {}};
     auto self = shared_from_this();

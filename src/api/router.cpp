@@ -76,8 +76,9 @@ void HttpRouter::offload_large_bodies(size_t min_body_bytes, int threads, size_t
   offload_ = threads > 0 ? std::make_unique<OffloadPool>(threads, max_queued) : nullptr;
 }
 
-void HttpRouter::offload_bodies(int threads, size_t max_queued) {
+void HttpRouter::offload_bodies(int threads, size_t max_queued, RequestFilter which) {
   offload_bodies_ = threads > 0 ? std::make_unique<OffloadPool>(threads, max_queued) : nullptr;
+  offload_which_ = std::move(which);
 }
 
 void HttpRouter::add(const std::string& method, const std::string& path, Handler handler) {
@@ -90,7 +91,8 @@ void HttpRouter::add_prefix(const std::string& method, const std::string& prefix
 
 void HttpRouter::dispatch(const HttpRequest& request, ResponseWriterPtr writer) const {
   const bool large = offload_ && request.body.size() >= offload_min_bytes_;
-  OffloadPool* pool = large ? offload_.get() : !request.body.empty() ? offload_bodies_.get() : nullptr;
+  const bool waits = offload_which_ ? offload_which_(request) : !request.body.empty();
+  OffloadPool* pool = large ? offload_.get() : waits ? offload_bodies_.get() : nullptr;
   if (!pool) return dispatch_here(request, std::move(writer));
   // The caller's request dies with its connection: the job keeps a copy.
   auto copy = std::make_shared<HttpRequest>(request);

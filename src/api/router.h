@@ -12,15 +12,17 @@
 // request. When the offload queue is full the request is answered 503 with
 // Retry-After. The destructor runs the jobs still queued, then joins.
 //
-// Waiting handlers: with offload_bodies(), every other request with a body
-// (the generation routes) runs on a second set of the router's threads, for
-// handlers that wait on the network before they answer (the Redis rate
-// limiter's round trip per admission): the wait then holds one of those
-// threads, never an I/O thread. Requests without a body (/health, GETs)
-// stay on the I/O thread.
+// Waiting handlers: with offload_bodies(), the other requests with a body,
+// or those its filter picks (serve: the HMAC-signed ones, whose guard waits
+// on Redis to see that the signature is new), run on a second set of the
+// router's threads, for handlers and guards that wait on the network before
+// they answer: the wait then holds one of those threads, never an I/O
+// thread. The rest (/health, and without a filter every GET) stay on the
+// I/O thread.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,9 +56,11 @@ class HttpRouter {
   // Handles requests whose body is at least `min_body_bytes` on `threads`
   // threads of the router's own, with at most `max_queued` waiting.
   void offload_large_bodies(size_t min_body_bytes, int threads, size_t max_queued = 64);
-  // Handles the other requests with a body on `threads` threads of their
-  // own, with at most `max_queued` waiting (see above).
-  void offload_bodies(int threads, size_t max_queued = 1024);
+  // Handles the other requests for which `which` is true (without it, those
+  // with a body) on `threads` threads of their own, with at most
+  // `max_queued` waiting (see above).
+  using RequestFilter = std::function<bool(const HttpRequest&)>;
+  void offload_bodies(int threads, size_t max_queued = 1024, RequestFilter which = {});
 
  private:
   class OffloadPool;
@@ -64,6 +68,7 @@ class HttpRouter {
 
   Guard guard_;
   size_t offload_min_bytes_ = 0;
+  RequestFilter offload_which_;
   std::unique_ptr<OffloadPool> offload_bodies_;  // last two: destroyed (joined) first
   std::unique_ptr<OffloadPool> offload_;
   std::map<std::string, std::map<std::string, Handler>> routes_;  // path -> method -> handler

@@ -160,9 +160,14 @@ int serve(const ServeOptions& opts) {
       return 2;
     }
     tenancy_options.limiter = std::shared_ptr<ratelimit::Limiter>(std::move(limiter).value());
-    // Each admission waits a Redis round trip: one of the router's threads
-    // per connection waits it, never an HTTP I/O thread (docs/architecture.md).
-    if (!limit_options.url.empty() && limit_options.url != "local") router.offload_bodies(limit_options.pool_size);
+    // An admission waits on the limiter's own threads (admit_async); an
+    // HMAC-signed request's guard waits a Redis round trip to see that the
+    // signature is new: one of the router's threads waits it, never an HTTP
+    // I/O thread (docs/architecture.md).
+    if (!limit_options.url.empty() && limit_options.url != "local")
+      router.offload_bodies(limit_options.pool_size, 1024, [](const api::HttpRequest& req) {
+        return !req.header("x-llmpool-key-id").empty() || !req.header("x-llmpool-signature").empty();
+      });
     auth->share_replays(tenancy_options.limiter);  // an HMAC signature is accepted once by all instances
     // Usage is written through a connection of its own: a write (and the
     // WAL checkpoint it may run) holds only that connection's lock, never

@@ -273,7 +273,7 @@ struct RateLimitConfig {
   std::string url_env;
   bool fail_open = false;                 // Redis down: admit (true) or answer 503 (false)
   int64_t lease_ttl_ms = 30000;           // a concurrency lease of a dead instance expires after this
-  int32_t pool_size = 4;                  // Redis connections, and threads that wait on admissions (1..64)
+  int32_t pool_size = 4;                  // Redis connections, and threads that check HMAC signatures (1..64)
   bool operator==(const RateLimitConfig&) const = default;
 };
 

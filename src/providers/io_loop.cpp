@@ -1,6 +1,7 @@
 #include "providers/io_loop.h"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 
 namespace llmpool {
 
@@ -23,6 +24,15 @@ IoLoop::~IoLoop() = default;
 void IoLoop::shutdown() { static_cast<Context&>(*ioc_).shutdown(); }
 
 const std::shared_ptr<IoLoop>& current_io_loop() { return t_loop; }
+
+void run_on(const std::shared_ptr<IoLoop>& loop, std::function<void()> fn) {
+  if (loop && loop->open()) {
+    boost::asio::post(loop->context(), std::move(fn));
+    return;
+  }
+  ScopedIoLoop mark(loop);
+  fn();
+}
 
 ScopedIoLoop::ScopedIoLoop(std::shared_ptr<IoLoop> loop) : previous_(std::move(t_loop)) { t_loop = std::move(loop); }
 ScopedIoLoop::~ScopedIoLoop() { t_loop = std::move(previous_); }

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 
 namespace boost::asio {
@@ -55,6 +56,13 @@ class IoLoop {
 // The loop the calling thread works for (its own, or the loop of the
 // request it works on), or null.
 const std::shared_ptr<IoLoop>& current_io_loop();
+
+// Runs `fn` on `loop` when it is open (posted: the caller goes on at once),
+// else here, marked with the loop (ScopedIoLoop), as for a null loop. Work
+// coming back to a request's loop from another thread (a rate limiter's
+// answer) takes this way. A posted fn whose loop closes before it runs is
+// destroyed unrun, like the loop's other pending work.
+void run_on(const std::shared_ptr<IoLoop>& loop, std::function<void()> fn);
 
 // Marks the calling thread with `loop` until destroyed (then restores the
 // previous mark). Nestable.

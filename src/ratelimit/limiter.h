@@ -24,6 +24,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -84,6 +85,14 @@ class Limiter {
   // failing open admits (and counts the event in a metric). InvalidArgument
   // for a subject whose tenant or key breaks the bounds above.
   virtual Result<Decision> admit(const Subject& subject, int64_t reserve_tokens) = 0;
+  using AdmitDone = std::function<void(Result<Decision>)>;
+  // What admit() answers, given to `done` exactly once: before this returns
+  // (the default: done(admit(...))), or later from a thread of the
+  // limiter's own (RedisLimiter: the admissions queued meanwhile go to Redis
+  // in one round trip, and no caller's thread waits for it).
+  virtual void admit_async(const Subject& subject, int64_t reserve_tokens, AdmitDone done) {
+    done(admit(subject, reserve_tokens));
+  }
   // Unknown and empty tickets are ignored; used_tokens < 0 counts as 0.
   virtual void finish(const std::string& ticket, int64_t used_tokens) = 0;
   // Records a one-time token (an HMAC signature) for `ttl_seconds`: true

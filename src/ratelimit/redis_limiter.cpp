@@ -268,18 +268,15 @@ RedisLimiter::RedisLimiter(const Options& options, RedisAddress address)
         {{"mode", options_.fail_open ? "open" : "closed"}});
   }
   renewer_ = std::thread([this] { renew_loop(); });
-  if (options_.async_finish) finisher_ = std::thread([this] { finish_loop(); });
 }
 
 RedisLimiter::~RedisLimiter() {
-  if (finisher_.joinable()) {  // writes what is queued, then ends
-    {
-      std::lock_guard lock(finish_mu_);
-      finishing_stop_ = true;
-    }
-    finish_cv_.notify_all();
-    finisher_.join();
+  {  // answers and writes what is queued, then ends
+    std::lock_guard lock(work_mu_);
+    stopping_work_ = true;
   }
+  work_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -313,14 +310,14 @@ void RedisLimiter::backend_error() {
 
 Result<std::shared_ptr<RedisLimiter::Reply>> RedisLimiter::eval(int which, const std::vector<std::string>& keys,
                                                                  const std::vector<std::string>& args) {
-  return std::move(eval_many(which, {ScriptArgs{keys, args}}).front());
+  return std::move(eval_many({ScriptArgs{which, keys, args}}).front());
 }
 
 // The calls are pipelined: written together, then their replies read in
 // order (one round trip, and Redis reads them in one go).
-std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_many(
-    int which, const std::vector<ScriptArgs>& calls) {
+std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_many(const std::vector<ScriptArgs>& calls) {
   std::vector<Result<std::shared_ptr<Reply>>> out(calls.size(), Status::unavailable("redis: no reply"));
+  if (calls.empty()) return out;
   Result<redisContext*> taken = pool_->take();
   if (!taken.is_ok()) {
     for (auto& r : out) r = taken.status();
@@ -331,43 +328,56 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_man
   std::vector<size_t> todo(calls.size());
   for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
   for (int attempt = 0; attempt < 2 && !todo.empty(); ++attempt) {
-    std::string sha = pool_->sha(which);
-    if (sha.empty()) {
-      const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[static_cast<size_t>(which)].c_str()};
-      Reply r(static_cast<redisReply*>(redisCommandArgv(c, 3, load_argv, nullptr)));
-      Status failed;
-      if (r.reply == nullptr) {
-        healthy = false;
-        failed = Status::unavailable(fmt::format("redis: {}", c->errstr));
-      } else if (r.reply->type != REDIS_REPLY_STRING) {
-        failed = Status::unavailable("redis: SCRIPT LOAD did not answer a digest");
-      }
-      if (!failed.is_ok()) {
-        for (size_t i : todo) out[i] = failed;
-        break;
-      }
-      sha.assign(r.reply->str, r.reply->len);
-      pool_->set_sha(which, sha);
-    }
+    // The digest of each script the calls run, loaded where not yet.
+    std::array<std::string, kScripts.size()> shas;
+    std::vector<size_t> ready;
     for (size_t i : todo) {
-      std::vector<std::string> argv = {"EVALSHA", sha, std::to_string(calls[i].keys.size())};
-      argv.insert(argv.end(), calls[i].keys.begin(), calls[i].keys.end());
-      argv.insert(argv.end(), calls[i].args.begin(), calls[i].args.end());
-      std::vector<const char*> ptrs;
-      std::vector<size_t> lens;
-      ptrs.reserve(argv.size());
-      lens.reserve(argv.size());
-      for (const std::string& a : argv) ptrs.push_back(a.data()), lens.push_back(a.size());
-      redisAppendCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data());
+      const auto which = static_cast<size_t>(calls[i].which);
+      if (shas[which].empty()) shas[which] = pool_->sha(calls[i].which);
+      if (shas[which].empty()) {
+        const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[which].c_str()};
+        Reply r(static_cast<redisReply*>(redisCommandArgv(c, 3, load_argv, nullptr)));
+        Status failed;
+        if (r.reply == nullptr) {
+          healthy = false;
+          failed = Status::unavailable(fmt::format("redis: {}", c->errstr));
+        } else if (r.reply->type != REDIS_REPLY_STRING) {
+          failed = Status::unavailable("redis: SCRIPT LOAD did not answer a digest");
+        }
+        if (!failed.is_ok()) {
+          out[i] = failed;
+          if (!healthy) break;
+          continue;
+        }
+        shas[which].assign(r.reply->str, r.reply->len);
+        pool_->set_sha(calls[i].which, shas[which]);
+      }
+      ready.push_back(i);
+    }
+    if (!healthy) {
+      for (size_t i : todo) out[i] = Status::unavailable(fmt::format("redis: {}", c->errstr));
+      break;
+    }
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (size_t i : ready) {
+      const ScriptArgs& call = calls[i];
+      const std::string& sha = shas[static_cast<size_t>(call.which)];
+      const std::string nkeys = std::to_string(call.keys.size());
+      ptrs.assign({"EVALSHA", sha.data(), nkeys.data()});
+      lens.assign({7, sha.size(), nkeys.size()});
+      for (const std::string& k : call.keys) ptrs.push_back(k.data()), lens.push_back(k.size());
+      for (const std::string& a : call.args) ptrs.push_back(a.data()), lens.push_back(a.size());
+      redisAppendCommandArgv(c, static_cast<int>(ptrs.size()), ptrs.data(), lens.data());
     }
     std::vector<size_t> again;  // NOSCRIPT: the server was flushed or is a new one
-    for (size_t n = 0; n < todo.size(); ++n) {
-      const size_t i = todo[n];
+    for (size_t n = 0; n < ready.size(); ++n) {
+      const size_t i = ready[n];
       void* raw = nullptr;
       if (redisGetReply(c, &raw) != REDIS_OK || raw == nullptr) {
         healthy = false;
         const Status broken = Status::unavailable(fmt::format("redis: {}", c->errstr));
-        for (size_t m = n; m < todo.size(); ++m) out[todo[m]] = broken;
+        for (size_t m = n; m < ready.size(); ++m) out[ready[m]] = broken;
         again.clear();
         break;
       }
@@ -376,6 +386,7 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_man
         std::string_view err(reply->reply->str, reply->reply->len);
         if (err.substr(0, 8) == "NOSCRIPT" && attempt == 0) {
           again.push_back(i);
+          pool_->set_sha(calls[i].which, "");
           continue;
         }
         out[i] = Status::unavailable(fmt::format("redis: script failed: {}", err.substr(0, 300)));
@@ -384,7 +395,6 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_man
       out[i] = std::move(reply);
     }
     if (!healthy) break;
-    if (!again.empty()) pool_->set_sha(which, "");
     todo = std::move(again);
   }
   pool_->put(c, healthy);
@@ -407,124 +417,267 @@ Result<bool> RedisLimiter::claim_once(std::string_view token, int64_t ttl_second
   return reply->integer == 1;
 }
 
-Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tokens) {
+Result<RedisLimiter::Admission> RedisLimiter::prepare(const Subject& subject, int64_t reserve_tokens) {
   RETURN_IF_ERROR(validate_subject(subject));
-  const std::vector<Check> checks = checks_for(subject, reserve_tokens);
-  if (checks.empty()) {
+  Admission a;
+  a.checks = checks_for(subject, reserve_tokens);
+  a.subject = subject;
+  a.ticket = next_ticket();  // with no checks: nothing to reconcile, finish() ignores it
+  a.keys.reserve(a.checks.size());
+  for (const Check& c : a.checks) a.keys.push_back(redis_key(subject, c));
+  return a;
+}
+
+namespace {
+
+// The indices of `items` grouped by tenant, in order of first appearance
+// and in order within a group: one script call per tenant keeps every call's
+// keys in one hash slot.
+template <class T, class Tenant>
+std::vector<std::vector<size_t>> by_tenant(const std::vector<T>& items, Tenant tenant_of) {
+  std::vector<std::vector<size_t>> groups;
+  std::unordered_map<std::string_view, size_t> where;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto [it, added] = where.emplace(tenant_of(items[i]), groups.size());
+    if (added) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  return groups;
+}
+
+}  // namespace
+
+std::vector<RedisLimiter::ScriptCall> RedisLimiter::admission_calls(const std::vector<Admission>& batch,
+                                                                    std::vector<std::vector<size_t>>& groups) const {
+  groups = by_tenant(batch, [](const Admission& a) -> std::string_view { return a.subject.tenant; });
+  std::vector<ScriptCall> calls(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    ScriptCall& call = calls[g];
+    call.which = kAdmitScript;
+    call.args = {std::to_string(options_.lease_ttl.count()), std::to_string(groups[g].size())};
+    for (size_t i : groups[g]) {
+      const Admission& a = batch[i];
+      call.keys.insert(call.keys.end(), a.keys.begin(), a.keys.end());
+      call.args.push_back(a.ticket);
+      call.args.push_back(std::to_string(a.checks.size()));
+      for (const Check& c : a.checks) {
+        call.args.push_back(std::to_string(static_cast<int>(c.kind)));
+        call.args.push_back(std::to_string(std::min(c.limit, kMaxReserve * 1024)));
+        call.args.push_back(std::to_string(c.cost));
+      }
+    }
+  }
+  return calls;
+}
+
+std::vector<Result<Decision>> RedisLimiter::admission_answers(std::vector<Admission>& batch,
+                                                              const std::vector<std::vector<size_t>>& groups,
+                                                              std::vector<Result<std::shared_ptr<Reply>>>& replies) {
+  std::vector<Result<Decision>> out(batch.size(), Status::unavailable("redis: no reply"));
+  std::vector<std::pair<std::string, Ticket>> charged;  // recorded under one lock
+  for (size_t g = 0; g < groups.size(); ++g) {
+    Result<std::shared_ptr<Reply>>& r = replies[g];
+    const redisReply* rep = r.is_ok() ? (*r)->reply : nullptr;
+    size_t want = 3;
+    for (size_t i : groups[g]) want += 1 + 4 * batch[i].checks.size();
+    if (r.is_ok() && (rep->type != REDIS_REPLY_ARRAY || rep->elements != want ||
+                      !std::all_of(rep->element, rep->element + rep->elements,
+                                   [](const redisReply* e) { return e->type == REDIS_REPLY_INTEGER; }))) {
+      r = Status::unavailable("redis: the admission script answered an unexpected shape");
+    }
+    if (!r.is_ok()) {
+      for (size_t i : groups[g]) {
+        backend_error();
+        if (!options_.fail_open) {
+          out[i] = Status::unavailable("rate limits cannot be checked right now (the limiter's backend is down)");
+        } else {
+          Decision d;
+          d.admitted = true;  // failing open: nothing charged, nothing to finish
+          out[i] = std::move(d);
+        }
+      }
+      continue;
+    }
+    auto at = [&](size_t i) { return rep->element[i]->integer; };
+    const int64_t day = at(1);
+    const int64_t month = at(2);
+    size_t next = 3;
+    for (size_t i : groups[g]) {
+      Admission& a = batch[i];
+      const bool flagged = at(next) == 1;
+      std::vector<Outcome> outcomes;
+      outcomes.reserve(a.checks.size());
+      for (size_t c = 0; c < a.checks.size(); ++c) {
+        const size_t o = next + 1 + 4 * c;
+        outcomes.push_back(Outcome{at(o) == 1, at(o + 1), at(o + 2), at(o + 3)});
+      }
+      next += 1 + 4 * a.checks.size();
+      Decision d = decide(a.subject, a.checks, outcomes);
+      if (!d.admitted || !flagged) {
+        d.admitted = false;
+        out[i] = std::move(d);
+        continue;
+      }
+      Ticket t{a.subject.tenant, {}};
+      for (size_t c = 0; c < a.checks.size(); ++c) {
+        const Check& check = a.checks[c];
+        if (check.kind == Kind::kRequests) continue;
+        t.held.push_back(Held{a.keys[c], check.kind, check.limit, check.cost,
+                              check.kind == Kind::kDaily ? day : check.kind == Kind::kMonthly ? month : 0});
+      }
+      d.ticket = a.ticket;
+      if (!t.held.empty()) charged.emplace_back(a.ticket, std::move(t));
+      out[i] = std::move(d);
+    }
+  }
+  if (!charged.empty()) {
+    std::lock_guard lock(mu_);
+    for (auto& [ticket, t] : charged) tickets_.emplace(std::move(ticket), std::move(t));
+  }
+  return out;
+}
+
+std::vector<RedisLimiter::ScriptCall> RedisLimiter::finish_calls(const std::vector<Finishing>& batch) const {
+  const auto groups = by_tenant(batch, [](const Finishing& f) -> std::string_view { return f.charged.tenant; });
+  std::vector<ScriptCall> calls(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    ScriptCall& call = calls[g];
+    call.which = kFinishScript;
+    call.finishes = groups[g].size();
+    call.args = {std::to_string(groups[g].size())};
+    for (size_t i : groups[g]) {
+      const Finishing& f = batch[i];
+      call.args.push_back(f.ticket);
+      call.args.push_back(std::to_string(f.used));
+      call.args.push_back(std::to_string(f.charged.held.size()));
+      for (const Held& h : f.charged.held) {
+        call.keys.push_back(h.key);
+        call.args.push_back(std::to_string(static_cast<int>(h.kind)));
+        call.args.push_back(std::to_string(std::min(h.limit, kMaxReserve * 1024)));
+        call.args.push_back(std::to_string(h.cost));
+        call.args.push_back(std::to_string(h.period));
+      }
+    }
+  }
+  return calls;
+}
+
+std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::run(const std::vector<ScriptCall>& calls) {
+  std::vector<ScriptArgs> borrowed;
+  borrowed.reserve(calls.size());
+  for (const ScriptCall& c : calls) borrowed.push_back({c.which, c.keys, c.args});
+  std::vector<Result<std::shared_ptr<Reply>>> replies = eval_many(borrowed);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (calls[i].which != kFinishScript || replies[i].is_ok()) continue;
+    for (size_t n = 0; n < calls[i].finishes; ++n) backend_error();  // each finish counts, as each admission does
+  }
+  return replies;
+}
+
+Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tokens) {
+  ASSIGN_OR_RETURN(Admission a, prepare(subject, reserve_tokens));
+  if (a.checks.empty()) {
     Decision d;
     d.admitted = true;
-    d.ticket = next_ticket();  // nothing to reconcile; finish() ignores it
+    d.ticket = std::move(a.ticket);
     return d;
   }
-  const std::string ticket = next_ticket();
-  std::vector<std::string> keys;
-  std::vector<std::string> args = {ticket, std::to_string(options_.lease_ttl.count())};
-  for (const Check& c : checks) {
-    keys.push_back(redis_key(subject, c));
-    args.push_back(std::to_string(static_cast<int>(c.kind)));
-    args.push_back(std::to_string(std::min(c.limit, kMaxReserve * 1024)));
-    args.push_back(std::to_string(c.cost));
-  }
-  Result<std::shared_ptr<Reply>> r = eval(kAdmitScript, keys, args);
-  const redisReply* rep = r.is_ok() ? (*r)->reply : nullptr;
-  const size_t want = 4 + 4 * checks.size();
-  if (r.is_ok() && (rep->type != REDIS_REPLY_ARRAY || rep->elements != want ||
-                    !std::all_of(rep->element, rep->element + rep->elements,
-                                 [](const redisReply* e) { return e->type == REDIS_REPLY_INTEGER; }))) {
-    r = Status::unavailable("redis: the admission script answered an unexpected shape");
-  }
-  if (!r.is_ok()) {
-    backend_error();
-    if (!options_.fail_open) {
-      return Status::unavailable("rate limits cannot be checked right now (the limiter's backend is down)");
-    }
+  std::vector<Admission> one;
+  one.push_back(std::move(a));
+  std::vector<std::vector<size_t>> groups;
+  auto replies = run(admission_calls(one, groups));
+  return std::move(admission_answers(one, groups, replies).front());
+}
+
+void RedisLimiter::admit_async(const Subject& subject, int64_t reserve_tokens, AdmitDone done) {
+  Result<Admission> a = prepare(subject, reserve_tokens);
+  if (!a.is_ok()) return done(a.status());
+  if (a->checks.empty()) {
     Decision d;
-    d.admitted = true;  // failing open: nothing charged, nothing to finish
-    return d;
+    d.admitted = true;
+    d.ticket = std::move(a->ticket);
+    return done(std::move(d));
   }
-  auto at = [&](size_t i) { return rep->element[i]->integer; };
-  const int64_t day = at(2);
-  const int64_t month = at(3);
-  std::vector<Outcome> outcomes;
-  for (size_t i = 0; i < checks.size(); ++i) {
-    outcomes.push_back(Outcome{at(4 + 4 * i) == 1, at(5 + 4 * i), at(6 + 4 * i), at(7 + 4 * i)});
+  a->done = std::move(done);
+  {
+    std::lock_guard lock(work_mu_);
+    start_worker_locked();
+    admissions_.push_back(std::move(a).value());
   }
-  Decision d = decide(subject, checks, outcomes);
-  if (!d.admitted || at(0) != 1) {
-    d.admitted = false;
-    return d;
-  }
-  std::vector<Held> held;
-  for (size_t i = 0; i < checks.size(); ++i) {
-    const Check& c = checks[i];
-    if (c.kind == Kind::kRequests) continue;
-    held.push_back(Held{keys[i], c.kind, c.limit, c.cost,
-                        c.kind == Kind::kDaily ? day : c.kind == Kind::kMonthly ? month : 0});
-  }
-  d.ticket = ticket;
-  if (!held.empty()) {
-    std::lock_guard lock(mu_);
-    tickets_.emplace(ticket, std::move(held));
-  }
-  return d;
+  work_cv_.notify_one();
 }
 
 void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
-  std::vector<Held> held;
+  Finishing f;
   {
     std::lock_guard lock(mu_);
     auto it = tickets_.find(ticket);
     if (it == tickets_.end()) return;
-    held = std::move(it->second);
+    f.charged = std::move(it->second);
     tickets_.erase(it);
   }
-  ScriptCall f;
-  f.args = {ticket, std::to_string(clamp_reserve(used_tokens))};
-  for (const Held& h : held) {
-    f.keys.push_back(h.key);
-    f.args.push_back(std::to_string(static_cast<int>(h.kind)));
-    f.args.push_back(std::to_string(std::min(h.limit, kMaxReserve * 1024)));
-    f.args.push_back(std::to_string(h.cost));
-    f.args.push_back(std::to_string(h.period));
-  }
+  f.ticket = ticket;
+  f.used = clamp_reserve(used_tokens);
   if (!options_.async_finish) {
-    if (!eval(kFinishScript, f.keys, f.args).is_ok()) backend_error();
+    run(finish_calls({f}));
     return;
   }
   {
-    std::lock_guard lock(finish_mu_);
+    std::lock_guard lock(work_mu_);
+    start_worker_locked();
     finishes_.push_back(std::move(f));
   }
-  finish_cv_.notify_one();
+  work_cv_.notify_one();
 }
 
-void RedisLimiter::finish_loop() {
-  std::unique_lock lock(finish_mu_);
+void RedisLimiter::start_worker_locked() {
+  if (!worker_.joinable() && !stopping_work_) worker_ = std::thread([this] { work_loop(); });
+}
+
+void RedisLimiter::work_loop() {
+  std::unique_lock lock(work_mu_);
   for (;;) {
-    finish_cv_.wait(lock, [&] { return finishing_stop_ || !finishes_.empty(); });
-    if (finishes_.empty()) return;  // stopping, and nothing left to write
-    // What queued up while the last batch was written goes in one round trip.
-    std::vector<ScriptCall> batch;
-    while (!finishes_.empty() && batch.size() < kMaxFinishBatch) {
-      batch.push_back(std::move(finishes_.front()));
+    work_cv_.wait(lock, [&] { return stopping_work_ || !admissions_.empty() || !finishes_.empty(); });
+    if (admissions_.empty() && finishes_.empty()) return;  // stopping, and everything queued is done
+    // What queued up while the last round was out goes in one round trip:
+    // the finishes first, so that what they give back is there for the admissions.
+    std::vector<Finishing> finishing;
+    while (!finishes_.empty() && finishing.size() < kMaxBatch) {
+      finishing.push_back(std::move(finishes_.front()));
       finishes_.pop_front();
     }
-    writing_ = true;
+    std::vector<Admission> admitting;
+    while (!admissions_.empty() && admitting.size() < kMaxBatch) {
+      admitting.push_back(std::move(admissions_.front()));
+      admissions_.pop_front();
+    }
+    working_ = true;
     lock.unlock();
-    std::vector<ScriptArgs> calls;
-    calls.reserve(batch.size());
-    for (const ScriptCall& f : batch) calls.push_back({f.keys, f.args});
-    for (const auto& r : eval_many(kFinishScript, calls))
-      if (!r.is_ok()) backend_error();
+    std::vector<ScriptCall> calls = finish_calls(finishing);
+    const size_t first_admission = calls.size();
+    std::vector<std::vector<size_t>> groups;
+    for (ScriptCall& c : admission_calls(admitting, groups)) calls.push_back(std::move(c));
+    std::vector<Result<std::shared_ptr<Reply>>> replies = run(calls);
+    std::vector<Result<std::shared_ptr<Reply>>> admission_replies(
+        std::make_move_iterator(replies.begin() + static_cast<std::ptrdiff_t>(first_admission)),
+        std::make_move_iterator(replies.end()));
+    std::vector<Result<Decision>> answers = admission_answers(admitting, groups, admission_replies);
+    for (size_t i = 0; i < admitting.size(); ++i) {
+      try {
+        admitting[i].done(std::move(answers[i]));
+      } catch (...) {
+        // The waiter's own failure (the API answers its request itself): the others still get theirs.
+      }
+    }
     lock.lock();
-    writing_ = false;
+    working_ = false;
     if (finishes_.empty()) drained_cv_.notify_all();
   }
 }
 
 void RedisLimiter::wait_for_finishes() {
-  std::unique_lock lock(finish_mu_);
-  drained_cv_.wait(lock, [&] { return finishes_.empty() && !writing_; });
+  std::unique_lock lock(work_mu_);
+  drained_cv_.wait(lock, [&] { return finishes_.empty() && !working_; });
 }
 
 Status RedisLimiter::renew_leases() {
@@ -532,8 +685,8 @@ Status RedisLimiter::renew_leases() {
   std::vector<std::string> args = {std::to_string(options_.lease_ttl.count())};
   {
     std::lock_guard lock(mu_);
-    for (const auto& [ticket, held] : tickets_) {
-      for (const Held& h : held) {
+    for (const auto& [ticket, t] : tickets_) {
+      for (const Held& h : t.held) {
         if (h.kind != Kind::kConcurrent) continue;
         keys.push_back(h.key);
         args.push_back(ticket);

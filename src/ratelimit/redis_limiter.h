@@ -5,7 +5,12 @@
 //   after a NOSCRIPT answer) that reads Redis's TIME, checks every limit of
 //   the tenant and of the key, and charges all of them only if all pass.
 //   Scripts run one at a time in Redis, so instances cannot race each other:
-//   together they never admit more than a limit.
+//   together they never admit more than a limit. One call can hold a batch
+//   of requests of one tenant, decided in order, each as if alone:
+//   admit_async() queues, and the limiter's worker thread sends what queued
+//   while its last round trip was out (up to 64 admissions, and up to 64
+//   queued finishes ahead of them) as one call per tenant and script,
+//   pipelined in one round trip.
 // - Per-minute limits are GCRA buckets (a level and a time), budgets a UTC
 //   period and its usage, all of one subject (the tenant, or a key) in one
 //   hash that each script reads once and writes once; concurrency is a ZSET
@@ -19,9 +24,10 @@
 //   nor is one that expired because this instance stalled for longer than
 //   lease_ttl, so the request runs on without it). An instance that dies
 //   stops renewing, and its leases expire.
-// - admit() and finish() each wait for one Redis round trip (bounded by
-//   command_timeout): call them off the HTTP I/O threads, or accept that
-//   cost there; finish() can run after the response has been sent.
+// - admit() and a synchronous finish() each wait for one Redis round trip
+//   (bounded by command_timeout): call them off the HTTP I/O threads, or
+//   use admit_async() and Options::async_finish, which wait on the
+//   limiter's worker thread instead.
 // - Redis keys: <prefix>{<tenant>}:h:t (the hash) and <prefix>{<tenant>}:c:t
 //   (the leases) for the tenant, ...:h:k:<key id> and ...:c:k:<key id> for a
 //   key; all keys of a tenant share a hash slot. Every key expires once it no
@@ -83,10 +89,15 @@ class RedisLimiter final : public Limiter {
   ~RedisLimiter() override;
 
   Result<Decision> admit(const Subject& subject, int64_t reserve_tokens) override;
+  // Queued for the limiter's worker thread; `done` runs on it (or here, for
+  // a request that breaks Subject's bounds or has nothing to check).
+  // Admissions still queued when the limiter is destroyed are run first.
+  void admit_async(const Subject& subject, int64_t reserve_tokens, AdmitDone done) override;
   void finish(const std::string& ticket, int64_t used_tokens) override;
   // With Options::async_finish the reconciliation is queued and written by
-  // a thread of the limiter's own (the caller, often a model's only HTTP
-  // client thread, does not wait for Redis); otherwise it is written now.
+  // the worker thread, in the round trip of the next admissions (the
+  // caller, an HTTP I/O loop, does not wait for Redis); otherwise it is
+  // written now.
   // SET NX EX under key_prefix + "once:" + token: shared by every instance.
   Result<bool> claim_once(std::string_view token, int64_t ttl_seconds) override;
 
@@ -106,24 +117,60 @@ class RedisLimiter final : public Limiter {
     int64_t cost;
     int64_t period;
   };
+  struct Ticket {
+    std::string tenant;
+    std::vector<Held> held;
+  };
+  // One request's admission, and (admit_async) who waits for it.
+  struct Admission {
+    Subject subject;
+    std::vector<Check> checks;
+    std::vector<std::string> keys;  // of checks[i]
+    std::string ticket;
+    AdmitDone done;
+  };
+  // One ticket's reconciliation.
+  struct Finishing {
+    std::string ticket;
+    int64_t used = 0;
+    Ticket charged;
+  };
   struct Reply;  // an owned redisReply
   class Pool;
 
   RedisLimiter(const Options& options, RedisAddress address);
   std::string redis_key(const Subject& s, const Check& c) const;
   struct ScriptCall {
+    int which = 0;
     std::vector<std::string> keys, args;
+    size_t finishes = 0;  // a finish call: how many tickets it reconciles
   };
-  // One call's keys and args, borrowed (eval_many copies no strings).
+  // One call's script, keys and args, borrowed (eval_many copies no strings).
   struct ScriptArgs {
+    int which;
     const std::vector<std::string>& keys;
     const std::vector<std::string>& args;
   };
   // Runs script `which` with keys and args; the reply, or the backend error.
   Result<std::shared_ptr<Reply>> eval(int which, const std::vector<std::string>& keys,
                                       const std::vector<std::string>& args);
-  // Runs it once per call, pipelined on one connection; the replies in order.
-  std::vector<Result<std::shared_ptr<Reply>>> eval_many(int which, const std::vector<ScriptArgs>& calls);
+  // Runs the calls pipelined on one connection; the replies in order.
+  std::vector<Result<std::shared_ptr<Reply>>> eval_many(const std::vector<ScriptArgs>& calls);
+  // eval_many, counting the finishes a failed finish call loses.
+  std::vector<Result<std::shared_ptr<Reply>>> run(const std::vector<ScriptCall>& calls);
+  // The admission of `subject`, or InvalidArgument; empty checks when
+  // nothing is configured to check.
+  Result<Admission> prepare(const Subject& subject, int64_t reserve_tokens);
+  // The calls that decide a batch of admissions: one per tenant (groups:
+  // the batch's indices of each call).
+  std::vector<ScriptCall> admission_calls(const std::vector<Admission>& batch,
+                                          std::vector<std::vector<size_t>>& groups) const;
+  // The answers, in the batch's order, from those calls' replies.
+  std::vector<Result<Decision>> admission_answers(std::vector<Admission>& batch,
+                                                  const std::vector<std::vector<size_t>>& groups,
+                                                  std::vector<Result<std::shared_ptr<Reply>>>& replies);
+  // The calls that write a batch of reconciliations: one per tenant.
+  std::vector<ScriptCall> finish_calls(const std::vector<Finishing>& batch) const;
   std::string next_ticket();
   void backend_error();
   void renew_loop();
@@ -135,20 +182,25 @@ class RedisLimiter final : public Limiter {
   std::atomic<uint64_t> ticket_seq_{1};
 
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::vector<Held>> tickets_;  // guarded by mu_
+  std::unordered_map<std::string, Ticket> tickets_;  // guarded by mu_
   bool stopping_ = false;                                       // guarded by mu_
   std::condition_variable stop_cv_;
   std::thread renewer_;
 
-  static constexpr size_t kMaxFinishBatch = 64;  // finishes written in one round trip
-  void finish_loop();
-  std::mutex finish_mu_;
-  std::condition_variable finish_cv_;    // a finish was queued, or stop
-  std::condition_variable drained_cv_;   // the queue emptied
-  std::deque<ScriptCall> finishes_;      // guarded by finish_mu_
-  bool writing_ = false;                 // guarded by finish_mu_: a batch is being written
-  bool finishing_stop_ = false;          // guarded by finish_mu_
-  std::thread finisher_;                 // async_finish only; joined first in the destructor
+  // The limiter's worker: one thread, started on first use, sends what
+  // admit_async() and an async finish() queued, up to kMaxBatch of each, in
+  // one round trip (finishes first), and answers the admissions.
+  static constexpr size_t kMaxBatch = 64;
+  void start_worker_locked();
+  void work_loop();
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;      // work was queued, or stop
+  std::condition_variable drained_cv_;   // the finish queue emptied
+  std::deque<Admission> admissions_;     // guarded by work_mu_
+  std::deque<Finishing> finishes_;       // guarded by work_mu_
+  bool working_ = false;                 // guarded by work_mu_: a round is out
+  bool stopping_work_ = false;           // guarded by work_mu_
+  std::thread worker_;                   // guarded by work_mu_ until stopping; joined first in the destructor
 };
 
 }  // namespace llmpool::ratelimit

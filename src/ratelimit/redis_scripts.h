@@ -7,11 +7,12 @@
 namespace llmpool::ratelimit::scripts {
 
 // The Lua both kAdmit and kFinish start with (redis_limiter.cpp puts it in
-// front of them). A subject's buckets and
-// budgets share one hash (FIELDS: requests level and time, tokens level and
-// time, day and its usage, month and its usage; AT[kind] is where a kind's
-// pair starts), read once (HMGET) and written once (HSET, PEXPIRE) by a
-// script however many of them are configured.
+// front of them). A subject's buckets and budgets share one hash (FIELDS:
+// requests level and time, tokens level and time, day and its usage, month
+// and its usage; AT[kind] is where a kind's pair starts). A script reads each
+// hash once (HMGET), works on the values in memory (so each of a batch's
+// requests sees the ones before it), and writes what changed once (HSET,
+// PEXPIRE), however many limits and requests the call holds.
 inline constexpr const char* kHashes = R"lua(
 local FIELDS = {'rl', 'rt', 'tl', 'tt', 'dp', 'du', 'mp', 'mu'}
 local AT = {[1] = 1, [2] = 3, [4] = 5, [5] = 7}
@@ -19,7 +20,7 @@ local hashes, order = {}, {}
 local function hash_of(key)
   local h = hashes[key]
   if not h then
-    h = {v = redis.call('HMGET', key, unpack(FIELDS)), set = {}, ttl = 0}
+    h = {v = redis.call('HMGET', key, unpack(FIELDS)), dirty = {}, ttl = 0}
     hashes[key] = h
     order[#order + 1] = key
   end
@@ -28,20 +29,29 @@ end
 -- Sets the pair at AT `at` to a, b; the hash must then live `ttl` ms more.
 local function put(key, at, a, b, ttl)
   local h = hash_of(key)
-  local set = h.set
-  set[#set + 1] = FIELDS[at]
-  set[#set + 1] = a
-  set[#set + 1] = FIELDS[at + 1]
-  set[#set + 1] = b
+  h.v[at] = a
+  h.v[at + 1] = b
+  h.dirty[at] = true
   if ttl > h.ttl then h.ttl = ttl end
 end
 -- Writes what put() set. extend_only: a hash's expiry is only ever made
--- longer (a finish), else set to what the admission needs.
+-- longer (a finish), else set to what the admissions need.
 local function write_hashes(extend_only)
   for _, key in ipairs(order) do
     local h = hashes[key]
-    if #h.set > 0 then
-      redis.call('HSET', key, unpack(h.set))
+    local set = {}
+    for at = 1, 7, 2 do
+      if h.dirty[at] then
+        local a = h.v[at]
+        if at <= 3 then a = string.format('%.17g', a) end  -- a bucket's level
+        set[#set + 1] = FIELDS[at]
+        set[#set + 1] = a
+        set[#set + 1] = FIELDS[at + 1]
+        set[#set + 1] = h.v[at + 1]
+      end
+    end
+    if #set > 0 then
+      redis.call('HSET', key, unpack(set))
       if h.ttl > 0 and (not extend_only or redis.call('PTTL', key) < h.ttl) then
         redis.call('PEXPIRE', key, h.ttl)
       end
@@ -50,14 +60,14 @@ local function write_hashes(extend_only)
 end
 )lua";
 
-// KEYS[i]: the key of check i: a concurrency check's ZSET of leases, or the
-// hash that holds all of a subject's buckets and budgets (fields rl/rt
-// requests level and time, tl/tt tokens level and time, dp/du day and its
-// usage, mp/mu month and its usage; several checks name the same hash).
-// ARGV[1] ticket, ARGV[2] lease ttl (ms), then per check i: ARGV[3i] kind,
-// ARGV[3i+1] limit, ARGV[3i+2] cost.
-// Returns {admitted 0|1, now_ms, day, month, then per check: ok, remaining,
-// reset_ms, retry_ms}.
+// One call admits a batch of requests, in order, each as if alone: all of
+// its checks pass and are charged, or nothing of it is. KEYS: each request's
+// checks' keys, one after another: a concurrency check's ZSET of leases, or
+// the subject's hash (kHashes; several checks name the same one). ARGV[1]
+// lease ttl (ms), ARGV[2] the number of requests, then per request: its
+// ticket, its number of checks n, and per check: kind, limit, cost.
+// Returns {now_ms, day, month, then per request: admitted 0|1, and per check:
+// ok, remaining, reset_ms, retry_ms}.
 inline constexpr const char* kAdmit = R"lua(
 local function floor_div(a, b) return math.floor(a / b) end
 local function month_of(day)
@@ -91,125 +101,164 @@ end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ticket = ARGV[1]
-local ttl = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[1])
+local m = tonumber(ARGV[2])
 local day = floor_div(now, 86400000)
 local month = month_of(day)
-local n = #KEYS
-local out = {0, now, day, month}
-local all_ok = true
-local state = {}
-for i = 1, n do
-  local kind = tonumber(ARGV[3 * i])
-  local limit = tonumber(ARGV[3 * i + 1])
-  local cost = tonumber(ARGV[3 * i + 2])
-  local key = KEYS[i]
-  local ok, remaining, reset, retry = false, 0, 0, -1
-  if kind == 1 or kind == 2 then
-    local h = hash_of(key)
-    local at = AT[kind]
-    local level = tonumber(h.v[at]) or 0
-    local last = tonumber(h.v[at + 1]) or now
-    if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
-    ok = level + cost <= limit
-    local after = level
-    if ok then after = level + cost end
-    remaining = math.floor(math.max(0, limit - after))
-    reset = math.ceil(after * 60000 / limit)
-    if not ok then
-      if cost > limit then retry = -1 else retry = math.ceil((level + cost - limit) * 60000 / limit) end
-    end
-    state[i] = level
-  elseif kind == 3 then
+local out = {now, day, month}
+-- A ZSET of leases is purged and counted once per call, then counted in memory.
+local leases, lease_order = {}, {}
+local function leases_of(key)
+  local z = leases[key]
+  if not z then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local held = redis.call('ZCARD', key)
-    ok = held < limit
-    if ok then remaining = math.max(0, limit - held - 1) else remaining = math.max(0, limit - held) end
-    if not ok then retry = 1000 end
-  else
-    local period, period_end
-    if kind == 4 then period, period_end = day, (day + 1) * 86400000
-    else period, period_end = month, month_end(month) end
-    local h = hash_of(key)
-    local at = AT[kind]
-    local used = 0
-    if tonumber(h.v[at]) == period then used = tonumber(h.v[at + 1]) or 0 end
-    ok = used + cost <= limit
-    if ok then remaining = math.max(0, limit - used - cost) else remaining = math.max(0, limit - used) end
-    reset = math.max(0, period_end - now)
-    if not ok then
-      if cost > limit then retry = -1 else retry = reset end
-    end
-    state[i] = {period, used, period_end}
+    z = {held = redis.call('ZCARD', key), add = {}}
+    leases[key] = z
+    lease_order[#lease_order + 1] = key
   end
-  all_ok = all_ok and ok
-  local okn = 0
-  if ok then okn = 1 end
-  out[#out + 1] = okn
-  out[#out + 1] = remaining
-  out[#out + 1] = reset
-  out[#out + 1] = retry
+  return z
 end
-if not all_ok then return out end
-for i = 1, n do
-  local kind = tonumber(ARGV[3 * i])
-  local limit = tonumber(ARGV[3 * i + 1])
-  local cost = tonumber(ARGV[3 * i + 2])
-  local key = KEYS[i]
-  if kind == 3 then
-    redis.call('ZADD', key, now + ttl, ticket)
-    redis.call('PEXPIRE', key, ttl + 1000)
-  elseif kind == 1 or kind == 2 then
-    local level = state[i] + cost
-    put(key, AT[kind], string.format('%.17g', level), now, math.ceil(level * 60000 / limit) + 1000)
-  else
-    local s = state[i]
-    put(key, AT[kind], s[1], s[2] + cost, math.max(0, s[3] - now) + 86400000)
+local a = 3  -- ARGV of the next request
+local k = 0  -- KEYS before the next request's
+for j = 1, m do
+  local ticket = ARGV[a]
+  local n = tonumber(ARGV[a + 1])
+  a = a + 2
+  local flag = #out + 1
+  out[flag] = 0
+  local all_ok = true
+  local state = {}
+  for i = 1, n do
+    local kind = tonumber(ARGV[a])
+    local limit = tonumber(ARGV[a + 1])
+    local cost = tonumber(ARGV[a + 2])
+    a = a + 3
+    local key = KEYS[k + i]
+    local ok, remaining, reset, retry = false, 0, 0, -1
+    local st = {kind, limit, cost, key}
+    if kind == 1 or kind == 2 then
+      local h = hash_of(key)
+      local at = AT[kind]
+      local level = tonumber(h.v[at]) or 0
+      local last = tonumber(h.v[at + 1]) or now
+      if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
+      ok = level + cost <= limit
+      local after = level
+      if ok then after = level + cost end
+      remaining = math.floor(math.max(0, limit - after))
+      reset = math.ceil(after * 60000 / limit)
+      if not ok then
+        if cost > limit then retry = -1 else retry = math.ceil((level + cost - limit) * 60000 / limit) end
+      end
+      st[5] = level
+    elseif kind == 3 then
+      local held = leases_of(key).held
+      ok = held < limit
+      if ok then remaining = math.max(0, limit - held - 1) else remaining = math.max(0, limit - held) end
+      if not ok then retry = 1000 end
+    else
+      local period, period_end
+      if kind == 4 then period, period_end = day, (day + 1) * 86400000
+      else period, period_end = month, month_end(month) end
+      local h = hash_of(key)
+      local at = AT[kind]
+      local used = 0
+      if tonumber(h.v[at]) == period then used = tonumber(h.v[at + 1]) or 0 end
+      ok = used + cost <= limit
+      if ok then remaining = math.max(0, limit - used - cost) else remaining = math.max(0, limit - used) end
+      reset = math.max(0, period_end - now)
+      if not ok then
+        if cost > limit then retry = -1 else retry = reset end
+      end
+      st[5], st[6], st[7] = period, used, period_end
+    end
+    state[i] = st
+    all_ok = all_ok and ok
+    local okn = 0
+    if ok then okn = 1 end
+    out[#out + 1] = okn
+    out[#out + 1] = remaining
+    out[#out + 1] = reset
+    out[#out + 1] = retry
+  end
+  k = k + n
+  if all_ok then
+    out[flag] = 1
+    for i = 1, n do
+      local st = state[i]
+      local kind, limit, cost, key = st[1], st[2], st[3], st[4]
+      if kind == 3 then
+        local z = leases[key]
+        z.held = z.held + 1
+        z.add[#z.add + 1] = now + ttl
+        z.add[#z.add + 1] = ticket
+      elseif kind == 1 or kind == 2 then
+        local level = st[5] + cost
+        put(key, AT[kind], level, now, math.ceil(level * 60000 / limit) + 1000)
+      else
+        put(key, AT[kind], st[5], st[6] + cost, math.max(0, st[7] - now) + 86400000)
+      end
+    end
   end
 end
 write_hashes(false)
-out[1] = 1
+for _, key in ipairs(lease_order) do
+  local z = leases[key]
+  if #z.add > 0 then
+    redis.call('ZADD', key, unpack(z.add))
+    redis.call('PEXPIRE', key, ttl + 1000)
+  end
+end
 return out
 )lua";
 
-// KEYS[i]: the keys the ticket charged (as kAdmit's: a hash may come more
-// than once). ARGV[1] ticket, ARGV[2] used tokens,
-// then per key i: ARGV[4i-1] kind, ARGV[4i] limit, ARGV[4i+1] cost,
-// ARGV[4i+2] period. Returns 1.
+// One call finishes a batch of tickets. KEYS: each ticket's charged keys,
+// one after another (as kAdmit's). ARGV[1] the number of tickets, then per
+// ticket: the ticket, its used tokens, its number of keys n, and per key:
+// kind, limit, cost, period. Returns 1.
 inline constexpr const char* kFinish = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ticket = ARGV[1]
-local used = tonumber(ARGV[2])
-for i = 1, #KEYS do
-  local kind = tonumber(ARGV[4 * i - 1])
-  local limit = tonumber(ARGV[4 * i])
-  local cost = tonumber(ARGV[4 * i + 1])
-  local period = tonumber(ARGV[4 * i + 2])
-  local key = KEYS[i]
-  local delta = used - cost
-  if kind == 3 then
-    redis.call('ZREM', key, ticket)
-  elseif kind == 2 then
-    local h = hash_of(key)
-    local last = tonumber(h.v[4])
-    local level = tonumber(h.v[3]) or 0
-    if last and now > last then level = math.max(0, level - (now - last) * limit / 60000) end
-    level = math.max(0, level + delta)
-    -- Nothing to give back to a bucket that expired (it drained).
-    if last or level > 0 then
-      -- More used than reserved: the hash must live until this drains.
-      local need = 0
-      if level > 0 and delta > 0 then need = math.ceil(level * 60000 / limit) + 1000 end
-      put(key, 3, string.format('%.17g', level), math.max(now, last or now), need)
-    end
-  elseif kind == 4 or kind == 5 then
-    local h = hash_of(key)
-    local at = AT[kind]
-    if tonumber(h.v[at]) == period then
-      put(key, at, period, math.max(0, (tonumber(h.v[at + 1]) or 0) + delta), 0)
+local m = tonumber(ARGV[1])
+local a = 2  -- ARGV of the next finish
+local k = 0  -- KEYS before the next finish's
+for j = 1, m do
+  local ticket = ARGV[a]
+  local used = tonumber(ARGV[a + 1])
+  local n = tonumber(ARGV[a + 2])
+  a = a + 3
+  for i = 1, n do
+    local kind = tonumber(ARGV[a])
+    local limit = tonumber(ARGV[a + 1])
+    local cost = tonumber(ARGV[a + 2])
+    local period = tonumber(ARGV[a + 3])
+    a = a + 4
+    local key = KEYS[k + i]
+    local delta = used - cost
+    if kind == 3 then
+      redis.call('ZREM', key, ticket)
+    elseif kind == 2 then
+      local h = hash_of(key)
+      local last = tonumber(h.v[4])
+      local level = tonumber(h.v[3]) or 0
+      if last and now > last then level = math.max(0, level - (now - last) * limit / 60000) end
+      level = math.max(0, level + delta)
+      -- Nothing to give back to a bucket that expired (it drained).
+      if last or level > 0 then
+        -- More used than reserved: the hash must live until this drains.
+        local need = 0
+        if level > 0 and delta > 0 then need = math.ceil(level * 60000 / limit) + 1000 end
+        put(key, 3, level, math.max(now, last or now), need)
+      end
+    elseif kind == 4 or kind == 5 then
+      local h = hash_of(key)
+      local at = AT[kind]
+      if tonumber(h.v[at]) == period then
+        put(key, at, period, math.max(0, (tonumber(h.v[at + 1]) or 0) + delta), 0)
+      end
     end
   end
+  k = k + n
 end
 write_hashes(true)
 return 1

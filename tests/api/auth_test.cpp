@@ -6,13 +6,17 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
 #include <stdlib.h>
+#include <thread>
 
 #include "api/openai_routes.h"
 #include "api/routing_routes.h"
 #include "api/tenant_routes.h"
 #include "ratelimit/local_limiter.h"
+#include "ratelimit/redis_limiter.h"
+#include "ratelimit/redis_server.h"
 #include "router/fake_directory.h"
 #include "tenancy/tenancy_test_util.h"
 
@@ -93,7 +97,8 @@ class AuthenticatorTest : public ::testing::Test {
     service_ = std::move(s).value();
     router_.set_guard([a = auth_](const HttpRequest& r) { return a->guard(r); });
     recorder_ = std::make_shared<tenancy::UsageRecorder>(store_, std::chrono::hours(1), clock_);
-    add_openai_routes(router_, dir_, metrics_, service_, {limiter_, recorder_});
+    add_openai_routes(router_, dir_, metrics_, service_,
+                      {routes_limiter_ ? routes_limiter_ : std::shared_ptr<ratelimit::Limiter>(limiter_), recorder_});
     add_routing_routes(router_, service_);
     add_tenant_routes(router_, auth_, recorder_);
 
@@ -129,6 +134,11 @@ class AuthenticatorTest : public ::testing::Test {
     auto w = std::make_shared<BufferedResponseWriter>();
     router_.dispatch(req, w);
     for (int i = 0; i < 100 && !w->finished(); ++i) timer_.advance(10ms);
+    // An admission through Redis answers from the limiter's thread.
+    for (int i = 0; i < 5000 && routes_limiter_ && !w->finished(); ++i) {
+      std::this_thread::sleep_for(1ms);
+      timer_.advance(1ms);
+    }
     EXPECT_TRUE(w->finished());
     return w->response();
   }
@@ -142,6 +152,29 @@ class AuthenticatorTest : public ::testing::Test {
     req.body = body;
     req.principal = std::move(principal);
     return send(req);
+  }
+
+  // Tenant "tight" (2 requests a minute) with `key`: two answered with
+  // OpenAI's x-ratelimit-* headers, the third refused with 429 before the
+  // model sees it.
+  void expect_two_then_429(const std::string& key) {
+    for (int i = 0; i < 2; ++i) {
+      HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
+      ASSERT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(r.headers["x-ratelimit-limit-requests"], "2");
+      EXPECT_EQ(r.headers["x-ratelimit-remaining-requests"], std::to_string(1 - i));
+      EXPECT_EQ(r.headers["x-ratelimit-limit-tokens"], "1000");
+      EXPECT_EQ(r.headers.count("x-ratelimit-reset-requests"), 1u);
+    }
+    const int calls = providers_["tiny"]->calls();
+    HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
+    ASSERT_EQ(r.status, 429) << r.body;
+    json e = json::parse(r.body)["error"];
+    EXPECT_EQ(e["code"], "rate_limit_exceeded");
+    EXPECT_EQ(e["type"], "rate_limit_error");
+    EXPECT_GE(std::stoi(r.headers["Retry-After"]), 1);
+    EXPECT_EQ(r.headers["x-ratelimit-remaining-requests"], "0");
+    EXPECT_EQ(providers_["tiny"]->calls(), calls);  // the model never saw it
   }
 
   static std::map<std::string, std::string> bearer(const std::string& token) {
@@ -190,6 +223,7 @@ class AuthenticatorTest : public ::testing::Test {
   std::shared_ptr<tenancy::UsageRecorder> recorder_;
   ratelimit::ManualClock rclock_;
   std::shared_ptr<ratelimit::LocalLimiter> limiter_ = std::make_shared<ratelimit::LocalLimiter>(rclock_);
+  std::shared_ptr<ratelimit::Limiter> routes_limiter_;  // set before SetUp: the routes' limiter instead
   std::shared_ptr<router::RouterService> service_;
   HttpRouter router_;
   std::string acme_key_, globex_key_, admin_key_;
@@ -508,27 +542,66 @@ TEST_F(AuthenticatorTest, ATenantSeesOnlyItsOwnUsage) {
 
 TEST_F(AuthenticatorTest, RateLimitsAnswer429WithOpenAisHeaders) {
   const std::string key = key_for("tight");
-  for (int i = 0; i < 2; ++i) {
-    HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
-    ASSERT_EQ(r.status, 200) << r.body;
-    EXPECT_EQ(r.headers["x-ratelimit-limit-requests"], "2");
-    EXPECT_EQ(r.headers["x-ratelimit-remaining-requests"], std::to_string(1 - i));
-    EXPECT_EQ(r.headers["x-ratelimit-limit-tokens"], "1000");
-    EXPECT_EQ(r.headers.count("x-ratelimit-reset-requests"), 1u);
-  }
-  const int calls = providers_["tiny"]->calls();
-  HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
-  ASSERT_EQ(r.status, 429) << r.body;
-  json e = json::parse(r.body)["error"];
-  EXPECT_EQ(e["code"], "rate_limit_exceeded");
-  EXPECT_EQ(e["type"], "rate_limit_error");
-  EXPECT_GE(std::stoi(r.headers["Retry-After"]), 1);
-  EXPECT_EQ(r.headers["x-ratelimit-remaining-requests"], "0");
-  EXPECT_EQ(providers_["tiny"]->calls(), calls);  // the model never saw it
+  expect_two_then_429(key);
   // Another tenant is not affected; the bucket refills with time.
   EXPECT_EQ(call("POST", "/v1/chat/completions", chat("tiny"), bearer(globex_key_)).status, 200);
   rclock_.advance(std::chrono::seconds(31));
   EXPECT_EQ(call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key)).status, 200);
+}
+
+// The same routes with the Redis limiter, as serve runs them: admissions
+// answer from the limiter's threads (admit_async), finishes are queued.
+class AuthenticatorRedisTest : public AuthenticatorTest {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(redis_.start(), "");
+    ratelimit::Options o;
+    o.url = redis_.url();
+    o.async_finish = true;
+    o.pool_size = 2;
+    auto l = ratelimit::RedisLimiter::create(o);
+    ASSERT_TRUE(l.is_ok()) << l.status().message();
+    redis_limiter_ = std::shared_ptr<ratelimit::RedisLimiter>(std::move(l).value());
+    routes_limiter_ = redis_limiter_;
+    AuthenticatorTest::SetUp();
+  }
+  // Stopped before the routes (which hold the limiter) go: the limiter's last writes then fail at once.
+  ratelimit::testing::RedisServer redis_;
+  std::shared_ptr<ratelimit::RedisLimiter> redis_limiter_;
+};
+
+TEST_F(AuthenticatorRedisTest, RateLimitsHoldAndEveryAdmissionIsFinished) {
+  const std::string key = key_for("tight");
+  expect_two_then_429(key);
+
+  // Many at once, from several threads: every one answered, every admission finished.
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        auto w = std::make_shared<BufferedResponseWriter>();
+        HttpRequest req;
+        req.method = "POST";
+        req.target = req.path = "/v1/chat/completions";
+        req.body = chat("tiny", R"(,"max_tokens":16)");
+        req.headers = bearer(acme_key_);
+        router_.dispatch(req, w);
+        for (int n = 0; n < 5000 && !w->finished(); ++n) std::this_thread::sleep_for(1ms);
+        if (w->finished() && w->response().status == 200) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 40);
+  redis_limiter_->wait_for_finishes();
+  EXPECT_EQ(redis_limiter_->open_tickets(), 0u);
+
+  // Redis gone: the limiter fails closed, with a 503 that says why.
+  redis_.kill();
+  HttpResponse r = call("POST", "/v1/chat/completions", chat("tiny", R"(,"max_tokens":16)"), bearer(key));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("rate limits cannot be checked"), std::string::npos) << r.body;
 }
 
 TEST_F(AuthenticatorTest, TokenReservationsAreReconciledWithRealUsage) {

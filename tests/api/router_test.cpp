@@ -101,6 +101,39 @@ TEST_F(HttpRouterOffloadTest, WithOffloadBodiesEveryBodyRunsOnTheRoutersThreads)
   EXPECT_EQ(threads_[2], std::this_thread::get_id());
 }
 
+// With a filter, offload_bodies() moves exactly the requests it picks (serve:
+// the HMAC-signed ones, a GET among them), whatever their body.
+TEST_F(HttpRouterOffloadTest, WithAFilterOnlyThePickedRequestsRunOnTheRoutersThreads) {
+  router_.offload_bodies(1, 16, [](const HttpRequest& r) { return !r.header("x-llmpool-signature").empty(); });
+  router_.add("GET", "/v1/usage", [this](const HttpRequest&, ResponseWriterPtr w) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      threads_.push_back(std::this_thread::get_id());
+    }
+    w->respond(HttpResponse{});
+  });
+  auto plain = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(post("plain"), plain);
+  ASSERT_TRUE(plain->finished()) << "an unsigned body stays on the caller's thread";
+  HttpRequest signed_post = post("signed");
+  signed_post.headers.emplace("x-llmpool-signature", "00");
+  auto by_pool = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(signed_post, by_pool);
+  EXPECT_EQ(wait_for(by_pool).body, "6");
+  HttpRequest get;
+  get.method = "GET";
+  get.path = get.target = "/v1/usage";
+  get.headers.emplace("x-llmpool-signature", "00");
+  auto signed_get = std::make_shared<BufferedResponseWriter>();
+  router_.dispatch(get, signed_get);
+  wait_for(signed_get);
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSERT_EQ(threads_.size(), 3u);
+  EXPECT_EQ(threads_[0], std::this_thread::get_id());
+  EXPECT_NE(threads_[1], std::this_thread::get_id());
+  EXPECT_NE(threads_[2], std::this_thread::get_id());
+}
+
 TEST_F(HttpRouterOffloadTest, AFullOffloadQueueAnswers503WithRetryAfter) {
   router_.offload_large_bodies(1000, 1, /*max_queued=*/1);
   {

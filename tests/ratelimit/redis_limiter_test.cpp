@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -238,6 +241,89 @@ TEST_F(RedisLimiterTest, QueuedFinishesAreAllWrittenAlsoAfterScriptFlush) {
   a->wait_for_finishes();
   for (int i = 0; i < 150; ++i) ASSERT_TRUE(admit(*a, s, 0).admitted) << "lease " << i << " came back";
   EXPECT_EQ(errors("closed"), 0.0);
+}
+
+// What admit_async answers, by the order the admissions were queued in.
+struct Answers {
+  explicit Answers(size_t n) : got(n) {}
+  Limiter::AdmitDone slot(size_t i) {
+    return [this, i](Result<Decision> r) {
+      std::lock_guard lock(mu);
+      got[i] = std::move(r);
+      ++count;
+      cv.notify_all();
+    };
+  }
+  void wait() {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return count == got.size(); }));
+  }
+  bool admitted(size_t i) {
+    std::lock_guard lock(mu);
+    return got[i] && got[i]->is_ok() && (*got[i])->admitted;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<Result<Decision>>> got;
+  size_t count = 0;
+};
+
+// Admissions queued while Redis is busy go in one round trip, one script
+// call per tenant, and are decided in the order they were queued, each as
+// if alone: no more than a limit passes, and those that pass are the first.
+TEST_F(RedisLimiterTest, AdmissionsQueuedTogetherGoInOneCallPerTenantAndInOrder) {
+  auto l = make(false, milliseconds(30000), 1);
+  const Subject acme = subject({.requests_per_minute = 10, .tokens_per_minute = 1000, .max_concurrent = 20});
+  const Subject globex = subject({.requests_per_minute = 3}, {}, "k1", "globex");
+  ASSERT_TRUE(admit(*l, subject({}, {.requests_per_minute = 1}, "warm"), 0).admitted);  // loads the script
+  ASSERT_EQ(redis_.command({"CONFIG", "RESETSTAT"}), "OK");
+  // Redis answers nothing for 200 ms: the first admission waits in it, the
+  // rest queue behind it on the limiter's one thread.
+  ASSERT_EQ(redis_.command({"CLIENT", "PAUSE", "200", "ALL"}), "OK");
+  constexpr size_t kEach = 30;
+  Answers answers(2 * kEach);
+  for (size_t i = 0; i < kEach; ++i) {
+    l->admit_async(acme, 10, answers.slot(2 * i));
+    l->admit_async(globex, 10, answers.slot(2 * i + 1));
+  }
+  answers.wait();
+  size_t acme_in = 0, globex_in = 0;
+  for (size_t i = 0; i < kEach; ++i) {
+    if (answers.admitted(2 * i)) ++acme_in;
+    if (answers.admitted(2 * i + 1)) ++globex_in;
+    EXPECT_EQ(answers.admitted(2 * i), i < 10) << i;
+    EXPECT_EQ(answers.admitted(2 * i + 1), i < 3) << i;
+  }
+  EXPECT_EQ(acme_in, 10u);
+  EXPECT_EQ(globex_in, 3u);
+  EXPECT_EQ(l->open_tickets(), 10u) << "acme's tokens and leases are held; globex has only a per-minute limit";
+  const std::string stats = redis_.command({"INFO", "commandstats"});
+  const size_t at = stats.find("cmdstat_evalsha:calls=");
+  ASSERT_NE(at, std::string::npos) << stats;
+  const int calls = std::stoi(stats.substr(at + 22));
+  EXPECT_GE(calls, 2);
+  EXPECT_LE(calls, 4) << "60 admissions in at most two round trips of one call per tenant";
+  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:t"}), "10");
+}
+
+// An admission still queued when the limiter goes away is answered first.
+TEST_F(RedisLimiterTest, QueuedAdmissionsAreAnsweredBeforeTheLimiterGoes) {
+  auto l = make(false, milliseconds(30000), 1);
+  const Subject s = subject({.requests_per_minute = 100});
+  ASSERT_EQ(redis_.command({"CLIENT", "PAUSE", "100", "ALL"}), "OK");
+  Answers answers(20);
+  for (size_t i = 0; i < 20; ++i) l->admit_async(s, 0, answers.slot(i));
+  l.reset();
+  answers.wait();
+  for (size_t i = 0; i < 20; ++i) EXPECT_TRUE(answers.admitted(i)) << i;
+  // Bounds are checked before anything is queued.
+  auto again = make();
+  Subject bad = s;
+  bad.tenant = "a{b";
+  Answers refused(1);
+  again->admit_async(bad, 0, refused.slot(0));
+  refused.wait();
+  EXPECT_EQ(refused.got[0]->status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(RedisLimiterTest, LeaseIsRenewedWhileHeldAndExpiresWhenTheHolderDies) {
