@@ -192,12 +192,16 @@ Result<tenancy::Tenant> Authenticator::find_tenant(const State& st, const std::s
   return Status::unauthenticated("the credential's tenant does not exist");
 }
 
+bool hmac_signed(const HttpRequest& req) {
+  return !req.header("x-llmpool-key-id").empty() || !req.header("x-llmpool-signature").empty();
+}
+
 Result<std::shared_ptr<const Principal>> Authenticator::authenticate(const HttpRequest& req) const {
   try {
     auto st = state();
     auto p = std::make_shared<Principal>();
-    const std::string hmac_id = req.header("x-llmpool-key-id");
-    if (!hmac_id.empty() || !req.header("x-llmpool-signature").empty()) {
+    if (hmac_signed(req)) {
+      const std::string hmac_id = req.header("x-llmpool-key-id");
       if (!st->hmac || !hmac_) return bad_credential("HMAC request signing is not enabled on this server");
       const std::string timestamp = req.header("x-llmpool-timestamp");
       const std::string signature = req.header("x-llmpool-signature");

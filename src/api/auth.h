@@ -82,6 +82,11 @@ tenancy::Tenant to_tenant(const config::TenantConfig& tc);
 // left alone.
 Status sync_yaml_tenants(tenancy::TenantStore& store, const std::vector<config::TenantConfig>& tenants);
 
+// True when `req` carries HMAC signing headers (X-Llmpool-Key-Id or
+// X-Llmpool-Signature): the guard then checks the signature, and with a
+// shared limiter asks Redis whether it is new.
+bool hmac_signed(const HttpRequest& req);
+
 class Authenticator {
  public:
   // `store` may be null when only JWTs are accepted (tenants then come from

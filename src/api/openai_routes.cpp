@@ -4,11 +4,10 @@
 #include <chrono>
 #include <mutex>
 
-#include <spdlog/spdlog.h>
-
 #include "api/auth.h"
 #include "api/errors.h"
 #include "api/openai.h"
+#include "api/router.h"
 #include "providers/io_loop.h"
 
 namespace llmpool::api {
@@ -261,7 +260,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
     auto subject = limiter_ ? limit_subject(req.principal.get()) : std::nullopt;
     if (!subject) return proceed(endpoint, std::move(parsed).value(), std::move(hold), nullptr, req.principal, writer);
     // The admission is asynchronous: with Redis the request waits on the
-    // limiter's threads (in one round trip with the others waiting then),
+    // limiter's worker thread (in one round trip with the others waiting then),
     // not on this thread, and comes back to its I/O loop.
     const int64_t reserve = reserve_tokens(parsed->generate, found.context);
     struct Waiting {
@@ -279,15 +278,11 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
         charge->headers = decision->headers;
       }
       run_on(loop, [self, endpoint, waiting, who, writer, decision = std::move(decision), charge] {
-        try {
+        within_error_boundary(writer, "generation after admission", [&] {
           if (!decision) return writer->respond(error_response(decision.status()));
           if (!decision->admitted) return writer->respond(rate_limited_response(*decision));
           self->proceed(endpoint, std::move(waiting->request), std::move(waiting->hold), charge, who, writer);
-        } catch (const std::exception& e) {  // outside the route table's error boundary
-          spdlog::error("generation after admission threw: {}", e.what());
-          writer->respond(error_response(Status::internal("internal error while handling the request")));
-          writer->end();
-        }
+        });
       });
     });
   }

@@ -152,19 +152,23 @@ std::vector<std::pair<std::string, std::string>> HttpRouter::registered() const 
   return out;
 }
 
+void within_error_boundary(const ResponseWriterPtr& writer, std::string_view what, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    spdlog::error("{} threw: {}", what, e.what());
+    writer->respond(error_response(Status::internal("internal error while handling the request")));
+    writer->end();  // a stream already started ends here
+  } catch (...) {
+    spdlog::error("{} threw a non-standard exception", what);
+    writer->respond(error_response(Status::internal("internal error while handling the request")));
+    writer->end();  // a stream already started ends here
+  }
+}
+
 Handler with_error_boundary(Handler handler) {
   return [handler = std::move(handler)](const HttpRequest& req, ResponseWriterPtr writer) {
-    try {
-      handler(req, writer);
-    } catch (const std::exception& e) {
-      spdlog::error("handler for {} {} threw: {}", req.method, req.path, e.what());
-      writer->respond(error_response(Status::internal("internal error while handling the request")));
-      writer->end();  // a stream already started ends here
-    } catch (...) {
-      spdlog::error("handler for {} {} threw a non-standard exception", req.method, req.path);
-      writer->respond(error_response(Status::internal("internal error while handling the request")));
-      writer->end();  // a stream already started ends here
-    }
+    within_error_boundary(writer, "handler for " + req.method + " " + req.path, [&] { handler(req, writer); });
   };
 }
 

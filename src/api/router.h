@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -77,5 +78,9 @@ class HttpRouter {
 
 // Wraps `handler` so that exceptions become a 500 OpenAI error response.
 Handler with_error_boundary(Handler handler);
+// Runs fn; an exception becomes that 500 on `writer` (which ends a stream
+// already started) and a log line naming `what`. For work a handler left
+// to run later, outside its boundary.
+void within_error_boundary(const ResponseWriterPtr& writer, std::string_view what, const std::function<void()>& fn);
 
 }  // namespace llmpool::api

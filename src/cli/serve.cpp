@@ -165,9 +165,7 @@ int serve(const ServeOptions& opts) {
     // signature is new: one of the router's threads waits it, never an HTTP
     // I/O thread (docs/architecture.md).
     if (!limit_options.url.empty() && limit_options.url != "local")
-      router.offload_bodies(limit_options.pool_size, 1024, [](const api::HttpRequest& req) {
-        return !req.header("x-llmpool-key-id").empty() || !req.header("x-llmpool-signature").empty();
-      });
+      router.offload_bodies(limit_options.pool_size, 1024, api::hmac_signed);
     auth->share_replays(tenancy_options.limiter);  // an HMAC signature is accepted once by all instances
     // Usage is written through a connection of its own: a write (and the
     // WAL checkpoint it may run) holds only that connection's lock, never

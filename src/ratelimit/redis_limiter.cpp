@@ -328,11 +328,17 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_man
   std::vector<size_t> todo(calls.size());
   for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
   for (int attempt = 0; attempt < 2 && !todo.empty(); ++attempt) {
-    // The digest of each script the calls run, loaded where not yet.
+    // The digest of each script the calls run, loaded where not yet (once:
+    // a script whose load failed fails its other calls without another try).
     std::array<std::string, kScripts.size()> shas;
+    std::array<Status, kScripts.size()> load_failed;
     std::vector<size_t> ready;
     for (size_t i : todo) {
       const auto which = static_cast<size_t>(calls[i].which);
+      if (!load_failed[which].is_ok()) {
+        out[i] = load_failed[which];
+        continue;
+      }
       if (shas[which].empty()) shas[which] = pool_->sha(calls[i].which);
       if (shas[which].empty()) {
         const char* load_argv[] = {"SCRIPT", "LOAD", kScripts[which].c_str()};
@@ -345,7 +351,7 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::eval_man
           failed = Status::unavailable("redis: SCRIPT LOAD did not answer a digest");
         }
         if (!failed.is_ok()) {
-          out[i] = failed;
+          out[i] = load_failed[which] = failed;
           if (!healthy) break;
           continue;
         }
@@ -422,7 +428,7 @@ Result<RedisLimiter::Admission> RedisLimiter::prepare(const Subject& subject, in
   Admission a;
   a.checks = checks_for(subject, reserve_tokens);
   a.subject = subject;
-  a.ticket = next_ticket();  // with no checks: nothing to reconcile, finish() ignores it
+  a.ticket = next_ticket();
   a.keys.reserve(a.checks.size());
   for (const Check& c : a.checks) a.keys.push_back(redis_key(subject, c));
   return a;
@@ -574,14 +580,16 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::run(cons
   return replies;
 }
 
+Decision RedisLimiter::unchecked(Admission a) {
+  Decision d;
+  d.admitted = true;
+  d.ticket = std::move(a.ticket);  // nothing to reconcile: finish() ignores it
+  return d;
+}
+
 Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tokens) {
   ASSIGN_OR_RETURN(Admission a, prepare(subject, reserve_tokens));
-  if (a.checks.empty()) {
-    Decision d;
-    d.admitted = true;
-    d.ticket = std::move(a.ticket);
-    return d;
-  }
+  if (a.checks.empty()) return unchecked(std::move(a));
   std::vector<Admission> one;
   one.push_back(std::move(a));
   std::vector<std::vector<size_t>> groups;
@@ -592,12 +600,7 @@ Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tok
 void RedisLimiter::admit_async(const Subject& subject, int64_t reserve_tokens, AdmitDone done) {
   Result<Admission> a = prepare(subject, reserve_tokens);
   if (!a.is_ok()) return done(a.status());
-  if (a->checks.empty()) {
-    Decision d;
-    d.admitted = true;
-    d.ticket = std::move(a->ticket);
-    return done(std::move(d));
-  }
+  if (a->checks.empty()) return done(unchecked(std::move(a).value()));
   a->done = std::move(done);
   {
     std::lock_guard lock(work_mu_);
