@@ -83,6 +83,7 @@ for s in "${server_list[@]}"; do
 done
 
 log() { echo "compare.sh: $*" >&2; }
+source bench/lib.sh  # plain_weights_args
 
 # ---- binaries and model -------------------------------------------------------
 llama_dir=$(scripts/llama-cpp | tail -n 1)
@@ -267,7 +268,7 @@ llama_server_argv() { # port: sets ls_argv
   ls_argv=("$llama_server" -m "$model" -t "$threads" -np "$parallel" -c $((parallel * context)) --no-kv-unified
     --host 127.0.0.1 --port "$1" -a bench --no-webui)
   local extra=()
-  read -r -a extra <<<"$ls_extra"
+  read -r -a extra <<<"$ls_extra $ls_plain"
   ls_argv+=("${extra[@]}")
 }
 
@@ -312,6 +313,8 @@ probe_stream() { # name port
   fi
 }
 
+ls_plain=$(plain_weights_args "$llmpool")
+[[ -z $ls_plain ]] || log "llama.cpp's AMX kernels fail on this CPU: llama-server runs with $ls_plain (llmpool keeps plain weights itself); llama-bench cannot"
 # Other work on a shared machine ruins the figures: wait_quiet (bench/quiet.sh).
 source bench/quiet.sh
 

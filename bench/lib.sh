@@ -23,3 +23,14 @@ bench_cleanup() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# plain_weights_args LLMPOOL: prints --no-repack where llama.cpp's AMX
+# kernels fail on this CPU (`llmpool check-cpu` exits 1), so that
+# llama-server, the reference, runs there at all, on the plain weight buffers
+# llmpool falls back to itself (engine/weight_layouts.h).
+plain_weights_args() {
+  local out
+  out=$("$1" check-cpu 2>/dev/null) && return 0
+  grep -q '^weight layouts: plain buffers only' <<<"$out" && echo "--no-repack"
+  return 0
+}

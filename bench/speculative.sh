@@ -51,6 +51,7 @@ done
 [[ $p_min =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || { echo "speculative.sh: --p-min must be a number from 0 to 1" >&2; exit 2; }
 
 log() { echo "speculative.sh: $*" >&2; }
+source bench/lib.sh
 llama_dir=$(scripts/llama-cpp | tail -n 1)
 llama_server=$llama_dir/build/bin/llama-server
 llmpool=$build/llmpool
@@ -65,6 +66,8 @@ if [[ -z $target || -z $draft ]]; then
   pair_note="random weights written by the model writer (target: bench-0.5b shape with 8 layers; draft: 1 layer; qwen2 vocabulary, q8_0): drafts are nearly always rejected, so this measures the cost of speculating, not its gain"
 fi
 target=$(realpath "$target") draft=$(realpath "$draft")
+plain=""
+[[ -x $llmpool ]] && plain=$(plain_weights_args "$llmpool")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/llmpool-spec.XXXXXX")
 server_pid=""
@@ -107,6 +110,7 @@ start() { # config port
     llama-server | llama-server-md)
       local argv=("$llama_server" -m "$target" -t "$threads" -np "$parallel" -c $((parallel * context)) --no-kv-unified
         --host 127.0.0.1 --port "$port" -a bench --no-webui)
+      [[ -z $plain ]] || argv+=("$plain")
       [[ $c == llama-server-md ]] && argv+=(-md "$draft" --spec-draft-n-max "$draft_max" --spec-draft-n-min 0 --spec-draft-p-min "$p_min" -td "$threads")
       "${argv[@]}" >"$work/$c.log" 2>&1 &
       ;;

@@ -12,6 +12,7 @@ namespace llmpool::cli {
 void add_serve_command(CLI::App& app, int* exit_code);
 void add_mkmodel_command(CLI::App& app, int* exit_code);
 void add_check_config_command(CLI::App& app, int* exit_code);
+void add_check_cpu_command(CLI::App& app, int* exit_code);
 void add_train_command(CLI::App& app, int* exit_code);
 void add_tenants_command(CLI::App& app, int* exit_code);
 void add_keys_command(CLI::App& app, int* exit_code);

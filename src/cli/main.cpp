@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   llmpool::cli::add_serve_command(app, &exit_code);
   llmpool::cli::add_mkmodel_command(app, &exit_code);
   llmpool::cli::add_check_config_command(app, &exit_code);
+  llmpool::cli::add_check_cpu_command(app, &exit_code);
   llmpool::cli::add_train_command(app, &exit_code);
   llmpool::cli::add_tenants_command(app, &exit_code);
   llmpool::cli::add_keys_command(app, &exit_code);

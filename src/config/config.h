@@ -96,6 +96,7 @@ struct ModelConfig {
   int32_t top_k = 40;                     // local: top_k of requests that set none (llama-server's); 0: off
   double min_p = 0.05;                    // local: min_p of requests that set none (llama-server's); 0: off
   bool kv_unified = false;                // local: one KV cache for all sequences instead of one each
+  bool repack = true;                     // local: weights may use the CPU's extra layouts (AMX, repacked)
   std::string kv_type = "f16";            // local: KV cache element type, f16 or q8_0
   int32_t threads = 0;                    // 0: number of cores
   int32_t max_queue = 64;                 // waiting requests before 429

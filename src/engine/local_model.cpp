@@ -17,6 +17,7 @@
 #include "engine/sampling.h"
 #include "engine/speculative.h"
 #include "engine/text_stream.h"
+#include "engine/weight_layouts.h"
 
 namespace llmpool::engine {
 namespace {
@@ -159,7 +160,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   init_llama_backend();
 
   std::unique_ptr<LocalModel> m(new LocalModel(spec));
-  llama_model_params mp = llama_model_default_params();
+  llama_model_params mp = model_params(spec.repack);
   m->model_.reset(llama_model_load_from_file(spec.path.c_str(), mp));
   if (!m->model_) {
     spdlog::error("model '{}': llama.cpp cannot load {}", spec.name, spec.path);
@@ -206,7 +207,7 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   m->spec_.kv_unified = cp.kv_unified;
   llama_set_abort_callback(m->ctx_.get(), &LocalModel::should_abort, m.get());
   if (!spec.speculative.draft_path.empty() && !spec.embedding) {
-    DraftModelParams dp{cp.n_ctx, cp.n_seq_max, cp.n_batch, threads, cp.kv_unified};
+    DraftModelParams dp{cp.n_ctx, cp.n_seq_max, cp.n_batch, threads, cp.kv_unified, spec.repack};
     auto draft = DraftModel::load(spec.name, spec.speculative.draft_path, m->model_.get(), dp);
     if (!draft) return draft.status();
     m->draft_ = std::move(draft).value();

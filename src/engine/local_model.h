@@ -101,6 +101,9 @@ struct LocalModelSpec {
   // token attends over the cells of all sequences) or one per sequence
   // (attention only over its own cells; a prefix copy moves the stream's data).
   bool kv_unified = false;
+  // Weights may go to the CPU's extra layouts (AMX, repacked blocks), as
+  // llama-server's --repack; never where those fail here (weight_layouts.h).
+  bool repack = true;
   // Element type of the KV cache: "f16" or "q8_0" (about half the memory;
   // llama.cpp then turns on flash attention, which quantized V needs).
   std::string kv_type = "f16";

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "engine/sampling.h"
+#include "engine/weight_layouts.h"
 
 namespace llmpool::engine {
 
@@ -228,7 +229,7 @@ Result<std::unique_ptr<DraftModel>> DraftModel::load(const std::string& name, co
   }
   std::unique_ptr<DraftModel> d(new DraftModel());
   State& st = *d->state_;
-  st.model.reset(llama_model_load_from_file(path.c_str(), llama_model_default_params()));
+  st.model.reset(llama_model_load_from_file(path.c_str(), model_params(params.repack)));
   if (!st.model) {
     spdlog::error("model '{}': llama.cpp cannot load the draft model {}", name, path);
     return Status::invalid_argument("model '" + name + "': llama.cpp cannot load its draft model (not a valid GGUF model?)");

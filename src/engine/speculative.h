@@ -127,6 +127,7 @@ struct DraftModelParams {
   uint32_t n_batch = 512;  // at least n_seq
   int32_t threads = 1;
   bool kv_unified = false;
+  bool repack = true;  // the target's `repack` (engine/weight_layouts.h)
 };
 
 // A draft model with its own context and one KV sequence per target

@@ -19,6 +19,7 @@ engine::LocalModelSpec spec_of(const config::ModelConfig& config) {
   spec.top_k = config.top_k;
   spec.min_p = static_cast<float>(config.min_p);
   spec.kv_unified = config.kv_unified;
+  spec.repack = config.repack;
   spec.kv_type = config.kv_type;
   spec.threads = config.threads;
   spec.max_queue = config.max_queue;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "engine/llama_status.h"
+#include "engine/weight_layouts.h"
 #include "train/vocab_builder.h"
 
 namespace llmpool::train {
@@ -370,7 +371,7 @@ Result<TrainResult> train_impl(const TrainOptions& o, const fs::path& scratch) {
   result.n_params = written.n_params;
 
   engine::init_llama_backend();
-  llama_model_params mp = llama_model_default_params();
+  llama_model_params mp = engine::model_params();
   mp.n_gpu_layers = 0;
   mp.load_mode = LLAMA_LOAD_MODE_NONE;  // writable weights
   std::unique_ptr<llama_model, ModelDeleter> model{llama_model_load_from_file(wo.output_path.c_str(), mp)};

@@ -746,6 +746,26 @@ TEST(ConfigTest, TopKAndMinPDefaultToLlamaServersAndAreBounded) {
   EXPECT_EQ(bad->line, 10);
 }
 
+// engine: `repack` (the CPU's extra weight layouts) is on unless turned off.
+TEST(ConfigTest, RepackIsOnByDefaultAndABoolean) {
+  LoadResult r = parse_config(R"(models:
+  - name: a
+    path: /a.gguf
+  - name: b
+    path: /b.gguf
+    repack: false
+  - name: c
+    path: /c.gguf
+    repack: sometimes
+)", "r.yaml", false);
+  ASSERT_EQ(r.config.models.size(), 3u);
+  EXPECT_TRUE(r.config.models[0].repack);
+  EXPECT_FALSE(r.config.models[1].repack);
+  const ConfigIssue* bad = find_issue(r, "models[2].repack");
+  ASSERT_NE(bad, nullptr);
+  EXPECT_EQ(bad->line, 9);
+}
+
 }  // namespace
 }  // namespace llmpool::config
 

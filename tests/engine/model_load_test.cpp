@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/model_writer.h"
+#include "engine/weight_layouts.h"
 
 namespace llmpool::engine {
 namespace {
@@ -120,10 +121,10 @@ llama_token check_logits(llama_context* ctx, int32_t n_vocab) {
   return best;
 }
 
-// Loads `path` with default parameters on the CPU, checks the chat template,
-// decodes a formatted chat prompt and three greedy tokens.
+// Loads `path` with the engine's parameters on the CPU, checks the chat
+// template, decodes a formatted chat prompt and three greedy tokens.
 void expect_model_works(const std::string& path, const WrittenModel& written) {
-  llama_model_params mp = llama_model_default_params();
+  llama_model_params mp = model_params();
   mp.n_gpu_layers = 0;
   llama_model_ptr model{llama_model_load_from_file(path.c_str(), mp)};
   ASSERT_TRUE(model) << "cannot load " << path;
@@ -199,6 +200,18 @@ TEST_F(ModelLoadTest, Bench05bQ4_0LoadsAndDecodes) {
   const std::string path = write("bench-0.5b", WeightType::kQ4_0, &written);
   ASSERT_FALSE(HasFailure());
   expect_model_works(path, written);
+}
+
+// The weight-layout check answers once per process, says what it checked,
+// and model_params() follows it and the caller's `repack`.
+TEST(WeightLayoutsTest, TheCheckAnswersOnceAndModelParamsFollowIt) {
+  const WeightLayoutCheck& first = check_weight_layouts();
+  EXPECT_EQ(&first, &check_weight_layouts());
+  EXPECT_FALSE(first.detail.empty());
+  EXPECT_EQ(model_params().use_extra_bufts, first.extra_layouts);
+  EXPECT_FALSE(model_params(false).use_extra_bufts);
+  // Either way, a model loaded with these parameters decodes (above: every
+  // weight type; on a CPU whose AMX kernels fail, it would die without them).
 }
 
 }  // namespace

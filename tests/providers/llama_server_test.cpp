@@ -12,7 +12,10 @@
 
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
+#include "engine/weight_layouts.h"
 #include "providers/http_client.h"
 #include "providers/openai_provider.h"
 #include "remote_test_util.h"
@@ -45,6 +48,13 @@ class LlamaServerTest : public ::testing::Test {
     port_ = closed_port();
     log_ = ::testing::TempDir() + "llama-server-" + std::to_string(::getpid()) + ".log";
     std::string port = std::to_string(port_);
+    std::vector<std::string> args = {kServer, "-m", kTiny, "-t", "1", "-c", "2048", "-np", "2", "--host", "127.0.0.1",
+                                     "--port", port};
+    // Where llama.cpp's AMX kernels fail, llama-server runs on plain weights too.
+    if (!engine::check_weight_layouts().extra_layouts) args.push_back("--no-repack");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
@@ -53,8 +63,7 @@ class LlamaServerTest : public ::testing::Test {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
-      ::execl(kServer.c_str(), kServer.c_str(), "-m", kTiny.c_str(), "-t", "1", "-c", "2048", "-np", "2", "--host",
-              "127.0.0.1", "--port", port.c_str(), static_cast<char*>(nullptr));
+      ::execv(kServer.c_str(), argv.data());
       ::_exit(127);
     }
     if (pid_ < 0) {
