@@ -207,7 +207,7 @@ const std::vector<std::string> kModelKeys = {
     "name",     "aliases",       "type",         "path",      "base_url",     "upstream_model",
     "api_key_env", "ca_file", "tls_insecure_skip_verify", "connect_timeout_ms", "read_timeout_ms", "capabilities", "context", "parallel",
     "batch",    "threads",       "max_queue",    "deadline_ms", "max_concurrent", "priority",
-    "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "repack", "thinking", "kv_type", "top_k", "min_p",
+    "keep_alive", "pinned",      "warm",         "prefill_chunk", "kv_unified", "repack", "prompt_cache_mb", "thinking", "kv_type", "top_k", "min_p",
     "draft"};
 const std::set<std::string> kPerModelOnly = {"name", "aliases", "path", "upstream_model"};
 const std::set<std::string> kLogLevels = {"trace", "debug", "info", "warn", "error", "off"};
@@ -376,6 +376,7 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
   r.read_double(n, "min_p", prefix, &m->min_p, 0.0, 1.0);
   r.read_bool(n, "kv_unified", prefix, &m->kv_unified);
   r.read_bool(n, "repack", prefix, &m->repack);
+  r.read_int(n, "prompt_cache_mb", prefix, &m->prompt_cache_mb, -1, 1 << 20);
   r.read_string(n, "kv_type", prefix, &m->kv_type, 16);
   if (YAML::Node k = n["kv_type"]; k.IsDefined() && k.IsScalar() && m->kv_type != "f16" && m->kv_type != "q8_0")
     r.issue(k, prefix + ".kv_type", "must be f16 or q8_0");

@@ -97,6 +97,7 @@ struct ModelConfig {
   double min_p = 0.05;                    // local: min_p of requests that set none (llama-server's); 0: off
   bool kv_unified = false;                // local: one KV cache for all sequences instead of one each
   bool repack = true;                     // local: weights may use the CPU's extra layouts (AMX, repacked)
+  int32_t prompt_cache_mb = -1;           // local: host memory for sequences the prefix cache overwrites; 0: off, -1: the KV cache's size
   std::string kv_type = "f16";            // local: KV cache element type, f16 or q8_0
   int32_t threads = 0;                    // 0: number of cores
   int32_t max_queue = 64;                 // waiting requests before 429

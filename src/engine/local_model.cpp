@@ -14,6 +14,7 @@
 
 #include "engine/llama_status.h"
 #include "engine/prefix_cache.h"
+#include "engine/saved_prompts.h"
 #include "engine/sampling.h"
 #include "engine/speculative.h"
 #include "engine/text_stream.h"
@@ -27,6 +28,12 @@ constexpr const char* kFallbackTemplate = "chatml";
 // stream (a memcpy per layer, milliseconds at 2048 cells); the prefix cache
 // counts it as worth this many recomputed tokens.
 constexpr size_t kMinStreamCopyTokens = 8;
+// Host copies (saved_prompts.h): a sequence is saved when at least this many
+// of its tokens would be dropped, and a copy restored when it gives at least
+// this many more tokens than the KV cache's best (a copy costs about a
+// prompt token's compute per few tokens; short gains are not worth it).
+constexpr size_t kMinSavedTokens = 32;
+constexpr size_t kMinRestoreGain = 32;
 // The fewest prompt tokens a step carries while sequences generate.
 constexpr int32_t kMinPrefillChunk = 32;
 // Prompt tokens in the step that follows an aborted one.
@@ -213,6 +220,10 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     m->draft_ = std::move(draft).value();
   }
   m->batch_ = std::make_unique<Batch>(m->spec_.batch);
+  if (prompt_cache_budget(spec, m->memory_.kv_cache) > 0) {
+    m->memory_.prompt_cache = prompt_cache_budget(spec, m->memory_.kv_cache);
+    m->saved_ = std::make_unique<SavedPrompts>(static_cast<size_t>(m->memory_.prompt_cache));
+  }
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
@@ -247,10 +258,10 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
   for (auto& lane : m->lanes_) lane.thread = std::thread([raw = m.get(), &lane] { raw->prep_loop(lane); });
-  spdlog::info("model '{}' loaded from {} (weights {:.1f} MiB, KV cache {:.1f} MiB {}, compute {:.1f} MiB; context {} x {} "
-               "sequences, {} KV cache, batch {}, {} threads)",
+  spdlog::info("model '{}' loaded from {} (weights {:.1f} MiB, KV cache {:.1f} MiB {}, compute {:.1f} MiB, prompt "
+               "cache {:.1f} MiB; context {} x {} sequences, {} KV cache, batch {}, {} threads)",
                spec.name, spec.path, m->memory_.weights / 1048576.0, m->memory_.kv_cache / 1048576.0, spec.kv_type,
-               m->memory_.compute / 1048576.0, spec.context, spec.parallel,
+               m->memory_.compute / 1048576.0, m->memory_.prompt_cache / 1048576.0, spec.context, spec.parallel,
                cp.kv_unified ? "unified" : "per-sequence", m->spec_.batch, threads);
   return m;
 }
@@ -285,7 +296,14 @@ Result<MemoryUse> LocalModel::estimate_memory(const LocalModelSpec& spec) {
   MemoryUse use;
   use.weights = file;
   use.kv_cache = cells * per_cell;
+  use.prompt_cache = prompt_cache_budget(spec, use.kv_cache);
   return use;
+}
+
+uint64_t prompt_cache_budget(const LocalModelSpec& spec, uint64_t kv_cache) {
+  if (spec.embedding || spec.prompt_cache_bytes == 0) return 0;
+  if (spec.prompt_cache_bytes > 0) return static_cast<uint64_t>(spec.prompt_cache_bytes);
+  return kv_cache;
 }
 
 LocalModel::~LocalModel() {
@@ -366,6 +384,9 @@ EngineStats LocalModel::stats() const {
   s.requests_done = stat_done_.load();
   s.prompt_tokens = stat_prompt_.load();
   s.cached_prompt_tokens = stat_cached_.load();
+  s.prompts_saved = stat_saved_.load();
+  s.prompts_restored = stat_restored_.load();
+  s.prompt_cache_bytes = stat_saved_bytes_.load();
   s.generated_tokens = stat_generated_.load();
   s.kv_cells_used = stat_kv_used_.load();
   s.kv_cells_total = static_cast<int64_t>(spec_.context) * spec_.parallel;
@@ -802,8 +823,32 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   const bool unified = spec_.kv_unified;
   const PrefixPlan plan = plan_prefix(job->prompt, views, tick_, unified ? 0 : kMinStreamCopyTokens);
   Slot* leader = &slots_[static_cast<size_t>(plan.target)];
-  const size_t reuse = plan.reuse;
-  if (plan.donor >= 0) {
+  size_t reuse = plan.reuse;
+  // A copy in host memory that shares clearly more than any sequence.
+  SavedPrompts::Match saved;
+  if (saved_) {
+    saved = saved_->best(job->prompt);
+    saved.common = std::min(saved.common, job->prompt.size() - 1);  // the last token is decoded for its logits
+    if (saved.common < reuse + kMinRestoreGain) saved.entry = nullptr;
+  }
+  // What the leader holds beyond what stays of it goes to host memory first.
+  if (saved_) save_to_host(*leader, saved.entry || plan.donor >= 0 ? 0 : reuse);
+  if (saved.entry) {
+    SavedPrompts::Entry e = saved_->take(saved.entry);
+    llama_memory_seq_rm(mem, leader->id, -1, -1);
+    if (llama_state_seq_set_data(ctx_.get(), e.state.data(), e.state.size(), leader->id) == 0) {
+      spdlog::warn("model '{}': a saved prompt ({} tokens) could not be restored; computing it", spec_.name,
+                   e.tokens.size());
+      llama_memory_seq_rm(mem, leader->id, -1, -1);
+      leader->cache.clear();
+      reuse = 0;
+    } else {
+      llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(saved.common), -1);
+      leader->cache.assign(job->prompt.begin(), job->prompt.begin() + static_cast<std::ptrdiff_t>(saved.common));
+      reuse = saved.common;
+      stat_restored_.fetch_add(1);
+    }
+  } else if (plan.donor >= 0) {
     Slot* donor = &slots_[static_cast<size_t>(plan.donor)];
     llama_memory_seq_rm(mem, leader->id, -1, -1);
     if (unified) {
@@ -819,7 +864,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
     leader->cache.resize(reuse);
   }
-  // The other choices wipe what they take: the least valuable first.
+  // The other choices wipe what they take (saved first): the least valuable first.
   std::vector<Slot*> extra;
   for (int32_t i : eviction_order(views, tick_, plan.target)) extra.push_back(&slots_[static_cast<size_t>(i)]);
 
@@ -869,6 +914,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
     int32_t choice = 1;
     for (Slot* s : extra) {
       if (choice == n) break;
+      if (saved_) save_to_host(*s, 0);
       llama_memory_seq_rm(mem, s->id, -1, -1);
       s->cache.clear();
       if (!(st = start(s, choice))) break;
@@ -879,6 +925,16 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   }
   if (!st) fail_job(job, st);
   return true;
+}
+
+void LocalModel::save_to_host(const Slot& s, size_t kept) {
+  if (s.cache.size() < kept + kMinSavedTokens) return;
+  const size_t size = llama_state_seq_get_size(ctx_.get(), s.id);
+  if (size == 0 || size > saved_->budget()) return;
+  std::vector<uint8_t> state(size);
+  if (llama_state_seq_get_data(ctx_.get(), state.data(), size, s.id) != size) return;
+  if (saved_->put(s.cache, std::move(state))) stat_saved_.fetch_add(1);
+  stat_saved_bytes_.store(static_cast<int64_t>(saved_->bytes()));
 }
 
 void LocalModel::reap_cancelled_and_expired() {

@@ -54,6 +54,7 @@ struct llama_token_data;
 namespace llmpool::engine {
 
 class DraftModel;
+class SavedPrompts;
 
 // Debug and sanitizer builds check the engine's slot invariants after every
 // step (and abort, with a log line, when one breaks).
@@ -104,6 +105,10 @@ struct LocalModelSpec {
   // Weights may go to the CPU's extra layouts (AMX, repacked blocks), as
   // llama-server's --repack; never where those fail here (weight_layouts.h).
   bool repack = true;
+  // Host memory for copies of sequences the prefix cache overwrites
+  // (saved_prompts.h; llama-server's --cache-ram), in bytes; 0: none; < 0:
+  // as much as the KV cache (twice the prefixes kept, at twice its memory).
+  int64_t prompt_cache_bytes = -1;
   // Element type of the KV cache: "f16" or "q8_0" (about half the memory;
   // llama.cpp then turns on flash attention, which quantized V needs).
   std::string kv_type = "f16";
@@ -127,11 +132,15 @@ struct LocalModelSpec {
 // What a model holds in memory, in bytes, from llama.cpp's own accounting
 // (llama_get_memory_breakdown): the weights, the KV cache of all sequences
 // and the compute buffers of one micro-batch.
+// The host prompt cache's budget for `spec` with a KV cache of `kv_cache` bytes.
+uint64_t prompt_cache_budget(const LocalModelSpec& spec, uint64_t kv_cache);
+
 struct MemoryUse {
   uint64_t weights = 0;
   uint64_t kv_cache = 0;
   uint64_t compute = 0;
-  uint64_t total() const { return weights + kv_cache + compute; }
+  uint64_t prompt_cache = 0;  // the host copies' budget (prompt_cache_bytes), counted whole
+  uint64_t total() const { return weights + kv_cache + compute + prompt_cache; }
 };
 
 // A point-in-time view of the engine, for metrics and capacity reports.
@@ -141,6 +150,9 @@ struct EngineStats {
   int64_t requests_done = 0;
   int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
   int64_t cached_prompt_tokens = 0;  // of which taken from the prefix cache
+  int64_t prompts_saved = 0;         // sequences copied to host memory before being overwritten
+  int64_t prompts_restored = 0;      // copies restored into a sequence for a request
+  int64_t prompt_cache_bytes = 0;    // host memory the copies hold now
   int64_t generated_tokens = 0;
   int64_t kv_cells_used = 0;      // tokens held in the KV cache (all sequences)
   int64_t kv_cells_total = 0;
@@ -252,6 +264,9 @@ class LocalModel {
   // Prompt tokens a step may carry besides `generating` streams' next tokens.
   int32_t prefill_chunk_for(int32_t generating) const;
   bool admit(const std::shared_ptr<Job>& job);
+  // Copies `s`'s KV state to saved_ when it holds at least kMinSavedTokens
+  // more than the `kept` tokens about to stay.
+  void save_to_host(const Slot& s, size_t kept);
   Status sample(Slot& slot, int32_t logits_index);
   // Reports `token`, drawn from the logits row `logits_index`, as the
   // slot's next output token (or its end); the token becomes pending.
@@ -315,12 +330,16 @@ class LocalModel {
   std::atomic<int64_t> stat_done_{0};
   std::atomic<int64_t> stat_prompt_{0};
   std::atomic<int64_t> stat_cached_{0};
+  std::atomic<int64_t> stat_saved_{0};
+  std::atomic<int64_t> stat_restored_{0};
+  std::atomic<int64_t> stat_saved_bytes_{0};
   std::atomic<int64_t> stat_generated_{0};
   std::atomic<int64_t> stat_kv_used_{0};
   std::atomic<int64_t> stat_aborted_{0};
 
   // Speculative decoding; the engine thread owns them.
   std::unique_ptr<DraftModel> draft_;   // null without a draft model
+  std::unique_ptr<SavedPrompts> saved_;  // null: no host prompt cache
   double spec_acceptance_ = 0.6;       // running per-token acceptance: new requests start from it
   std::vector<float> verify_scratch_;
   std::atomic<int64_t> stat_spec_rounds_{0};

@@ -20,6 +20,7 @@ engine::LocalModelSpec spec_of(const config::ModelConfig& config) {
   spec.min_p = static_cast<float>(config.min_p);
   spec.kv_unified = config.kv_unified;
   spec.repack = config.repack;
+  spec.prompt_cache_bytes = config.prompt_cache_mb < 0 ? -1 : static_cast<int64_t>(config.prompt_cache_mb) << 20;
   spec.kv_type = config.kv_type;
   spec.threads = config.threads;
   spec.max_queue = config.max_queue;
@@ -85,6 +86,10 @@ ProviderStats LocalProvider::stats() const {
   s.weights_bytes = mem.weights;
   s.kv_cache_bytes = mem.kv_cache;
   s.compute_bytes = mem.compute;
+  s.prompt_cache_bytes = mem.prompt_cache;
+  s.prompts_saved = e.prompts_saved;
+  s.prompts_restored = e.prompts_restored;
+  s.prompt_cache_used_bytes = e.prompt_cache_bytes;
   s.memory_bytes = mem.total();
   return s;
 }

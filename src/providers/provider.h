@@ -42,10 +42,15 @@ struct ProviderStats {
   int64_t speculative_rounds = 0;
   int64_t speculative_drafted = 0;
   int64_t speculative_accepted = 0;
-  uint64_t memory_bytes = 0;              // what the pool counts: local models, all three below
+  uint64_t memory_bytes = 0;              // what the pool counts: local models, all four below
   uint64_t weights_bytes = 0;             // local: model weights
   uint64_t kv_cache_bytes = 0;            // local: KV cache of all sequences
   uint64_t compute_bytes = 0;             // local: compute buffers
+  uint64_t prompt_cache_bytes = 0;        // local: the host prompt cache's budget (counted whole)
+  // local: sequences saved to the host prompt cache, restored from it, and the bytes it holds now
+  int64_t prompts_saved = 0;
+  int64_t prompts_restored = 0;
+  int64_t prompt_cache_used_bytes = 0;
 };
 
 class Provider {

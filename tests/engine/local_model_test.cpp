@@ -364,7 +364,8 @@ TEST_F(LocalModelTest, IgnoreEosBansEndOfGenerationTokens) {
   EXPECT_EQ(full->choices[0].finish_reason, FinishReason::kLength);
 }
 
-Result<std::unique_ptr<LocalModel>> load_tiny(bool kv_unified, const std::string& path = kTiny) {
+Result<std::unique_ptr<LocalModel>> load_tiny(bool kv_unified, const std::string& path = kTiny,
+                                              int64_t prompt_cache_bytes = -1) {
   LocalModelSpec spec;
   spec.name = "tiny";
   spec.path = path;
@@ -373,6 +374,7 @@ Result<std::unique_ptr<LocalModel>> load_tiny(bool kv_unified, const std::string
   spec.batch = 64;
   spec.threads = 1;
   spec.kv_unified = kv_unified;
+  spec.prompt_cache_bytes = prompt_cache_bytes;
   return LocalModel::load(spec);
 }
 
@@ -458,6 +460,52 @@ void check_distinct_prompts_all_hit_again(bool kv_unified) {
     EXPECT_EQ(r->usage.cached_prompt_tokens, r->usage.prompt_tokens - 1) << "prompt " << i;
     EXPECT_EQ(r->choices[0].text, first[static_cast<size_t>(i)]) << "prompt " << i;
   }
+}
+
+// Twice as many distinct prompts as sequences, then each again: the ones
+// whose sequences were overwritten come back from the host prompt cache
+// (all but the token decoded for the logits) and answer as the first time;
+// without the host cache the first half is computed again.
+void check_prompts_come_back_from_host_memory(bool kv_unified) {
+  for (int64_t budget : {int64_t{-1}, int64_t{0}}) {
+    SCOPED_TRACE(budget ? "with the host prompt cache" : "without it");
+    auto m = load_tiny(kv_unified, kTiny, budget);  // 3 sequences
+    ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+    std::vector<std::string> first;
+    for (int i = 0; i < 6; ++i) {
+      auto r = run_on(**m, request(distinct_prompt(i, 20), 4));
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      first.push_back(r->choices[0].text);
+    }
+    for (int i = 0; i < 6; ++i) {
+      auto r = run_on(**m, request(distinct_prompt(i, 20), 4));
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      if (budget) {
+        EXPECT_EQ(r->usage.cached_prompt_tokens, r->usage.prompt_tokens - 1) << "prompt " << i;
+      } else if (i < 3) {
+        EXPECT_LT(r->usage.cached_prompt_tokens, r->usage.prompt_tokens / 2) << "prompt " << i;
+      }
+      EXPECT_EQ(r->choices[0].text, first[static_cast<size_t>(i)]) << "prompt " << i;
+    }
+    const EngineStats st = (*m)->stats();
+    if (budget) {
+      EXPECT_GE(st.prompts_saved, 6);
+      EXPECT_EQ(st.prompts_restored, 6);
+      EXPECT_GT(st.prompt_cache_bytes, 0);
+      EXPECT_LE(static_cast<uint64_t>(st.prompt_cache_bytes), (*m)->memory().prompt_cache);
+      EXPECT_EQ((*m)->memory().prompt_cache, (*m)->memory().kv_cache);
+    } else {
+      EXPECT_EQ(st.prompts_saved, 0);
+      EXPECT_EQ((*m)->memory().prompt_cache, 0u);
+    }
+  }
+}
+
+TEST(LocalModelPrefixTest, OverwrittenPromptsComeBackFromHostMemoryAcrossStreams) {
+  check_prompts_come_back_from_host_memory(false);
+}
+TEST(LocalModelPrefixTest, OverwrittenPromptsComeBackFromHostMemoryInTheUnifiedCache) {
+  check_prompts_come_back_from_host_memory(true);
 }
 
 TEST(LocalModelPrefixTest, DistinctPromptsAreAllRetainedAcrossIdleStreams) {

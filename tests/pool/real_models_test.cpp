@@ -179,7 +179,7 @@ TEST_F(RealModelsTest, AFileThatIsNotAModelFailsUntilItIsReplaced) {
 }
 
 // The pool counts what the engine measures: weights, KV cache and compute
-// buffers; before loading it counts the weights and KV cache the GGUF
+// buffers, and the host prompt cache's budget; before loading it counts the weights and KV cache the GGUF
 // header implies, which a q8_0 cache roughly halves (where the model's head
 // size allows q8_0 at all).
 TEST_F(RealModelsTest, BudgetCountsWeightsKvCacheAndComputeBuffers) {
@@ -188,7 +188,9 @@ TEST_F(RealModelsTest, BudgetCountsWeightsKvCacheAndComputeBuffers) {
   EXPECT_GT(stats->weights_bytes, 0u);
   EXPECT_GT(stats->kv_cache_bytes, 0u);
   EXPECT_GT(stats->compute_bytes, 0u);
-  EXPECT_EQ(stats->memory_bytes, stats->weights_bytes + stats->kv_cache_bytes + stats->compute_bytes);
+  EXPECT_EQ(stats->prompt_cache_bytes, stats->kv_cache_bytes);  // by default as much as the KV cache
+  EXPECT_EQ(stats->memory_bytes,
+            stats->weights_bytes + stats->kv_cache_bytes + stats->compute_bytes + stats->prompt_cache_bytes);
   EXPECT_GT(stats->memory_bytes, file_size_);
 
   config::ModelConfig f16 = model("a", path_a_);
@@ -196,8 +198,12 @@ TEST_F(RealModelsTest, BudgetCountsWeightsKvCacheAndComputeBuffers) {
   q8.kv_type = "q8_0";
   const uint64_t est_f16 = providers::LocalProvider::estimate_memory(f16);
   const uint64_t est_q8 = providers::LocalProvider::estimate_memory(q8);
-  EXPECT_EQ(est_f16, file_size_ + stats->kv_cache_bytes);  // the header's sizes give llama.cpp's KV figure
-  EXPECT_LT(est_q8 - file_size_, (est_f16 - file_size_) * 6 / 10);
+  // The header's sizes give llama.cpp's KV figure (and the prompt cache's budget).
+  EXPECT_EQ(est_f16, file_size_ + stats->kv_cache_bytes + stats->prompt_cache_bytes);
+  EXPECT_LT(est_q8 - file_size_, (est_f16 - file_size_) * 6 / 10);  // the KV cache and the prompt cache's budget
+  config::ModelConfig no_cache = f16;
+  no_cache.prompt_cache_mb = 0;
+  EXPECT_EQ(providers::LocalProvider::estimate_memory(no_cache), file_size_ + stats->kv_cache_bytes);
   // The tiny model's heads (16) are narrower than a q8_0 block (32): the
   // load says so instead of failing later.
   auto q8_stats = loaded_stats(q8);
