@@ -33,7 +33,7 @@ usage: bench/compare.sh [options]
   --quiet-wait S          before each server start, wait up to S seconds for the machine to be
                           quiet (CPU pressure avg10 under 5%); default 0, no wait
   --loads LIST            comma-separated load names to run (default all: greedy-c1, greedy-c8,
-                          greedy-c32, sampled-c1, sampled-c8, sampled-c32, repeated-c8, system-c8,
+                          greedy-c32, sampled-c1, sampled-c8, sampled-c32, repeated-c8, recall-c8, system-c8,
                           chat-c8, mixed)
   --batch N               llmpool `batch` (per-step token budget; default 2048, llama-server's -b)
   --llmpool-set 'KEY: V'  one more field of llmpool's model (e.g. 'kv_unified: true'); may repeat
@@ -150,6 +150,8 @@ model_abs=$(realpath "$model")
 #   greedy-cN   temperature 0, distinct prompts
 #   sampled-cN  temperature 0.8, top_p 0.95 (as clients send)
 #   repeated    prompts cycle over `parallel` distinct ones: each is sent again
+#   recall      prompts cycle over 4 x `parallel` distinct ones: each comes back
+#               after more others than there are sequences (host prompt caches)
 #   system      a shared system message of ~512 tokens, distinct user prompts
 #   chat        multi-turn chats (4 turns), the whole history resent each turn
 #   mixed       long and short prompts together
@@ -159,16 +161,16 @@ if ((quick)); then
   long=$((context - max_tokens - 100 < 1024 ? context - max_tokens - 100 : 1024))
   loads=("greedy-c1|1|3|-p 128" "greedy-c8|8|8|-p 128" "greedy-c32|32|32|-p 128"
     "sampled-c1|1|3|-p 128 $sampled" "sampled-c8|8|8|-p 128 $sampled" "sampled-c32|32|32|-p 128 $sampled"
-    "repeated-c8|8|16|-p 64 --distinct $parallel" "system-c8|8|16|-p 32 --system-tokens 512"
-    "chat-c8|8|8|-p 64 --turns 3 --followup-tokens 24" "mixed|8|8|--mix long:$long:0.25,short:64:0.75")
+    "repeated-c8|8|16|-p 64 --distinct $parallel" "recall-c8|8|64|-p 128 --distinct $((4 * parallel))"
+    "system-c8|8|16|-p 32 --system-tokens 512" "chat-c8|8|8|-p 64 --turns 3 --followup-tokens 24" "mixed|8|8|--mix long:$long:0.25,short:64:0.75")
   bench_reps=3
 else
   max_tokens=64
   long=$((context - max_tokens - 100 < 1500 ? context - max_tokens - 100 : 1500))
   loads=("greedy-c1|1|6|-p 128" "greedy-c8|8|24|-p 128" "greedy-c32|32|64|-p 128"
     "sampled-c1|1|6|-p 128 $sampled" "sampled-c8|8|24|-p 128 $sampled" "sampled-c32|32|64|-p 128 $sampled"
-    "repeated-c8|8|24|-p 64 --distinct $parallel" "system-c8|8|24|-p 32 --system-tokens 512"
-    "chat-c8|8|8|-p 64 --turns 4 --followup-tokens 32" "mixed|8|16|--mix long:$long:0.25,short:64:0.75")
+    "repeated-c8|8|24|-p 64 --distinct $parallel" "recall-c8|8|96|-p 128 --distinct $((4 * parallel))"
+    "system-c8|8|24|-p 32 --system-tokens 512" "chat-c8|8|8|-p 64 --turns 4 --followup-tokens 32" "mixed|8|16|--mix long:$long:0.25,short:64:0.75")
   bench_reps=5
 fi
 # --loads NAME,...: only these (e.g. for a shorter run); the report says which ran.
