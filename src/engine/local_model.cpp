@@ -255,6 +255,8 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
                  jinja.status().message());
   }
   m->slots_.resize(static_cast<size_t>(spec.parallel));
+  m->copy_from_pending_.assign(static_cast<size_t>(spec.parallel), false);
+  m->copy_to_pending_.assign(static_cast<size_t>(spec.parallel), false);
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
   for (auto& lane : m->lanes_) lane.thread = std::thread([raw = m.get(), &lane] { raw->prep_loop(lane); });
@@ -829,7 +831,9 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   if (saved_) {
     saved = saved_->best(job->prompt);
     saved.common = std::min(saved.common, job->prompt.size() - 1);  // the last token is decoded for its logits
-    if (saved.common < reuse + kMinRestoreGain) saved.entry = nullptr;
+    const size_t at = static_cast<size_t>(leader->id);
+    if (saved.common < reuse + kMinRestoreGain || copy_from_pending_[at] || copy_to_pending_[at])
+      saved.entry = nullptr;
   }
   // What the leader holds beyond what stays of it goes to host memory first.
   if (saved_) save_to_host(*leader, saved.entry || plan.donor >= 0 ? 0 : reuse);
@@ -857,6 +861,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
       // Across streams only whole streams copy (at the next decode, before
       // anything of this step is written); the tail is then dropped.
       llama_memory_seq_cp(mem, donor->id, leader->id, -1, -1);
+      copy_from_pending_[static_cast<size_t>(donor->id)] = copy_to_pending_[static_cast<size_t>(leader->id)] = true;
       llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
     }
     leader->cache.assign(job->prompt.begin(), job->prompt.begin() + static_cast<std::ptrdiff_t>(reuse));
@@ -928,7 +933,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
 }
 
 void LocalModel::save_to_host(const Slot& s, size_t kept) {
-  if (s.cache.size() < kept + kMinSavedTokens) return;
+  if (s.cache.size() < kept + kMinSavedTokens || copy_to_pending_[static_cast<size_t>(s.id)]) return;
   const size_t size = llama_state_seq_get_size(ctx_.get(), s.id);
   if (size == 0 || size > saved_->budget()) return;
   std::vector<uint8_t> state(size);
@@ -1070,6 +1075,10 @@ void LocalModel::step() {
       if (s.job) watch_.jobs.emplace_back(s.job->cancel, s.job->deadline);
   int32_t rc = llama_decode(ctx_.get(), batch);
   watch_.jobs.clear();
+  if (rc == 0 || rc == 2) {  // the copies are made
+    copy_from_pending_.assign(copy_from_pending_.size(), false);
+    copy_to_pending_.assign(copy_to_pending_.size(), false);
+  }
   last_step_aborted_ = rc == 2;
   if (rc == 2) {
     // Aborted for a cancelled or expired request: undo the step; the next
@@ -1099,6 +1108,7 @@ void LocalModel::step() {
           if (!s.job) break;              // a choice failed: the request ended
           if (f->job != s.job) continue;  // this choice already ended
           llama_memory_seq_cp(llama_get_memory(ctx_.get()), s.id, f->id, -1, -1);
+          copy_from_pending_[static_cast<size_t>(s.id)] = copy_to_pending_[static_cast<size_t>(f->id)] = true;
           f->cache = s.cache;
           f->state = Slot::State::kGenerate;
           isolated(*f, [&] { return sample(*f, row); });

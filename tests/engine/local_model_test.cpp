@@ -501,6 +501,37 @@ void check_prompts_come_back_from_host_memory(bool kv_unified) {
   }
 }
 
+// A request with two choices and one token each ends in the step of its
+// prefill, leaving both sequences idle with llama.cpp's stream copy from one
+// to the other still to be made at the next decode. A prompt admitted before
+// that decode must not be restored into either (the copy would overwrite
+// what the restore wrote): it is computed, and answers as the first time.
+TEST(LocalModelPrefixTest, NoRestoreIntoASequenceWhoseStreamCopyIsPending) {
+  LocalModelSpec spec;
+  spec.name = "tiny";
+  spec.path = kTiny;
+  spec.context = 512;
+  spec.parallel = 2;
+  spec.batch = 64;
+  spec.threads = 1;
+  auto m = LocalModel::load(spec);
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto first = run_on(**m, request(distinct_prompt(1, 20), 4));
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  GenerateRequest two = request(distinct_prompt(2, 20), 1);
+  two.n = 2;
+  auto both = run_on(**m, std::move(two));  // saves prompt 1's sequence to host memory
+  ASSERT_TRUE(both.is_ok()) << both.status().to_string();
+  EXPECT_GE((*m)->stats().prompts_saved, 1);
+  auto again = run_on(**m, request(distinct_prompt(1, 20), 4));
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_EQ(again->choices[0].text, first->choices[0].text);
+  // Once a decode has made the copy, the saved prompt comes back.
+  auto third = run_on(**m, request(distinct_prompt(1, 20), 4));
+  ASSERT_TRUE(third.is_ok());
+  EXPECT_EQ(third->choices[0].text, first->choices[0].text);
+}
+
 TEST(LocalModelPrefixTest, OverwrittenPromptsComeBackFromHostMemoryAcrossStreams) {
   check_prompts_come_back_from_host_memory(false);
 }
