@@ -365,12 +365,12 @@ TEST_F(LocalModelTest, IgnoreEosBansEndOfGenerationTokens) {
 }
 
 Result<std::unique_ptr<LocalModel>> load_tiny(bool kv_unified, const std::string& path = kTiny,
-                                              int64_t prompt_cache_bytes = -1) {
+                                              int64_t prompt_cache_bytes = -1, int32_t parallel = 3) {
   LocalModelSpec spec;
   spec.name = "tiny";
   spec.path = path;
   spec.context = 512;
-  spec.parallel = 3;
+  spec.parallel = parallel;
   spec.batch = 64;
   spec.threads = 1;
   spec.kv_unified = kv_unified;
@@ -507,14 +507,7 @@ void check_prompts_come_back_from_host_memory(bool kv_unified) {
 // that decode must not be restored into either (the copy would overwrite
 // what the restore wrote): it is computed, and answers as the first time.
 TEST(LocalModelPrefixTest, NoRestoreIntoASequenceWhoseStreamCopyIsPending) {
-  LocalModelSpec spec;
-  spec.name = "tiny";
-  spec.path = kTiny;
-  spec.context = 512;
-  spec.parallel = 2;
-  spec.batch = 64;
-  spec.threads = 1;
-  auto m = LocalModel::load(spec);
+  auto m = load_tiny(false, kTiny, -1, 2);
   ASSERT_TRUE(m.is_ok()) << m.status().to_string();
   auto first = run_on(**m, request(distinct_prompt(1, 20), 4));
   ASSERT_TRUE(first.is_ok()) << first.status().to_string();
