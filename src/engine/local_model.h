@@ -315,6 +315,7 @@ class LocalModel {
   };
   StepWatch watch_;
   bool last_step_aborted_ = false;  // the step after an abort always finishes: no livelock
+  double prefill_token_s_ = 0;      // seconds per token of steps with a prompt chunk (moving average); 0: none yet
   static bool should_abort(void* self);
   void roll_back_step();
 
