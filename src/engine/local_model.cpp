@@ -132,6 +132,13 @@ struct LocalModel::Slot {
   std::string raw;                       // raw output so far, when parsed
   std::vector<llama_token_data> candidates;  // the sampler's scratch
   uint64_t last_used = 0;
+  // The source, or the destination, of a cross-stream copy that llama.cpp
+  // makes at the next decode. Until then a source's cells must not change and
+  // a destination's do not yet hold what its tokens say, so a host copy is
+  // restored into neither (a restore writes cells at once) and a destination
+  // is not saved (a save reads them at once).
+  bool copy_from_pending = false;
+  bool copy_to_pending = false;
   struct Speculation {
     bool on = false;                         // this request speculates
     std::vector<llama_token> draft;          // this step's drafts, decoded after `pending`
@@ -223,10 +230,9 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     m->draft_ = std::move(draft).value();
   }
   m->batch_ = std::make_unique<Batch>(m->spec_.batch);
-  if (prompt_cache_budget(spec, m->memory_.kv_cache) > 0) {
-    m->memory_.prompt_cache = prompt_cache_budget(spec, m->memory_.kv_cache);
+  m->memory_.prompt_cache = prompt_cache_budget(spec, m->memory_.kv_cache);
+  if (m->memory_.prompt_cache > 0)
     m->saved_ = std::make_unique<SavedPrompts>(static_cast<size_t>(m->memory_.prompt_cache));
-  }
 
   const llama_vocab* vocab = llama_model_get_vocab(m->model_.get());
   m->n_vocab_ = llama_vocab_n_tokens(vocab);
@@ -258,8 +264,6 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
                  jinja.status().message());
   }
   m->slots_.resize(static_cast<size_t>(spec.parallel));
-  m->copy_from_pending_.assign(static_cast<size_t>(spec.parallel), false);
-  m->copy_to_pending_.assign(static_cast<size_t>(spec.parallel), false);
   for (int32_t i = 0; i < spec.parallel; ++i) m->slots_[static_cast<size_t>(i)].id = i;
   m->thread_ = std::thread([raw = m.get()] { raw->run(); });
   for (auto& lane : m->lanes_) lane.thread = std::thread([raw = m.get(), &lane] { raw->prep_loop(lane); });
@@ -834,8 +838,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   if (saved_) {
     saved = saved_->best(job->prompt);
     saved.common = std::min(saved.common, job->prompt.size() - 1);  // the last token is decoded for its logits
-    const size_t at = static_cast<size_t>(leader->id);
-    if (saved.common < reuse + kMinRestoreGain || copy_from_pending_[at] || copy_to_pending_[at])
+    if (saved.common < reuse + kMinRestoreGain || leader->copy_from_pending || leader->copy_to_pending)
       saved.entry = nullptr;
   }
   // What the leader holds beyond what stays of it goes to host memory first.
@@ -864,7 +867,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
       // Across streams only whole streams copy (at the next decode, before
       // anything of this step is written); the tail is then dropped.
       llama_memory_seq_cp(mem, donor->id, leader->id, -1, -1);
-      copy_from_pending_[static_cast<size_t>(donor->id)] = copy_to_pending_[static_cast<size_t>(leader->id)] = true;
+      donor->copy_from_pending = leader->copy_to_pending = true;
       llama_memory_seq_rm(mem, leader->id, static_cast<llama_pos>(reuse), -1);
     }
     leader->cache.assign(job->prompt.begin(), job->prompt.begin() + static_cast<std::ptrdiff_t>(reuse));
@@ -936,7 +939,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
 }
 
 void LocalModel::save_to_host(const Slot& s, size_t kept) {
-  if (s.cache.size() < kept + kMinSavedTokens || copy_to_pending_[static_cast<size_t>(s.id)]) return;
+  if (s.cache.size() < kept + kMinSavedTokens || s.copy_to_pending) return;
   const size_t size = llama_state_seq_get_size(ctx_.get(), s.id);
   if (size == 0 || size > saved_->budget()) return;
   std::vector<uint8_t> state(size);
@@ -1084,10 +1087,8 @@ void LocalModel::step() {
     const double per_token = std::chrono::duration<double>(Clock::now() - watch_.start).count() / batch.n_tokens;
     prefill_token_s_ = prefill_token_s_ > 0 ? 0.7 * prefill_token_s_ + 0.3 * per_token : per_token;
   }
-  if (rc == 0 || rc == 2) {  // the copies are made
-    copy_from_pending_.assign(copy_from_pending_.size(), false);
-    copy_to_pending_.assign(copy_to_pending_.size(), false);
-  }
+  if (rc == 0 || rc == 2)  // the copies are made
+    for (auto& s : slots_) s.copy_from_pending = s.copy_to_pending = false;
   last_step_aborted_ = rc == 2;
   if (rc == 2) {
     // Aborted for a cancelled or expired request: undo the step; the next
@@ -1117,7 +1118,7 @@ void LocalModel::step() {
           if (!s.job) break;              // a choice failed: the request ended
           if (f->job != s.job) continue;  // this choice already ended
           llama_memory_seq_cp(llama_get_memory(ctx_.get()), s.id, f->id, -1, -1);
-          copy_from_pending_[static_cast<size_t>(s.id)] = copy_to_pending_[static_cast<size_t>(f->id)] = true;
+          s.copy_from_pending = f->copy_to_pending = true;
           f->cache = s.cache;
           f->state = Slot::State::kGenerate;
           isolated(*f, [&] { return sample(*f, row); });
@@ -1143,10 +1144,9 @@ int32_t LocalModel::prefill_chunk_for(int32_t generating) const {
   // a few milliseconds, while splitting it costs a step's fixed overhead per
   // piece (on the 2.2 MB demo target, echo-heavy prompts: 387-427 tok/s
   // chunked, 933-970 whole).
-  int32_t chunk = std::max(kMinPrefillChunk, spec_.batch / (4 * generating));
-  if (prefill_token_s_ > 0)
-    chunk = std::max(chunk, static_cast<int32_t>(std::min<double>(spec_.batch, kPrefillStepTime / prefill_token_s_)));
-  return std::min(chunk, spec_.batch);
+  const int32_t chunk = std::max(kMinPrefillChunk, spec_.batch / (4 * generating));
+  if (prefill_token_s_ <= 0) return chunk;
+  return std::max(chunk, static_cast<int32_t>(std::min<double>(spec_.batch, kPrefillStepTime / prefill_token_s_)));
 }
 
 bool LocalModel::should_abort(void* self) {

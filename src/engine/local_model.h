@@ -130,12 +130,12 @@ struct LocalModelSpec {
   SpeculativeSpec speculative{};
 };
 
-// What a model holds in memory, in bytes, from llama.cpp's own accounting
-// (llama_get_memory_breakdown): the weights, the KV cache of all sequences
-// and the compute buffers of one micro-batch.
 // The host prompt cache's budget for `spec` with a KV cache of `kv_cache` bytes.
 uint64_t prompt_cache_budget(const LocalModelSpec& spec, uint64_t kv_cache);
 
+// What a model holds in memory, in bytes, from llama.cpp's own accounting
+// (llama_get_memory_breakdown): the weights, the KV cache of all sequences
+// and the compute buffers of one micro-batch.
 struct MemoryUse {
   uint64_t weights = 0;
   uint64_t kv_cache = 0;
@@ -342,13 +342,6 @@ class LocalModel {
   // Speculative decoding; the engine thread owns them.
   std::unique_ptr<DraftModel> draft_;   // null without a draft model
   std::unique_ptr<SavedPrompts> saved_;  // null: no host prompt cache
-  // Per sequence: the source, or the destination, of a cross-stream copy
-  // that llama.cpp makes at the next decode. Until then a source's cells must
-  // not change and a destination's do not yet hold what its tokens say, so a
-  // host copy is restored into neither (a restore writes cells at once) and
-  // a destination is not saved (a save reads them at once).
-  std::vector<bool> copy_from_pending_;
-  std::vector<bool> copy_to_pending_;
   double spec_acceptance_ = 0.6;       // running per-token acceptance: new requests start from it
   std::vector<float> verify_scratch_;
   std::atomic<int64_t> stat_spec_rounds_{0};
