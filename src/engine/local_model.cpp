@@ -395,7 +395,7 @@ EngineStats LocalModel::stats() const {
   s.cached_prompt_tokens = stat_cached_.load();
   s.prompts_saved = stat_saved_.load();
   s.prompts_restored = stat_restored_.load();
-  s.prompt_cache_bytes = stat_saved_bytes_.load();
+  s.prompt_cache_used_bytes = stat_saved_bytes_.load();
   s.generated_tokens = stat_generated_.load();
   s.kv_cells_used = stat_kv_used_.load();
   s.kv_cells_total = static_cast<int64_t>(spec_.context) * spec_.parallel;
@@ -845,6 +845,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   if (saved_) save_to_host(*leader, saved.entry || plan.donor >= 0 ? 0 : reuse);
   if (saved.entry) {
     SavedPrompts::Entry e = saved_->take(saved.entry);
+    stat_saved_bytes_.store(static_cast<int64_t>(saved_->bytes()));
     llama_memory_seq_rm(mem, leader->id, -1, -1);
     if (llama_state_seq_set_data(ctx_.get(), e.state.data(), e.state.size(), leader->id) == 0) {
       spdlog::warn("model '{}': a saved prompt ({} tokens) could not be restored; computing it", spec_.name,

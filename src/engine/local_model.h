@@ -153,7 +153,7 @@ struct EngineStats {
   int64_t cached_prompt_tokens = 0;  // of which taken from the prefix cache
   int64_t prompts_saved = 0;         // sequences copied to host memory before being overwritten
   int64_t prompts_restored = 0;      // copies restored into a sequence for a request
-  int64_t prompt_cache_bytes = 0;    // host memory the copies hold now
+  int64_t prompt_cache_used_bytes = 0;  // host memory the copies hold now
   int64_t generated_tokens = 0;
   int64_t kv_cells_used = 0;      // tokens held in the KV cache (all sequences)
   int64_t kv_cells_total = 0;

@@ -89,7 +89,7 @@ ProviderStats LocalProvider::stats() const {
   s.prompt_cache_bytes = mem.prompt_cache;
   s.prompts_saved = e.prompts_saved;
   s.prompts_restored = e.prompts_restored;
-  s.prompt_cache_used_bytes = e.prompt_cache_bytes;
+  s.prompt_cache_used_bytes = e.prompt_cache_used_bytes;
   s.memory_bytes = mem.total();
   return s;
 }

@@ -491,8 +491,8 @@ void check_prompts_come_back_from_host_memory(bool kv_unified) {
     if (budget) {
       EXPECT_GE(st.prompts_saved, 6);
       EXPECT_EQ(st.prompts_restored, 6);
-      EXPECT_GT(st.prompt_cache_bytes, 0);
-      EXPECT_LE(static_cast<uint64_t>(st.prompt_cache_bytes), (*m)->memory().prompt_cache);
+      EXPECT_GT(st.prompt_cache_used_bytes, 0);
+      EXPECT_LE(static_cast<uint64_t>(st.prompt_cache_used_bytes), (*m)->memory().prompt_cache);
       EXPECT_EQ((*m)->memory().prompt_cache, (*m)->memory().kv_cache);
     } else {
       EXPECT_EQ(st.prompts_saved, 0);
