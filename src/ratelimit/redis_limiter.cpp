@@ -20,9 +20,15 @@ constexpr int kAdmitScript = 0;
 constexpr int kFinishScript = 1;
 constexpr int kRenewScript = 2;
 constexpr int kClaimOnceScript = 3;
-const std::array<std::string, 4> kScripts = {std::string(scripts::kHashes) + scripts::kAdmit,
-                                             std::string(scripts::kHashes) + scripts::kFinish, scripts::kRenew,
-                                             scripts::kClaimOnce};
+// A tenant's finishes and admissions of one round in one call: the finishes
+// first, then the admissions, each hash read and written once for both.
+constexpr int kRoundScript = 4;
+const std::array<std::string, 5> kScripts = {
+    std::string(scripts::kHashes) + scripts::kAdmit,
+    std::string(scripts::kHashes) + scripts::kFinish + scripts::kFinishEnd,
+    scripts::kRenew,
+    scripts::kClaimOnce,
+    std::string(scripts::kHashes) + scripts::kFinish + scripts::kAdmit};
 constexpr std::chrono::milliseconds kDownBackoff{500};
 
 timeval to_timeval(std::chrono::milliseconds ms) {
@@ -460,6 +466,7 @@ std::vector<RedisLimiter::ScriptCall> RedisLimiter::admission_calls(const std::v
   for (size_t g = 0; g < groups.size(); ++g) {
     ScriptCall& call = calls[g];
     call.which = kAdmitScript;
+    call.tenant = batch[groups[g].front()].subject.tenant;
     call.args = {std::to_string(options_.lease_ttl.count()), std::to_string(groups[g].size())};
     for (size_t i : groups[g]) {
       const Admission& a = batch[i];
@@ -549,6 +556,7 @@ std::vector<RedisLimiter::ScriptCall> RedisLimiter::finish_calls(const std::vect
   for (size_t g = 0; g < groups.size(); ++g) {
     ScriptCall& call = calls[g];
     call.which = kFinishScript;
+    call.tenant = batch[groups[g].front()].charged.tenant;
     call.finishes = groups[g].size();
     call.args = {std::to_string(groups[g].size())};
     for (size_t i : groups[g]) {
@@ -574,7 +582,7 @@ std::vector<Result<std::shared_ptr<RedisLimiter::Reply>>> RedisLimiter::run(cons
   for (const ScriptCall& c : calls) borrowed.push_back({c.which, c.keys, c.args});
   std::vector<Result<std::shared_ptr<Reply>>> replies = eval_many(borrowed);
   for (size_t i = 0; i < calls.size(); ++i) {
-    if (calls[i].which != kFinishScript || replies[i].is_ok()) continue;
+    if (calls[i].finishes == 0 || replies[i].is_ok()) continue;
     for (size_t n = 0; n < calls[i].finishes; ++n) backend_error();  // each finish counts, as each admission does
   }
   return replies;
@@ -656,10 +664,27 @@ void RedisLimiter::work_loop() {
     }
     working_ = true;
     lock.unlock();
-    std::vector<ScriptCall> calls = finish_calls(finishing);
-    const size_t first_admission = calls.size();
     std::vector<std::vector<size_t>> groups;
-    for (ScriptCall& c : admission_calls(admitting, groups)) calls.push_back(std::move(c));
+    std::vector<ScriptCall> admitting_calls = admission_calls(admitting, groups);
+    // A tenant with both finishes and admissions gets one call (kRoundScript):
+    // its finishes' keys and arguments, then its admissions'.
+    std::vector<ScriptCall> calls;
+    for (ScriptCall& f : finish_calls(finishing)) {
+      auto same = std::find_if(admitting_calls.begin(), admitting_calls.end(),
+                               [&](const ScriptCall& a) { return a.tenant == f.tenant; });
+      if (same == admitting_calls.end()) {
+        calls.push_back(std::move(f));
+        continue;
+      }
+      same->which = kRoundScript;
+      same->finishes = f.finishes;
+      f.keys.insert(f.keys.end(), std::make_move_iterator(same->keys.begin()), std::make_move_iterator(same->keys.end()));
+      f.args.insert(f.args.end(), std::make_move_iterator(same->args.begin()), std::make_move_iterator(same->args.end()));
+      same->keys = std::move(f.keys);
+      same->args = std::move(f.args);
+    }
+    const size_t first_admission = calls.size();
+    for (ScriptCall& c : admitting_calls) calls.push_back(std::move(c));
     std::vector<Result<std::shared_ptr<Reply>>> replies = run(calls);
     std::vector<Result<std::shared_ptr<Reply>>> admission_replies(
         std::make_move_iterator(replies.begin() + static_cast<std::ptrdiff_t>(first_admission)),

@@ -9,8 +9,10 @@
 //   of requests of one tenant, decided in order, each as if alone:
 //   admit_async() queues, and the limiter's worker thread sends what queued
 //   while its last round trip was out (up to 64 admissions, and up to 64
-//   queued finishes ahead of them) as one call per tenant and script,
-//   pipelined in one round trip.
+//   queued finishes ahead of them) as one call per tenant, pipelined in one
+//   round trip: a tenant with both runs one round script, its finishes
+//   first and then its admissions, so that each hash is read and written
+//   once for both and Redis pays one script call's overhead, not two.
 // - Per-minute limits are GCRA buckets (a level and a time), budgets a UTC
 //   period and its usage, all of one subject (the tenant, or a key) in one
 //   hash that each script reads once and writes once; concurrency is a ZSET
@@ -143,8 +145,9 @@ class RedisLimiter final : public Limiter {
   std::string redis_key(const Subject& s, const Check& c) const;
   struct ScriptCall {
     int which = 0;
+    std::string tenant;  // whose keys it holds
     std::vector<std::string> keys, args;
-    size_t finishes = 0;  // a finish call: how many tickets it reconciles
+    size_t finishes = 0;  // a finish or round call: how many tickets it reconciles
   };
   // One call's script, keys and args, borrowed (eval_many copies no strings).
   struct ScriptArgs {

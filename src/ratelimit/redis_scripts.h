@@ -27,16 +27,18 @@ local function hash_of(key)
   return h
 end
 -- Sets the pair at AT `at` to a, b; the hash must then live `ttl` ms more.
-local function put(key, at, a, b, ttl)
+-- An admission's put sets the hash's expiry to what it needs (`sets`); a
+-- finish's only ever makes it longer.
+local function put(key, at, a, b, ttl, sets)
   local h = hash_of(key)
   h.v[at] = a
   h.v[at + 1] = b
   h.dirty[at] = true
   if ttl > h.ttl then h.ttl = ttl end
+  if sets then h.sets = true end
 end
--- Writes what put() set. extend_only: a hash's expiry is only ever made
--- longer (a finish), else set to what the admissions need.
-local function write_hashes(extend_only)
+-- Writes what put() set, once per hash.
+local function write_hashes()
   for _, key in ipairs(order) do
     local h = hashes[key]
     local set = {}
@@ -52,12 +54,17 @@ local function write_hashes(extend_only)
     end
     if #set > 0 then
       redis.call('HSET', key, unpack(set))
-      if h.ttl > 0 and (not extend_only or redis.call('PTTL', key) < h.ttl) then
+      if h.ttl > 0 and (h.sets or redis.call('PTTL', key) < h.ttl) then
         redis.call('PEXPIRE', key, h.ttl)
       end
     end
   end
 end
+-- The call's clock, and where the next part's ARGV (A) and KEYS (K) start:
+-- a round call (kFinish's part, then kAdmit's) reads its arguments in turn.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local A, K = 1, 0
 )lua";
 
 // One call admits a batch of requests, in order, each as if alone: all of
@@ -99,10 +106,8 @@ local function month_end(month)
   return days_from_civil(y, nxt - y * 12 + 1, 1) * 86400000
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-local m = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[A])
+local m = tonumber(ARGV[A + 1])
 local day = floor_div(now, 86400000)
 local month = month_of(day)
 local out = {now, day, month}
@@ -118,8 +123,8 @@ local function leases_of(key)
   end
   return z
 end
-local a = 3  -- ARGV of the next request
-local k = 0  -- KEYS before the next request's
+local a = A + 2  -- ARGV of the next request
+local k = K  -- KEYS before the next request's
 for j = 1, m do
   local ticket = ARGV[a]
   local n = tonumber(ARGV[a + 1])
@@ -194,14 +199,14 @@ for j = 1, m do
         z.add[#z.add + 1] = ticket
       elseif kind == 1 or kind == 2 then
         local level = st[5] + cost
-        put(key, AT[kind], level, now, math.ceil(level * 60000 / limit) + 1000)
+        put(key, AT[kind], level, now, math.ceil(level * 60000 / limit) + 1000, true)
       else
-        put(key, AT[kind], st[5], st[6] + cost, math.max(0, st[7] - now) + 86400000)
+        put(key, AT[kind], st[5], st[6] + cost, math.max(0, st[7] - now) + 86400000, true)
       end
     end
   end
 end
-write_hashes(false)
+write_hashes()
 for _, key in ipairs(lease_order) do
   local z = leases[key]
   if #z.add > 0 then
@@ -217,11 +222,9 @@ return out
 // ticket: the ticket, its used tokens, its number of keys n, and per key:
 // kind, limit, cost, period. Returns 1.
 inline constexpr const char* kFinish = R"lua(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local m = tonumber(ARGV[1])
-local a = 2  -- ARGV of the next finish
-local k = 0  -- KEYS before the next finish's
+local m = tonumber(ARGV[A])
+local a = A + 1  -- ARGV of the next finish
+local k = K  -- KEYS before the next finish's
 for j = 1, m do
   local ticket = ARGV[a]
   local used = tonumber(ARGV[a + 1])
@@ -248,19 +251,24 @@ for j = 1, m do
         -- More used than reserved: the hash must live until this drains.
         local need = 0
         if level > 0 and delta > 0 then need = math.ceil(level * 60000 / limit) + 1000 end
-        put(key, 3, level, math.max(now, last or now), need)
+        put(key, 3, level, math.max(now, last or now), need, false)
       end
     elseif kind == 4 or kind == 5 then
       local h = hash_of(key)
       local at = AT[kind]
       if tonumber(h.v[at]) == period then
-        put(key, at, period, math.max(0, (tonumber(h.v[at + 1]) or 0) + delta), 0)
+        put(key, at, period, math.max(0, (tonumber(h.v[at + 1]) or 0) + delta), 0, false)
       end
     end
   end
   k = k + n
 end
-write_hashes(true)
+A, K = a, k
+)lua";
+
+// kFinish's script ends here; in a round call, kAdmit follows.
+inline constexpr const char* kFinishEnd = R"lua(
+write_hashes()
 return 1
 )lua";
 

@@ -306,6 +306,38 @@ TEST_F(RedisLimiterTest, AdmissionsQueuedTogetherGoInOneCallPerTenantAndInOrder)
   EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:t"}), "10");
 }
 
+// A tenant's finishes and admissions queued in one round go in ONE script
+// call, the finishes first: the lease and the tokens a finish gives back are
+// there for the admission behind it.
+TEST_F(RedisLimiterTest, FinishesAndAdmissionsOfATenantShareOneCallFinishesFirst) {
+  auto l = make(false, milliseconds(30000), 2, true);
+  const Subject s = subject({.tokens_per_minute = 100, .max_concurrent = 1, .daily_tokens = 1000});
+  const Subject warm = subject({}, {.requests_per_minute = 1000}, "warm", "warm");
+  Decision held = admit(*l, s, 100);
+  ASSERT_TRUE(held.admitted);
+  EXPECT_FALSE(admit(*l, s, 1).admitted) << "the lease and the tokens are held";
+  ASSERT_EQ(redis_.command({"CONFIG", "RESETSTAT"}), "OK");
+  // The worker waits in Redis on another tenant's admission; the finish and
+  // the admission queue behind it and go out together.
+  ASSERT_EQ(redis_.command({"CLIENT", "PAUSE", "400", "ALL"}), "OK");
+  Answers answers(2);
+  l->admit_async(warm, 0, answers.slot(0));
+  std::this_thread::sleep_for(milliseconds(100));
+  l->finish(held.ticket, 10);
+  l->admit_async(s, 80, answers.slot(1));
+  answers.wait();
+  EXPECT_TRUE(answers.admitted(0));
+  EXPECT_TRUE(answers.admitted(1)) << "the finish ran first in the same call";
+  l->wait_for_finishes();
+  const std::string stats = redis_.command({"INFO", "commandstats"});
+  const size_t at = stats.find("cmdstat_evalsha:calls=");
+  ASSERT_NE(at, std::string::npos) << stats;
+  EXPECT_EQ(std::stoi(stats.substr(at + 22)), 2) << "warm's admission, then s's finish and admission in one";
+  // The day's budget: 10 used by the first request, 80 held by the second.
+  EXPECT_EQ(redis_.command({"HGET", "llmpool:rl:{acme}:h:t", "du"}), "90");
+  EXPECT_EQ(errors("closed"), 0.0);
+}
+
 // An admission still queued when the limiter goes away is answered first.
 TEST_F(RedisLimiterTest, QueuedAdmissionsAreAnsweredBeforeTheLimiterGoes) {
   auto l = make(false, milliseconds(30000), 1);
