@@ -70,8 +70,8 @@ local A, K = 1, 0
 // One call admits a batch of requests, in order, each as if alone: all of
 // its checks pass and are charged, or nothing of it is. KEYS: each request's
 // checks' keys, one after another: a concurrency check's ZSET of leases, or
-// the subject's hash (kHashes; several checks name the same one). ARGV[1]
-// lease ttl (ms), ARGV[2] the number of requests, then per request: its
+// the subject's hash (kHashes; several checks name the same one). ARGV[A]
+// lease ttl (ms), ARGV[A + 1] the number of requests, then per request: its
 // ticket, its number of checks n, and per check: kind, limit, cost.
 // Returns {now_ms, day, month, then per request: admitted 0|1, and per check:
 // ok, remaining, reset_ms, retry_ms}.
@@ -218,9 +218,10 @@ return out
 )lua";
 
 // One call finishes a batch of tickets. KEYS: each ticket's charged keys,
-// one after another (as kAdmit's). ARGV[1] the number of tickets, then per
+// one after another (as kAdmit's). ARGV[A] the number of tickets, then per
 // ticket: the ticket, its used tokens, its number of keys n, and per key:
-// kind, limit, cost, period. Returns 1.
+// kind, limit, cost, period. Returns 1 (with kFinishEnd); in a round call
+// it leaves A and K where kAdmit's arguments and keys start.
 inline constexpr const char* kFinish = R"lua(
 local m = tonumber(ARGV[A])
 local a = A + 1  -- ARGV of the next finish
