@@ -184,7 +184,7 @@ struct Conn {
   bool closing = false;
 };
 
-HttpRequest to_request(const http::request<http::string_body>& in) {
+HttpRequest to_request(http::request<http::string_body>&& in) {
   HttpRequest r;
   r.method = std::string(in.method_string());
   r.target = std::string(in.target());
@@ -195,7 +195,7 @@ HttpRequest to_request(const http::request<http::string_body>& in) {
     for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     r.headers[name] = std::string(f.value());
   }
-  r.body = in.body();
+  r.body = std::move(in.body());
   return r;
 }
 

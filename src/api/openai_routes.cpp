@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <mutex>
+#include <string_view>
+#include <utility>
 
 #include "api/auth.h"
 #include "api/errors.h"
@@ -40,27 +43,35 @@ struct RequestMetrics {
   obs::Histogram* cancel_latency;
   obs::Counter* prompt_tokens;
   obs::Counter* completion_tokens;
-  obs::MetricsRegistry* registry;
-  obs::Labels labels;
 
   RequestMetrics(obs::MetricsRegistry& r, const std::string& model_label)
-      : registry(&r), labels{{"model", model_label}} {
-    ttft = &r.histogram("llmpool_time_to_first_token_seconds", "Time from request to first output token.", labels);
-    itl = &r.histogram("llmpool_inter_token_latency_seconds", "Time between output tokens of one choice.", labels);
-    duration = &r.histogram("llmpool_request_duration_seconds", "Time from request to last byte.", labels);
+      : registry_(r), labels_{{"model", model_label}} {
+    ttft = &r.histogram("llmpool_time_to_first_token_seconds", "Time from request to first output token.", labels_);
+    itl = &r.histogram("llmpool_inter_token_latency_seconds", "Time between output tokens of one choice.", labels_);
+    duration = &r.histogram("llmpool_request_duration_seconds", "Time from request to last byte.", labels_);
     cancel_latency = &r.histogram("llmpool_cancel_latency_seconds",
-                                  "Time from a client's disconnect to its sequences being freed.", labels);
-    prompt_tokens = &r.counter("llmpool_prompt_tokens_total", "Prompt tokens processed.", labels);
-    completion_tokens = &r.counter("llmpool_completion_tokens_total", "Tokens generated.", labels);
+                                  "Time from a client's disconnect to its sequences being freed.", labels_);
+    prompt_tokens = &r.counter("llmpool_prompt_tokens_total", "Prompt tokens processed.", labels_);
+    completion_tokens = &r.counter("llmpool_completion_tokens_total", "Tokens generated.", labels_);
   }
-};
 
-// `model` may be what the client asked for: it counts under its label.
-void count_request(obs::MetricsRegistry& m, const std::string& model, const char* endpoint, int status) {
-  m.counter("llmpool_requests_total", "Requests answered, by model, endpoint and HTTP status.",
-            {{"model", m.label(model)}, {"endpoint", endpoint}, {"status", std::to_string(status)}})
-      .inc();
-}
+  // llmpool_requests_total of this model for an endpoint and status: taken
+  // from the registry once per pair, not per request. Thread-safe.
+  obs::Counter& requests(const char* endpoint, int status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    obs::Counter*& slot = requests_[{endpoint, status}];
+    if (!slot)
+      slot = &registry_.counter("llmpool_requests_total", "Requests answered, by model, endpoint and HTTP status.",
+                                {labels_.front(), {"endpoint", endpoint}, {"status", std::to_string(status)}});
+    return *slot;
+  }
+
+ private:
+  obs::MetricsRegistry& registry_;
+  obs::Labels labels_;
+  std::mutex mu_;
+  std::map<std::pair<std::string_view, int>, obs::Counter*> requests_;  // by endpoint and status; guarded by mu_
+};
 
 // One generation request in flight: formats deltas as SSE chunks or
 // collects the completion, and records latency metrics. Callbacks arrive
@@ -193,7 +204,7 @@ struct Generation {
     if (r && !all_cancelled && routing && !direct.model().empty()) routing->remember(meta.id, direct.feedback_target());
     hold.release();
     if (!r) {
-      count_request(*metrics->registry, meta.model, endpoint_name(), http_status_for(r.status().code()));
+      metrics->requests(endpoint_name(), http_status_for(r.status().code())).inc();
       if (started) {  // headers are out: the error travels as an event
         writer->write("data: " + dump_json(error_json(r.status())) + "\n\n");
         writer->end();
@@ -206,17 +217,18 @@ struct Generation {
     metrics->prompt_tokens->inc(c.usage.prompt_tokens);
     metrics->completion_tokens->inc(c.usage.completion_tokens);
     // 499: the client closed the request (nginx's convention); nobody reads the answer.
-    count_request(*metrics->registry, meta.model, endpoint_name(), all_cancelled ? 499 : 200);
+    metrics->requests(endpoint_name(), all_cancelled ? 499 : 200).inc();
     if (all_cancelled) {
       auto at = writer->cancel_token()->cancelled_at();
       if (at != Clock::time_point()) metrics->cancel_latency->observe(seconds_since(at));
       return writer->end();
     }
     if (!stream) {
+      // The last use of the route's field and headers: moved, not copied.
       json body = completion_json(endpoint, meta, c, with_logprobs);
-      if (!llmpool.is_null()) body["llmpool"] = llmpool;
+      if (!llmpool.is_null()) body["llmpool"] = std::move(llmpool);
       HttpResponse resp = json_response(body);
-      resp.headers = headers;
+      resp.headers = std::move(headers);
       writer->respond(std::move(resp));
       return;
     }
@@ -388,7 +400,7 @@ class OpenAiRoutes : public std::enable_shared_from_this<OpenAiRoutes> {
           e = Status::invalid_argument("'dimensions' must be " + std::to_string(e->vectors.front().size()) +
                                            " for model '" + model + "' (it cannot be reduced)",
                                        "dimensions");
-        count_request(self->metrics_, model, "embeddings", e ? 200 : http_status_for(e.status().code()));
+        self->metrics_for(model)->requests("embeddings", e ? 200 : http_status_for(e.status().code())).inc();
         if (!e) return writer->respond(error_response(e.status()));
         self->metrics_for(model)->prompt_tokens->inc(e->prompt_tokens);
         writer->respond(json_response(embeddings_json(model, *e, request->base64)));

@@ -152,23 +152,34 @@ std::vector<std::pair<std::string, std::string>> HttpRouter::registered() const 
   return out;
 }
 
-void within_error_boundary(const ResponseWriterPtr& writer, std::string_view what, const std::function<void()>& fn) {
+namespace {
+
+// The boundary. `what()` names the work for the log line; it is made only
+// when something threw, not for every request.
+template <typename What>
+void guarded(const ResponseWriterPtr& writer, const What& what, const std::function<void()>& fn) {
   try {
     fn();
   } catch (const std::exception& e) {
-    spdlog::error("{} threw: {}", what, e.what());
+    spdlog::error("{} threw: {}", what(), e.what());
     writer->respond(error_response(Status::internal("internal error while handling the request")));
     writer->end();  // a stream already started ends here
   } catch (...) {
-    spdlog::error("{} threw a non-standard exception", what);
+    spdlog::error("{} threw a non-standard exception", what());
     writer->respond(error_response(Status::internal("internal error while handling the request")));
     writer->end();  // a stream already started ends here
   }
 }
 
+}  // namespace
+
+void within_error_boundary(const ResponseWriterPtr& writer, std::string_view what, const std::function<void()>& fn) {
+  guarded(writer, [what] { return what; }, fn);
+}
+
 Handler with_error_boundary(Handler handler) {
   return [handler = std::move(handler)](const HttpRequest& req, ResponseWriterPtr writer) {
-    within_error_boundary(writer, "handler for " + req.method + " " + req.path, [&] { handler(req, writer); });
+    guarded(writer, [&req] { return "handler for " + req.method + " " + req.path; }, [&] { handler(req, writer); });
   };
 }
 

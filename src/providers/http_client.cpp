@@ -578,7 +578,7 @@ struct HttpClient::Impl {
         co_return Status::invalid_argument("HTTP header '" + name + "' has a forbidden character");
       req.set(name, value);
     }
-    req.body() = ex.req.body;
+    req.body() = std::move(ex.req.body);  // sent from req on every attempt
     req.keep_alive(true);
     req.prepare_payload();
 

@@ -595,7 +595,9 @@ void RemoteProvider::start(std::shared_ptr<Call> call, const std::shared_ptr<Htt
     return true;
   };
   cb.on_done = [call](Status transport) { finish(call, std::move(transport)); };
+  // The call keeps what its messages need (label, URL), not the body.
   HttpClientRequest http = call->http;
+  http.body = std::move(call->http.body);
   CancelTokenPtr cancel = call->cancel;
   client->stream(std::move(http), std::move(cancel), std::move(cb));
 }

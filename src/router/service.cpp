@@ -1065,10 +1065,11 @@ void RouterService::regulate_direct(GenerateRequest& request, const RouteHints& 
 void RouterService::remember(const std::string& response_id, FeedbackTarget target) {
   if (response_id.empty() || options_.feedback_capacity == 0) return;
   std::lock_guard lock(feedback_mu_);
-  auto it = feedback_index_.find(response_id);
-  if (it != feedback_index_.end()) feedback_fifo_.erase(it->second);
+  // One lookup for the id (the index is large: each costs cache misses).
+  auto [it, fresh] = feedback_index_.try_emplace(response_id);
+  if (!fresh) feedback_fifo_.erase(it->second);
   feedback_fifo_.push_front({response_id, std::move(target), false});
-  feedback_index_[response_id] = feedback_fifo_.begin();
+  it->second = feedback_fifo_.begin();
   while (feedback_fifo_.size() > options_.feedback_capacity) {
     feedback_index_.erase(feedback_fifo_.back().response_id);
     feedback_fifo_.pop_back();
