@@ -77,10 +77,10 @@ constexpr std::string_view kSseProbe = ":\n\n";  // an SSE comment: every client
 // Wakes a coroutine waiting on `timer` (used as a condition variable).
 // Owned by the session coroutine; exchanges hold it weakly.
 struct Waker {
-  explicit Waker(asio::any_io_executor s) : strand(s), timer(s) {
+  explicit Waker(asio::any_io_executor e) : executor(e), timer(e) {
     timer.expires_at(Clock::time_point::max());
   }
-  asio::any_io_executor strand;  // the session's strand
+  asio::any_io_executor executor;  // the session's: its loop's, run by one thread
   asio::steady_timer timer;
 };
 
@@ -143,7 +143,7 @@ class Exchange : public ResponseWriter {
 
   // Wakes the session coroutine (from any thread).
   void wake() {
-    if (auto w = waker_.lock()) asio::post(w->strand, [w] { w->timer.cancel(); });
+    if (auto w = waker_.lock()) asio::post(w->executor, [w] { w->timer.cancel(); });
   }
 
  private:
@@ -166,7 +166,7 @@ class Exchange : public ResponseWriter {
 };
 
 // What the disconnect watcher of one exchange has learnt. Touched only on
-// the connection's strand.
+// the connection's loop.
 struct Watch {
   bool done = false;         // the exchange is over: the socket may be gone
   bool gone = false;         // the client went away
@@ -175,10 +175,10 @@ struct Watch {
 };
 
 // One open client connection, as the server sees it from outside its
-// coroutine (to close it at the end of a drain). Touched only on its strand,
-// except `strand` itself.
+// coroutine (to close it at the end of a drain). Touched only on its loop,
+// except `executor` itself.
 struct Conn {
-  asio::any_io_executor strand;
+  asio::any_io_executor executor;
   beast::tcp_stream* stream = nullptr;  // null once the session has ended
   std::shared_ptr<Waker> waker;         // the exchange's, while one is being answered
   bool closing = false;
@@ -346,19 +346,21 @@ struct HttpServer::Impl {
       beast::error_code nodelay_ec;
       socket.set_option(tcp::no_delay(true), nodelay_ec);
       ++next_loop;
-      auto strand = asio::make_strand(loop);
+      // No strand: a loop is run by one thread (providers/io_loop.h), so a
+      // connection's coroutine, its disconnect watcher and the wake-ups from
+      // handlers never run concurrently, and a strand would only add a queue
+      // and a lock to every completion.
+      auto executor = loop.get_executor();
       if (connections.active() >= config.max_connections) {
-        refuse(strand, std::move(socket));
+        refuse(executor, std::move(socket));
         continue;
       }
       cap_logged.store(false);
-      // Each connection runs on its own strand: its coroutine, its disconnect
-      // watcher and the wake-ups from handlers never run concurrently.
-      asio::co_spawn(strand, session(std::move(socket), connections.try_enter()), asio::detached);
+      asio::co_spawn(executor, session(std::move(socket), connections.try_enter()), asio::detached);
     }
   }
 
-  void refuse(asio::strand<asio::io_context::executor_type> strand, tcp::socket socket) {
+  void refuse(asio::io_context::executor_type executor, tcp::socket socket) {
     refused.fetch_add(1);
     if (refused_metric) refused_metric->inc();
     if (!cap_logged.exchange(true))
@@ -371,7 +373,7 @@ struct HttpServer::Impl {
                     kMaxRefusing);
       return;
     }
-    asio::co_spawn(strand, refuse_session(std::move(socket)), asio::detached);
+    asio::co_spawn(executor, refuse_session(std::move(socket)), asio::detached);
   }
 
   // Over max_connections: the request head is read (so the answer is not
@@ -471,12 +473,12 @@ struct HttpServer::Impl {
   // connection must close (client gone, write failed, stream cut, draining).
   asio::awaitable<bool> answer(beast::tcp_stream& stream, Conn& conn, const HttpRequest& request,
                                unsigned version, bool keep_alive) {
-    asio::any_io_executor strand = co_await asio::this_coro::executor;
-    auto waker = std::make_shared<Waker>(strand);
+    asio::any_io_executor executor = co_await asio::this_coro::executor;
+    auto waker = std::make_shared<Waker>(executor);
     conn.waker = waker;
     auto ex = std::make_shared<Exchange>(waker);
     auto watch = std::make_shared<Watch>();
-    asio::co_spawn(strand, watch_peer(stream.socket(), ex, watch), asio::detached);
+    asio::co_spawn(executor, watch_peer(stream.socket(), ex, watch), asio::detached);
     router.dispatch(request, ex);
 
     beast::error_code ec;
@@ -574,7 +576,7 @@ struct HttpServer::Impl {
     if (connections_metric) connections_metric->add(1);
     beast::tcp_stream stream(std::move(socket));
     auto conn = std::make_shared<Conn>();
-    conn->strand = co_await asio::this_coro::executor;
+    conn->executor = co_await asio::this_coro::executor;
     conn->stream = &stream;
     uint64_t id;
     {
@@ -712,7 +714,7 @@ struct HttpServer::Impl {
       for (auto& [id, c] : conns) open.push_back(c);
     }
     for (auto& c : open) {
-      asio::post(c->strand, [c] {
+      asio::post(c->executor, [c] {
         c->closing = true;
         if (c->stream) c->stream->close();
         if (c->waker) c->waker->timer.cancel();

@@ -173,10 +173,11 @@ struct Connection {
   }
 };
 
-// One request in flight. Everything but construction happens on `strand`:
+// One request in flight. Everything but construction happens on `executor`:
 // the request coroutine and its watcher never run at the same time. It runs
-// on the client's own I/O context, or on a borrowed loop (`loop`, see
-// HttpClient::stream), and keeps the client's state (`owner`) alive.
+// on the client's own I/O context (through a strand: it may have several
+// threads), or on a borrowed loop (`loop`, see HttpClient::stream), whose one
+// thread needs no strand. It keeps the client's state (`owner`) alive.
 struct Exchange {
   Exchange(std::shared_ptr<void> o, std::atomic<int64_t>& a, std::shared_ptr<IoLoop> l, asio::io_context& ctx,
            HttpClientRequest r, HttpUrl u, CancelTokenPtr c, HttpStreamCallbacks cb)
@@ -184,9 +185,9 @@ struct Exchange {
         active(a),
         loop(std::move(l)),
         ioc(ctx),
-        strand(asio::make_strand(ioc)),
-        timer(strand),
-        resolver(strand),
+        executor(loop ? asio::any_io_executor(ioc.get_executor()) : asio::any_io_executor(asio::make_strand(ioc))),
+        timer(executor),
+        resolver(executor),
         req(std::move(r)),
         url(std::move(u)),
         pool_key(url.scheme + "://" + url.host + ":" + std::to_string(url.port) +
@@ -243,7 +244,7 @@ struct Exchange {
   bool counted = true;
   std::shared_ptr<IoLoop> loop;    // declared before what is bound to it: destroyed after
   asio::io_context& ioc;           // the loop's, or the client's own
-  asio::strand<asio::io_context::executor_type> strand;
+  asio::any_io_executor executor;
   asio::steady_timer timer;
   tcp::resolver resolver;
   Connection conn;
@@ -602,7 +603,7 @@ struct HttpClient::Impl {
     }
   }
   asio::awaitable<void> run(std::shared_ptr<Exchange> ex) {
-    asio::co_spawn(ex->strand, watch(ex), asio::detached);
+    asio::co_spawn(ex->executor, watch(ex), asio::detached);
     Status st;
     try {
       st = co_await exchange(*ex);
@@ -706,8 +707,8 @@ void HttpClient::stream(HttpClientRequest request, CancelTokenPtr cancel, HttpSt
   asio::io_context& ioc = loop ? loop->context() : impl_->ioc;
   auto ex = std::make_shared<Exchange>(impl_, impl_->active, std::move(loop), ioc, std::move(request),
                                        std::move(url).value(), std::move(cancel), std::move(callbacks));
-  auto strand = ex->strand;
-  asio::co_spawn(strand, impl_->run(std::move(ex)), asio::detached);
+  auto executor = ex->executor;
+  asio::co_spawn(executor, impl_->run(std::move(ex)), asio::detached);
 }
 
 void HttpClient::fetch(HttpClientRequest request, CancelTokenPtr cancel,
