@@ -4,6 +4,8 @@
 #   direct   nothing: the load goes to the fake upstream itself
 #   nginx    Debian's nginx as a reverse proxy (keep-alive to the upstream)
 #   secure   llmpool with auth and Redis rate limits on (--secure-config; see below)
+#   allot    the same, with rate_limits.allotment_ms (--allotment-ms): limits
+#            taken from Redis in slices and admitted from in process
 #   plain    llmpool with both off
 # Loads: wrk at c=16 (closed loop, max RPS) and llmpool-rate-load at fixed
 # rates (open loop, latency from when each request was due). Figures: RPS,
@@ -27,7 +29,8 @@ usage: bench/gateway.sh [options]
   --rates LIST         fixed rates, RPS (default 500,1000,2000)
   --connections N      llmpool-rate-load connections (default 32)
   --soak-requests N    requests of the long run on the secure front, at the highest rate (default 200000; 0: none)
-  --fronts LIST        of direct,nginx,secure,plain (default all four)
+  --fronts LIST        of direct,nginx,secure,allot,plain (default all five)
+  --allotment-ms N     the allot front's rate_limits.allotment_ms (default 250)
   --secure-config F    a YAML fragment appended to the secure front's llmpool config (auth, limits);
                        it may use @REDIS_URL@ and @DATA_DIR@ (default bench/gateway-secure.yaml)
   --secure-tenant T    the tenant of the API key made for the load (default bench)
@@ -43,7 +46,7 @@ EOF
 }
 
 orig_args=("$@")
-rounds=3 seconds=10 rates=500,1000,2000 connections=32 soak=200000 fronts=direct,nginx,secure,plain
+rounds=3 seconds=10 rates=500,1000,2000 connections=32 soak=200000 fronts=direct,nginx,secure,allot,plain allotment_ms=250
 secure_config=bench/gateway-secure.yaml secure_key="" secure_tenant=bench io_threads=2 build=build do_build=1 out=bench/RESULTS.md write=1 keep=0
 while (($#)); do
   case $1 in
@@ -53,6 +56,7 @@ while (($#)); do
     --connections) connections=${2:?}; shift ;;
     --soak-requests) soak=${2:?}; shift ;;
     --fronts) fronts=${2:?}; shift ;;
+    --allotment-ms) allotment_ms=${2:?}; shift ;;
     --secure-config) secure_config=${2:?}; shift ;;
     --no-secure) secure_config="" ;;
     --secure-key) secure_key=${2:?}; shift ;;
@@ -71,17 +75,18 @@ done
 for v in rounds seconds connections io_threads; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "gateway.sh: --${v//_/-} must be a positive integer" >&2; exit 2; }
 done
+[[ $allotment_ms =~ ^[1-9][0-9]*$ ]] || { echo "gateway.sh: --allotment-ms must be a positive integer" >&2; exit 2; }
 [[ $soak =~ ^[0-9]+$ ]] || { echo "gateway.sh: --soak-requests must be a whole number" >&2; exit 2; }
 [[ $rates =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "gateway.sh: --rates must be a list of positive integers" >&2; exit 2; }
 IFS=, read -ra rate_list <<<"$rates"
 IFS=, read -ra front_list <<<"$fronts"
 for f in "${front_list[@]}"; do
-  [[ $f =~ ^(direct|nginx|secure|plain)$ ]] || { echo "gateway.sh: unknown front '$f'" >&2; exit 2; }
+  [[ $f =~ ^(direct|nginx|secure|allot|plain)$ ]] || { echo "gateway.sh: unknown front '$f'" >&2; exit 2; }
 done
 [[ -z $secure_config || -f $secure_config ]] || { echo "gateway.sh: no file $secure_config" >&2; exit 2; }
-if [[ -z $secure_config && " ${front_list[*]} " == *" secure "* ]]; then
-  echo "gateway.sh: no --secure-config: the secure front (auth + limits) is left out" >&2
-  front_list=($(printf '%s\n' "${front_list[@]}" | grep -vx secure))
+if [[ -z $secure_config && " ${front_list[*]} " =~ " "(secure|allot)" " ]]; then
+  echo "gateway.sh: no --secure-config: the secure and allot fronts (auth + limits) are left out" >&2
+  front_list=($(printf '%s\n' "${front_list[@]}" | grep -vxE 'secure|allot'))
   fronts=$(IFS=,; echo "${front_list[*]}")
 fi
 
@@ -130,7 +135,7 @@ up_port=$(free_port)
 start fake "curl -sf http://127.0.0.1:$up_port/v1/models" \
   "$fake" --host 127.0.0.1 --port "$up_port" --io-threads "$io_threads" --model fake --tokens 8 --ttft-ms 0 --token-ms 0
 declare -A url=([direct]="http://127.0.0.1:$up_port")
-declare -A model=([direct]=fake [nginx]=fake [secure]=up [plain]=up)
+declare -A model=([direct]=fake [nginx]=fake [secure]=up [allot]=up [plain]=up)
 declare -A pid_of=()
 
 redis_port=$(free_port)
@@ -208,6 +213,12 @@ if [[ -n $secure_config ]]; then
   start llmpool-secure "curl -s -o /dev/null http://127.0.0.1:$secure_port/health" "$llmpool" serve --config "$work/secure.yaml"
   url[secure]="http://127.0.0.1:$secure_port"
   pid_of[secure]=${pids[-1]}
+  # The allot front: the same config (data_dir, key, Redis) with allotments on.
+  allot_port=$(free_port)
+  sed -e "s|^  port: $secure_port\$|  port: $allot_port|" -e "/^rate_limits:/a\\  allotment_ms: $allotment_ms" "$work/secure.yaml" >"$work/allot.yaml"
+  start llmpool-allot "curl -s -o /dev/null http://127.0.0.1:$allot_port/health" "$llmpool" serve --config "$work/allot.yaml"
+  url[allot]="http://127.0.0.1:$allot_port"
+  pid_of[allot]=${pids[-1]}
 fi
 
 body='{"model":"MODEL","messages":[{"role":"user","content":"Say hello."}],"max_tokens":8}'
@@ -234,7 +245,7 @@ wrk.method = "POST"
 wrk.body = '$b'
 wrk.headers["Content-Type"] = "application/json"
 EOF
-    [[ $f == secure && -n $secure_key ]] && echo "wrk.headers[\"Authorization\"] = \"Bearer $secure_key\"" >>"$work/post.lua"
+    [[ ($f == secure || $f == allot) && -n $secure_key ]] && echo "wrk.headers[\"Authorization\"] = \"Bearer $secure_key\"" >>"$work/post.lua"
     out=$(wrk -t 2 -c 16 -d "${seconds}s" --latency -s "$work/post.lua" "${url[$f]}/v1/chat/completions")
     echo "$out" >"$work/wrk-$f-$round.txt"
     out=$(python3 - "$work/wrk-$f-$round.txt" <<'EOF'
@@ -252,7 +263,7 @@ EOF
 )
   else
     local hdr=()
-    [[ $f == secure ]] && hdr=("${auth_header[@]}")
+    [[ $f == secure || $f == allot ]] && hdr=("${auth_header[@]}")
     out=$("$rate_load" --url "${url[$f]}/v1/chat/completions" --rate "$load" --duration "$seconds" \
       --connections "$connections" --body "$b" "${hdr[@]}")
     out=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); bad=sum(v for k,v in d["status"].items() if k!="200"); print(json.dumps({"rps": d["achieved_rps"], "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"], "bad": bad}))' "$out")
@@ -332,7 +343,7 @@ out.append("")
 out.append("- command: \`bench/gateway.sh ${orig_args[*]}\`")
 out.append("- machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); nginx $(nginx -v 2>&1 | sed 's|.*/||'), redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), wrk (Debian)")
 out.append("- upstream: \`llmpool-fake-upstream\` (no inference, 8-token non-streamed answer, no delays), $io_threads HTTP threads")
-out.append("- fronts: direct = the upstream itself; nginx = $io_threads workers, keep-alive 64 to the upstream, no buffering; plain = llmpool (one \`openai\` model pointing at the upstream, $io_threads I/O threads), auth and limits off; secure = the same llmpool with $secure_what")
+out.append("- fronts: direct = the upstream itself; nginx = $io_threads workers, keep-alive 64 to the upstream, no buffering; plain = llmpool (one \`openai\` model pointing at the upstream, $io_threads I/O threads), auth and limits off; secure = the same llmpool with $secure_what; allot = secure with \`rate_limits.allotment_ms: $allotment_ms\` (limits taken from Redis in slices, admitted from in process; docs/ratelimits.md)")
 out.append("- loads: wrk \`-t 2 -c 16 -d ${seconds}s\` (closed loop); \`llmpool-rate-load\` at fixed rates over $connections keep-alive connections (open loop: latency from when each request was due); every figure is the median of $rounds round(s), fronts alternating in order")
 out.append("")
 out.append("| load | front | RPS | p50 ms | p99 ms | added p50 ms | added p99 ms | non-200 | llmpool CPU (cores) | llmpool RSS MiB |")
@@ -350,16 +361,17 @@ for load in loads:
 out.append("")
 ratios = []
 n = med("nginx", "wrk", "rps")
-for fr in ("secure", "plain"):
+for fr in ("secure", "allot", "plain"):
     v = med(fr, "wrk", "rps")
     if n and v:
         ratios.append(f"{fr} ÷ nginx = {v / n:.2f}")
 if ratios:
     out.append("RPS at c=16: " + ", ".join(ratios) + " (target for secure: ≥ 0.8).")
 top = loads[-1]
-s99, d99 = med("secure", top, "p99_ms"), med("direct", top, "p99_ms")
-if s99 is not None and d99 is not None:
-    out.append(f"Added p99 of secure at {top} RPS: {s99 - d99:.3f} ms (target < 1 ms).")
+for fr in ("secure", "allot"):
+    s99, d99 = med(fr, top, "p99_ms"), med("direct", top, "p99_ms")
+    if s99 is not None and d99 is not None:
+        out.append(f"Added p99 of {fr} at {top} RPS: {s99 - d99:.3f} ms (target < 1 ms).")
 samples = soak.get("samples", [])
 if samples:
     load = soak.get("load", {})

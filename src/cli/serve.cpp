@@ -152,6 +152,7 @@ int serve(const ServeOptions& opts) {
     limit_options.fail_open = cfg.rate_limits.fail_open;
     limit_options.lease_ttl = std::chrono::milliseconds(cfg.rate_limits.lease_ttl_ms);
     limit_options.pool_size = cfg.rate_limits.pool_size;
+    limit_options.allotment = std::chrono::milliseconds(cfg.rate_limits.allotment_ms);
     limit_options.metrics = &metrics;
     limit_options.async_finish = true;  // an HTTP I/O loop never waits for Redis
     auto limiter = ratelimit::make_limiter(limit_options);

@@ -892,7 +892,7 @@ void read_tenancy(Reader& r, const YAML::Node& root, const fs::path& base, bool 
   // data_dir is read with the batch section (parse_config); auth needs it.
   if (YAML::Node a = root["auth"]; a.IsDefined() && !a.IsNull()) read_auth(r, a, base, check_files, &cfg->auth);
   if (YAML::Node t = root["tenants"]; t.IsDefined() && !t.IsNull()) read_tenants(r, t, cfg);
-  if (auto rl = r.section(root, "rate_limits", "", {"url", "url_env", "fail_open", "lease_ttl_ms", "pool_size"})) {
+  if (auto rl = r.section(root, "rate_limits", "", {"url", "url_env", "fail_open", "lease_ttl_ms", "pool_size", "allotment_ms"})) {
     RateLimitConfig& c = cfg->rate_limits;
     r.read_string(*rl, "url", "rate_limits", &c.url, 1024);
     if (!c.url.empty() && c.url != "local" && c.url.rfind("redis://", 0) != 0)
@@ -903,6 +903,7 @@ void read_tenancy(Reader& r, const YAML::Node& root, const fs::path& base, bool 
     r.read_bool(*rl, "fail_open", "rate_limits", &c.fail_open);
     r.read_int(*rl, "lease_ttl_ms", "rate_limits", &c.lease_ttl_ms, 1000, 3600000);
     r.read_int(*rl, "pool_size", "rate_limits", &c.pool_size, 1, 64);
+    r.read_int(*rl, "allotment_ms", "rate_limits", &c.allotment_ms, 0, 10000);
   }
   r.read_string(root, "metrics_listen", "", &cfg->metrics_listen, 300);
   std::string host;

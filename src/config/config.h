@@ -276,6 +276,7 @@ struct RateLimitConfig {
   bool fail_open = false;                 // Redis down: admit (true) or answer 503 (false)
   int64_t lease_ttl_ms = 30000;           // a concurrency lease of a dead instance expires after this
   int32_t pool_size = 4;                  // Redis connections, and threads that check HMAC signatures (1..64)
+  int64_t allotment_ms = 0;               // Redis: 0 checks each request there; > 0 admits from slices (0..10000)
   bool operator==(const RateLimitConfig&) const = default;
 };
 

@@ -131,6 +131,11 @@ struct Options {
   // process dies is not given back (leases expire, reservations stay
   // charged: the safe side).
   bool async_finish = false;
+  // Redis: 0 checks every request in Redis. Above 0, an instance takes
+  // allotments (slices of each limit, one Redis call for many requests) and
+  // admits from them in process for up to this long (redis_limiter.h). At
+  // most 10 s.
+  std::chrono::milliseconds allotment{0};
   std::string key_prefix = "llmpool:rl:";  // every Redis key starts with it
   obs::MetricsRegistry* metrics = nullptr; // optional; outlives the limiter
 };

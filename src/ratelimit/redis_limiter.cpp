@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <future>
+#include <iterator>
 #include <random>
 
 #include <fmt/format.h>
@@ -30,6 +32,20 @@ const std::array<std::string, 5> kScripts = {
     scripts::kClaimOnce,
     std::string(scripts::kHashes) + scripts::kFinish + scripts::kAdmit};
 constexpr std::chrono::milliseconds kDownBackoff{500};
+// An allotment's bounds: requests it is sized for, lease slots it holds, and
+// the share of any one limit it may take.
+constexpr int64_t kMaxSliceRequests = 256;
+constexpr int64_t kMaxSliceLeases = 64;
+constexpr int64_t kSliceShare = 16;  // at most limit / 16 per slice
+
+// The lease members of a grant of `n` leases under `ticket` (kAdmit's names).
+std::vector<std::string> lease_members(const std::string& ticket, int64_t n) {
+  if (n == 1) return {ticket};
+  std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(n));
+  for (int64_t i = 1; i <= n; ++i) out.push_back(fmt::format("{}.{}", ticket, i));
+  return out;
+}
 
 timeval to_timeval(std::chrono::milliseconds ms) {
   timeval tv{};
@@ -259,6 +275,9 @@ Result<std::unique_ptr<RedisLimiter>> RedisLimiter::create(const Options& option
       return Status::invalid_argument("rate limiter: redis timeouts must be 1 ms to 60 s", "timeout");
     }
   }
+  if (options.allotment < std::chrono::milliseconds(0) || options.allotment > std::chrono::seconds(10)) {
+    return Status::invalid_argument("rate limiter: allotment must be 0 (off) to 10 s", "allotment");
+  }
   if (options.key_prefix.size() > 128) {
     return Status::invalid_argument("rate limiter: key_prefix is longer than 128 bytes", "key_prefix");
   }
@@ -283,6 +302,39 @@ RedisLimiter::~RedisLimiter() {
   }
   work_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  // Allotments give back what they hold: unused units, and the leases of
+  // requests still running (this process is going away).
+  std::vector<Finishing> returns;
+  {
+    std::lock_guard lock(mu_);
+    Followups then;
+    for (auto& [key, st] : subjects_) {
+      if (st.open) close_slice(st, *st.open, false, then);
+      hand_over(st, nullptr, then);
+    }
+    returns = std::move(then.returns);
+    for (auto& [ticket, s] : slices_) {
+      Finishing f;
+      f.ticket = ticket;
+      f.charged.tenant = s->subject.tenant;
+      for (size_t c = 0; c < s->checks.size(); ++c) {
+        const Check& ch = s->checks[c];
+        if (ch.kind == Kind::kConcurrent) {
+          if (!s->members[c].empty()) f.charged.held.push_back({s->keys[c], ch.kind, ch.limit, 0, 0, 0, s->members[c]});
+        } else if (s->granted[c] != s->used[c]) {
+          f.charged.held.push_back({s->keys[c], ch.kind, ch.limit, s->granted[c], ch.kind == Kind::kDaily ? s->day : s->month, s->used[c], {}});
+        }
+      }
+      if (!f.charged.held.empty()) returns.push_back(std::move(f));
+    }
+    slices_.clear();
+    local_.clear();
+  }
+  for (size_t i = 0; i < returns.size(); i += kMaxBatch) {
+    std::vector<Finishing> part(std::make_move_iterator(returns.begin() + static_cast<std::ptrdiff_t>(i)),
+                                std::make_move_iterator(returns.begin() + static_cast<std::ptrdiff_t>(std::min(returns.size(), i + kMaxBatch))));
+    run(finish_calls(part));
+  }
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -437,6 +489,16 @@ Result<RedisLimiter::Admission> RedisLimiter::prepare(const Subject& subject, in
   a.ticket = next_ticket();
   a.keys.reserve(a.checks.size());
   for (const Check& c : a.checks) a.keys.push_back(redis_key(subject, c));
+  if (options_.allotment.count() > 0) {
+    // Slices are per subject and per limits: a reload that changes a limit starts new ones.
+    a.subject_key = subject.tenant;
+    a.subject_key += '\n';
+    a.subject_key += subject.key;
+    for (const Check& c : a.checks) {
+      fmt::format_to(std::back_inserter(a.subject_key), "\n{}{}:{}", c.scope == Scope::kTenant ? 't' : 'k',
+                     static_cast<int>(c.kind), c.limit);
+    }
+  }
   return a;
 }
 
@@ -473,10 +535,12 @@ std::vector<RedisLimiter::ScriptCall> RedisLimiter::admission_calls(const std::v
       call.keys.insert(call.keys.end(), a.keys.begin(), a.keys.end());
       call.args.push_back(a.ticket);
       call.args.push_back(std::to_string(a.checks.size()));
-      for (const Check& c : a.checks) {
+      for (size_t n = 0; n < a.checks.size(); ++n) {
+        const Check& c = a.checks[n];
         call.args.push_back(std::to_string(static_cast<int>(c.kind)));
         call.args.push_back(std::to_string(std::min(c.limit, kMaxReserve * 1024)));
         call.args.push_back(std::to_string(c.cost));
+        call.args.push_back(std::to_string(a.want.empty() ? c.cost : std::max(c.cost, a.want[n])));
       }
     }
   }
@@ -485,14 +549,23 @@ std::vector<RedisLimiter::ScriptCall> RedisLimiter::admission_calls(const std::v
 
 std::vector<Result<Decision>> RedisLimiter::admission_answers(std::vector<Admission>& batch,
                                                               const std::vector<std::vector<size_t>>& groups,
-                                                              std::vector<Result<std::shared_ptr<Reply>>>& replies) {
+                                                              std::vector<Result<std::shared_ptr<Reply>>>& replies,
+                                                              Followups& then) {
   std::vector<Result<Decision>> out(batch.size(), Status::unavailable("redis: no reply"));
   std::vector<std::pair<std::string, Ticket>> charged;  // recorded under one lock
+  struct TakeAnswer {
+    size_t i;
+    bool admitted;
+    std::vector<Outcome> outcomes;
+    std::vector<int64_t> grants;
+    int64_t day, month;
+  };
+  std::vector<TakeAnswer> takes;  // also under that lock
   for (size_t g = 0; g < groups.size(); ++g) {
     Result<std::shared_ptr<Reply>>& r = replies[g];
     const redisReply* rep = r.is_ok() ? (*r)->reply : nullptr;
     size_t want = 3;
-    for (size_t i : groups[g]) want += 1 + 4 * batch[i].checks.size();
+    for (size_t i : groups[g]) want += 1 + 5 * batch[i].checks.size();
     if (r.is_ok() && (rep->type != REDIS_REPLY_ARRAY || rep->elements != want ||
                       !std::all_of(rep->element, rep->element + rep->elements,
                                    [](const redisReply* e) { return e->type == REDIS_REPLY_INTEGER; }))) {
@@ -508,6 +581,7 @@ std::vector<Result<Decision>> RedisLimiter::admission_answers(std::vector<Admiss
           d.admitted = true;  // failing open: nothing charged, nothing to finish
           out[i] = std::move(d);
         }
+        if (!batch[i].want.empty()) takes.push_back({i, false, {}, {}, 0, 0});
       }
       continue;
     }
@@ -519,16 +593,24 @@ std::vector<Result<Decision>> RedisLimiter::admission_answers(std::vector<Admiss
       Admission& a = batch[i];
       const bool flagged = at(next) == 1;
       std::vector<Outcome> outcomes;
+      std::vector<int64_t> grants;
       outcomes.reserve(a.checks.size());
+      grants.reserve(a.checks.size());
       for (size_t c = 0; c < a.checks.size(); ++c) {
-        const size_t o = next + 1 + 4 * c;
+        const size_t o = next + 1 + 5 * c;
         outcomes.push_back(Outcome{at(o) == 1, at(o + 1), at(o + 2), at(o + 3)});
+        grants.push_back(std::max<int64_t>(a.checks[c].cost, at(o + 4)));
       }
-      next += 1 + 4 * a.checks.size();
+      next += 1 + 5 * a.checks.size();
       Decision d = decide(a.subject, a.checks, outcomes);
       if (!d.admitted || !flagged) {
         d.admitted = false;
         out[i] = std::move(d);
+        if (!a.want.empty()) takes.push_back({i, false, {}, {}, 0, 0});
+        continue;
+      }
+      if (!a.want.empty()) {  // a take: the slice gives the decision (take_answered)
+        takes.push_back({i, true, std::move(outcomes), std::move(grants), day, month});
         continue;
       }
       Ticket t{a.subject.tenant, {}};
@@ -536,16 +618,23 @@ std::vector<Result<Decision>> RedisLimiter::admission_answers(std::vector<Admiss
         const Check& check = a.checks[c];
         if (check.kind == Kind::kRequests) continue;
         t.held.push_back(Held{a.keys[c], check.kind, check.limit, check.cost,
-                              check.kind == Kind::kDaily ? day : check.kind == Kind::kMonthly ? month : 0});
+                              check.kind == Kind::kDaily ? day : check.kind == Kind::kMonthly ? month : 0, 0, {}});
       }
       d.ticket = a.ticket;
       if (!t.held.empty()) charged.emplace_back(a.ticket, std::move(t));
       out[i] = std::move(d);
     }
   }
-  if (!charged.empty()) {
+  if (!charged.empty() || !takes.empty()) {
     std::lock_guard lock(mu_);
     for (auto& [ticket, t] : charged) tickets_.emplace(std::move(ticket), std::move(t));
+    for (TakeAnswer& t : takes) {
+      if (!t.admitted) {
+        take_failed(batch[t.i], then);
+        continue;
+      }
+      out[t.i] = take_answered(batch[t.i], t.outcomes, t.grants, t.day, t.month, then);
+    }
   }
   return out;
 }
@@ -562,7 +651,6 @@ std::vector<RedisLimiter::ScriptCall> RedisLimiter::finish_calls(const std::vect
     for (size_t i : groups[g]) {
       const Finishing& f = batch[i];
       call.args.push_back(f.ticket);
-      call.args.push_back(std::to_string(f.used));
       call.args.push_back(std::to_string(f.charged.held.size()));
       for (const Held& h : f.charged.held) {
         call.keys.push_back(h.key);
@@ -570,6 +658,9 @@ std::vector<RedisLimiter::ScriptCall> RedisLimiter::finish_calls(const std::vect
         call.args.push_back(std::to_string(std::min(h.limit, kMaxReserve * 1024)));
         call.args.push_back(std::to_string(h.cost));
         call.args.push_back(std::to_string(h.period));
+        call.args.push_back(std::to_string(h.used));
+        call.args.push_back(std::to_string(h.members.size()));
+        call.args.insert(call.args.end(), h.members.begin(), h.members.end());
       }
     }
   }
@@ -596,13 +687,20 @@ Decision RedisLimiter::unchecked(Admission a) {
 }
 
 Result<Decision> RedisLimiter::admit(const Subject& subject, int64_t reserve_tokens) {
+  if (options_.allotment.count() > 0) {  // slices live on the worker's rounds
+    std::promise<Result<Decision>> answer;
+    std::future<Result<Decision>> answered = answer.get_future();
+    admit_async(subject, reserve_tokens, [&answer](Result<Decision> r) { answer.set_value(std::move(r)); });
+    return answered.get();
+  }
   ASSIGN_OR_RETURN(Admission a, prepare(subject, reserve_tokens));
   if (a.checks.empty()) return unchecked(std::move(a));
   std::vector<Admission> one;
   one.push_back(std::move(a));
   std::vector<std::vector<size_t>> groups;
   auto replies = run(admission_calls(one, groups));
-  return std::move(admission_answers(one, groups, replies).front());
+  Followups none;  // no takes without allotments
+  return std::move(admission_answers(one, groups, replies, none).front());
 }
 
 void RedisLimiter::admit_async(const Subject& subject, int64_t reserve_tokens, AdmitDone done) {
@@ -610,6 +708,33 @@ void RedisLimiter::admit_async(const Subject& subject, int64_t reserve_tokens, A
   if (!a.is_ok()) return done(a.status());
   if (a->checks.empty()) return done(unchecked(std::move(a).value()));
   a->done = std::move(done);
+  if (options_.allotment.count() > 0) {
+    Followups then;
+    std::optional<Decision> local;
+    bool waits = false;
+    {
+      std::lock_guard lock(mu_);
+      Subjects& st = subjects_[a->subject_key];
+      const auto now = std::chrono::steady_clock::now();
+      if (st.open) {
+        local = admit_from(st.open, *a, now);
+        if (!local) close_slice(st, *st.open, now < st.open->open_until, then);
+      }
+      if (!local && st.taking && st.covers) {
+        st.waiting.push_back(std::move(a).value());
+        waits = true;
+      } else if (!local && !st.taking) {
+        st.covers = make_take(st, *a, 0);
+      }  // else: behind a take too small to hold it, to Redis by itself
+    }
+    if (local) {
+      AdmitDone answer = std::move(a->done);
+      follow_up(std::move(then));
+      return answer(std::move(*local));
+    }
+    if (!waits) then.queue.push_back(std::move(a).value());
+    return follow_up(std::move(then));
+  }
   {
     std::lock_guard lock(work_mu_);
     start_worker_locked();
@@ -618,17 +743,318 @@ void RedisLimiter::admit_async(const Subject& subject, int64_t reserve_tokens, A
   work_cv_.notify_one();
 }
 
+std::optional<Decision> RedisLimiter::admit_from(const std::shared_ptr<Slice>& slice, const Admission& a,
+                                                 std::chrono::steady_clock::time_point now) {
+  Slice& s = *slice;
+  if (s.closed || now >= s.open_until) return std::nullopt;
+  int64_t tokens = 0;
+  for (size_t c = 0; c < a.checks.size(); ++c) {
+    const Check& ch = a.checks[c];
+    if (ch.kind == Kind::kConcurrent) {
+      if (s.free[c].empty()) return std::nullopt;
+    } else if (s.used[c] + ch.cost > s.granted[c]) {
+      return std::nullopt;
+    }
+    if (ch.kind != Kind::kRequests && ch.kind != Kind::kConcurrent) tokens = ch.cost;
+  }
+  LocalTicket t;
+  t.slice = slice;
+  t.reserved = tokens;
+  t.slots.resize(a.checks.size());
+  std::vector<Outcome> outcomes(a.checks.size());
+  for (size_t c = 0; c < a.checks.size(); ++c) {
+    const Check& ch = a.checks[c];
+    if (ch.kind == Kind::kConcurrent) {
+      t.slots[c] = std::move(s.free[c].back());
+      s.free[c].pop_back();
+    }
+    s.used[c] += ch.kind == Kind::kRequests || ch.kind == Kind::kConcurrent ? 1 : ch.cost;
+    // As Redis would say had it charged only what this slice has used.
+    outcomes[c] = Outcome{true, std::max<int64_t>(0, s.outcomes[c].remaining + s.granted[c] - s.used[c]),
+                          s.outcomes[c].reset_ms, -1};
+  }
+  ++s.admitted;
+  ++s.running;
+  Decision d = decide(a.subject, a.checks, outcomes);
+  d.ticket = next_ticket();
+  local_.emplace(d.ticket, std::move(t));
+  return d;
+}
+
+void RedisLimiter::close_slice(Subjects& st, Slice& s, bool used_up, Followups& then) {
+  if (s.closed) return;
+  s.closed = true;
+  // Used up while open: the next one is twice the size; expired: as many as it admitted.
+  st.next_size = std::clamp<int64_t>(used_up ? 2 * s.size : s.admitted, 1, kMaxSliceRequests);
+  Finishing f;
+  f.ticket = s.ticket;
+  f.charged.tenant = s.subject.tenant;
+  for (size_t c = 0; c < s.checks.size(); ++c) {
+    const Check& ch = s.checks[c];
+    if (ch.kind == Kind::kConcurrent) {
+      if (s.free[c].empty()) continue;
+      for (const std::string& m : s.free[c]) s.members[c].erase(std::find(s.members[c].begin(), s.members[c].end(), m));
+      f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, 0, 0, 0, std::move(s.free[c])});
+      s.free[c].clear();
+    } else if (s.granted[c] != s.used[c]) {
+      // Unused units go back now; what runs on is reconciled when it ends.
+      f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, s.granted[c], ch.kind == Kind::kDaily ? s.day : s.month,
+                                s.used[c], {}});
+      s.granted[c] = s.used[c];
+    }
+  }
+  if (!f.charged.held.empty()) then.returns.push_back(std::move(f));
+  const std::string ticket = s.ticket;  // `s` may go with the erase
+  if (st.open.get() == &s) st.open.reset();
+  if (s.running == 0) slices_.erase(ticket);
+}
+
+bool RedisLimiter::make_take(Subjects& st, Admission& a, size_t waiting) const {
+  st.taking = true;
+  const int64_t k =
+      std::clamp<int64_t>(std::max<int64_t>(st.next_size, 1 + static_cast<int64_t>(waiting)), 1, kMaxSliceRequests);
+  st.next_size = k;
+  a.want.resize(a.checks.size());
+  bool covers = true;
+  for (size_t c = 0; c < a.checks.size(); ++c) {
+    const Check& ch = a.checks[c];
+    const int64_t share = std::max<int64_t>(1, ch.limit / kSliceShare);
+    const int64_t unit = ch.kind == Kind::kRequests || ch.kind == Kind::kConcurrent ? 1 : std::max<int64_t>(ch.cost, 1);
+    const int64_t cap = ch.kind == Kind::kConcurrent ? std::min(share, kMaxSliceLeases) : share;
+    a.want[c] = std::max(ch.cost, std::min(k * unit, cap));
+    // Enough for this request and those that wait with it, all at once.
+    covers = covers && a.want[c] >= (1 + static_cast<int64_t>(waiting)) * unit;
+  }
+  return covers;
+}
+
+Decision RedisLimiter::take_answered(Admission& a, const std::vector<Outcome>& outcomes,
+                                     const std::vector<int64_t>& grants, int64_t day, int64_t month, Followups& then) {
+  Subjects& st = subjects_[a.subject_key];
+  st.taking = false;
+  const auto now = std::chrono::steady_clock::now();
+  auto s = std::make_shared<Slice>();
+  s->ticket = a.ticket;
+  s->subject_key = a.subject_key;
+  s->subject = a.subject;
+  s->checks = a.checks;
+  s->keys = a.keys;
+  s->granted = grants;
+  s->used.assign(a.checks.size(), 0);
+  s->outcomes = outcomes;
+  s->members.resize(a.checks.size());
+  s->free.resize(a.checks.size());
+  bool short_grant = false;
+  for (size_t c = 0; c < a.checks.size(); ++c) {
+    if (a.checks[c].kind == Kind::kConcurrent) {
+      s->members[c] = lease_members(a.ticket, grants[c]);
+      s->free[c] = s->members[c];
+    }
+    short_grant = short_grant || grants[c] < a.want[c];
+  }
+  s->day = day;
+  s->month = month;
+  s->size = st.next_size;
+  s->open_until = now + options_.allotment;
+  slices_.emplace(s->ticket, s);
+  st.open = s;
+  then.opened = true;
+  hand_over(st, s.get(), then);
+  // The take's own request fits: every grant is at least its cost.
+  std::optional<Decision> own = admit_from(s, a, now);
+  // The requests that waited: from the slice while it holds them; then a
+  // new take if this one got all it asked for, else one by one in Redis
+  // (the limit binds: Redis refuses or admits each exactly).
+  std::deque<Admission> waiting = std::move(st.waiting);
+  st.waiting.clear();
+  bool covered = true;  // the next take, if any, is sized for all that still wait
+  for (size_t i = 0; i < waiting.size(); ++i) {
+    Admission& w = waiting[i];
+    if (!st.taking) {
+      if (std::optional<Decision> d = admit_from(s, w, now)) {
+        then.answered.emplace_back(std::move(w.done), std::move(*d));
+        continue;
+      }
+      if (!short_grant) {
+        if (st.open) close_slice(st, *s, true, then);
+        covered = st.covers = make_take(st, w, waiting.size() - i - 1);  // sized for those behind it too
+      }
+      then.queue.push_back(std::move(w));
+      continue;
+    }
+    // Behind a new take: wait for its slice, or (when it cannot hold them:
+    // a limit's 1/16 is less) go to Redis one by one in the same round.
+    if (covered) {
+      st.waiting.push_back(std::move(w));
+    } else {
+      then.queue.push_back(std::move(w));
+    }
+  }
+  if (own) return std::move(*own);
+  Decision refused;  // not reached: a grant below its cost is not an admission
+  refused.code = "rate_limit_exceeded";
+  refused.message = "rate limits: an allotment smaller than its own request";
+  return refused;
+}
+
+void RedisLimiter::hand_over(Subjects& st, Slice* s, Followups& then) {
+  Leftover& left = st.left;
+  if (left.empty) return;
+  if (s && s->day == left.day && s->month == left.month && s->checks.size() == left.checks.size()) {
+    for (size_t c = 0; c < s->checks.size(); ++c) {
+      s->used[c] += left.delta[c];
+      for (std::string& m : left.members[c]) {
+        s->members[c].push_back(m);
+        s->free[c].push_back(std::move(m));
+        ++s->granted[c];
+      }
+    }
+  } else {  // no slice to take them (or one of another period): back to Redis
+    Finishing f;
+    f.ticket = "leftover";  // its leases are named
+    f.charged.tenant = left.tenant;
+    for (size_t c = 0; c < left.checks.size(); ++c) {
+      const Check& ch = left.checks[c];
+      if (ch.kind == Kind::kConcurrent && !left.members[c].empty()) {
+        f.charged.held.push_back({left.keys[c], ch.kind, ch.limit, 0, 0, 0, std::move(left.members[c])});
+      } else if (ch.kind != Kind::kConcurrent && ch.kind != Kind::kRequests && left.delta[c] != 0) {
+        f.charged.held.push_back(
+            {left.keys[c], ch.kind, ch.limit, 0, ch.kind == Kind::kDaily ? left.day : left.month, left.delta[c], {}});
+      }
+    }
+    if (!f.charged.held.empty()) then.returns.push_back(std::move(f));
+  }
+  left = Leftover{};
+}
+
+void RedisLimiter::take_failed(Admission& a, Followups& then) {
+  Subjects& st = subjects_[a.subject_key];
+  st.taking = false;
+  hand_over(st, nullptr, then);
+  // Refused or not answered: those that waited go to Redis one by one.
+  for (Admission& w : st.waiting) then.queue.push_back(std::move(w));
+  st.waiting.clear();
+}
+
+std::chrono::steady_clock::time_point RedisLimiter::sweep(Followups& then) {
+  const auto now = std::chrono::steady_clock::now();
+  auto next = std::chrono::steady_clock::time_point::max();
+  for (auto it = subjects_.begin(); it != subjects_.end();) {
+    Subjects& st = it->second;
+    if (st.open && now >= st.open->open_until) close_slice(st, *st.open, false, then);
+    if (st.open) next = std::min(next, st.open->open_until);
+    if (!st.open && !st.taking && st.waiting.empty() && st.next_size <= 1) {
+      it = subjects_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return next;
+}
+
+void RedisLimiter::follow_up(Followups then) {
+  for (auto& [done, d] : then.answered) {
+    try {
+      done(std::move(d));
+    } catch (...) {
+      // The waiter's own failure: the others still get theirs.
+    }
+  }
+  if (then.queue.empty() && then.returns.empty()) return;
+  {
+    std::lock_guard lock(work_mu_);
+    start_worker_locked();
+    for (Admission& a : then.queue) admissions_.push_back(std::move(a));
+    for (Finishing& f : then.returns) finishes_.push_back(std::move(f));
+  }
+  work_cv_.notify_one();
+}
+
 void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
+  const int64_t used = clamp_reserve(used_tokens);
   Finishing f;
   {
     std::lock_guard lock(mu_);
-    auto it = tickets_.find(ticket);
-    if (it == tickets_.end()) return;
-    f.charged = std::move(it->second);
-    tickets_.erase(it);
+    if (auto lt = local_.find(ticket); lt != local_.end()) {
+      // Admitted from a slice: reconciled in it while it is open; once it
+      // is closed, the lease goes back now and the tokens with the last one.
+      LocalTicket t = std::move(lt->second);
+      local_.erase(lt);
+      Slice& s = *t.slice;
+      --s.running;
+      f.ticket = s.ticket;
+      f.charged.tenant = s.subject.tenant;
+      // A closed slice hands the lease and the tokens' difference to the
+      // subject's open one (same keys and periods), which gives them back
+      // when it closes: no Redis call per request.
+      // While its next take is out, they wait for the slice it brings.
+      Slice* heir = nullptr;
+      Leftover* left = nullptr;
+      if (s.closed) {
+        auto st = subjects_.find(s.subject_key);
+        if (st != subjects_.end() && st->second.open && st->second.open->day == s.day &&
+            st->second.open->month == s.month) {
+          heir = st->second.open.get();
+        } else if (st != subjects_.end() && st->second.taking &&
+                   (st->second.left.empty || (st->second.left.day == s.day && st->second.left.month == s.month))) {
+          left = &st->second.left;
+          if (left->empty) {
+            left->tenant = s.subject.tenant;
+            left->checks = s.checks;
+            left->keys = s.keys;
+            left->members.assign(s.checks.size(), {});
+            left->delta.assign(s.checks.size(), 0);
+            left->day = s.day;
+            left->month = s.month;
+            left->empty = false;
+          }
+        }
+      }
+      for (size_t c = 0; c < s.checks.size(); ++c) {
+        const Check& ch = s.checks[c];
+        if (ch.kind == Kind::kRequests) continue;
+        if (ch.kind != Kind::kConcurrent) {
+          (heir ? heir->used[c] : left ? left->delta[c] : s.used[c]) += used - t.reserved;
+          continue;
+        }
+        --s.used[c];
+        if (!s.closed) {
+          s.free[c].push_back(std::move(t.slots[c]));
+          continue;
+        }
+        s.members[c].erase(std::find(s.members[c].begin(), s.members[c].end(), t.slots[c]));
+        if (heir) {
+          heir->members[c].push_back(t.slots[c]);
+          heir->free[c].push_back(std::move(t.slots[c]));
+          ++heir->granted[c];
+          continue;
+        }
+        if (left) {
+          left->members[c].push_back(std::move(t.slots[c]));
+          continue;
+        }
+        f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, 0, 0, 0, {std::move(t.slots[c])}});
+      }
+      if (s.closed && s.running == 0) {
+        for (size_t c = 0; c < s.checks.size(); ++c) {
+          const Check& ch = s.checks[c];
+          if (ch.kind == Kind::kConcurrent || s.granted[c] == s.used[c]) continue;
+          f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, s.granted[c],
+                                    ch.kind == Kind::kDaily ? s.day : s.month, s.used[c], {}});
+          s.granted[c] = s.used[c];
+        }
+        slices_.erase(s.ticket);
+      }
+      if (f.charged.held.empty()) return;
+    } else {
+      auto it = tickets_.find(ticket);
+      if (it == tickets_.end()) return;
+      f.charged = std::move(it->second);
+      tickets_.erase(it);
+      f.ticket = ticket;
+      for (Held& h : f.charged.held) h.used = used;
+    }
   }
-  f.ticket = ticket;
-  f.used = clamp_reserve(used_tokens);
   if (!options_.async_finish) {
     run(finish_calls({f}));
     return;
@@ -647,9 +1073,31 @@ void RedisLimiter::start_worker_locked() {
 
 void RedisLimiter::work_loop() {
   std::unique_lock lock(work_mu_);
+  const auto ready = [&] { return stopping_work_ || !admissions_.empty() || !finishes_.empty(); };
   for (;;) {
-    work_cv_.wait(lock, [&] { return stopping_work_ || !admissions_.empty() || !finishes_.empty(); });
-    if (admissions_.empty() && finishes_.empty()) return;  // stopping, and everything queued is done
+    if (sweep_at_ == std::chrono::steady_clock::time_point::max()) {
+      work_cv_.wait(lock, ready);
+    } else {
+      work_cv_.wait_until(lock, sweep_at_, ready);
+    }
+    if (std::chrono::steady_clock::now() >= sweep_at_) {
+      // Allotments whose time is up give back what they did not use.
+      sweep_at_ = std::chrono::steady_clock::time_point::max();
+      lock.unlock();
+      Followups then;
+      std::chrono::steady_clock::time_point next;
+      {
+        std::lock_guard slices(mu_);
+        next = sweep(then);
+      }
+      follow_up(std::move(then));
+      lock.lock();
+      sweep_at_ = std::min(sweep_at_, next);
+    }
+    if (admissions_.empty() && finishes_.empty()) {
+      if (stopping_work_) return;  // everything queued is done
+      continue;
+    }
     // What queued up while the last round was out goes in one round trip:
     // the finishes first, so that what they give back is there for the admissions.
     std::vector<Finishing> finishing;
@@ -689,7 +1137,8 @@ void RedisLimiter::work_loop() {
     std::vector<Result<std::shared_ptr<Reply>>> admission_replies(
         std::make_move_iterator(replies.begin() + static_cast<std::ptrdiff_t>(first_admission)),
         std::make_move_iterator(replies.end()));
-    std::vector<Result<Decision>> answers = admission_answers(admitting, groups, admission_replies);
+    Followups then;
+    std::vector<Result<Decision>> answers = admission_answers(admitting, groups, admission_replies, then);
     for (size_t i = 0; i < admitting.size(); ++i) {
       try {
         admitting[i].done(std::move(answers[i]));
@@ -697,7 +1146,10 @@ void RedisLimiter::work_loop() {
         // The waiter's own failure (the API answers its request itself): the others still get theirs.
       }
     }
+    const bool opened = then.opened;
+    follow_up(std::move(then));
     lock.lock();
+    if (opened) sweep_at_ = std::min(sweep_at_, std::chrono::steady_clock::now() + options_.allotment);
     working_ = false;
     if (finishes_.empty()) drained_cv_.notify_all();
   }
@@ -718,6 +1170,14 @@ Status RedisLimiter::renew_leases() {
         if (h.kind != Kind::kConcurrent) continue;
         keys.push_back(h.key);
         args.push_back(ticket);
+      }
+    }
+    for (const auto& [ticket, s] : slices_) {
+      for (size_t c = 0; c < s->checks.size(); ++c) {
+        for (const std::string& m : s->members[c]) {
+          keys.push_back(s->keys[c]);
+          args.push_back(m);
+        }
       }
     }
   }
@@ -742,7 +1202,7 @@ void RedisLimiter::renew_loop() {
 
 size_t RedisLimiter::open_tickets() const {
   std::lock_guard lock(mu_);
-  return tickets_.size();
+  return tickets_.size() + local_.size();
 }
 
 }  // namespace llmpool::ratelimit

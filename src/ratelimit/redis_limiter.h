@@ -45,6 +45,24 @@
 //   the reservation charged (never more than was admitted) and the lease to
 //   expire; it is counted too.
 //
+// - Allotments (Options::allotment > 0; off by default): instead of one
+//   script per request, an instance takes a slice of each of a subject's
+//   limits in one call (requests, tokens, budgets, lease slots: an
+//   admission whose grant is more than its own cost), admits from it in
+//   process for up to `allotment`, and gives back what it did not use when
+//   the slice closes (used up, expired, or the limiter going away): the
+//   give-back and the next slice go to Redis in one round trip. Redis still
+//   holds every unit handed out, so instances together never pass a limit
+//   (per-minute buckets: a unit may be spent up to `allotment` after it was
+//   charged, so over any interval T at most L + L * (T + allotment) / 60 s
+//   pass, against L + L * T / 60 s without); the price is that an instance
+//   may refuse while another holds unused units, at most 1/16 of a limit
+//   per open slice. A slice starts at one request's worth and doubles while
+//   it is used up before it expires (up to 256 requests, 64 lease slots).
+//   One take per subject is in flight at a time; requests that arrive
+//   meanwhile wait for it and are admitted from the new slice, and those it
+//   cannot hold go to Redis one by one, as without allotments.
+//
 // Ownership: the limiter owns its connections and its renewal thread (the
 // destructor joins it). Thread-safe.
 #pragma once
@@ -56,6 +74,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -117,8 +136,10 @@ class RedisLimiter final : public Limiter {
     std::string key;
     Kind kind;
     int64_t limit;
-    int64_t cost;
+    int64_t cost;    // charged
     int64_t period;
+    int64_t used = 0;  // at finish: what the charge should have been (buckets and budgets)
+    std::vector<std::string> members;  // concurrency: the lease members to remove ("": the ticket's own)
   };
   struct Ticket {
     std::string tenant;
@@ -131,12 +152,66 @@ class RedisLimiter final : public Limiter {
     std::vector<std::string> keys;  // of checks[i]
     std::string ticket;
     AdmitDone done;
+    std::string subject_key;        // allotments: whose slices (subject and limits)
+    std::vector<int64_t> want;      // a take: the grant asked for, per check (>= its cost); empty: the cost
   };
-  // One ticket's reconciliation.
+  // One ticket's reconciliation, or an allotment's give-back.
   struct Finishing {
     std::string ticket;
-    int64_t used = 0;
     Ticket charged;
+  };
+  // An allotment: units of each of a subject's limits charged in Redis and
+  // admitted from in process (see above). Guarded by mu_.
+  struct Slice {
+    std::string ticket;                 // its lease members' stem and its give-back's ticket
+    std::string subject_key;            // whose: Admission::subject_key
+    Subject subject;
+    std::vector<Check> checks;          // the take's (kinds and limits)
+    std::vector<std::string> keys;      // of checks[i]
+    std::vector<int64_t> granted;       // charged in Redis, per check
+    std::vector<int64_t> used;          // of it: requests admitted, tokens reserved (then reconciled), leases running
+    std::vector<Outcome> outcomes;      // Redis's answer to the take (for the headers)
+    std::vector<std::vector<std::string>> members;  // concurrency checks: the lease members held
+    std::vector<std::vector<std::string>> free;     // of them, those no request holds
+    int64_t day = 0, month = 0;         // the budgets' periods charged
+    int64_t admitted = 0;
+    int64_t size = 1;                   // the request count it was sized for
+    std::chrono::steady_clock::time_point open_until;
+    bool closed = false;                // admits no more; gone once nothing runs on it
+    int running = 0;
+  };
+  // A request admitted from a slice. Guarded by mu_.
+  struct LocalTicket {
+    std::shared_ptr<Slice> slice;
+    int64_t reserved = 0;
+    std::vector<std::string> slots;     // per check: the lease member it holds ("" for none)
+  };
+  // What requests of closed slices left while their subject's next take was
+  // out: their leases and tokens' differences, for the slice it brings.
+  struct Leftover {
+    std::string tenant;
+    std::vector<Check> checks;                      // the slices' (kinds and limits)
+    std::vector<std::string> keys;                  // of checks[i]
+    std::vector<std::vector<std::string>> members;  // per check
+    std::vector<int64_t> delta;                     // per check: used - reserved
+    int64_t day = 0, month = 0;
+    bool empty = true;
+  };
+  // A subject's allotment state. Guarded by mu_.
+  struct Subjects {
+    Leftover left;
+    std::shared_ptr<Slice> open;        // admitting, or null
+    bool taking = false;                // a take is out to Redis
+    bool covers = true;                 // and its slice may hold more requests than its own
+    std::deque<Admission> waiting;      // arrived while it was out
+    int64_t next_size = 1;
+  };
+  // What a round's answers leave to do, outside the locks.
+  struct Followups {
+    std::vector<std::pair<AdmitDone, Decision>> answered;  // waiting requests admitted from a new slice
+    std::vector<Admission> queue;                          // to Redis: a take, or one by one
+    std::vector<Finishing> returns;
+    bool opened = false;                                   // a slice opened: the worker sweeps it when it expires
   };
   struct Reply;  // an owned redisReply
   class Pool;
@@ -171,10 +246,31 @@ class RedisLimiter final : public Limiter {
   // the batch's indices of each call).
   std::vector<ScriptCall> admission_calls(const std::vector<Admission>& batch,
                                           std::vector<std::vector<size_t>>& groups) const;
-  // The answers, in the batch's order, from those calls' replies.
+  // The answers, in the batch's order, from those calls' replies; a take's
+  // slice opens and serves the requests that waited for it (`then`).
   std::vector<Result<Decision>> admission_answers(std::vector<Admission>& batch,
                                                   const std::vector<std::vector<size_t>>& groups,
-                                                  std::vector<Result<std::shared_ptr<Reply>>>& replies);
+                                                  std::vector<Result<std::shared_ptr<Reply>>>& replies,
+                                                  Followups& then);
+  // Allotments (all guarded by mu_). The decision for `a` from `s`, or none
+  // when it does not fit or `s` no longer admits.
+  std::optional<Decision> admit_from(const std::shared_ptr<Slice>& s, const Admission& a,
+                                     std::chrono::steady_clock::time_point now);
+  // Closes `s` (no more admissions) and gives back what it does not use.
+  void close_slice(Subjects& st, Slice& s, bool used_up, Followups& then);
+  // `a` becomes st's next take, sized from the demand (and for `waiting`
+  // more); false when a limit's share caps it below what those need at once.
+  bool make_take(Subjects& st, Admission& a, size_t waiting) const;
+  // A take's answer: the slice opens, and the requests that waited get theirs.
+  Decision take_answered(Admission& a, const std::vector<Outcome>& outcomes, const std::vector<int64_t>& grants,
+                         int64_t day, int64_t month, Followups& then);
+  void take_failed(Admission& a, Followups& then);
+  // Gives what `left` holds to `s` (same periods), or back to Redis.
+  void hand_over(Subjects& st, Slice* s, Followups& then);
+  // Closes the slices whose time is up; the next time one is up.
+  std::chrono::steady_clock::time_point sweep(Followups& then);
+  void follow_up(Followups then);
+  void queue_finishes(std::vector<Finishing> f);
   // The calls that write a batch of reconciliations: one per tenant.
   std::vector<ScriptCall> finish_calls(const std::vector<Finishing>& batch) const;
   std::string next_ticket();
@@ -189,6 +285,9 @@ class RedisLimiter final : public Limiter {
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, Ticket> tickets_;  // guarded by mu_
+  std::unordered_map<std::string, Subjects> subjects_;              // guarded by mu_: by Admission::subject_key
+  std::unordered_map<std::string, LocalTicket> local_;              // guarded by mu_
+  std::unordered_map<std::string, std::shared_ptr<Slice>> slices_;  // guarded by mu_: every slice with leases or a charge out
   bool stopping_ = false;                                       // guarded by mu_
   std::condition_variable stop_cv_;
   std::thread renewer_;
@@ -206,6 +305,7 @@ class RedisLimiter final : public Limiter {
   std::deque<Finishing> finishes_;       // guarded by work_mu_
   bool working_ = false;                 // guarded by work_mu_: a round is out
   bool stopping_work_ = false;           // guarded by work_mu_
+  std::chrono::steady_clock::time_point sweep_at_ = std::chrono::steady_clock::time_point::max();  // guarded by work_mu_
   std::thread worker_;                   // guarded by work_mu_ until stopping; joined first in the destructor
 };
 

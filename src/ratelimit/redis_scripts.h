@@ -72,9 +72,13 @@ local A, K = 1, 0
 // checks' keys, one after another: a concurrency check's ZSET of leases, or
 // the subject's hash (kHashes; several checks name the same one). ARGV[A]
 // lease ttl (ms), ARGV[A + 1] the number of requests, then per request: its
-// ticket, its number of checks n, and per check: kind, limit, cost.
+// ticket, its number of checks n, and per check: kind, limit, cost, want.
+// A check passes when `cost` fits; what it then charges (its grant) is
+// `want` (>= cost) or, if less fits, all that fits: an allotment
+// (redis_limiter.h) takes `want` and admits from the rest locally. A grant
+// of g > 1 leases is g members of the ZSET, <ticket>.1 .. <ticket>.g.
 // Returns {now_ms, day, month, then per request: admitted 0|1, and per check:
-// ok, remaining, reset_ms, retry_ms}.
+// ok, remaining (after the grant), reset_ms, retry_ms, grant}.
 inline constexpr const char* kAdmit = R"lua(
 local function floor_div(a, b) return math.floor(a / b) end
 local function month_of(day)
@@ -137,9 +141,11 @@ for j = 1, m do
     local kind = tonumber(ARGV[a])
     local limit = tonumber(ARGV[a + 1])
     local cost = tonumber(ARGV[a + 2])
-    a = a + 3
+    local want = tonumber(ARGV[a + 3])
+    a = a + 4
     local key = KEYS[k + i]
     local ok, remaining, reset, retry = false, 0, 0, -1
+    local grant = cost
     local st = {kind, limit, cost, key}
     if kind == 1 or kind == 2 then
       local h = hash_of(key)
@@ -148,8 +154,9 @@ for j = 1, m do
       local last = tonumber(h.v[at + 1]) or now
       if now > last then level = math.max(0, level - (now - last) * limit / 60000) end
       ok = level + cost <= limit
+      if ok and want > cost then grant = cost + math.max(0, math.min(want - cost, math.floor(limit - level - cost))) end
       local after = level
-      if ok then after = level + cost end
+      if ok then after = level + grant end
       remaining = math.floor(math.max(0, limit - after))
       reset = math.ceil(after * 60000 / limit)
       if not ok then
@@ -159,8 +166,13 @@ for j = 1, m do
     elseif kind == 3 then
       local held = leases_of(key).held
       ok = held < limit
-      if ok then remaining = math.max(0, limit - held - 1) else remaining = math.max(0, limit - held) end
-      if not ok then retry = 1000 end
+      if ok then
+        grant = math.max(1, math.min(want, limit - held))
+        remaining = math.max(0, limit - held - grant)
+      else
+        remaining = math.max(0, limit - held)
+        retry = 1000
+      end
     else
       local period, period_end
       if kind == 4 then period, period_end = day, (day + 1) * 86400000
@@ -170,13 +182,15 @@ for j = 1, m do
       local used = 0
       if tonumber(h.v[at]) == period then used = tonumber(h.v[at + 1]) or 0 end
       ok = used + cost <= limit
-      if ok then remaining = math.max(0, limit - used - cost) else remaining = math.max(0, limit - used) end
+      if ok and want > cost then grant = cost + math.max(0, math.min(want - cost, limit - used - cost)) end
+      if ok then remaining = math.max(0, limit - used - grant) else remaining = math.max(0, limit - used) end
       reset = math.max(0, period_end - now)
       if not ok then
         if cost > limit then retry = -1 else retry = reset end
       end
       st[5], st[6], st[7] = period, used, period_end
     end
+    st[8] = grant
     state[i] = st
     all_ok = all_ok and ok
     local okn = 0
@@ -185,23 +199,31 @@ for j = 1, m do
     out[#out + 1] = remaining
     out[#out + 1] = reset
     out[#out + 1] = retry
+    out[#out + 1] = grant
   end
   k = k + n
   if all_ok then
     out[flag] = 1
     for i = 1, n do
       local st = state[i]
-      local kind, limit, cost, key = st[1], st[2], st[3], st[4]
+      local kind, limit, grant, key = st[1], st[2], st[8], st[4]
       if kind == 3 then
         local z = leases[key]
-        z.held = z.held + 1
-        z.add[#z.add + 1] = now + ttl
-        z.add[#z.add + 1] = ticket
+        z.held = z.held + grant
+        if grant == 1 then
+          z.add[#z.add + 1] = now + ttl
+          z.add[#z.add + 1] = ticket
+        else
+          for g = 1, grant do
+            z.add[#z.add + 1] = now + ttl
+            z.add[#z.add + 1] = ticket .. '.' .. g
+          end
+        end
       elseif kind == 1 or kind == 2 then
-        local level = st[5] + cost
+        local level = st[5] + grant
         put(key, AT[kind], level, now, math.ceil(level * 60000 / limit) + 1000, true)
       else
-        put(key, AT[kind], st[5], st[6] + cost, math.max(0, st[7] - now) + 86400000, true)
+        put(key, AT[kind], st[5], st[6] + grant, math.max(0, st[7] - now) + 86400000, true)
       end
     end
   end
@@ -219,32 +241,44 @@ return out
 
 // One call finishes a batch of tickets. KEYS: each ticket's charged keys,
 // one after another (as kAdmit's). ARGV[A] the number of tickets, then per
-// ticket: the ticket, its used tokens, its number of keys n, and per key:
-// kind, limit, cost, period. Returns 1 (with kFinishEnd); in a round call
-// it leaves A and K where kAdmit's arguments and keys start.
+// ticket: the ticket, its number of keys n, and per key: kind, limit, cost
+// (what was charged), period, used (what it should have been), and m, the
+// number of lease members that follow (m = 0: the ticket itself). Per-minute
+// buckets and budgets (of the period charged) get used - cost added (what
+// was charged and not used comes back), leases are removed. Returns 1 (with
+// kFinishEnd); in a round call it leaves A and K where kAdmit's arguments
+// and keys start.
 inline constexpr const char* kFinish = R"lua(
 local m = tonumber(ARGV[A])
 local a = A + 1  -- ARGV of the next finish
 local k = K  -- KEYS before the next finish's
 for j = 1, m do
   local ticket = ARGV[a]
-  local used = tonumber(ARGV[a + 1])
-  local n = tonumber(ARGV[a + 2])
-  a = a + 3
+  local n = tonumber(ARGV[a + 1])
+  a = a + 2
   for i = 1, n do
     local kind = tonumber(ARGV[a])
     local limit = tonumber(ARGV[a + 1])
     local cost = tonumber(ARGV[a + 2])
     local period = tonumber(ARGV[a + 3])
-    a = a + 4
+    local used = tonumber(ARGV[a + 4])
+    local members = tonumber(ARGV[a + 5])
+    a = a + 6
     local key = KEYS[k + i]
     local delta = used - cost
     if kind == 3 then
-      redis.call('ZREM', key, ticket)
-    elseif kind == 2 then
+      if members == 0 then
+        redis.call('ZREM', key, ticket)
+      else
+        for from = a, a + members - 1, 1000 do  -- unpack's stack is bounded
+          redis.call('ZREM', key, unpack(ARGV, from, math.min(from + 999, a + members - 1)))
+        end
+      end
+    elseif kind == 1 or kind == 2 then
+      local at = AT[kind]
       local h = hash_of(key)
-      local last = tonumber(h.v[4])
-      local level = tonumber(h.v[3]) or 0
+      local last = tonumber(h.v[at + 1])
+      local level = tonumber(h.v[at]) or 0
       if last and now > last then level = math.max(0, level - (now - last) * limit / 60000) end
       level = math.max(0, level + delta)
       -- Nothing to give back to a bucket that expired (it drained).
@@ -252,7 +286,7 @@ for j = 1, m do
         -- More used than reserved: the hash must live until this drains.
         local need = 0
         if level > 0 and delta > 0 then need = math.ceil(level * 60000 / limit) + 1000 end
-        put(key, 3, level, math.max(now, last or now), need, false)
+        put(key, at, level, math.max(now, last or now), need, false)
       end
     elseif kind == 4 or kind == 5 then
       local h = hash_of(key)
@@ -261,6 +295,7 @@ for j = 1, m do
         put(key, at, period, math.max(0, (tonumber(h.v[at + 1]) or 0) + delta), 0, false)
       end
     end
+    a = a + members
   end
   k = k + n
 end

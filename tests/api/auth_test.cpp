@@ -550,8 +550,10 @@ TEST_F(AuthenticatorTest, RateLimitsAnswer429WithOpenAisHeaders) {
 }
 
 // The same routes with the Redis limiter, as serve runs them: admissions
-// answer from the limiter's threads (admit_async), finishes are queued.
-class AuthenticatorRedisTest : public AuthenticatorTest {
+// answer from the limiter's threads (admit_async), finishes are queued; with
+// the parameter above 0, requests are admitted from allotments (slices of
+// the limits taken from Redis, rate_limits.allotment_ms) in process.
+class AuthenticatorRedisTest : public AuthenticatorTest, public ::testing::WithParamInterface<int> {
  protected:
   void SetUp() override {
     ASSERT_EQ(redis_.start(), "");
@@ -559,6 +561,7 @@ class AuthenticatorRedisTest : public AuthenticatorTest {
     o.url = redis_.url();
     o.async_finish = true;
     o.pool_size = 2;
+    o.allotment = std::chrono::milliseconds(GetParam());
     auto l = ratelimit::RedisLimiter::create(o);
     ASSERT_TRUE(l.is_ok()) << l.status().message();
     redis_limiter_ = std::shared_ptr<ratelimit::RedisLimiter>(std::move(l).value());
@@ -570,7 +573,9 @@ class AuthenticatorRedisTest : public AuthenticatorTest {
   std::shared_ptr<ratelimit::RedisLimiter> redis_limiter_;
 };
 
-TEST_F(AuthenticatorRedisTest, RateLimitsHoldAndEveryAdmissionIsFinished) {
+INSTANTIATE_TEST_SUITE_P(AllotmentMs, AuthenticatorRedisTest, ::testing::Values(0, 200));
+
+TEST_P(AuthenticatorRedisTest, RateLimitsHoldAndEveryAdmissionIsFinished) {
   const std::string key = key_for("tight");
   expect_two_then_429(key);
 

@@ -151,6 +151,7 @@ rate_limits:
   fail_open: true
   lease_ttl_ms: 5000
   pool_size: 16
+  allotment_ms: 250
 )");
   ASSERT_TRUE(good.ok()) << good.issues.front().to_string();
   EXPECT_EQ(good.config.rate_limits.url, "redis://127.0.0.1:6379");
@@ -158,17 +159,21 @@ rate_limits:
   EXPECT_EQ(good.config.rate_limits.lease_ttl_ms, 5000);
   EXPECT_EQ(good.config.rate_limits.pool_size, 16);
   EXPECT_EQ(parse("").config.rate_limits.pool_size, 4);
+  EXPECT_EQ(good.config.rate_limits.allotment_ms, 250);
+  EXPECT_EQ(parse("").config.rate_limits.allotment_ms, 0);
 
   LoadResult bad = parse(R"(
 rate_limits:
   url: http://127.0.0.1:6379
   lease_ttl_ms: 10
   pool_size: 65
+  allotment_ms: 20000
 )");
   ASSERT_FALSE(bad.ok());
   for (auto [field, line, text] : {std::tuple{"rate_limits.url", 3, "redis://"},
                                    std::tuple{"rate_limits.lease_ttl_ms", 4, "between 1000"},
-                                   std::tuple{"rate_limits.pool_size", 5, "between 1 and 64"}}) {
+                                   std::tuple{"rate_limits.pool_size", 5, "between 1 and 64"},
+                                   std::tuple{"rate_limits.allotment_ms", 6, "between 0 and 10000"}}) {
     const ConfigIssue* i = find_issue(bad, field);
     ASSERT_NE(i, nullptr) << field;
     EXPECT_EQ(i->line, line) << field;

@@ -39,8 +39,10 @@ class RedisLimiterTest : public ::testing::Test {
   void SetUp() override { ASSERT_EQ(redis_.start(), ""); }
 
   std::unique_ptr<RedisLimiter> make(bool fail_open = false, milliseconds lease_ttl = milliseconds(30000),
-                                     int pool_size = 2, bool async_finish = false) {
+                                     int pool_size = 2, bool async_finish = false,
+                                     milliseconds allotment = milliseconds(0)) {
     Options o;
+    o.allotment = allotment;
     o.url = redis_.url();
     o.fail_open = fail_open;
     o.lease_ttl = lease_ttl;
@@ -278,6 +280,20 @@ struct Answers {
   size_t count = 0;
 };
 
+// `n` admissions of `s` queued at once while Redis answers nothing for 200 ms
+// (after one that loads the script, and with Redis's stats reset); their answers.
+std::unique_ptr<Answers> burst(RedisServer& redis, RedisLimiter& l, const Subject& s, size_t n, int64_t tokens) {
+  Result<Decision> warm = l.admit(subject({}, {.requests_per_minute = 1}, "warm"), 0);
+  EXPECT_TRUE(warm.is_ok() && warm->admitted);
+  if (warm.is_ok()) l.finish(warm->ticket, 0);
+  EXPECT_EQ(redis.command({"CONFIG", "RESETSTAT"}), "OK");
+  EXPECT_EQ(redis.command({"CLIENT", "PAUSE", "200", "ALL"}), "OK");
+  auto answers = std::make_unique<Answers>(n);
+  for (size_t i = 0; i < n; ++i) l.admit_async(s, tokens, answers->slot(i));
+  answers->wait();
+  return answers;
+}
+
 // Admissions queued while Redis is busy go in one round trip, one script
 // call per tenant, and are decided in the order they were queued, each as
 // if alone: no more than a limit passes, and those that pass are the first.
@@ -492,7 +508,11 @@ TEST_F(RedisLimiterTest, HostileKeyIdsStayInsideTheirOwnKeys) {
 
 // THE test: four instances in four processes, each with its own connection,
 // hammer one key at once; together they admit no more than each limit.
-TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
+// Four processes, each with its own limiter and connection, hammer one key
+// per limit at once. With allotments, a unit may be spent up to `allotment`
+// after Redis charged it (the bound below grows by that), and at the end
+// each process may still hold a slice of up to 1/16 of a limit unused.
+void four_processes(RedisServer& redis, milliseconds allotment) {
   struct Shared {
     std::atomic<int> running;
     std::atomic<int> max_running;
@@ -512,18 +532,20 @@ TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
   const Subject lease = subject({}, {.max_concurrent = 3}, "lease");
   const Subject* subjects[4] = {&requests, &tokens, &budget, &lease};
 
-  const int64_t t0 = redis_.time_ms();
+  const int64_t t0 = redis.time_ms();
   std::vector<pid_t> children;
   for (int p = 0; p < 4; ++p) {
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       Options o;
-      o.url = redis_.url();
+      o.url = redis.url();
       o.pool_size = 1;
+      o.allotment = allotment;
       auto made = RedisLimiter::create(o);
       if (!made.is_ok()) ::_exit(2);
-      RedisLimiter& l = **made;
+      std::unique_ptr<RedisLimiter> owned = std::move(*made);
+      RedisLimiter& l = *owned;
       std::mt19937 rng(static_cast<unsigned>(p + 1));
       while (shared->go.load() == 0) std::this_thread::yield();
       for (int round = 0; round < 150; ++round) {
@@ -545,6 +567,7 @@ TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
           l.finish(d->ticket, want);  // all of it used: nothing comes back
         }
       }
+      owned.reset();  // gives back what its allotments hold
       ::_exit(0);
     }
     children.push_back(pid);
@@ -555,27 +578,135 @@ TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) {
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
   }
-  const int64_t elapsed_ms = redis_.time_ms() - t0;
+  const int64_t elapsed_ms = redis.time_ms() - t0;
   ASSERT_GE(elapsed_ms, 0);
 
   // A bucket holds its limit and refills at the limit per minute: over the
   // run, at most limit + limit * elapsed / 60 s pass, and no fewer than the
   // limit (600 tries each).
+  const int64_t window_ms = elapsed_ms + allotment.count();
+  const int64_t held = allotment.count() > 0 ? 4 : 0;  // slices a process may hold unused at the end
   const int64_t req = shared->admitted[0].load();
-  EXPECT_LE(req, 50 + (50 * elapsed_ms + 59999) / 60000) << "elapsed " << elapsed_ms << " ms";
-  EXPECT_GE(req, 50);
+  EXPECT_LE(req, 50 + (50 * window_ms + 59999) / 60000) << "elapsed " << elapsed_ms << " ms";
+  EXPECT_GE(req, 50 - held * (50 / 16));
   const int64_t tok = shared->tokens[1].load();
-  EXPECT_LE(tok, 1000 + (1000 * elapsed_ms + 59999) / 60000) << "elapsed " << elapsed_ms << " ms";
-  EXPECT_GE(tok, 1000 - 50);
+  EXPECT_LE(tok, 1000 + (1000 * window_ms + 59999) / 60000) << "elapsed " << elapsed_ms << " ms";
+  EXPECT_GE(tok, 1000 - 50 - held * (1000 / 16));
   // A budget does not refill within the day.
   if (day_of(t0) == day_of(t0 + elapsed_ms)) {
     EXPECT_LE(shared->tokens[2].load(), 800);
-    EXPECT_GE(shared->tokens[2].load(), 800 - 50);
+    EXPECT_GE(shared->tokens[2].load(), 800 - 50 - held * (800 / 16));
   }
   EXPECT_LE(shared->max_running.load(), 3);
   EXPECT_GE(shared->admitted[3].load(), 3);
-  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:k:lease"}), "0") << "every lease released";
+  EXPECT_EQ(redis.command({"ZCARD", "llmpool:rl:{acme}:c:k:lease"}), "0") << "every lease released";
   ::munmap(mem, sizeof(Shared));
+}
+
+TEST_F(RedisLimiterTest, FourProcessesNeverAdmitMoreThanTheLimit) { four_processes(redis_, milliseconds(0)); }
+
+TEST_F(RedisLimiterTest, FourProcessesWithAllotmentsNeverAdmitMoreThanTheLimit) {
+  four_processes(redis_, milliseconds(200));
+}
+
+// Allotments: one Redis call admits many requests, none passes a limit, and
+// what a slice did not use goes back when it closes: the daily budget ends
+// at exactly the tokens used, and no lease is left.
+TEST_F(RedisLimiterTest, AllotmentsAdmitManyRequestsPerCallAndGiveBackWhatTheyDoNotUse) {
+  auto l = make(false, milliseconds(30000), 2, false, milliseconds(300));
+  const Subject s = subject({.requests_per_minute = 1600, .tokens_per_minute = 16000000, .max_concurrent = 64},
+                            {.daily_tokens = 1000000});
+  l->finish(admit(*l, subject({}, {.requests_per_minute = 1}, "warm"), 0).ticket, 0);  // loads the script
+  ASSERT_EQ(redis_.command({"CONFIG", "RESETSTAT"}), "OK");
+  const int64_t t0 = redis_.time_ms();
+  int64_t admitted = 0;
+  int64_t last_remaining = 1600;
+  for (int i = 0; i < 1200; ++i) {
+    Decision d = admit(*l, s, 100);
+    ASSERT_TRUE(d.admitted) << i;
+    ++admitted;
+    EXPECT_EQ(d.headers.limit_requests, 1600);
+    EXPECT_LE(d.headers.remaining_requests, last_remaining) << i;
+    last_remaining = d.headers.remaining_requests;
+    l->finish(d.ticket, 40);
+  }
+  EXPECT_LE(evalsha_calls(), 60) << "1200 admissions in slices of up to 100 (1/16 of the limit)";
+  // On to the limit: the rest is refused, and nothing passes it.
+  int refused = 0;
+  for (int i = 0; i < 800; ++i) {
+    Decision d = admit(*l, s, 100);
+    if (!d.admitted) {
+      ++refused;
+      EXPECT_EQ(d.code, "rate_limit_exceeded");
+      EXPECT_NE(d.message.find("requests per minute of tenant 'acme'"), std::string::npos) << d.message;
+      continue;
+    }
+    ++admitted;
+    l->finish(d.ticket, 40);
+  }
+  const int64_t elapsed_ms = redis_.time_ms() - t0;
+  EXPECT_GT(refused, 0);
+  EXPECT_GE(admitted, 1600 - 100);
+  EXPECT_LE(admitted, 1600 + (1600 * (elapsed_ms + 300) + 59999) / 60000) << "elapsed " << elapsed_ms << " ms";
+  // Once the open slice expires, its unused units come back: the budget holds
+  // exactly what was used, and no lease is held.
+  std::this_thread::sleep_for(milliseconds(600));
+  l->wait_for_finishes();
+  EXPECT_EQ(redis_.command({"HGET", "llmpool:rl:{acme}:h:k:k1", "du"}), std::to_string(40 * admitted));
+  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:t"}), "0");
+  EXPECT_EQ(l->open_tickets(), 0u);
+}
+
+// A slice's leases count for every instance; those it does not hold for a
+// running request come back when it closes.
+TEST_F(RedisLimiterTest, AllotmentLeasesHoldAcrossInstancesAndComeBackWhenTheSliceCloses) {
+  auto a = make(false, milliseconds(30000), 2, false, milliseconds(300));
+  auto b = make();
+  const Subject s = subject({.max_concurrent = 64});  // slices of up to 4 leases
+  std::vector<Decision> held;
+  for (int i = 0; i < 40; ++i) {
+    held.push_back(admit(*a, s, 0));
+    ASSERT_TRUE(held.back().admitted) << i;
+  }
+  ASSERT_TRUE(a->renew_leases().is_ok());
+  std::vector<Decision> others;
+  for (Decision d = admit(*b, s, 0); d.admitted; d = admit(*b, s, 0)) others.push_back(d);
+  EXPECT_LE(held.size() + others.size(), 64u);
+  EXPECT_GE(held.size() + others.size(), 64u - 4u) << "at most one slice's leases unused";
+  std::this_thread::sleep_for(milliseconds(600));  // a's open slice expires and gives back its free leases
+  for (Decision d = admit(*b, s, 0); d.admitted; d = admit(*b, s, 0)) others.push_back(d);
+  EXPECT_EQ(held.size() + others.size(), 64u);
+  for (const Decision& d : held) a->finish(d.ticket, 0);
+  a->wait_for_finishes();
+  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:t"}), std::to_string(others.size()));
+  EXPECT_EQ(a->open_tickets(), 0u);
+}
+
+// Requests that arrive while a subject's take is out wait for it and are
+// admitted from the slice it brings: a burst costs a few calls, not one each.
+TEST_F(RedisLimiterTest, AllotmentRequestsThatArriveTogetherShareTheSliceTheyWaitFor) {
+  auto l = make(false, milliseconds(30000), 1, true, milliseconds(1000));
+  const Subject s = subject({.requests_per_minute = 100000, .tokens_per_minute = 100000000, .max_concurrent = 10000});
+  constexpr size_t kBurst = 200;
+  std::unique_ptr<Answers> answers = burst(redis_, *l, s, kBurst, 10);
+  for (size_t i = 0; i < kBurst; ++i) EXPECT_TRUE(answers->admitted(i)) << i;
+  EXPECT_LE(evalsha_calls(), 5) << "a take of one, then takes of up to 64 leases for the 199 that waited";
+  EXPECT_EQ(l->open_tickets(), kBurst);
+}
+
+// A limit too small to slice (1/16 of it is one lease) does not make a
+// subject's requests wait for each other's round trips: those a take cannot
+// hold go to Redis one by one in the same round, and the limit holds exactly.
+TEST_F(RedisLimiterTest, AllotmentsOfASmallLimitDoNotQueueRequestsBehindEachOther) {
+  auto l = make(false, milliseconds(30000), 1, true, milliseconds(1000));
+  const Subject s = subject({.requests_per_minute = 100000, .max_concurrent = 16});
+  constexpr size_t kBurst = 40;
+  std::unique_ptr<Answers> answers = burst(redis_, *l, s, kBurst, 0);
+  size_t in = 0;
+  for (size_t i = 0; i < kBurst; ++i) in += answers->admitted(i) ? 1 : 0;
+  EXPECT_EQ(in, 16u);
+  EXPECT_EQ(redis_.command({"ZCARD", "llmpool:rl:{acme}:c:t"}), "16");
+  EXPECT_LE(evalsha_calls(), 6) << "a few rounds, not one round trip per request";
 }
 
 // The Lua script and checks.cpp are two copies of one arithmetic: the same
