@@ -1067,6 +1067,31 @@ void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
   work_cv_.notify_one();
 }
 
+std::vector<RedisLimiter::ScriptCall> RedisLimiter::round_calls(std::vector<ScriptCall> finishing,
+                                                                std::vector<ScriptCall> admitting,
+                                                                size_t& first_admission) {
+  // A tenant with both finishes and admissions gets one call (kRoundScript):
+  // its finishes' keys and arguments, then its admissions'.
+  std::vector<ScriptCall> calls;
+  for (ScriptCall& f : finishing) {
+    auto same = std::find_if(admitting.begin(), admitting.end(),
+                             [&](const ScriptCall& a) { return a.tenant == f.tenant; });
+    if (same == admitting.end()) {
+      calls.push_back(std::move(f));
+      continue;
+    }
+    same->which = kRoundScript;
+    same->finishes = f.finishes;
+    f.keys.insert(f.keys.end(), std::make_move_iterator(same->keys.begin()), std::make_move_iterator(same->keys.end()));
+    f.args.insert(f.args.end(), std::make_move_iterator(same->args.begin()), std::make_move_iterator(same->args.end()));
+    same->keys = std::move(f.keys);
+    same->args = std::move(f.args);
+  }
+  first_admission = calls.size();
+  for (ScriptCall& c : admitting) calls.push_back(std::move(c));
+  return calls;
+}
+
 void RedisLimiter::start_worker_locked() {
   if (!worker_.joinable() && !stopping_work_) worker_ = std::thread([this] { work_loop(); });
 }
@@ -1113,26 +1138,9 @@ void RedisLimiter::work_loop() {
     working_ = true;
     lock.unlock();
     std::vector<std::vector<size_t>> groups;
-    std::vector<ScriptCall> admitting_calls = admission_calls(admitting, groups);
-    // A tenant with both finishes and admissions gets one call (kRoundScript):
-    // its finishes' keys and arguments, then its admissions'.
-    std::vector<ScriptCall> calls;
-    for (ScriptCall& f : finish_calls(finishing)) {
-      auto same = std::find_if(admitting_calls.begin(), admitting_calls.end(),
-                               [&](const ScriptCall& a) { return a.tenant == f.tenant; });
-      if (same == admitting_calls.end()) {
-        calls.push_back(std::move(f));
-        continue;
-      }
-      same->which = kRoundScript;
-      same->finishes = f.finishes;
-      f.keys.insert(f.keys.end(), std::make_move_iterator(same->keys.begin()), std::make_move_iterator(same->keys.end()));
-      f.args.insert(f.args.end(), std::make_move_iterator(same->args.begin()), std::make_move_iterator(same->args.end()));
-      same->keys = std::move(f.keys);
-      same->args = std::move(f.args);
-    }
-    const size_t first_admission = calls.size();
-    for (ScriptCall& c : admitting_calls) calls.push_back(std::move(c));
+    size_t first_admission = 0;
+    std::vector<ScriptCall> calls =
+        round_calls(finish_calls(finishing), admission_calls(admitting, groups), first_admission);
     std::vector<Result<std::shared_ptr<Reply>>> replies = run(calls);
     std::vector<Result<std::shared_ptr<Reply>>> admission_replies(
         std::make_move_iterator(replies.begin() + static_cast<std::ptrdiff_t>(first_admission)),

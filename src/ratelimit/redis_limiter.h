@@ -273,6 +273,11 @@ class RedisLimiter final : public Limiter {
   void queue_finishes(std::vector<Finishing> f);
   // The calls that write a batch of reconciliations: one per tenant.
   std::vector<ScriptCall> finish_calls(const std::vector<Finishing>& batch) const;
+  // One round's calls: the finish calls of tenants without admissions, then
+  // the admission calls (from `first_admission`), each merged with its
+  // tenant's finishes into one round-script call, finishes first.
+  static std::vector<ScriptCall> round_calls(std::vector<ScriptCall> finishing, std::vector<ScriptCall> admitting,
+                                             size_t& first_admission);
   std::string next_ticket();
   void backend_error();
   void renew_loop();
