@@ -76,30 +76,43 @@ const char* object_name(Endpoint endpoint, bool chunk) {
   return chunk ? "chat.completion.chunk" : "chat.completion";
 }
 
+// The objects of every answer are built member by member: an initializer
+// list builds each member as a two-item array first and then takes it apart
+// (several allocations per member, on every request). The same JSON.
 json envelope(Endpoint endpoint, const ResponseMeta& meta, bool chunk, json choices) {
-  return {{"id", meta.id},
-          {"object", object_name(endpoint, chunk)},
-          {"created", meta.created},
-          {"model", meta.model},
-          {"system_fingerprint", "llmpool"},
-          {"choices", std::move(choices)}};
+  json out = json::object();
+  out["id"] = meta.id;
+  out["object"] = object_name(endpoint, chunk);
+  out["created"] = meta.created;
+  out["model"] = meta.model;
+  out["system_fingerprint"] = "llmpool";
+  out["choices"] = std::move(choices);
+  return out;
 }
 
 }  // namespace
 
 json usage_json(const Usage& u) {
-  return {{"prompt_tokens", u.prompt_tokens},
-          {"completion_tokens", u.completion_tokens},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens},
-          {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens}}}};
+  json out = json::object();  // member by member, as envelope()
+  out["prompt_tokens"] = u.prompt_tokens;
+  out["completion_tokens"] = u.completion_tokens;
+  out["total_tokens"] = u.prompt_tokens + u.completion_tokens;
+  json details = json::object();
+  details["cached_tokens"] = u.cached_prompt_tokens;
+  out["prompt_tokens_details"] = std::move(details);
+  return out;
 }
 
 json completion_json(Endpoint endpoint, const ResponseMeta& meta, const Completion& c, bool with_logprobs) {
   json choices = json::array();
   for (const auto& ch : c.choices) {
-    json choice = {{"index", ch.index}, {"finish_reason", finish_reason_name(ch.finish_reason)}};
+    json choice = json::object();  // member by member, as envelope()
+    choice["index"] = ch.index;
+    choice["finish_reason"] = finish_reason_name(ch.finish_reason);
     if (endpoint == Endpoint::kChat) {
-      json message = {{"role", "assistant"}, {"content", ch.text}};
+      json message = json::object();
+      message["role"] = "assistant";
+      message["content"] = ch.text;
       if (!ch.reasoning_content.empty()) message["reasoning_content"] = ch.reasoning_content;
       if (!ch.tool_calls.empty()) {
         json calls = json::array();

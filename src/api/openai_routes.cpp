@@ -162,10 +162,11 @@ struct Generation {
     member_usage = info.member_usage;
     if (!info.model.empty()) headers["x-llmpool-model"] = info.model;
     headers["x-llmpool-route-reason"] = info.reason;
-    llmpool = {{"model", info.model.empty() ? json() : json(info.model)},
-               {"route", info.route},
-               {"reason", info.reason},
-               {"ensemble", info.ensemble}};
+    llmpool = json::object();  // member by member, as the answer's envelope (api/openai.cpp)
+    llmpool["model"] = info.model.empty() ? json() : json(info.model);
+    llmpool["route"] = info.route;
+    llmpool["reason"] = info.reason;
+    llmpool["ensemble"] = info.ensemble;
     if (!info.arm.empty()) llmpool["canary_arm"] = info.arm;
   }
 

@@ -181,12 +181,15 @@ Result<std::string> FieldReader::string(size_t max_bytes, bool non_empty) const 
 
 Result<int64_t> FieldReader::integer(int64_t lo, int64_t hi) const {
   if (!value_->is_number_integer()) return type_error("an integer");
-  std::string range = "between " + std::to_string(lo) + " and " + std::to_string(hi);
+  // The message only when it is needed: integers are read on every request.
+  auto out_of_range = [&](const std::string& got) {
+    return error("must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + got);
+  };
   // Unsigned values above INT64_MAX do not fit get<int64_t>().
   if (value_->is_number_unsigned() && value_->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    return error("must be " + range + ", got " + json_excerpt(*value_));
+    return out_of_range(json_excerpt(*value_));
   int64_t v = value_->get<int64_t>();
-  if (v < lo || v > hi) return error("must be " + range + ", got " + std::to_string(v));
+  if (v < lo || v > hi) return out_of_range(std::to_string(v));
   return v;
 }
 
