@@ -1,5 +1,7 @@
 #include "api/errors.h"
 
+#include "common/json.h"
+
 namespace llmpool::api {
 
 int http_status_for(StatusCode code) {
@@ -52,8 +54,6 @@ HttpResponse error_response(const Status& status) {
   return r;
 }
 
-std::string dump_json(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
+std::string dump_json(const nlohmann::json& j) { return json_text(j); }
 
 }  // namespace llmpool::api

@@ -1,6 +1,9 @@
 #include "common/json.h"
 #include "common/text.h"
 
+#include <array>
+#include <charconv>
+#include <optional>
 #include <vector>
 
 namespace llmpool {
@@ -67,7 +70,134 @@ class BoundedDomParser {
   std::string error_;
 };
 
+// Writes json_text(): the common values here, the rest through one
+// nlohmann serializer (made when first needed) that appends to the same text.
+class CompactWriter {
+ public:
+  explicit CompactWriter(std::string& out) : out_(out) {}
+
+  void value(const json& v) {
+    switch (v.type()) {
+      case json::value_t::object: {
+        out_ += '{';
+        bool first = true;
+        for (const auto& [key, member] : v.get_ref<const json::object_t&>()) {
+          if (!first) out_ += ',';
+          first = false;
+          string(key);
+          out_ += ':';
+          value(member);
+        }
+        out_ += '}';
+        return;
+      }
+      case json::value_t::array: {
+        out_ += '[';
+        bool first = true;
+        for (const json& item : v.get_ref<const json::array_t&>()) {
+          if (!first) out_ += ',';
+          first = false;
+          value(item);
+        }
+        out_ += ']';
+        return;
+      }
+      case json::value_t::string:
+        if (!ascii_string(v.get_ref<const std::string&>())) nlohmann().dump(v, false, false, 0);
+        return;
+      case json::value_t::boolean:
+        out_ += v.get<bool>() ? "true" : "false";
+        return;
+      case json::value_t::null:
+        out_ += "null";
+        return;
+      case json::value_t::number_integer:
+        integer(v.get<json::number_integer_t>());
+        return;
+      case json::value_t::number_unsigned:
+        integer(v.get<json::number_unsigned_t>());
+        return;
+      default:  // floats (nlohmann's shortest round-trip form), binary, discarded
+        nlohmann().dump(v, false, false, 0);
+        return;
+    }
+  }
+
+ private:
+  using Serializer = nlohmann::detail::serializer<json>;
+
+  Serializer& nlohmann() {
+    if (!fallback_) fallback_.emplace(nlohmann::detail::output_adapter<char>(out_), ' ', json::error_handler_t::replace);
+    return *fallback_;
+  }
+
+  void string(const std::string& s) {
+    if (!ascii_string(s)) nlohmann().dump(json(s), false, false, 0);  // an object key past ASCII: rare
+  }
+
+  // `s` quoted and escaped as nlohmann escapes ASCII (the short forms, the
+  // other controls as u00xx escapes in lower case, DEL as it is); false, with
+  // nothing written, when a byte is past ASCII: nlohmann's UTF-8 check (and
+  // its replacement) decides those.
+  bool ascii_string(const std::string& s) {
+    const size_t mark = out_.size();
+    out_ += '"';
+    size_t run = 0;  // start of the bytes not written yet that need no escape
+    for (size_t i = 0; i < s.size(); ++i) {
+      const unsigned char c = static_cast<unsigned char>(s[i]);
+      if (kPlain[c]) continue;
+      if (c >= 0x80) {
+        out_.resize(mark);
+        return false;
+      }
+      out_.append(s, run, i - run);
+      run = i + 1;
+      switch (c) {
+        case '"': out_ += "\\\""; break;
+        case '\\': out_ += "\\\\"; break;
+        case '\b': out_ += "\\b"; break;
+        case '\f': out_ += "\\f"; break;
+        case '\n': out_ += "\\n"; break;
+        case '\r': out_ += "\\r"; break;
+        case '\t': out_ += "\\t"; break;
+        default: {
+          static constexpr char kHex[] = "0123456789abcdef";
+          const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xf]};
+          out_.append(u, sizeof(u));
+        }
+      }
+    }
+    out_.append(s, run, s.size() - run);
+    out_ += '"';
+    return true;
+  }
+
+  // The bytes a string carries as they are: ASCII from the space on, but the quote and the backslash.
+  static constexpr std::array<bool, 256> kPlain = [] {
+    std::array<bool, 256> t{};
+    for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+    return t;
+  }();
+
+  template <typename Int>
+  void integer(Int v) {
+    char buf[24];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+    out_.append(buf, end);
+  }
+
+  std::string& out_;
+  std::optional<Serializer> fallback_;
+};
+
 }  // namespace
+
+std::string json_text(const json& value) {
+  std::string out;
+  out.reserve(512);  // an answer's size: no regrowing while it is written
+  CompactWriter(out).value(value);
+  return out;
+}
 
 Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::string_view what, std::string param) {
   if (limits.max_bytes > 0 && text.size() > limits.max_bytes) {

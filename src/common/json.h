@@ -43,4 +43,13 @@ std::string json_excerpt(const nlohmann::json& value, size_t max_chars = 48);
 // "a string", "a number", "an integer", "a boolean", "null", "an array", "an object".
 const char* json_type_name(const nlohmann::json& value);
 
+// `value` as compact JSON text: byte for byte what
+// value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+// writes (invalid UTF-8 becomes U+FFFD), in a fraction of its time for what
+// answers are made of: containers, ASCII strings and integers are written
+// here; floats, strings with bytes past ASCII and binary values go through
+// nlohmann's serializer. Recursive, as dump() is: for values that
+// parse_json's depth limit or our own code bounded.
+std::string json_text(const nlohmann::json& value);
+
 }  // namespace llmpool

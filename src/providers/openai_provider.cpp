@@ -800,7 +800,7 @@ Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateReque
   const bool chat = !request.prompt.has_value();
   UpstreamCall call;
   call.path = chat ? "/chat/completions" : "/completions";
-  call.body = body->dump(-1, ' ', false, json::error_handler_t::replace);
+  call.body = json_text(*body);
   auto decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().label);
   if (!stream) decoder->expect_whole();
   call.decoder = std::move(decoder);

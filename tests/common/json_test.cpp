@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <limits>
 #include <string>
+#include <vector>
 
 namespace llmpool {
 namespace {
@@ -93,6 +96,45 @@ TEST(JsonTypeNameTest, NamesEveryKind) {
   EXPECT_STREQ(json_type_name(nlohmann::json::array()), "an array");
   EXPECT_STREQ(json_type_name(nlohmann::json::object()), "an object");
   EXPECT_STREQ(json_type_name(nlohmann::json(true)), "a boolean");
+}
+
+
+// json_text must be dump(-1, ' ', false, replace), byte for byte.
+std::string nlohmann_dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+TEST(JsonTextTest, WritesWhatNlohmannDumpWritesForEveryKind) {
+  using nlohmann::json;
+  std::string controls;
+  for (int c = 0; c < 0x20; ++c) controls += static_cast<char>(c);
+  const std::vector<json> values = {
+      json(nullptr), json(true), json(false), json(0), json(-1), json(INT64_MIN), json(INT64_MAX),
+      json(UINT64_MAX), json(0.1), json(-0.0), json(1e300), json(3.0), json(1.5e-7),
+      json(std::numeric_limits<double>::quiet_NaN()), json(std::numeric_limits<double>::infinity()),
+      json(""), json("plain ascii / with a slash"), json("quote \" backslash \\ and DEL \x7f"), json(controls),
+      json("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),                 // valid UTF-8
+      json("cut \xe2\x82"), json("lone \x80 byte"), json("overlong \xc0\xaf"), json("\xff\xfe"),  // invalid
+      json::array(), json::object(), json::array({1, "a", nullptr, json::array({json::object()})}),
+      json::binary({1, 2, 3}), json::binary({4}, 7),
+      json::parse(R"({"choices":[{"index":0,"message":{"role":"assistant","content":"Hi\nthere"}}],)"
+                  R"("created":1796280175,"usage":{"total_tokens":15},"temperature":0.7,"ok":true})"),
+  };
+  for (const json& v : values) {
+    EXPECT_EQ(json_text(v), nlohmann_dump(v)) << nlohmann_dump(v);
+    json wrapped = {{"k", v}, {"a", json::array({v, v})}};
+    EXPECT_EQ(json_text(wrapped), nlohmann_dump(wrapped)) << nlohmann_dump(wrapped);
+  }
+}
+
+TEST(JsonTextTest, EscapesKeysAsNlohmannDoes) {
+  nlohmann::json j = nlohmann::json::object();
+  j["plain"] = 1;
+  j["with \"quote\"\n"] = 2;
+  j["caf\xc3\xa9"] = 3;
+  j["bad \xc3"] = 4;
+  j[""] = 5;
+  EXPECT_EQ(json_text(j), nlohmann_dump(j));
 }
 
 }  // namespace

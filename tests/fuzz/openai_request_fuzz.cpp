@@ -2,12 +2,14 @@
 // /v1/chat/completions and /v1/completions, api::parse_embeddings_request).
 // Any input must give a value or an error Status with a message; nothing may
 // crash, hang, throw or read out of bounds. The whole input is the body;
-// every body goes through all three parsers.
+// every body goes through all three parsers, and a body that is JSON is
+// written back by json_text exactly as nlohmann's dump() writes it.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "api/openai.h"
+#include "common/json.h"
 
 using namespace llmpool;
 
@@ -34,6 +36,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (g.model.size() > api::kMaxModelNameLength) std::abort();
     }
   }
+  if (auto j = parse_json(body); j.is_ok() &&
+                                 json_text(*j) != j->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+    std::abort();
   auto e = api::parse_embeddings_request(body);
   check(e.status());
   if (e.is_ok() && e.value().inputs.size() > api::kMaxEmbeddingInputs) std::abort();
