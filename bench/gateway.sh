@@ -10,7 +10,7 @@
 # Loads: wrk at c=16 (closed loop, max RPS) and llmpool-rate-load at fixed
 # rates (open loop, latency from when each request was due). Figures: RPS,
 # latency p50/p99 and what each front adds to the direct figure, llmpool's
-# CPU (cores) and RSS; then a long fixed-rate run on the secure front with
+# CPU (cores) and RSS; then a long fixed-rate run on the allot front (else secure) with
 # RSS sampled every few seconds. Writes the "Gateway" section of
 # bench/RESULTS.md.
 #
@@ -28,7 +28,8 @@ usage: bench/gateway.sh [options]
   --seconds S          seconds per load (default 10)
   --rates LIST         fixed rates, RPS (default 500,1000,2000)
   --connections N      llmpool-rate-load connections (default 32)
-  --soak-requests N    requests of the long run on the secure front, at the highest rate (default 200000; 0: none)
+  --soak-requests N    requests of the long run, at the highest rate, on the allot front (else secure, else plain)
+                       (default 200000; 0: none)
   --fronts LIST        of direct,nginx,secure,allot,plain (default all five)
   --allotment-ms N     the allot front's rate_limits.allotment_ms (default 250)
   --secure-config F    a YAML fragment appended to the secure front's llmpool config (auth, limits);
@@ -295,12 +296,13 @@ for ((r = 1; r <= rounds; r++)); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# ---- the long run: RSS over many requests on the secure front ------------------------------
+# ---- the long run: RSS over many requests on the allot (else secure) front ------------------------------
 soak_json=$work/soak.json
 echo '{"samples": []}' >"$soak_json"
 soak_front=""
 [[ " ${front_list[*]} " == *" plain "* ]] && soak_front=plain
 [[ " ${front_list[*]} " == *" secure "* ]] && soak_front=secure
+[[ " ${front_list[*]} " == *" allot "* ]] && soak_front=allot  # the most state per request: slices, local tickets
 if ((soak > 0)) && [[ -n $soak_front ]]; then
   top_rate=${rate_list[-1]}
   soak_s=$(((soak + top_rate - 1) / top_rate))
@@ -308,7 +310,7 @@ if ((soak > 0)) && [[ -n $soak_front ]]; then
   spid=${pid_of[$soak_front]}
   samples=("0 $(rss_kb "$spid")")
   soak_auth=()
-  [[ $soak_front == secure ]] && soak_auth=("${auth_header[@]}")
+  [[ $soak_front == secure || $soak_front == allot ]] && soak_auth=("${auth_header[@]}")
   "$rate_load" --url "${url[$soak_front]}/v1/chat/completions" --rate "$top_rate" --duration "$soak_s" \
     --connections "$connections" --body "${body/MODEL/up}" "${soak_auth[@]}" >"$work/soak-load.json" &
   lpid=$!
