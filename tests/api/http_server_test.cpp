@@ -252,10 +252,13 @@ class HttpServerTest : public ::testing::Test {
     return parked_[n - 1];
   }
 
-  // Sends GET /park on `c` and starts a stream as its answer.
+  // Sends GET /park on `c` and starts a stream as its answer. The count is
+  // read before sending: a server that parks the request before the count
+  // was read would otherwise leave this waiting for one more (a flake).
   ResponseWriterPtr open_stream(Client& c) {
+    const size_t before = parked_count();
     if (!c.send(get("/park"))) return nullptr;
-    auto w = parked(parked_count() + 1);
+    auto w = parked(before + 1);
     if (w) w->start_stream(200, "text/event-stream");
     return w;
   }
