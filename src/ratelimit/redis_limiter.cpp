@@ -38,6 +38,11 @@ constexpr int64_t kMaxSliceRequests = 256;
 constexpr int64_t kMaxSliceLeases = 64;
 constexpr int64_t kSliceShare = 16;  // at most limit / 16 per slice
 
+// The budget period a check of `kind` is charged to (0: not a budget).
+int64_t period_of(Kind kind, int64_t day, int64_t month) {
+  return kind == Kind::kDaily ? day : kind == Kind::kMonthly ? month : 0;
+}
+
 // The lease members of a grant of `n` leases under `ticket` (kAdmit's names).
 std::vector<std::string> lease_members(const std::string& ticket, int64_t n) {
   if (n == 1) return {ticket};
@@ -322,7 +327,7 @@ RedisLimiter::~RedisLimiter() {
         if (ch.kind == Kind::kConcurrent) {
           if (!s->members[c].empty()) f.charged.held.push_back({s->keys[c], ch.kind, ch.limit, 0, 0, 0, s->members[c]});
         } else if (s->granted[c] != s->used[c]) {
-          f.charged.held.push_back({s->keys[c], ch.kind, ch.limit, s->granted[c], ch.kind == Kind::kDaily ? s->day : s->month, s->used[c], {}});
+          f.charged.held.push_back(settle(*s, c));
         }
       }
       if (!f.charged.held.empty()) returns.push_back(std::move(f));
@@ -617,8 +622,7 @@ std::vector<Result<Decision>> RedisLimiter::admission_answers(std::vector<Admiss
       for (size_t c = 0; c < a.checks.size(); ++c) {
         const Check& check = a.checks[c];
         if (check.kind == Kind::kRequests) continue;
-        t.held.push_back(Held{a.keys[c], check.kind, check.limit, check.cost,
-                              check.kind == Kind::kDaily ? day : check.kind == Kind::kMonthly ? month : 0, 0, {}});
+        t.held.push_back(Held{a.keys[c], check.kind, check.limit, check.cost, period_of(check.kind, day, month), 0, {}});
       }
       d.ticket = a.ticket;
       if (!t.held.empty()) charged.emplace_back(a.ticket, std::move(t));
@@ -797,16 +801,20 @@ void RedisLimiter::close_slice(Subjects& st, Slice& s, bool used_up, Followups& 
       f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, 0, 0, 0, std::move(s.free[c])});
       s.free[c].clear();
     } else if (s.granted[c] != s.used[c]) {
-      // Unused units go back now; what runs on is reconciled when it ends.
-      f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, s.granted[c], ch.kind == Kind::kDaily ? s.day : s.month,
-                                s.used[c], {}});
-      s.granted[c] = s.used[c];
+      f.charged.held.push_back(settle(s, c));  // unused units go back now; what runs on, when it ends
     }
   }
   if (!f.charged.held.empty()) then.returns.push_back(std::move(f));
   const std::string ticket = s.ticket;  // `s` may go with the erase
   if (st.open.get() == &s) st.open.reset();
   if (s.running == 0) slices_.erase(ticket);
+}
+
+RedisLimiter::Held RedisLimiter::settle(Slice& s, size_t c) {
+  const Check& ch = s.checks[c];
+  Held h{s.keys[c], ch.kind, ch.limit, s.granted[c], period_of(ch.kind, s.day, s.month), s.used[c], {}};
+  s.granted[c] = s.used[c];
+  return h;
 }
 
 bool RedisLimiter::make_take(Subjects& st, Admission& a, size_t waiting) const {
@@ -899,7 +907,7 @@ Decision RedisLimiter::take_answered(Admission& a, const std::vector<Outcome>& o
 
 void RedisLimiter::hand_over(Subjects& st, Slice* s, Followups& then) {
   Leftover& left = st.left;
-  if (left.empty) return;
+  if (left.checks.empty()) return;
   if (s && s->day == left.day && s->month == left.month && s->checks.size() == left.checks.size()) {
     for (size_t c = 0; c < s->checks.size(); ++c) {
       s->used[c] += left.delta[c];
@@ -918,8 +926,8 @@ void RedisLimiter::hand_over(Subjects& st, Slice* s, Followups& then) {
       if (ch.kind == Kind::kConcurrent && !left.members[c].empty()) {
         f.charged.held.push_back({left.keys[c], ch.kind, ch.limit, 0, 0, 0, std::move(left.members[c])});
       } else if (ch.kind != Kind::kConcurrent && ch.kind != Kind::kRequests && left.delta[c] != 0) {
-        f.charged.held.push_back(
-            {left.keys[c], ch.kind, ch.limit, 0, ch.kind == Kind::kDaily ? left.day : left.month, left.delta[c], {}});
+        f.charged.held.push_back({left.keys[c], ch.kind, ch.limit, 0, period_of(ch.kind, left.day, left.month),
+                                  left.delta[c], {}});
       }
     }
     if (!f.charged.held.empty()) then.returns.push_back(std::move(f));
@@ -996,9 +1004,10 @@ void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
             st->second.open->month == s.month) {
           heir = st->second.open.get();
         } else if (st != subjects_.end() && st->second.taking &&
-                   (st->second.left.empty || (st->second.left.day == s.day && st->second.left.month == s.month))) {
+                   (st->second.left.checks.empty() ||
+                    (st->second.left.day == s.day && st->second.left.month == s.month))) {
           left = &st->second.left;
-          if (left->empty) {
+          if (left->checks.empty()) {
             left->tenant = s.subject.tenant;
             left->checks = s.checks;
             left->keys = s.keys;
@@ -1006,7 +1015,6 @@ void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
             left->delta.assign(s.checks.size(), 0);
             left->day = s.day;
             left->month = s.month;
-            left->empty = false;
           }
         }
       }
@@ -1037,11 +1045,7 @@ void RedisLimiter::finish(const std::string& ticket, int64_t used_tokens) {
       }
       if (s.closed && s.running == 0) {
         for (size_t c = 0; c < s.checks.size(); ++c) {
-          const Check& ch = s.checks[c];
-          if (ch.kind == Kind::kConcurrent || s.granted[c] == s.used[c]) continue;
-          f.charged.held.push_back({s.keys[c], ch.kind, ch.limit, s.granted[c],
-                                    ch.kind == Kind::kDaily ? s.day : s.month, s.used[c], {}});
-          s.granted[c] = s.used[c];
+          if (s.checks[c].kind != Kind::kConcurrent && s.granted[c] != s.used[c]) f.charged.held.push_back(settle(s, c));
         }
         slices_.erase(s.ticket);
       }

@@ -190,12 +190,11 @@ class RedisLimiter final : public Limiter {
   // out: their leases and tokens' differences, for the slice it brings.
   struct Leftover {
     std::string tenant;
-    std::vector<Check> checks;                      // the slices' (kinds and limits)
+    std::vector<Check> checks;                      // the slices' (kinds and limits); empty: nothing left
     std::vector<std::string> keys;                  // of checks[i]
     std::vector<std::vector<std::string>> members;  // per check
     std::vector<int64_t> delta;                     // per check: used - reserved
     int64_t day = 0, month = 0;
-    bool empty = true;
   };
   // A subject's allotment state. Guarded by mu_.
   struct Subjects {
@@ -256,6 +255,9 @@ class RedisLimiter final : public Limiter {
   // when it does not fit or `s` no longer admits.
   std::optional<Decision> admit_from(const std::shared_ptr<Slice>& s, const Admission& a,
                                      std::chrono::steady_clock::time_point now);
+  // What reconciles check `c` (not a lease) of `s` with Redis: charged
+  // `granted`, should have been `used`; `s` then holds only what it used.
+  static Held settle(Slice& s, size_t c);
   // Closes `s` (no more admissions) and gives back what it does not use.
   void close_slice(Subjects& st, Slice& s, bool used_up, Followups& then);
   // `a` becomes st's next take, sized from the demand (and for `waiting`
