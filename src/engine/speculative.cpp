@@ -178,6 +178,87 @@ void DraftLength::choose() {
   next_ = static_cast<int32_t>(std::clamp<double>(k, min_, max_));
 }
 
+void SpeculationGate::Arm::add(double s, double t) {
+  if (samples++ == 0) {
+    seconds = s;
+    tokens = t;
+    return;
+  }
+  // Averages of seconds and of tokens, not of their ratio: a long step
+  // weighs as much as its length, as in the wall time it stands for.
+  seconds = (1.0 - kShare) * seconds + kShare * s;
+  tokens = (1.0 - kShare) * tokens + kShare * t;
+}
+
+size_t SpeculationGate::bucket_of(int32_t generating) {
+  if (generating <= 8) return static_cast<size_t>(std::max(generating, 1) - 1);
+  size_t b = 8;  // 9-16, 17-32, ...
+  for (int32_t top = 16; generating > top && b + 1 < kBuckets; top *= 2) ++b;
+  return b;
+}
+
+bool SpeculationGate::start_run(size_t b) {
+  Bucket& bucket = buckets_[b];
+  const int64_t run = bucket.runs++;
+  if (bucket.warm()) {
+    const bool faster = bucket.faster_on();
+    return run % kExploreEvery == kExploreEvery - 1 ? !faster : faster;
+  }
+  // Warming up: the arm with fewer samples (speculation first on a tie).
+  const bool short_on = bucket.on.samples <= bucket.off.samples;
+  const bool one_short = (bucket.on.samples >= kWarmSamples) != (bucket.off.samples >= kWarmSamples);
+  if (!one_short || run % 2 == 0) return short_on;
+  // Every other run, the verdict of the nearest bucket that knows both arms
+  // (a load seen at another concurrency is the best guess there is).
+  for (size_t d = 1; d < kBuckets; ++d) {
+    if (b >= d && buckets_[b - d].warm()) return buckets_[b - d].faster_on();
+    if (b + d < kBuckets && buckets_[b + d].warm()) return buckets_[b + d].faster_on();
+  }
+  return short_on;
+}
+
+bool SpeculationGate::decide(int32_t generating) {
+  const size_t b = bucket_of(generating);
+  bool on = true;
+  if (adaptive_) {
+    if (run_left_ <= 0 || b != run_bucket_) {
+      run_bucket_ = b;
+      run_on_ = start_run(b);
+      run_left_ = kRunSteps;
+    }
+    --run_left_;
+    on = run_on_;
+  }
+  ++buckets_[b].steps;
+  ++(on ? steps_on_ : steps_off_);
+  pending_ = {true, b, on, on && !last_on_};
+  last_on_ = on;
+  return on;
+}
+
+void SpeculationGate::record(bool prefill, double seconds, int64_t tokens) {
+  const Pending p = pending_;
+  pending_.open = false;
+  if (!p.open || prefill || p.switched || seconds <= 0 || tokens < 0) return;
+  Bucket& b = buckets_[p.bucket];
+  (p.on ? b.on : b.off).add(seconds, static_cast<double>(tokens));
+}
+
+double SpeculationGate::rate(int32_t generating, bool speculating) const {
+  const Bucket& b = buckets_[bucket_of(generating)];
+  return (speculating ? b.on : b.off).rate();
+}
+
+double SpeculationGate::speedup() const {
+  double weighted = 0, steps = 0;
+  for (const Bucket& b : buckets_) {
+    if (b.on.samples == 0 || b.off.samples == 0 || b.off.rate() <= 0) continue;
+    weighted += static_cast<double>(b.steps) * b.on.rate() / b.off.rate();
+    steps += static_cast<double>(b.steps);
+  }
+  return steps > 0 ? weighted / steps : std::nan("");
+}
+
 Status check_same_vocab(const llama_vocab* target, const llama_vocab* draft) {
   const int32_t n = llama_vocab_n_tokens(target);
   if (llama_vocab_n_tokens(draft) != n)

@@ -15,6 +15,7 @@
 // target's argmax, and the correction is that argmax.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -99,6 +100,95 @@ class DraftLength {
   int32_t min_, max_;
   double acceptance_;
   int32_t next_ = 1;
+};
+
+// Whether an engine step speculates, from what speculating measurably
+// yields on this model (docs/architecture.md, "Speculative decoding"). On a
+// small model a step is dominated by fixed costs (the draft's decodes, the
+// target's decode, sampling) that speculation does not shrink, so even a
+// high acceptance can lose wall time; and what wins depends on how many
+// sequences generate together. So the gate times decode steps both ways and
+// lets a step speculate only where that measured faster, like vLLM's
+// speculative_disable_by_batch_size but measured rather than configured.
+//
+// Throughput (tokens emitted / the step's wall seconds, both as moving
+// averages) is kept per arm (speculating or not) and per bucket of the
+// generating count: exact counts up to 8, then 9-16, 17-32, ... 129+. Steps
+// go in runs of kRunSteps with one arm (a run ends early when the bucket
+// changes). A bucket explores both arms first (a run of the arm with fewer
+// samples, until each has kWarmSamples); a bucket first met when another
+// already knows both arms alternates its short arm with the nearest such
+// bucket's verdict. Then the faster arm runs, and one run in kExploreEvery
+// tries the other, so the estimate follows changes in load and acceptance.
+// Which arm a step takes never changes what is sampled: verification keeps
+// every token distributed as the target's own (greedy: the same text).
+//
+// A speculating step right after one that did not is not recorded: the
+// draft model then catches up on the tokens it missed, a cost of switching
+// that the steady state does not pay. Steps that carried prompt tokens are
+// not recorded either (their cost is the prompt's). Pure logic, fed the
+// timings by the caller (the engine thread; nothing here is shared).
+class SpeculationGate {
+ public:
+  static constexpr int32_t kRunSteps = 4;
+  static constexpr int64_t kExploreEvery = 16;
+  static constexpr int32_t kWarmSamples = 3;
+  static constexpr double kShare = 0.2;  // weight of the newest step in an arm's averages
+  static constexpr size_t kBuckets = 13;
+
+  // `adaptive` false: every step speculates (still timed, so the
+  // speculating arm's throughput is known; the other one never is).
+  explicit SpeculationGate(bool adaptive = true) : adaptive_(adaptive) {}
+
+  // Before a step with `generating` (>= 1) sequences generating: whether
+  // it speculates. Counts the step under its arm.
+  bool decide(int32_t generating);
+  // After the step decide() was last asked about: its wall seconds
+  // (drafting, decode, verification and sampling) and the tokens it
+  // emitted. `prefill`: the step also carried prompt tokens.
+  void record(bool prefill, double seconds, int64_t tokens);
+
+  // Measured tokens/s speculating over not: each bucket that knows both
+  // arms, weighted by the steps decided there. NaN until one does.
+  double speedup() const;
+  // Steps decided speculating (true) or not.
+  int64_t steps(bool speculating) const { return speculating ? steps_on_ : steps_off_; }
+  // The measured tokens/s of one arm for `generating` sequences; 0 when not measured.
+  double rate(int32_t generating, bool speculating) const;
+  static size_t bucket_of(int32_t generating);
+
+ private:
+  struct Arm {
+    double seconds = 0;  // moving averages per recorded step
+    double tokens = 0;
+    int32_t samples = 0;
+    double rate() const { return seconds > 0 ? tokens / seconds : 0.0; }
+    void add(double s, double t);
+  };
+  struct Bucket {
+    Arm on, off;
+    int64_t runs = 0;   // runs started here
+    int64_t steps = 0;  // steps decided here
+    bool warm() const { return on.samples >= kWarmSamples && off.samples >= kWarmSamples; }
+    bool faster_on() const { return on.rate() > off.rate(); }
+  };
+  bool start_run(size_t b);
+
+  bool adaptive_;
+  std::array<Bucket, kBuckets> buckets_{};
+  size_t run_bucket_ = 0;
+  int32_t run_left_ = 0;
+  bool run_on_ = true;
+  bool last_on_ = true;  // the arm of the previous decided step
+  // The step decide() answered, until record() takes it.
+  struct Pending {
+    bool open = false;
+    size_t bucket = 0;
+    bool on = false;
+    bool switched = false;  // speculating after a step that did not
+  } pending_{};
+  int64_t steps_on_ = 0;
+  int64_t steps_off_ = 0;
 };
 
 // Checks that a draft model's vocabulary is the target's: the same size,

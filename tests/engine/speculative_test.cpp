@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <llama.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -203,6 +204,182 @@ TEST_F(SpeculativeTest, DraftLengthGrowsWithAcceptanceAndStaysBounded) {
   EXPECT_EQ(len.next(), 2);
   DraftLength odd(0, -5);  // bounds out of order are made sane
   EXPECT_EQ(odd.next(), 1);
+}
+
+
+// The speculation gate, fed timings of a fake engine: each decode step with
+// `generating` sequences takes `on_s` seconds and emits `on_tokens` when it
+// speculates, `off_s` and `off_tokens` when not. Returns the steps that
+// speculated.
+struct FakeSteps {
+  double on_s = 0.010, off_s = 0.004;
+  int64_t on_tokens = 8, off_tokens = 4;  // 800 tok/s speculating, 1000 not: speculation loses
+};
+int64_t run_gate(SpeculationGate& gate, int steps, int32_t generating, const FakeSteps& f) {
+  int64_t on = 0;
+  for (int i = 0; i < steps; ++i) {
+    const bool spec = gate.decide(generating);
+    on += spec ? 1 : 0;
+    gate.record(false, spec ? f.on_s : f.off_s, spec ? f.on_tokens : f.off_tokens);
+  }
+  return on;
+}
+
+TEST(SpeculationGateTest, ExploresBothArmsFirstThenPicksTheFasterOne) {
+  SpeculationGate gate;
+  // The first runs go both ways, whatever they measure.
+  bool seen_on = false, seen_off = false;
+  for (int i = 0; i < 2 * SpeculationGate::kRunSteps * (SpeculationGate::kWarmSamples + 1); ++i) {
+    const bool spec = gate.decide(4);
+    (spec ? seen_on : seen_off) = true;
+    gate.record(false, spec ? 0.010 : 0.004, spec ? 8 : 4);
+  }
+  EXPECT_TRUE(seen_on);
+  EXPECT_TRUE(seen_off);
+  EXPECT_NEAR(gate.rate(4, true), 800.0, 1e-6);
+  EXPECT_NEAR(gate.rate(4, false), 1000.0, 1e-6);
+  EXPECT_NEAR(gate.speedup(), 0.8, 1e-9);
+  // Speculation loses: it runs only on the exploring share of the steps.
+  const int kSteps = 64 * 16;
+  const int64_t on = run_gate(gate, kSteps, 4, {});
+  EXPECT_GT(on, 0);                               // it keeps exploring
+  EXPECT_LE(on, kSteps / SpeculationGate::kExploreEvery + SpeculationGate::kRunSteps);
+  EXPECT_EQ(gate.steps(true) + gate.steps(false),
+            kSteps + 2 * SpeculationGate::kRunSteps * (SpeculationGate::kWarmSamples + 1));
+
+  // Where speculation wins, it runs on all but the exploring share.
+  SpeculationGate wins;
+  FakeSteps fast;
+  fast.on_s = 0.005;  // 1600 tok/s against 1000
+  run_gate(wins, 64, 4, fast);
+  const int64_t won = run_gate(wins, kSteps, 4, fast);
+  EXPECT_GE(won, kSteps - kSteps / SpeculationGate::kExploreEvery - SpeculationGate::kRunSteps);
+  EXPECT_LT(won, kSteps);                         // the other arm is still tried
+  EXPECT_NEAR(wins.speedup(), 1.6, 1e-9);
+}
+
+TEST(SpeculationGateTest, SwitchesWhenTheArmsSpeedsSwap) {
+  SpeculationGate gate;
+  FakeSteps f;
+  f.on_s = 0.005;  // speculation wins
+  run_gate(gate, 512, 2, f);
+  EXPECT_GT(gate.speedup(), 1.0);
+  EXPECT_GT(run_gate(gate, 256, 2, f), 200);
+  // Acceptance drops (or the load changes): speculating now yields less.
+  f.on_s = 0.010;
+  f.on_tokens = 5;  // 500 tok/s against 1000
+  run_gate(gate, 512, 2, f);
+  EXPECT_LT(gate.speedup(), 1.0);
+  EXPECT_LT(run_gate(gate, 256, 2, f), 40);
+  // And back.
+  f.on_s = 0.002;
+  f.on_tokens = 8;  // 4000 tok/s
+  run_gate(gate, 512, 2, f);
+  EXPECT_GT(gate.speedup(), 1.0);
+  EXPECT_GT(run_gate(gate, 256, 2, f), 200);
+}
+
+TEST(SpeculationGateTest, IgnoresPrefillStepsAndTheStepThatSwitchesOn) {
+  SpeculationGate gate;
+  int off_steps = 0;
+  for (int i = 0; i < 64; ++i) {
+    const bool spec = gate.decide(3);
+    // Prompt chunks ride along on every other step, at any cost: not recorded.
+    if (i % 2 == 1) {
+      gate.record(true, spec ? 1.0 : 1e-6, spec ? 1 : 1000);
+      continue;
+    }
+    off_steps += spec ? 0 : 1;
+    gate.record(false, spec ? 0.010 : 0.004, spec ? 8 : 4);
+  }
+  ASSERT_GT(off_steps, 0);
+  EXPECT_NEAR(gate.rate(3, true), 800.0, 1e-6);
+  EXPECT_NEAR(gate.rate(3, false), 1000.0, 1e-6);
+
+  // A speculating step right after one that was not pays the draft's
+  // catch-up: not recorded, so the steady state is what is compared.
+  SpeculationGate g2;
+  std::vector<bool> arms;
+  for (int i = 0; i < 64; ++i) {
+    const bool spec = g2.decide(1);
+    const bool switched = spec && !arms.empty() && !arms.back();
+    arms.push_back(spec);
+    g2.record(false, switched ? 1.0 : (spec ? 0.010 : 0.004), spec ? 8 : 4);
+  }
+  ASSERT_NE(std::count(arms.begin(), arms.end(), true), 0);
+  ASSERT_NE(std::count(arms.begin(), arms.end(), false), 0);
+  EXPECT_NEAR(g2.rate(1, true), 800.0, 1e-6);
+  // A record() without its decide() (an aborted step's) changes nothing.
+  g2.record(false, 100.0, 1);
+  EXPECT_NEAR(g2.rate(1, true), 800.0, 1e-6);
+  EXPECT_NEAR(g2.rate(1, false), 1000.0, 1e-6);
+}
+
+TEST(SpeculationGateTest, DecidesPerGeneratingCount) {
+  // One sequence: a verify batch costs about what one token does, so
+  // speculation wins; eight: the drafts' cost grows with them, it loses.
+  SpeculationGate gate;
+  auto step = [&](int32_t generating) {
+    const bool spec = gate.decide(generating);
+    const double s = generating == 1 ? (spec ? 0.002 : 0.001) : (spec ? 0.040 : 0.008);
+    const int64_t tokens = spec ? 4 * generating : generating;
+    gate.record(false, s, tokens);
+    return spec;
+  };
+  for (int i = 0; i < 200; ++i) {
+    for (int j = 0; j < 8; ++j) step(1);
+    for (int j = 0; j < 8; ++j) step(8);
+  }
+  int on1 = 0, on8 = 0;
+  for (int i = 0; i < 64; ++i) {
+    for (int j = 0; j < 8; ++j) on1 += step(1) ? 1 : 0;
+    for (int j = 0; j < 8; ++j) on8 += step(8) ? 1 : 0;
+  }
+  EXPECT_GT(on1, 64 * 8 * 3 / 4);
+  EXPECT_LT(on8, 64 * 8 / 4);
+  EXPECT_NEAR(gate.rate(1, true), 2000.0, 1e-6);
+  EXPECT_NEAR(gate.rate(8, false), 1000.0, 1e-6);
+  // Counts above 8 share buckets of powers of two.
+  EXPECT_EQ(SpeculationGate::bucket_of(0), 0u);
+  EXPECT_EQ(SpeculationGate::bucket_of(8), 7u);
+  EXPECT_EQ(SpeculationGate::bucket_of(9), 8u);
+  EXPECT_EQ(SpeculationGate::bucket_of(16), 8u);
+  EXPECT_EQ(SpeculationGate::bucket_of(17), 9u);
+  EXPECT_EQ(SpeculationGate::bucket_of(256), SpeculationGate::kBuckets - 1);
+  EXPECT_EQ(SpeculationGate::bucket_of(100000), SpeculationGate::kBuckets - 1);
+  // The speedup weighs each count's ratio by its steps: 2.0 at one, 0.8 at eight.
+  EXPECT_NEAR(gate.speedup(), 1.4, 1e-9);
+}
+
+TEST(SpeculationGateTest, ANewCountStartsFromTheNearestKnownOne) {
+  SpeculationGate gate;
+  FakeSteps f;
+  f.on_s = 0.005;
+  run_gate(gate, 256, 2, f);  // speculation wins at two sequences
+  // Three sequences, never seen: a run measures speculation there, the next
+  // follows what two sequences found (speculating, where a bucket on its own
+  // would measure the other arm), then a run without it is measured.
+  std::vector<bool> arms;
+  for (int i = 0; i < 4 * SpeculationGate::kRunSteps; ++i) {
+    const bool spec = gate.decide(3);
+    arms.push_back(spec);
+    gate.record(false, spec ? f.on_s : f.off_s, spec ? f.on_tokens : f.off_tokens);
+  }
+  const size_t run = SpeculationGate::kRunSteps;
+  EXPECT_EQ(std::count(arms.begin(), arms.begin() + 2 * run, true), 2 * run);
+  EXPECT_EQ(std::count(arms.begin() + 2 * run, arms.begin() + 3 * run, false), run);
+  EXPECT_EQ(std::count(arms.begin() + 3 * run, arms.end(), true), run);  // then the faster arm
+  EXPECT_NEAR(gate.rate(3, false), 1000.0, 1e-6);
+}
+
+TEST(SpeculationGateTest, NotAdaptiveSpeculatesOnEveryStep) {
+  SpeculationGate gate(false);
+  EXPECT_EQ(run_gate(gate, 300, 4, {}), 300);
+  EXPECT_EQ(gate.steps(false), 0);
+  EXPECT_EQ(gate.steps(true), 300);
+  EXPECT_NEAR(gate.rate(4, true), 800.0, 1e-6);
+  EXPECT_TRUE(std::isnan(gate.speedup()));  // never measured without it
+  EXPECT_TRUE(std::isnan(SpeculationGate().speedup()));
 }
 
 }  // namespace
