@@ -191,9 +191,8 @@ void SpeculationGate::Arm::add(double s, double t) {
 }
 
 size_t SpeculationGate::bucket_of(int32_t generating) {
-  if (generating <= 8) return static_cast<size_t>(std::max(generating, 1) - 1);
-  size_t b = 8;  // 9-16, 17-32, ...
-  for (int32_t top = 16; generating > top && b + 1 < kBuckets; top *= 2) ++b;
+  size_t b = 0;  // 1, 2, 3-4, 5-8, ...
+  for (int32_t top = 1; generating > top && b + 1 < kBuckets; top *= 2) ++b;
   return b;
 }
 
@@ -202,7 +201,16 @@ bool SpeculationGate::start_run(size_t b) {
   const int64_t run = bucket.runs++;
   if (bucket.warm()) {
     const bool faster = bucket.faster_on();
-    return run % kExploreEvery == kExploreEvery - 1 ? !faster : faster;
+    if (bucket.has_verdict && faster != bucket.verdict) {
+      bucket.explore_every = kExploreEvery;  // things changed: look again soon
+    } else if (bucket.explored) {
+      bucket.explore_every = std::min(2 * bucket.explore_every, kExploreMax);  // the verdict stood
+    }
+    bucket.verdict = faster;
+    bucket.has_verdict = true;
+    bucket.explored = ++bucket.since_explore >= bucket.explore_every;
+    if (bucket.explored) bucket.since_explore = 0;
+    return bucket.explored ? !faster : faster;
   }
   // Warming up: the arm with fewer samples (speculation first on a tie).
   const bool short_on = bucket.on.samples <= bucket.off.samples;

@@ -103,8 +103,8 @@ class DraftLength {
 };
 
 // Whether an engine step speculates, from what speculating measurably
-// yields on this model (docs/architecture.md, "Speculative decoding"). On a
-// small model a step is dominated by fixed costs (the draft's decodes, the
+// yields on this model (docs/engine.md, "Speculation gate"). On a small
+// model a step is dominated by fixed costs (the draft's decodes, the
 // target's decode, sampling) that speculation does not shrink, so even a
 // high acceptance can lose wall time; and what wins depends on how many
 // sequences generate together. So the gate times decode steps both ways and
@@ -113,15 +113,18 @@ class DraftLength {
 //
 // Throughput (tokens emitted / the step's wall seconds, both as moving
 // averages) is kept per arm (speculating or not) and per bucket of the
-// generating count: exact counts up to 8, then 9-16, 17-32, ... 129+. Steps
-// go in runs of kRunSteps with one arm (a run ends early when the bucket
-// changes). A bucket explores both arms first (a run of the arm with fewer
-// samples, until each has kWarmSamples); a bucket first met when another
-// already knows both arms alternates its short arm with the nearest such
-// bucket's verdict. Then the faster arm runs, and one run in kExploreEvery
-// tries the other, so the estimate follows changes in load and acceptance.
-// Which arm a step takes never changes what is sampled: verification keeps
-// every token distributed as the target's own (greedy: the same text).
+// generating count: 1, 2, 3-4, 5-8, ... 129-256 (and above). Steps go in
+// runs of kRunSteps with one arm (a run ends early when the bucket changes).
+// A bucket explores both arms first (a run of the arm with fewer samples,
+// until each has kWarmSamples); a bucket first met when another already
+// knows both arms alternates its short arm with the nearest such bucket's
+// verdict. Then the faster arm runs, and every so many runs one tries the
+// other, so the estimate follows changes in load and acceptance: first
+// after kExploreEvery runs, then at twice the interval each time the
+// verdict stands, up to kExploreMax runs; back to kExploreEvery when it
+// flips. Which arm a step takes never changes what is sampled:
+// verification keeps every token distributed as the target's own (greedy:
+// the same text).
 //
 // A speculating step right after one that did not is not recorded: the
 // draft model then catches up on the tokens it missed, a cost of switching
@@ -131,10 +134,11 @@ class DraftLength {
 class SpeculationGate {
  public:
   static constexpr int32_t kRunSteps = 4;
-  static constexpr int64_t kExploreEvery = 16;
+  static constexpr int64_t kExploreEvery = 16;  // runs
+  static constexpr int64_t kExploreMax = 128;   // runs
   static constexpr int32_t kWarmSamples = 3;
   static constexpr double kShare = 0.2;  // weight of the newest step in an arm's averages
-  static constexpr size_t kBuckets = 13;
+  static constexpr size_t kBuckets = 9;
 
   // `adaptive` false: every step speculates (still timed, so the
   // speculating arm's throughput is known; the other one never is).
@@ -169,6 +173,14 @@ class SpeculationGate {
     Arm on, off;
     int64_t runs = 0;   // runs started here
     int64_t steps = 0;  // steps decided here
+    // Once warm: the last verdict (speculation faster), the runs since the
+    // slower arm was last tried, the interval, and whether the last run
+    // here tried it.
+    bool verdict = false;
+    bool has_verdict = false;
+    int64_t since_explore = 0;
+    int64_t explore_every = kExploreEvery;
+    bool explored = false;
     bool warm() const { return on.samples >= kWarmSamples && off.samples >= kWarmSamples; }
     bool faster_on() const { return on.rate() > off.rate(); }
   };

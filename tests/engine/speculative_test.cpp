@@ -246,6 +246,11 @@ TEST(SpeculationGateTest, ExploresBothArmsFirstThenPicksTheFasterOne) {
   EXPECT_LE(on, kSteps / SpeculationGate::kExploreEvery + SpeculationGate::kRunSteps);
   EXPECT_EQ(gate.steps(true) + gate.steps(false),
             kSteps + 2 * SpeculationGate::kRunSteps * (SpeculationGate::kWarmSamples + 1));
+  // While the verdict stands the tries grow rarer: one run in kExploreMax.
+  const int kLater = 8 * SpeculationGate::kExploreMax * SpeculationGate::kRunSteps;
+  const int64_t later = run_gate(gate, kLater, 4, {});
+  EXPECT_GE(later, 4 * SpeculationGate::kRunSteps);
+  EXPECT_LE(later, kLater / SpeculationGate::kExploreMax + SpeculationGate::kRunSteps);
 
   // Where speculation wins, it runs on all but the exploring share.
   SpeculationGate wins;
@@ -259,24 +264,26 @@ TEST(SpeculationGateTest, ExploresBothArmsFirstThenPicksTheFasterOne) {
 }
 
 TEST(SpeculationGateTest, SwitchesWhenTheArmsSpeedsSwap) {
+  // Long enough for the slower arm to be tried at the longest interval.
+  const int kLong = 2 * SpeculationGate::kExploreMax * SpeculationGate::kRunSteps;
   SpeculationGate gate;
   FakeSteps f;
   f.on_s = 0.005;  // speculation wins
-  run_gate(gate, 512, 2, f);
+  run_gate(gate, kLong, 2, f);
   EXPECT_GT(gate.speedup(), 1.0);
-  EXPECT_GT(run_gate(gate, 256, 2, f), 200);
+  EXPECT_GT(run_gate(gate, 256, 2, f), 240);
   // Acceptance drops (or the load changes): speculating now yields less.
   f.on_s = 0.010;
   f.on_tokens = 5;  // 500 tok/s against 1000
-  run_gate(gate, 512, 2, f);
+  run_gate(gate, kLong, 2, f);
   EXPECT_LT(gate.speedup(), 1.0);
-  EXPECT_LT(run_gate(gate, 256, 2, f), 40);
+  EXPECT_LT(run_gate(gate, 256, 2, f), 20);
   // And back.
   f.on_s = 0.002;
   f.on_tokens = 8;  // 4000 tok/s
-  run_gate(gate, 512, 2, f);
+  run_gate(gate, kLong, 2, f);
   EXPECT_GT(gate.speedup(), 1.0);
-  EXPECT_GT(run_gate(gate, 256, 2, f), 200);
+  EXPECT_GT(run_gate(gate, 256, 2, f), 240);
 }
 
 TEST(SpeculationGateTest, IgnoresPrefillStepsAndTheStepThatSwitchesOn) {
@@ -339,12 +346,16 @@ TEST(SpeculationGateTest, DecidesPerGeneratingCount) {
   EXPECT_LT(on8, 64 * 8 / 4);
   EXPECT_NEAR(gate.rate(1, true), 2000.0, 1e-6);
   EXPECT_NEAR(gate.rate(8, false), 1000.0, 1e-6);
-  // Counts above 8 share buckets of powers of two.
+  // Counts share buckets of powers of two: 1, 2, 3-4, 5-8, ...
   EXPECT_EQ(SpeculationGate::bucket_of(0), 0u);
-  EXPECT_EQ(SpeculationGate::bucket_of(8), 7u);
-  EXPECT_EQ(SpeculationGate::bucket_of(9), 8u);
-  EXPECT_EQ(SpeculationGate::bucket_of(16), 8u);
-  EXPECT_EQ(SpeculationGate::bucket_of(17), 9u);
+  EXPECT_EQ(SpeculationGate::bucket_of(1), 0u);
+  EXPECT_EQ(SpeculationGate::bucket_of(2), 1u);
+  EXPECT_EQ(SpeculationGate::bucket_of(3), 2u);
+  EXPECT_EQ(SpeculationGate::bucket_of(4), 2u);
+  EXPECT_EQ(SpeculationGate::bucket_of(5), 3u);
+  EXPECT_EQ(SpeculationGate::bucket_of(8), 3u);
+  EXPECT_EQ(SpeculationGate::bucket_of(9), 4u);
+  EXPECT_EQ(SpeculationGate::bucket_of(129), SpeculationGate::kBuckets - 1);
   EXPECT_EQ(SpeculationGate::bucket_of(256), SpeculationGate::kBuckets - 1);
   EXPECT_EQ(SpeculationGate::bucket_of(100000), SpeculationGate::kBuckets - 1);
   // The speedup weighs each count's ratio by its steps: 2.0 at one, 0.8 at eight.
