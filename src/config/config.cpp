@@ -397,13 +397,14 @@ void read_model_fields(Reader& r, const YAML::Node& n, const std::string& prefix
     if (m->thinking.min_tokens > m->thinking.max_tokens)
       r.issue(*t, tp + ".min_tokens", "must not be above max_tokens (" + std::to_string(m->thinking.max_tokens) + ")");
   }
-  if (auto d = r.section(n, "draft", prefix, {"model", "ngram", "max_tokens", "min_tokens", "p_min"})) {
+  if (auto d = r.section(n, "draft", prefix, {"model", "ngram", "max_tokens", "min_tokens", "p_min", "adaptive"})) {
     std::string dp = Reader::join(prefix, "draft");
     r.read_string(*d, "model", dp, &m->draft.model, 4096);
     r.read_int(*d, "ngram", dp, &m->draft.ngram, 0, 64);
     r.read_int(*d, "max_tokens", dp, &m->draft.max_tokens, 1, 256);
     r.read_int(*d, "min_tokens", dp, &m->draft.min_tokens, 0, 256);
     r.read_double(*d, "p_min", dp, &m->draft.p_min, 0.0, 1.0);
+    r.read_bool(*d, "adaptive", dp, &m->draft.adaptive);
     if (m->draft.min_tokens > m->draft.max_tokens)
       r.issue(*d, dp + ".min_tokens", "must not be above max_tokens (" + std::to_string(m->draft.max_tokens) + ")");
     if (!m->draft.model.empty() && m->draft.ngram > 0)

@@ -68,6 +68,7 @@ struct DraftConfig {
   int32_t max_tokens = 16;  // drafted tokens per round, at most
   int32_t min_tokens = 0;   // a shorter draft is not verified
   double p_min = 0.75;      // the draft model stops at a token it is less sure of
+  bool adaptive = true;     // speculate only on the steps where it measured faster; false: every step
 
   bool operator==(const DraftConfig&) const = default;
 };

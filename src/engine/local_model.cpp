@@ -229,6 +229,8 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     if (!draft) return draft.status();
     m->draft_ = std::move(draft).value();
   }
+  if ((m->draft_ || spec.speculative.ngram > 0) && !spec.embedding)
+    m->gate_ = std::make_unique<SpeculationGate>(spec.speculative.adaptive);
   m->batch_ = std::make_unique<Batch>(m->spec_.batch);
   m->memory_.prompt_cache = prompt_cache_budget(spec, m->memory_.kv_cache);
   if (m->memory_.prompt_cache > 0)
@@ -403,6 +405,9 @@ EngineStats LocalModel::stats() const {
   s.speculative_rounds = stat_spec_rounds_.load();
   s.speculative_drafted = stat_spec_drafted_.load();
   s.speculative_accepted = stat_spec_accepted_.load();
+  s.speculative_steps_on = stat_spec_steps_on_.load();
+  s.speculative_steps_off = stat_spec_steps_off_.load();
+  s.speculative_speedup = stat_spec_speedup_.load();
   return s;
 }
 
@@ -984,6 +989,11 @@ void LocalModel::reap_cancelled_and_expired() {
 }
 
 void LocalModel::step() {
+  // The step's wall time, from here to its last sampled token, and what it
+  // emitted, for the speculation gate: every per-step cost counts, since
+  // speculating is worth it only by taking fewer steps.
+  const Clock::time_point started = Clock::now();
+  const int64_t emitted_before = emitted_;
   reap_cancelled_and_expired();
 
   // Admit waiting requests while sequences are free, in queue order.
@@ -1022,7 +1032,7 @@ void LocalModel::step() {
     s.cache.push_back(tok);
     if (logits) s.logits_index = i;
   };
-  draft_step(budget);
+  const int32_t gated = draft_step(budget);
   for (auto& s : slots_) {
     s.logits_index = -1;
     s.step_start = s.cache.size();
@@ -1131,6 +1141,11 @@ void LocalModel::step() {
     used += static_cast<int64_t>(s.cache.size());
   }
   stat_kv_used_.store(used);
+  if (gated > 0) {
+    gate_->record(batch.n_tokens > decode_tokens, std::chrono::duration<double>(Clock::now() - started).count(),
+                  emitted_ - emitted_before);
+    stat_spec_speedup_.store(gate_->speedup());
+  }
 }
 
 int32_t LocalModel::prefill_chunk_for(int32_t generating) const {
@@ -1242,6 +1257,7 @@ Status LocalModel::sample(Slot& s, int32_t logits_index) {
 Status LocalModel::emit(Slot& s, int32_t tok, int32_t logits_index) {
   Job& job = *s.job;
   const llama_vocab* vocab = llama_model_get_vocab(model_.get());
+  ++emitted_;
   Delta delta;
   delta.index = s.choice;
   const int32_t top = job.request.sampling.top_logprobs;
@@ -1293,7 +1309,7 @@ void LocalModel::start_speculation(Slot& s, uint32_t seed) {
   s.spec.length = DraftLength(sp.min_tokens, sp.max_tokens, spec_acceptance_);
 }
 
-void LocalModel::draft_step(int32_t budget) {
+int32_t LocalModel::draft_step(int32_t budget) {
   const SpeculativeSpec& sp = spec_.speculative;
   int32_t generating = 0;
   std::vector<Slot*> speculating;
@@ -1304,7 +1320,15 @@ void LocalModel::draft_step(int32_t budget) {
     ++generating;
     if (s.spec.on) speculating.push_back(&s);
   }
-  if (speculating.empty()) return;
+  if (speculating.empty() || !gate_) return 0;
+  // The gate decides for the whole step: its cost is the step's, shared by
+  // every generating sequence. A step it keeps from speculating samples
+  // each sequence's next token as without a drafter (the same
+  // distribution); the draft model catches up when speculation resumes.
+  const bool on = gate_->decide(generating);
+  stat_spec_steps_on_.store(gate_->steps(true));
+  stat_spec_steps_off_.store(gate_->steps(false));
+  if (!on) return generating;
   // Every generating sequence's pending token comes first; the drafts share
   // what is left of the batch.
   const int32_t room = (budget - generating) / generating;
@@ -1344,7 +1368,7 @@ void LocalModel::draft_step(int32_t budget) {
     requests.push_back(std::move(r));
     drafted.push_back(s);
   }
-  if (requests.empty()) return;
+  if (requests.empty()) return generating;
   std::vector<DraftRequest*> ptrs;
   for (auto& r : requests) ptrs.push_back(&r);
   draft_->draft(ptrs, sp.p_min, budget);
@@ -1353,6 +1377,7 @@ void LocalModel::draft_step(int32_t budget) {
     drafted[i]->spec.draft = std::move(requests[i].tokens);
     drafted[i]->spec.q = std::move(requests[i].q);
   }
+  return generating;
 }
 
 Status LocalModel::verify(Slot& s, int32_t first_row) {

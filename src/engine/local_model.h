@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -54,6 +55,7 @@ struct llama_token_data;
 namespace llmpool::engine {
 
 class DraftModel;
+class SpeculationGate;
 class SavedPrompts;
 
 // Debug and sanitizer builds check the engine's slot invariants after every
@@ -79,6 +81,9 @@ struct SpeculativeSpec {
   int32_t max_tokens = 16;  // drafted tokens per round, at most (the length adapts below it)
   int32_t min_tokens = 0;   // a shorter draft is not verified
   float p_min = 0.75f;      // draft-model drafting stops at a token it is less sure of
+  // Speculate only on the steps where it measured faster (SpeculationGate,
+  // speculative.h); false: on every step.
+  bool adaptive = true;
   bool enabled() const { return !draft_path.empty() || ngram > 0; }
 };
 
@@ -164,6 +169,12 @@ struct EngineStats {
   int64_t speculative_rounds = 0;
   int64_t speculative_drafted = 0;
   int64_t speculative_accepted = 0;
+  // The speculation gate (speculative.h): steps it let speculate and steps
+  // it did not, and the measured throughput ratio of the two (NaN until
+  // both were measured).
+  int64_t speculative_steps_on = 0;
+  int64_t speculative_steps_off = 0;
+  double speculative_speedup = std::numeric_limits<double>::quiet_NaN();
 };
 
 class LocalModel {
@@ -274,10 +285,12 @@ class LocalModel {
   Status emit(Slot& slot, int32_t token, int32_t logits_index);
   // Speculative decoding (speculative.h). draft_step() drafts for the
   // generating sequences, before the step's batch is built, under `budget`
-  // batch tokens in all; verify() checks a slot's drafts against the
+  // batch tokens in all, when the gate lets the step speculate; it returns
+  // how many sequences generate in a step the gate decided (0: none
+  // speculates, nothing to decide). verify() checks a slot's drafts against the
   // target's rows from `first_row` on, reports the accepted tokens and the
   // correction (or bonus), and drops the rejected ones from the KV cache.
-  void draft_step(int32_t budget);
+  int32_t draft_step(int32_t budget);
   Status verify(Slot& slot, int32_t first_row);
   void start_speculation(Slot& slot, uint32_t seed);
   // Runs `work` for the request on `slot`; a failure or exception ends that
@@ -343,10 +356,15 @@ class LocalModel {
   std::unique_ptr<DraftModel> draft_;   // null without a draft model
   std::unique_ptr<SavedPrompts> saved_;  // null: no host prompt cache
   double spec_acceptance_ = 0.6;       // running per-token acceptance: new requests start from it
+  std::unique_ptr<SpeculationGate> gate_;  // null when the model does not speculate
+  int64_t emitted_ = 0;                 // tokens emit() reported (the gate's count per step)
   std::vector<float> verify_scratch_;
   std::atomic<int64_t> stat_spec_rounds_{0};
   std::atomic<int64_t> stat_spec_drafted_{0};
   std::atomic<int64_t> stat_spec_accepted_{0};
+  std::atomic<int64_t> stat_spec_steps_on_{0};
+  std::atomic<int64_t> stat_spec_steps_off_{0};
+  std::atomic<double> stat_spec_speedup_{std::numeric_limits<double>::quiet_NaN()};
 };
 
 }  // namespace llmpool::engine

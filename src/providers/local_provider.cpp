@@ -30,6 +30,7 @@ engine::LocalModelSpec spec_of(const config::ModelConfig& config) {
   spec.speculative.max_tokens = config.draft.max_tokens;
   spec.speculative.min_tokens = config.draft.min_tokens;
   spec.speculative.p_min = static_cast<float>(config.draft.p_min);
+  spec.speculative.adaptive = config.draft.adaptive;
   // A model tagged `embedding` runs with pooling and serves /v1/embeddings.
   spec.embedding = std::find(config.capabilities.begin(), config.capabilities.end(), "embedding") !=
                    config.capabilities.end();

@@ -779,7 +779,7 @@ TEST(ConfigDraftTest, ResolvesADraftByModelNameOrPath) {
 models:
   - name: big
     path: big.gguf
-    draft: {model: small, max_tokens: 8, min_tokens: 2, p_min: 0.5}
+    draft: {model: small, max_tokens: 8, min_tokens: 2, p_min: 0.5, adaptive: false}
   - name: small
     path: models/small.gguf
   - name: other
@@ -795,6 +795,8 @@ models:
   EXPECT_EQ(m[0].draft.max_tokens, 8);
   EXPECT_EQ(m[0].draft.min_tokens, 2);
   EXPECT_DOUBLE_EQ(m[0].draft.p_min, 0.5);
+  EXPECT_FALSE(m[0].draft.adaptive);
+  EXPECT_TRUE(m[2].draft.adaptive);  // the speculation gate is on by default
   EXPECT_TRUE(m[1].draft.model.empty());
   EXPECT_EQ(m[2].draft.path, "/etc/llmpool/drafts/d.gguf");
   EXPECT_EQ(m[3].draft.ngram, 4);
@@ -812,7 +814,8 @@ models:
     draft: {model: missing.gguf, ngram: 2}
   - name: c
     path: c.gguf
-    draft: {ngram: 65, max_tokens: 0, p_min: 1.5, min_tokens: 300, extra: 1}
+    draft: {ngram: 65, max_tokens: 0, p_min: 1.5, min_tokens: 300, extra: 1,
+            adaptive: sometimes}
   - name: d
     type: openai
     base_url: http://127.0.0.1:1/v1
@@ -831,6 +834,10 @@ models:
   for (const char* f : {"models[2].draft.ngram", "models[2].draft.max_tokens", "models[2].draft.p_min",
                         "models[2].draft.min_tokens", "models[2].draft.extra", "models[3].draft.model"})
     EXPECT_NE(find_issue(r, f), nullptr) << f;
+  const ConfigIssue* adaptive = find_issue(r, "models[2].draft.adaptive");
+  ASSERT_NE(adaptive, nullptr);
+  EXPECT_EQ(adaptive->line, 12);
+  EXPECT_NE(adaptive->message.find("true or false"), std::string::npos) << adaptive->message;
 }
 
 // The fabric: block and queue models (docs/config.md, "fabric").

@@ -75,20 +75,29 @@ class SpeculativeModelTest : public ::testing::Test {
     other_draft_ = new std::string(write_tiny(*dir_, 777, "llama-spm"));
     other_vocab_ = new std::string(write_tiny(*dir_, 42, "gpt-2"));
     plain_ = load({}).release();
+    // These speculate on every step (the gate off): what they test is the
+    // drafting and the verification, every round.
     SpeculativeSpec same;
     same.draft_path = kTiny;
     same.max_tokens = 6;
     same.p_min = 0.0f;
+    same.adaptive = false;
     self_draft_ = load(same).release();
     SpeculativeSpec other = same;
     other.draft_path = *other_draft_;
     other_ = load(other).release();
     SpeculativeSpec ngram;
     ngram.ngram = 3;
+    ngram.adaptive = false;
     ngram_ = load(ngram).release();
+    // The gate on (the default): steps speculate or not by what it measured,
+    // and both ways while it explores.
+    SpeculativeSpec gated = other;
+    gated.adaptive = true;
+    gated_ = load(gated).release();
   }
   static void TearDownTestSuite() {
-    for (LocalModel* m : {plain_, self_draft_, other_, ngram_}) delete m;
+    for (LocalModel* m : {plain_, self_draft_, other_, ngram_, gated_}) delete m;
     std::error_code ec;
     fs::remove_all(*dir_, ec);
     delete dir_;
@@ -132,6 +141,7 @@ class SpeculativeModelTest : public ::testing::Test {
   static LocalModel* self_draft_;
   static LocalModel* other_;
   static LocalModel* ngram_;
+  static LocalModel* gated_;
 };
 fs::path* SpeculativeModelTest::dir_ = nullptr;
 std::string* SpeculativeModelTest::other_draft_ = nullptr;
@@ -140,9 +150,21 @@ LocalModel* SpeculativeModelTest::plain_ = nullptr;
 LocalModel* SpeculativeModelTest::self_draft_ = nullptr;
 LocalModel* SpeculativeModelTest::other_ = nullptr;
 LocalModel* SpeculativeModelTest::ngram_ = nullptr;
+LocalModel* SpeculativeModelTest::gated_ = nullptr;
 
 const std::vector<std::string> kPrompts = {"Hello there", "Count: one two three one two three one two",
                                            "The quick brown fox"};
+
+// Submits a greedy request of `max_tokens` for every prompt at once: their
+// sequences share the steps.
+std::vector<std::unique_ptr<Collector>> submit_all(LocalModel* m, int32_t max_tokens) {
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (const auto& prompt : kPrompts) {
+    cs.push_back(std::make_unique<Collector>());
+    m->submit(request(prompt, max_tokens, true), nullptr, cs.back()->callbacks());
+  }
+  return cs;
+}
 
 TEST_F(SpeculativeModelTest, GreedyOutputIsTheTargetsOwnWithEveryDrafter) {
   ASSERT_TRUE(plain_ && self_draft_ && other_ && ngram_);
@@ -166,16 +188,62 @@ TEST_F(SpeculativeModelTest, GreedyOutputIsTheTargetsOwnWithEveryDrafter) {
   EXPECT_EQ(plain_->stats().speculative_rounds, 0);
 }
 
+// The gate decides per step whether the sequences speculate; either way the
+// greedy output is the target's own. Its first steps at each concurrency go
+// both ways whatever they measure (SpeculationGate), so both kinds of step
+// run here, alone and four sequences at once; and with the gate off (every
+// step speculates) and speculation switched off per request the same text.
+TEST_F(SpeculativeModelTest, GreedyOutputIsTheSameWhetherTheGateSpeculatesOrNot) {
+  ASSERT_TRUE(plain_ && other_ && gated_);
+  std::vector<std::string> want;
+  for (const auto& prompt : kPrompts) {
+    want.push_back(text(plain_, request(prompt, 48, false)));
+    ASSERT_FALSE(want.back().empty());
+  }
+  const EngineStats before = gated_->stats();
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    EXPECT_EQ(text(gated_, request(kPrompts[i], 48, true)), want[i]) << "gate on: " << kPrompts[i];
+    EXPECT_EQ(text(other_, request(kPrompts[i], 48, true)), want[i]) << "gate off: " << kPrompts[i];
+  }
+  const EngineStats alone = gated_->stats();
+  EXPECT_GT(alone.speculative_steps_on, before.speculative_steps_on);
+  EXPECT_GT(alone.speculative_steps_off, before.speculative_steps_off);
+  EXPECT_GT(alone.speculative_rounds, before.speculative_rounds);
+  // A speculating step and one that was not were both timed alone.
+  EXPECT_FALSE(std::isnan(alone.speculative_speedup));
+  EXPECT_GT(alone.speculative_speedup, 0.0);
+
+  for (int wave = 0; wave < 3; ++wave) {
+    std::vector<std::unique_ptr<Collector>> cs = submit_all(gated_, 48);
+    for (size_t i = 0; i < cs.size(); ++i) {
+      auto r = cs[i]->future.get();
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      EXPECT_EQ(r->choices[0].text, want[i]) << "wave " << wave << ": " << kPrompts[i];
+    }
+  }
+  const EngineStats together = gated_->stats();
+  EXPECT_GT(together.speculative_steps_on + together.speculative_steps_off,
+            alone.speculative_steps_on + alone.speculative_steps_off);
+
+  // "speculative": false wins over the gate: no step of it is the gate's.
+  for (size_t i = 0; i < kPrompts.size(); ++i)
+    EXPECT_EQ(text(gated_, request(kPrompts[i], 48, false)), want[i]) << "switched off: " << kPrompts[i];
+  const EngineStats off = gated_->stats();
+  EXPECT_EQ(off.speculative_steps_on, together.speculative_steps_on);
+  EXPECT_EQ(off.speculative_steps_off, together.speculative_steps_off);
+  EXPECT_EQ(off.speculative_rounds, together.speculative_rounds);
+  // Without the gate every step of a speculating sequence speculates.
+  EXPECT_GT(other_->stats().speculative_steps_on, 0);
+  EXPECT_EQ(other_->stats().speculative_steps_off, 0);
+  EXPECT_EQ(plain_->stats().speculative_steps_on + plain_->stats().speculative_steps_off, 0);
+}
+
 TEST_F(SpeculativeModelTest, ManySequencesSpeculateInOneStepWithTheSameOutput) {
   // Four requests at once (and one with n = 2): their drafts share the steps.
   std::vector<std::string> want;
   for (const auto& prompt : kPrompts) want.push_back(text(plain_, request(prompt, 40, false)));
-  for (LocalModel* m : {self_draft_, other_, ngram_}) {
-    std::vector<std::unique_ptr<Collector>> cs;
-    for (const auto& prompt : kPrompts) {
-      cs.push_back(std::make_unique<Collector>());
-      m->submit(request(prompt, 40, true), nullptr, cs.back()->callbacks());
-    }
+  for (LocalModel* m : {self_draft_, other_, ngram_, gated_}) {
+    std::vector<std::unique_ptr<Collector>> cs = submit_all(m, 40);
     for (size_t i = 0; i < cs.size(); ++i) {
       auto r = cs[i]->future.get();
       ASSERT_TRUE(r.is_ok()) << r.status().to_string();
@@ -282,7 +350,7 @@ TEST_F(SpeculativeModelTest, GrammarAndStopStringsGiveTheSameOutput) {
 TEST_F(SpeculativeModelTest, SampledTokensFollowTheTargetsDistribution) {
   constexpr int kRuns = 200;
   constexpr float kTemperature = 1.5f;
-  for (LocalModel* m : {plain_, self_draft_, other_}) {
+  for (LocalModel* m : {plain_, self_draft_, other_, gated_}) {
     std::array<double, 3> seen{}, expected{};
     int samples = 0;
     for (int i = 0; i < kRuns; ++i) {
