@@ -579,12 +579,9 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
          return s.speculative_drafted ? double(s.speculative_accepted) / double(s.speculative_drafted) : 0.0;
        }},
       {"llmpool_speculative_speedup_estimate",
-       "Tokens a sequence gains per target decode while speculating (1: no gain; draft cost not counted).", "gauge",
-       [](const providers::ProviderStats& s) {
-         return s.speculative_rounds
-                    ? double(s.speculative_rounds + s.speculative_accepted) / double(s.speculative_rounds)
-                    : 1.0;
-       }},
+       "Measured tokens/s of decode steps speculating over steps not speculating, drafting included (NaN: not "
+       "measured).",
+       "gauge", [](const providers::ProviderStats& s) { return s.speculative_speedup; }},
   };
   std::vector<std::pair<std::string, providers::ProviderStats>> stats;
   for (const auto& e : models.list()) stats.emplace_back(e.info.name, e.stats);
@@ -593,6 +590,15 @@ void collect_provider_stats(const providers::ModelDirectory& models, std::string
     for (const auto& [name, s] : stats) samples.push_back({{{"model", name}}, f.get(s)});
     obs::append_family(out, f.name, f.help, f.type, samples);
   }
+  // The speculation gate's steps, by whether it let them speculate.
+  std::vector<std::pair<obs::Labels, double>> steps;
+  for (const auto& [name, s] : stats) {
+    steps.push_back({{{"model", name}, {"mode", "on"}}, double(s.speculative_steps_on)});
+    steps.push_back({{{"model", name}, {"mode", "off"}}, double(s.speculative_steps_off)});
+  }
+  obs::append_family(out, "llmpool_speculative_steps_total",
+                     "Decode steps of speculating sequences, by whether the speculation gate let them speculate.",
+                     "counter", steps);
 }
 
 }  // namespace

@@ -82,6 +82,9 @@ ProviderStats LocalProvider::stats() const {
   s.speculative_rounds = e.speculative_rounds;
   s.speculative_drafted = e.speculative_drafted;
   s.speculative_accepted = e.speculative_accepted;
+  s.speculative_steps_on = e.speculative_steps_on;
+  s.speculative_steps_off = e.speculative_steps_off;
+  s.speculative_speedup = e.speculative_speedup;
   s.kv_cells_total = e.kv_cells_total;
   const engine::MemoryUse& mem = model_->memory();
   s.weights_bytes = mem.weights;

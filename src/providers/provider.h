@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,11 @@ struct ProviderStats {
   int64_t speculative_rounds = 0;
   int64_t speculative_drafted = 0;
   int64_t speculative_accepted = 0;
+  // local: steps the speculation gate let speculate and kept from it, and
+  // its measured throughput ratio of the two (NaN: not measured)
+  int64_t speculative_steps_on = 0;
+  int64_t speculative_steps_off = 0;
+  double speculative_speedup = std::numeric_limits<double>::quiet_NaN();
   uint64_t memory_bytes = 0;              // what the pool counts: local models, all four below
   uint64_t weights_bytes = 0;             // local: model weights
   uint64_t kv_cache_bytes = 0;            // local: KV cache of all sequences
