@@ -198,31 +198,29 @@ size_t SpeculationGate::bucket_of(int32_t generating) {
 
 bool SpeculationGate::start_run(size_t b) {
   Bucket& bucket = buckets_[b];
-  const int64_t run = bucket.runs++;
-  if (bucket.warm()) {
-    const bool faster = bucket.faster_on();
-    if (bucket.has_verdict && faster != bucket.verdict) {
-      bucket.explore_every = kExploreEvery;  // things changed: look again soon
-    } else if (bucket.explored) {
-      bucket.explore_every = std::min(2 * bucket.explore_every, kExploreMax);  // the verdict stood
-    }
-    bucket.verdict = faster;
-    bucket.has_verdict = true;
-    bucket.explored = ++bucket.since_explore >= bucket.explore_every;
-    if (bucket.explored) bucket.since_explore = 0;
-    return bucket.explored ? !faster : faster;
+  ++bucket.runs;
+  // The verdict: this bucket's own once it knows both arms, else that of the
+  // nearest bucket that does (a load seen at another concurrency is the best
+  // guess there is, and measuring both arms again costs a slow arm's runs).
+  const Bucket* known = bucket.warm() ? &bucket : nullptr;
+  for (size_t d = 1; !known && d < kBuckets; ++d) {
+    if (b >= d && buckets_[b - d].warm()) known = &buckets_[b - d];
+    else if (b + d < kBuckets && buckets_[b + d].warm()) known = &buckets_[b + d];
   }
-  // Warming up: the arm with fewer samples (speculation first on a tie).
-  const bool short_on = bucket.on.samples <= bucket.off.samples;
-  const bool one_short = (bucket.on.samples >= kWarmSamples) != (bucket.off.samples >= kWarmSamples);
-  if (!one_short || run % 2 == 0) return short_on;
-  // Every other run, the verdict of the nearest bucket that knows both arms
-  // (a load seen at another concurrency is the best guess there is).
-  for (size_t d = 1; d < kBuckets; ++d) {
-    if (b >= d && buckets_[b - d].warm()) return buckets_[b - d].faster_on();
-    if (b + d < kBuckets && buckets_[b + d].warm()) return buckets_[b + d].faster_on();
+  // Nothing known anywhere yet: both arms, the one with fewer samples first
+  // (speculation on a tie).
+  if (!known) return bucket.on.samples <= bucket.off.samples;
+  const bool faster = known->faster_on();
+  if (bucket.has_verdict && faster != bucket.verdict) {
+    bucket.explore_every = kExploreEvery;  // things changed: look again soon
+  } else if (bucket.explored) {
+    bucket.explore_every = std::min(2 * bucket.explore_every, kExploreMax);  // the verdict stood
   }
-  return short_on;
+  bucket.verdict = faster;
+  bucket.has_verdict = true;
+  bucket.explored = ++bucket.since_explore >= bucket.explore_every;
+  if (bucket.explored) bucket.since_explore = 0;
+  return bucket.explored ? !faster : faster;
 }
 
 bool SpeculationGate::decide(int32_t generating) {

@@ -115,14 +115,14 @@ class DraftLength {
 // averages) is kept per arm (speculating or not) and per bucket of the
 // generating count: 1, 2, 3-4, 5-8, ... 129-256 (and above). Steps go in
 // runs of kRunSteps with one arm (a run ends early when the bucket changes).
-// A bucket explores both arms first (a run of the arm with fewer samples,
-// until each has kWarmSamples); a bucket first met when another already
-// knows both arms alternates its short arm with the nearest such bucket's
-// verdict. Then the faster arm runs, and every so many runs one tries the
-// other, so the estimate follows changes in load and acceptance: first
-// after kExploreEvery runs, then at twice the interval each time the
-// verdict stands, up to kExploreMax runs; back to kExploreEvery when it
-// flips. Which arm a step takes never changes what is sampled:
+// The first bucket met explores both arms (a run of the arm with fewer
+// samples, until each has kWarmSamples). Then the faster arm runs, and
+// every so many runs one tries the other, so the estimate follows changes
+// in load and acceptance: first after kExploreEvery runs, then at twice the
+// interval each time the verdict stands, up to kExploreMax runs; back to
+// kExploreEvery when it flips. A bucket that does not know both arms yet
+// takes the verdict of the nearest one that does, and its own schedule of
+// tries. Which arm a step takes never changes what is sampled:
 // verification keeps every token distributed as the target's own (greedy:
 // the same text).
 //

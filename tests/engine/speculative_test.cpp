@@ -367,20 +367,22 @@ TEST(SpeculationGateTest, ANewCountStartsFromTheNearestKnownOne) {
   FakeSteps f;
   f.on_s = 0.005;
   run_gate(gate, 256, 2, f);  // speculation wins at two sequences
-  // Three sequences, never seen: a run measures speculation there, the next
-  // follows what two sequences found (speculating, where a bucket on its own
-  // would measure the other arm), then a run without it is measured.
+  // Three sequences, never seen: it speculates as two sequences found, and
+  // tries the other arm on its own schedule, then goes by its own verdict.
   std::vector<bool> arms;
-  for (int i = 0; i < 4 * SpeculationGate::kRunSteps; ++i) {
+  const size_t run = SpeculationGate::kRunSteps;
+  const size_t first_try = SpeculationGate::kExploreEvery - 1;  // runs before it
+  for (size_t i = 0; i < (first_try + 2) * run; ++i) {
     const bool spec = gate.decide(3);
     arms.push_back(spec);
     gate.record(false, spec ? f.on_s : f.off_s, spec ? f.on_tokens : f.off_tokens);
   }
-  const size_t run = SpeculationGate::kRunSteps;
-  EXPECT_EQ(std::count(arms.begin(), arms.begin() + 2 * run, true), 2 * run);
-  EXPECT_EQ(std::count(arms.begin() + 2 * run, arms.begin() + 3 * run, false), run);
-  EXPECT_EQ(std::count(arms.begin() + 3 * run, arms.end(), true), run);  // then the faster arm
+  const auto at = [&](size_t r) { return arms.begin() + static_cast<std::ptrdiff_t>(r * run); };
+  EXPECT_EQ(std::count(at(0), at(first_try), true), static_cast<std::ptrdiff_t>(first_try * run));
+  EXPECT_EQ(std::count(at(first_try), at(first_try + 1), false), static_cast<std::ptrdiff_t>(run));
+  EXPECT_EQ(std::count(at(first_try + 1), arms.end(), true), static_cast<std::ptrdiff_t>(run));
   EXPECT_NEAR(gate.rate(3, false), 1000.0, 1e-6);
+  EXPECT_NEAR(gate.rate(3, true), 1600.0, 1e-6);
 }
 
 TEST(SpeculationGateTest, NotAdaptiveSpeculatesOnEveryStep) {
