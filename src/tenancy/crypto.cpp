@@ -1,6 +1,7 @@
 #include "tenancy/crypto.h"
 
 #include <array>
+#include <memory>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -10,12 +11,22 @@
 namespace llmpool::tenancy {
 
 std::string sha256(std::string_view data) {
+  // Fetched once and a context per thread, reused: EVP_Digest with
+  // EVP_sha256() fetches the algorithm (under the provider store's lock) and
+  // allocates a context on every call, which cost a key check on the hot
+  // path more than the hash itself.
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct CtxFree {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
+  thread_local const std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
   std::string out(32, '\0');
   unsigned int len = 0;
-  // EVP_Digest only fails on allocation failure; an empty result would
-  // then never match a stored hash, which is the safe direction.
-  if (!EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &len,
-                  EVP_sha256(), nullptr) || len != 32) {
+  // These fail only on allocation failure; an empty result would then never
+  // match a stored hash, which is the safe direction.
+  if (!md || !ctx || !EVP_DigestInit_ex2(ctx.get(), md, nullptr) ||
+      !EVP_DigestUpdate(ctx.get(), data.data(), data.size()) ||
+      !EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len) || len != 32) {
     return {};
   }
   return out;

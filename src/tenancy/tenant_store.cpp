@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <system_error>
 
@@ -86,6 +87,18 @@ constexpr const char* kMigrations[] = {
       completion_tokens INTEGER NOT NULL,
       PRIMARY KEY (tenant, key_id, model, day)
     ) STRICT, WITHOUT ROWID;
+    )sql",
+    // 4: a count of changes to what verify_key() remembers (a key's or a
+    // tenant's row changed or went), bumped by triggers so that writes from
+    // any connection or tool count. verify_key() watches it instead of every
+    // commit: usage rows are written every second and change no key.
+    R"sql(
+    CREATE TABLE key_epoch (n INTEGER NOT NULL) STRICT;
+    INSERT INTO key_epoch (n) VALUES (0);
+    CREATE TRIGGER key_epoch_key_update AFTER UPDATE ON api_keys BEGIN UPDATE key_epoch SET n = n + 1; END;
+    CREATE TRIGGER key_epoch_key_delete AFTER DELETE ON api_keys BEGIN UPDATE key_epoch SET n = n + 1; END;
+    CREATE TRIGGER key_epoch_tenant_update AFTER UPDATE ON tenants BEGIN UPDATE key_epoch SET n = n + 1; END;
+    CREATE TRIGGER key_epoch_tenant_delete AFTER DELETE ON tenants BEGIN UPDATE key_epoch SET n = n + 1; END;
     )sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -248,6 +261,34 @@ Result<std::vector<T>> collect_rows(sql::Statement& st, Read read) {
   }
 }
 
+// The tenant row named `name` read through `db`. NotFound if none.
+Result<Tenant> read_tenant_row(sql::Database& db, std::string_view name) {
+  Result<sql::Statement> st = db.prepare(std::string("SELECT ") + kTenantColumns + " FROM tenants WHERE name = ?");
+  if (!st) return st.status();
+  if (Status s = st->bind_all(name); !s) return s;
+  Result<bool> row = st->step();
+  if (!row) return row.status();
+  if (!*row) return Status::not_found("no tenant named " + std::string(name), "name");
+  return read_tenant(*st);
+}
+
+// Runs the one-integer query `sql` on `db`, prepared into `cached` the first
+// time; the statement is reset after (no read transaction stays open).
+Result<int64_t> query_int(sql::Database& db, std::optional<sql::Statement>& cached, const char* sql) {
+  if (!cached) {
+    Result<sql::Statement> st = db.prepare(sql);
+    if (!st) return st.status();
+    cached.emplace(std::move(st).value());
+  }
+  cached->reset();
+  Result<bool> row = cached->step();
+  if (!row) return row.status();
+  if (!*row) return Status::internal(std::string(sql) + " returned no row");
+  int64_t v = cached->column_int(0);
+  cached->reset();
+  return v;
+}
+
 }  // namespace
 
 Status validate_tenant_name(std::string_view name, std::string param) {
@@ -268,23 +309,6 @@ bool Tenant::allows_route_group(std::string_view group) const { return list_allo
 
 struct TenantStore::Impl {
   sql::Database db;
-  std::optional<sql::Statement> data_version_query;  // prepared once
-
-  // SQLite's count of commits by OTHER connections to the file.
-  Result<int64_t> data_version() {
-    if (!data_version_query) {
-      Result<sql::Statement> st = db.prepare("PRAGMA data_version");
-      if (!st) return st.status();
-      data_version_query.emplace(std::move(st).value());
-    }
-    data_version_query->reset();
-    Result<bool> row = data_version_query->step();
-    if (!row) return row.status();
-    if (!*row) return Status::internal("PRAGMA data_version returned no row");
-    int64_t v = data_version_query->column_int(0);
-    data_version_query->reset();
-    return v;
-  }
 
   template <typename F>
   Status transaction(F&& body) {
@@ -323,20 +347,47 @@ struct TenantStore::Impl {
     return st->step();
   }
 
-  Result<Tenant> get_tenant(std::string_view name) {
-    Result<sql::Statement> st =
-        db.prepare(std::string("SELECT ") + kTenantColumns + " FROM tenants WHERE name = ?");
-    if (!st) return st.status();
-    if (Status s = st->bind_all(name); !s) return s;
-    Result<bool> row = st->step();
-    if (!row) return row.status();
-    if (!*row) return Status::not_found("no tenant named " + std::string(name), "name");
-    return read_tenant(*st);
+  Result<Tenant> get_tenant(std::string_view name) { return read_tenant_row(db, name); }
+};
+
+// A connection of verify_key()'s own, opened on first use, and what it
+// last saw of the file.
+struct TenantStore::KeyReader {
+  std::mutex mu;
+  std::optional<sql::Database> db;  // under mu
+  std::optional<sql::Statement> version_query, epoch_query;
+  int64_t data_version = -1;  // PRAGMA data_version when last asked
+  int64_t epoch = -1;         // key_epoch when last read; -1: never
+
+  // Whether a key or tenant may have changed since this reader last asked:
+  // cheap when nothing was committed (PRAGMA data_version changes with every
+  // commit of another connection, the store's own included); otherwise the
+  // key_epoch row says whether the commit touched keys or tenants. True
+  // the first time (what others remembered is older than this reader's
+  // first look).
+  Result<bool> keys_changed(const std::string& path) {
+    if (!db) {
+      Result<sql::Database> opened = sql::Database::open(path);
+      if (!opened) return opened.status();
+      Status s = opened->exec("PRAGMA busy_timeout = 5000");
+      if (s) s = opened->exec("PRAGMA query_only = 1");
+      if (!s) return s;
+      db.emplace(std::move(opened).value());
+    }
+    Result<int64_t> version = query_int(*db, version_query, "PRAGMA data_version");
+    if (!version) return version.status();
+    if (*version == data_version) return false;
+    Result<int64_t> now = query_int(*db, epoch_query, "SELECT n FROM key_epoch");
+    if (!now) return now.status();
+    data_version = *version;  // only once the epoch is read: a failure asks again
+    const bool changed = *now != epoch;
+    epoch = *now;
+    return changed;
   }
 };
 
 TenantStore::TenantStore(std::unique_ptr<Impl> impl, std::string path, const WallClock& clock)
-    : impl_(std::move(impl)), path_(std::move(path)), clock_(clock) {}
+    : impl_(std::move(impl)), path_(std::move(path)), clock_(clock), readers_(new KeyReader[kKeyReaders]) {}
 TenantStore::~TenantStore() = default;
 
 int TenantStore::current_schema_version() { return kSchemaVersion; }
@@ -353,7 +404,7 @@ Result<std::unique_ptr<TenantStore>> TenantStore::open(const std::string& data_d
   ::umask(old_mask);
   if (!db) return db.status();
   if (::chmod(path.c_str(), 0600) != 0) return Status::internal("cannot make " + path + " private");
-  auto impl = std::make_unique<Impl>(Impl{std::move(*db), std::nullopt});
+  auto impl = std::make_unique<Impl>(Impl{std::move(*db)});
   if (Status s = sql::prepare_store(impl->db, {std::begin(kMigrations), std::end(kMigrations)}); !s) return s;
   return std::unique_ptr<TenantStore>(new TenantStore(std::move(impl), std::move(path), clock));
 }
@@ -531,22 +582,28 @@ Result<VerifiedKey> TenantStore::verify_key(std::string_view key_text) const {
     return malformed();
   }
   std::string presented = sha256(secret);
-
-  std::lock_guard lock(mu_);
   auto expired = [&](const ApiKeyInfo& key) { return key.expires_at != 0 && key.expires_at <= clock_.now_unix(); };
-  Result<int64_t> version = impl_->data_version();
-  if (!version) return version.status();
-  if (*version != cached_data_version_) {
-    forget_keys();  // someone else wrote to the file
-    cached_data_version_ = *version;
-  }
-  if (auto hit = cached_keys_.find(std::string(prefix)); hit != cached_keys_.end()) {
-    if (!constant_time_equal(presented, hit->second.secret_sha256)) return Status::unauthenticated("unknown API key");
-    if (expired(hit->second.verified.key)) return Status::unauthenticated("API key expired");
-    return hit->second.verified;
+
+  // One of the readers, not the store's mutex: the I/O threads check keys
+  // side by side (waiting on one mutex here cost the gateway a context
+  // switch a request).
+  KeyReader* reader = nullptr;
+  std::unique_lock<std::mutex> held = take_reader(reader);
+  Result<bool> changed = reader->keys_changed(path_);
+  if (!changed) return changed.status();
+  if (*changed) forget_keys();
+  uint64_t generation = 0;
+  {
+    std::shared_lock cache(cache_mu_);
+    if (auto hit = cached_keys_.find(std::string(prefix)); hit != cached_keys_.end()) {
+      if (!constant_time_equal(presented, hit->second.secret_sha256)) return Status::unauthenticated("unknown API key");
+      if (expired(hit->second.verified.key)) return Status::unauthenticated("API key expired");
+      return hit->second.verified;
+    }
+    generation = cache_generation_;
   }
   Result<sql::Statement> st =
-      impl_->db.prepare(std::string("SELECT ") + kKeyColumns + ", secret_sha256 FROM api_keys WHERE prefix = ?");
+      reader->db->prepare(std::string("SELECT ") + kKeyColumns + ", secret_sha256 FROM api_keys WHERE prefix = ?");
   if (!st) return st.status();
   if (Status s = st->bind_all(prefix); !s) return s;
   Result<bool> row = st->step();
@@ -558,11 +615,12 @@ Result<VerifiedKey> TenantStore::verify_key(std::string_view key_text) const {
   if (!*row || !match) return Status::unauthenticated("unknown API key");
   VerifiedKey out;
   out.key = read_key(*st);
+  st->reset();
   if (out.key.revoked_at) return Status::unauthenticated("API key revoked");
   if (expired(out.key)) return Status::unauthenticated("API key expired");
   out.effective = out.key.limits;
   if (!out.key.tenant.empty()) {
-    Result<Tenant> tenant = impl_->get_tenant(out.key.tenant);
+    Result<Tenant> tenant = read_tenant_row(*reader->db, out.key.tenant);
     if (!tenant) return tenant.status();
     out.effective.requests_per_minute =
         effective_limit(out.key.limits.requests_per_minute, tenant->requests_per_minute);
@@ -571,9 +629,36 @@ Result<VerifiedKey> TenantStore::verify_key(std::string_view key_text) const {
         effective_limit(out.key.limits.max_concurrent_requests, tenant->max_concurrent_requests);
     out.tenant = std::move(*tenant);
   }
-  if (cached_keys_.size() >= kMaxCachedKeys) forget_keys();
+  std::unique_lock cache(cache_mu_);
+  // A forget_keys() since the cache was looked at: what was read may be
+  // older than that change (it is still this request's answer).
+  if (cache_generation_ != generation) return out;
+  if (cached_keys_.size() >= kMaxCachedKeys) cached_keys_.clear();
   cached_keys_[std::string(prefix)] = CachedKey{std::move(stored), out};
   return out;
+}
+
+void TenantStore::forget_keys() const {
+  std::unique_lock cache(cache_mu_);
+  cached_keys_.clear();
+  ++cache_generation_;
+}
+
+std::unique_lock<std::mutex> TenantStore::take_reader(KeyReader*& reader) const {
+  // Each thread starts at its own reader, so with no more threads than
+  // readers nobody waits; otherwise the first free one, or the own one.
+  static std::atomic<uint32_t> threads{0};
+  thread_local const uint32_t own = threads.fetch_add(1, std::memory_order_relaxed);
+  for (size_t i = 0; i < kKeyReaders; ++i) {
+    KeyReader& r = readers_[(own + i) % kKeyReaders];
+    std::unique_lock<std::mutex> lock(r.mu, std::try_to_lock);
+    if (lock.owns_lock()) {
+      reader = &r;
+      return lock;
+    }
+  }
+  reader = &readers_[own % kKeyReaders];
+  return std::unique_lock<std::mutex>(reader->mu);
 }
 
 Result<HmacKey> TenantStore::create_hmac_key(std::string_view tenant) {

@@ -41,14 +41,19 @@
 // verify_key() keeps the keys it found good in memory, so a request does not
 // pay for SQL (the gateway's hot path). Nothing goes stale: the cache is
 // emptied by this store's own writes (revoke, tenant update or removal) and
-// whenever SQLite's `PRAGMA data_version` says another connection (the CLI,
-// another server on the same file) committed; expiry is checked on every
-// hit. At most kMaxCachedKeys keys are kept (then it starts over).
+// whenever a key or tenant row changed through any connection (the CLI,
+// another server on the same file): triggers count such changes in the
+// key_epoch row, which verify_key() reads only when SQLite's
+// `PRAGMA data_version` says something was committed. Expiry is checked on
+// every hit. At most kMaxCachedKeys keys are kept (then it starts over).
 //
-// Thread-safety: thread-safe. One connection behind a mutex: every call
-// holds the mutex for its statements (calls are short, single-row writes or
-// small reads). Ownership: open() returns a TenantStore the caller owns;
-// the WallClock outlives it.
+// Thread-safety: thread-safe. One connection behind a mutex serves every
+// call but verify_key(); each call holds the mutex for its statements
+// (calls are short, single-row writes or small reads). verify_key() has
+// kKeyReaders read-only connections of its own, each behind its own mutex,
+// and the cache behind a shared mutex, so the I/O threads check keys side
+// by side. Ownership: open() returns a TenantStore the caller owns; the
+// WallClock outlives it.
 //
 // Errors: InvalidArgument (param names the field) for a bad name or value,
 // with error code "already_exists" for a duplicate; NotFound for an unknown
@@ -61,6 +66,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -229,20 +235,28 @@ class TenantStore {
   struct Impl;
   TenantStore(std::unique_ptr<Impl> impl, std::string path, const WallClock& clock);
 
-  // verify_key()'s cache (see above), under mu_.
+  // verify_key()'s connections and cache (see above).
+  struct KeyReader;
   struct CachedKey {
     std::string secret_sha256;
     VerifiedKey verified;
   };
   static constexpr size_t kMaxCachedKeys = 4096;
-  void forget_keys() const { cached_keys_.clear(); }
+  static constexpr size_t kKeyReaders = 4;
+  // Empties the cache; what a lookup read before this is not remembered.
+  void forget_keys() const;
+  // A reader, locked: the calling thread's own if free, else any free one,
+  // else waits for its own.
+  std::unique_lock<std::mutex> take_reader(KeyReader*& reader) const;
 
   std::unique_ptr<Impl> impl_;
   std::string path_;
   const WallClock& clock_;
-  mutable std::mutex mu_;
-  mutable std::unordered_map<std::string, CachedKey> cached_keys_;  // by prefix
-  mutable int64_t cached_data_version_ = -1;
+  mutable std::mutex mu_;  // impl_'s connection
+  std::unique_ptr<KeyReader[]> readers_;
+  mutable std::shared_mutex cache_mu_;
+  mutable std::unordered_map<std::string, CachedKey> cached_keys_;  // by prefix; under cache_mu_
+  mutable uint64_t cache_generation_ = 0;                          // under cache_mu_: forget_keys() calls
 };
 
 }  // namespace llmpool::tenancy

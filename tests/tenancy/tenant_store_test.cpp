@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -100,7 +101,10 @@ TEST_F(TenantStoreTest, MigratesAVersionOneDatabaseForward) {
   // Roll the file back to what version 1 wrote: only the tenants table.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(db_path().c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE api_keys; DROP TABLE hmac_keys; DROP TABLE usage; UPDATE schema_version SET version = 1",
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE api_keys; DROP TABLE hmac_keys; DROP TABLE usage; DROP TABLE key_epoch;"
+                         " DROP TRIGGER key_epoch_tenant_update; DROP TRIGGER key_epoch_tenant_delete;"
+                         " UPDATE schema_version SET version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK);
   sqlite3_close(db);
@@ -340,6 +344,65 @@ TEST_F(TenantStoreTest, RememberedKeysFollowEveryWriteToTheFile) {
 
   ASSERT_TRUE(cli->remove_tenant("acme").is_ok());
   EXPECT_EQ(store_->verify_key(b->key).status().code(), StatusCode::kUnauthenticated);
+}
+
+// The cache is kept through commits that change no key or tenant (usage is
+// written every second): verify_key() reads the trigger-kept key_epoch, not
+// every commit. Shown by a change that bypasses the triggers: it stays
+// unseen until a counted change comes.
+TEST_F(TenantStoreTest, RememberedKeysOutliveCommitsThatChangeNoKey) {
+  ASSERT_TRUE(store_->add_tenant(acme()).is_ok());
+  Result<CreatedApiKey> a = store_->create_key(spec("acme"));
+  ASSERT_TRUE(a.is_ok());
+  ASSERT_TRUE(store_->verify_key(a->key).is_ok());
+  EXPECT_EQ(query_one(db_path(), "SELECT n FROM key_epoch"), "0");
+
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path().c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "DROP TRIGGER key_epoch_key_update;"
+                         "UPDATE api_keys SET revoked_at = 1",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  std::unique_ptr<TenantStore> other = open();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->record_usage({"acme", a->info.prefix, "tiny", "2026-12-03", 1, 2, 3}).is_ok());
+  EXPECT_TRUE(store_->verify_key(a->key).is_ok());  // remembered: no counted change
+
+  ASSERT_TRUE(other->update_tenant(acme()).is_ok());  // counted: the tenants trigger
+  EXPECT_EQ(query_one(db_path(), "SELECT n FROM key_epoch"), "1");
+  EXPECT_EQ(store_->verify_key(a->key).status().message(), "API key revoked");
+}
+
+// Threads checking keys side by side (each on its own connection) all see a
+// revoke made by another connection as soon as it is committed.
+TEST_F(TenantStoreTest, EveryThreadSeesARevokeAtOnce) {
+  ASSERT_TRUE(store_->add_tenant(acme()).is_ok());
+  Result<CreatedApiKey> a = store_->create_key(spec("acme"));
+  ASSERT_TRUE(a.is_ok());
+  std::unique_ptr<TenantStore> cli = open();
+  ASSERT_NE(cli, nullptr);
+  std::atomic<bool> revoked{false};
+  std::atomic<int> stale{0}, checks{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 400; ++i) {
+        const bool after = revoked.load();
+        Result<VerifiedKey> v = store_->verify_key(a->key);
+        checks.fetch_add(1);
+        if (after && v.is_ok()) stale.fetch_add(1);
+        if (!after && !v.is_ok() && v.status().message() != "API key revoked") stale.fetch_add(1);
+      }
+    });
+  }
+  while (checks.load() < 600) std::this_thread::yield();
+  ASSERT_TRUE(cli->revoke_key(a->info.prefix).is_ok());
+  revoked.store(true);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(stale.load(), 0);
+  EXPECT_EQ(store_->verify_key(a->key).status().message(), "API key revoked");
 }
 
 TEST_F(TenantStoreTest, KeysExpireByTheInjectedClock) {
