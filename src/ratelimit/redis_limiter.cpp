@@ -491,20 +491,33 @@ Result<RedisLimiter::Admission> RedisLimiter::prepare(const Subject& subject, in
   Admission a;
   a.checks = checks_for(subject, reserve_tokens);
   a.subject = subject;
-  a.ticket = next_ticket();
-  a.keys.reserve(a.checks.size());
-  for (const Check& c : a.checks) a.keys.push_back(redis_key(subject, c));
-  if (options_.allotment.count() > 0) {
-    // Slices are per subject and per limits: a reload that changes a limit starts new ones.
-    a.subject_key = subject.tenant;
+  if (options_.allotment.count() == 0 || a.checks.empty()) {
+    name_for_redis(a);
+    return a;
+  }
+  // Slices are per subject and per limits: a reload that changes a limit
+  // starts new ones. A request its slice admits needs no more (its ticket
+  // is the slice's to give): the Redis names wait until it goes there.
+  a.subject_key.reserve(subject.tenant.size() + subject.key.size() + 24 * a.checks.size());
+  a.subject_key = subject.tenant;
+  a.subject_key += '\n';
+  a.subject_key += subject.key;
+  char digits[24];
+  for (const Check& c : a.checks) {
     a.subject_key += '\n';
-    a.subject_key += subject.key;
-    for (const Check& c : a.checks) {
-      fmt::format_to(std::back_inserter(a.subject_key), "\n{}{}:{}", c.scope == Scope::kTenant ? 't' : 'k',
-                     static_cast<int>(c.kind), c.limit);
-    }
+    a.subject_key += c.scope == Scope::kTenant ? 't' : 'k';
+    a.subject_key += static_cast<char>('0' + static_cast<int>(c.kind));
+    a.subject_key += ':';
+    a.subject_key.append(digits, std::to_chars(digits, digits + sizeof digits, c.limit).ptr);
   }
   return a;
+}
+
+void RedisLimiter::name_for_redis(Admission& a) {
+  if (a.ticket.empty()) a.ticket = next_ticket();
+  if (!a.keys.empty() || a.checks.empty()) return;
+  a.keys.reserve(a.checks.size());
+  for (const Check& c : a.checks) a.keys.push_back(redis_key(a.subject, c));
 }
 
 namespace {
@@ -724,6 +737,7 @@ void RedisLimiter::admit_async(const Subject& subject, int64_t reserve_tokens, A
         local = admit_from(st.open, *a, now);
         if (!local) close_slice(st, *st.open, now < st.open->open_until, then);
       }
+      if (!local) name_for_redis(*a);
       if (!local && st.taking && st.covers) {
         st.waiting.push_back(std::move(a).value());
         waits = true;

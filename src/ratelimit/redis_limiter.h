@@ -239,6 +239,8 @@ class RedisLimiter final : public Limiter {
   // The admission of `subject`, or InvalidArgument; empty checks when
   // nothing is configured to check.
   Result<Admission> prepare(const Subject& subject, int64_t reserve_tokens);
+  // Gives `a` what Redis needs of it: its ticket and its keys (once).
+  void name_for_redis(Admission& a);
   // The decision for an admission with nothing configured to check.
   static Decision unchecked(Admission a);
   // The calls that decide a batch of admissions: one per tenant (groups:
