@@ -1,4 +1,5 @@
 #include "common/json.h"
+#include "common/json_parser.h"
 #include "common/text.h"
 
 #include <array>
@@ -11,7 +12,7 @@ namespace {
 
 using json = nlohmann::json;
 
-// A SAX handler that builds the DOM (nlohmann's own builder) and refuses
+// parse_json_reference's SAX handler: nlohmann's own DOM builder, refusing
 // values nested deeper than the limit the moment the parser opens one, so
 // a deep value is never built at all.
 class BoundedDomParser {
@@ -199,12 +200,43 @@ std::string json_text(const json& value) {
   return out;
 }
 
+namespace {
+
+Status too_large(std::string_view text, const JsonLimits& limits, std::string_view what, std::string param) {
+  return Status::invalid_argument(std::string(what) + " is " + std::to_string(text.size()) + " bytes; the limit is " +
+                                      std::to_string(limits.max_bytes),
+                                  std::move(param));
+}
+
+Status too_deep(const JsonLimits& limits, std::string_view what, std::string param) {
+  return Status::invalid_argument(
+      std::string(what) + " is nested deeper than " + std::to_string(limits.max_depth) + " levels", std::move(param));
+}
+
+}  // namespace
+
 Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::string_view what, std::string param) {
-  if (limits.max_bytes > 0 && text.size() > limits.max_bytes) {
-    return Status::invalid_argument(std::string(what) + " is " + std::to_string(text.size()) +
-                                        " bytes; the limit is " + std::to_string(limits.max_bytes),
-                                    std::move(param));
+  if (limits.max_bytes > 0 && text.size() > limits.max_bytes) return too_large(text, limits, what, std::move(param));
+  json root;
+  json_internal::JsonParseError error;
+  bool ok = false;
+  try {
+    ok = json_internal::parse_json_dom(text, limits.max_depth, root, error);
+  } catch (const std::exception&) {  // allocating failed (std::bad_alloc, std::length_error)
+    return Status::invalid_argument(std::string(what) + " is not valid JSON", std::move(param));
   }
+  if (ok) return root;
+  if (error.too_deep) return too_deep(limits, what, std::move(param));
+  return Status::invalid_argument(std::string(what) + " is not valid JSON: " + error.reason + " at byte offset " +
+                                      std::to_string(error.offset),
+                                  std::move(param));
+}
+
+namespace json_internal {
+
+Result<json> parse_json_reference(std::string_view text, const JsonLimits& limits, std::string_view what,
+                                  std::string param) {
+  if (limits.max_bytes > 0 && text.size() > limits.max_bytes) return too_large(text, limits, what, std::move(param));
   json root;
   BoundedDomParser sax(root, limits.max_depth);
   bool ok = false;
@@ -213,11 +245,7 @@ Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::st
   } catch (const std::exception&) {  // the DOM builder's own errors (none expected)
     return Status::invalid_argument(std::string(what) + " is not valid JSON", std::move(param));
   }
-  if (sax.too_deep()) {
-    return Status::invalid_argument(std::string(what) + " is nested deeper than " +
-                                        std::to_string(limits.max_depth) + " levels",
-                                    std::move(param));
-  }
+  if (sax.too_deep()) return too_deep(limits, what, std::move(param));
   if (!ok) {
     std::string msg = std::string(what) + " is not valid JSON";
     if (!sax.error().empty()) msg += ": " + sax.error();
@@ -225,6 +253,8 @@ Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::st
   }
   return root;
 }
+
+}  // namespace json_internal
 
 std::string json_excerpt(const json& value, size_t max_chars) {
   switch (value.type()) {

@@ -1,0 +1,502 @@
+#include "common/json_parser.h"
+
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <clocale>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace llmpool::json_internal {
+namespace {
+
+using json = nlohmann::json;
+using Byte = unsigned char;
+
+// The bytes a string holds as they are: ASCII from the space on, but the
+// quote and the backslash. Everything else takes the slow path: an escape,
+// the closing quote, a control character (refused) or UTF-8 (checked).
+constexpr std::array<bool, 256> kPlain = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
+
+constexpr bool is_space(Byte c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+constexpr bool is_digit(Byte c) { return c >= '0' && c <= '9'; }
+
+// The open containers, innermost last. The first kInline live here, the
+// rest (a caller's max_depth past it) on the heap: no allocation for the
+// depths requests and answers have.
+class ContainerStack {
+ public:
+  struct Frame {  // no initialisers: the inline frames are written before they are read
+    json::object_t* object;  // exactly one of the two is set
+    json::array_t* array;
+  };
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  Frame& top() { return size_ <= kInline ? inline_[size_ - 1] : spill_.back(); }
+  void push(Frame f) {
+    if (size_ < kInline) {
+      inline_[size_] = f;
+    } else {
+      spill_.push_back(f);
+    }
+    ++size_;
+  }
+  void pop() {
+    if (size_ > kInline) spill_.pop_back();
+    --size_;
+  }
+
+ private:
+  static constexpr size_t kInline = 32;
+  std::array<Frame, kInline> inline_;
+  std::vector<Frame> spill_;
+  size_t size_ = 0;
+};
+
+class Parser {
+ public:
+  Parser(std::string_view text, int max_depth, JsonParseError& error)
+      : begin_(reinterpret_cast<const Byte*>(text.data())),
+        p_(begin_),
+        end_(begin_ + text.size()),
+        max_depth_(max_depth),
+        error_(error) {}
+
+  bool run(json& root) {
+    // nlohmann skips a UTF-8 byte order mark at the very start (and refuses
+    // a text that starts with its first byte but not the rest).
+    if (p_ < end_ && *p_ == 0xEF) {
+      if (end_ - p_ < 3 || p_[1] != 0xBB || p_[2] != 0xBF) return fail(p_, "an incomplete UTF-8 byte order mark");
+      p_ += 3;
+    }
+    json* slot = &root;  // where the next value goes
+    for (;;) {
+      switch (value(slot)) {
+        case Step::kFailed: return false;
+        case Step::kOpened: continue;  // `slot` is the new container's first member
+        case Step::kDone: break;
+      }
+      // After a value: close the containers it ends, or find the next slot.
+      for (;;) {
+        if (stack_.empty()) return finish();
+        skip_space();
+        ContainerStack::Frame& top = stack_.top();
+        const int c = peek();
+        if (c == ',') {
+          ++p_;
+          if (top.array) {
+            slot = &top.array->emplace_back();
+          } else if (!member(*top.object, slot)) {
+            return false;
+          }
+          break;
+        }
+        if (c == (top.array ? ']' : '}')) {
+          ++p_;
+          stack_.pop();
+          continue;
+        }
+        return fail_expected(top.array ? "',' or ']'" : "',' or '}'");
+      }
+    }
+  }
+
+ private:
+  enum class Step { kFailed, kDone, kOpened };
+
+  // The next byte, or -1 at the end of the text.
+  int peek() const { return p_ < end_ ? *p_ : -1; }
+
+  void skip_space() {
+    if (p_ < end_ && *p_ > ' ') return;  // compact JSON: no space at all
+    const Byte* p = p_;
+    while (p < end_ && is_space(*p)) ++p;
+    p_ = p;
+  }
+
+  // Past the bytes a string holds as they are, from p_.
+  void skip_plain() {
+    const Byte* p = p_;
+    while (p < end_ && kPlain[*p]) ++p;
+    p_ = p;
+  }
+
+  // One value into *slot: a scalar whole (kDone), an empty container whole
+  // (kDone), or a container opened with `slot` moved to its first member.
+  Step value(json*& slot) {
+    skip_space();
+    switch (peek()) {
+      case '{': {
+        if (!enter()) return Step::kFailed;
+        *slot = json(json::value_t::object);
+        json::object_t& object = *slot->get_ptr<json::object_t*>();
+        ++p_;
+        skip_space();
+        if (peek() == '}') {
+          ++p_;
+          return Step::kDone;
+        }
+        stack_.push({&object, nullptr});
+        return member(object, slot) ? Step::kOpened : Step::kFailed;
+      }
+      case '[': {
+        if (!enter()) return Step::kFailed;
+        *slot = json(json::value_t::array);
+        json::array_t& array = *slot->get_ptr<json::array_t*>();
+        ++p_;
+        skip_space();
+        if (peek() == ']') {
+          ++p_;
+          return Step::kDone;
+        }
+        stack_.push({nullptr, &array});
+        slot = &array.emplace_back();
+        return Step::kOpened;
+      }
+      case '"': {
+        *slot = json(json::value_t::string);
+        return string(*slot->get_ptr<json::string_t*>()) ? Step::kDone : Step::kFailed;
+      }
+      case 't': return literal("true", 4, json(true), *slot);
+      case 'f': return literal("false", 5, json(false), *slot);
+      case 'n': return literal("null", 4, json(nullptr), *slot);
+      case '-':
+      case '0':
+      case '1':
+      case '2':
+      case '3':
+      case '4':
+      case '5':
+      case '6':
+      case '7':
+      case '8':
+      case '9': return number(*slot) ? Step::kDone : Step::kFailed;
+      default: fail_expected("a value"); return Step::kFailed;
+    }
+  }
+
+  // A container opens one level deeper: refused past the limit, as the
+  // SAX handler of before refused it in start_object/start_array.
+  bool enter() {
+    if (stack_.size() + 1 > static_cast<size_t>(max_depth_ < 0 ? 0 : max_depth_)) {
+      error_.too_deep = true;
+      error_.offset = static_cast<size_t>(p_ - begin_);
+      return false;
+    }
+    return true;
+  }
+
+  // `"key" :` of an object (at or before its opening quote); `slot` becomes
+  // the key's value. A key seen before keeps its place and gets the new
+  // value (the last one wins, as in nlohmann's DOM builder).
+  bool member(json::object_t& object, json*& slot) {
+    skip_space();
+    if (peek() != '"') return fail_expected("a string (an object's key)");
+    if (!string(key_)) return false;
+    skip_space();
+    if (peek() != ':') return fail_expected("':'");
+    ++p_;
+    slot = &object[std::move(key_)];
+    key_.clear();  // moved from: valid but unspecified
+    return true;
+  }
+
+  Step literal(const char* word, size_t n, json value, json& slot) {
+    if (static_cast<size_t>(end_ - p_) < n || std::char_traits<char>::compare(reinterpret_cast<const char*>(p_), word, n) != 0) {
+      fail(p_, "invalid literal");
+      return Step::kFailed;
+    }
+    p_ += n;
+    slot = std::move(value);
+    return Step::kDone;
+  }
+
+  // A string from its opening quote to past its closing one, unescaped into `out`.
+  bool string(std::string& out) {
+    const Byte* quote = p_++;
+    const Byte* run = p_;
+    skip_plain();
+    out.assign(reinterpret_cast<const char*>(run), static_cast<size_t>(p_ - run));
+    for (;;) {
+      if (p_ == end_) return fail(quote, "a string without its closing quote");
+      const Byte c = *p_;
+      if (c == '"') {
+        ++p_;
+        return true;
+      }
+      if (c == '\\') {
+        if (!escape(out)) return false;
+      } else if (c < 0x20) {
+        return fail(p_, "a control character in a string (it must be escaped)");
+      } else if (!utf8(out)) {
+        return false;
+      }
+      run = p_;
+      skip_plain();
+      out.append(reinterpret_cast<const char*>(run), static_cast<size_t>(p_ - run));
+    }
+  }
+
+  // One escape, at its backslash.
+  bool escape(std::string& out) {
+    const Byte* at = p_++;
+    switch (peek()) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '/': out += '/'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'u': {
+        ++p_;
+        int cp = hex4();
+        if (cp < 0) return fail(at, "'\\u' not followed by 4 hex digits");
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return fail(at, "a low surrogate \\u escape without a high one before it");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') {
+            return fail(at, "a high surrogate \\u escape not followed by a low one");
+          }
+          p_ += 2;
+          const int low = hex4();
+          if (low < 0) return fail(p_, "'\\u' not followed by 4 hex digits");
+          if (low < 0xDC00 || low > 0xDFFF) return fail(at, "a high surrogate \\u escape not followed by a low one");
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+        }
+        append_utf8(out, static_cast<uint32_t>(cp));
+        return true;  // p_ is past the digits already
+      }
+      default: return fail(at, "an invalid escape in a string");
+    }
+    ++p_;
+    return true;
+  }
+
+  // Four hex digits (either case) at p_, moved past: the code unit, or -1.
+  int hex4() {
+    if (end_ - p_ < 4) return -1;
+    int v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const Byte c = *p_++;
+      int d;
+      if (c >= '0' && c <= '9') {
+        d = c - '0';
+      } else if (c >= 'A' && c <= 'F') {
+        d = c - 'A' + 10;
+      } else if (c >= 'a' && c <= 'f') {
+        d = c - 'a' + 10;
+      } else {
+        return -1;
+      }
+      v = v << 4 | d;
+    }
+    return v;
+  }
+
+  static void append_utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      const char b[] = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+      out.append(b, 2);
+    } else if (cp < 0x10000) {
+      const char b[] = {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+                        static_cast<char>(0x80 | (cp & 0x3F))};
+      out.append(b, 3);
+    } else {
+      const char b[] = {static_cast<char>(0xF0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+                        static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), static_cast<char>(0x80 | (cp & 0x3F))};
+      out.append(b, 4);
+    }
+  }
+
+  // One UTF-8 character at p_ (its first byte is past ASCII), checked and
+  // copied. Well-formed UTF-8 as Unicode's table 3-7 (and nlohmann) define
+  // it: no overlong forms, no surrogates, nothing past U+10FFFF.
+  bool utf8(std::string& out) {
+    const Byte c = *p_;
+    size_t more;
+    Byte lo = 0x80, hi = 0xBF;  // the range of the second byte; the others are 80..BF
+    if (c >= 0xC2 && c <= 0xDF) {
+      more = 1;
+    } else if (c == 0xE0) {
+      more = 2, lo = 0xA0;
+    } else if (c == 0xED) {
+      more = 2, hi = 0x9F;
+    } else if (c >= 0xE1 && c <= 0xEF) {
+      more = 2;
+    } else if (c == 0xF0) {
+      more = 3, lo = 0x90;
+    } else if (c >= 0xF1 && c <= 0xF3) {
+      more = 3;
+    } else if (c == 0xF4) {
+      more = 3, hi = 0x8F;
+    } else {
+      return fail(p_, "invalid UTF-8 in a string");
+    }
+    for (size_t i = 1; i <= more; ++i) {
+      if (static_cast<size_t>(end_ - p_) <= i || p_[i] < lo || p_[i] > hi) return fail(p_, "invalid UTF-8 in a string");
+      lo = 0x80, hi = 0xBF;
+    }
+    out.append(reinterpret_cast<const char*>(p_), more + 1);
+    p_ += more + 1;
+    return true;
+  }
+
+  // A number into `slot`: an integer that fits int64 (negative) or uint64
+  // (not) as one, anything else as a double, as nlohmann's lexer does: its
+  // strtoll/strtoull, then strtod on an overflow or a fraction or exponent
+  // (so "-0" is the integer 0, "-0.0" the double -0.0). A double that is
+  // not finite (1e400) is refused, as nlohmann's parser refuses it.
+  bool number(json& slot) {
+    const Byte* start = p_;
+    const bool negative = *p_ == '-';
+    if (negative) ++p_;
+    if (p_ == end_ || !is_digit(*p_)) return fail(p_, "a '-' not followed by a digit");
+    uint64_t magnitude = 0;
+    bool overflow = false;
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      const Byte* p = p_;
+      // 19 digits always fit uint64; past them every digit is checked.
+      const Byte* safe = end_ - p > 19 ? p + 19 : end_;
+      while (p < safe && is_digit(*p)) magnitude = magnitude * 10 + static_cast<uint64_t>(*p++ - '0');
+      while (p < end_ && is_digit(*p)) {
+        const auto d = static_cast<uint64_t>(*p++ - '0');
+        if (magnitude > (std::numeric_limits<uint64_t>::max() - d) / 10) overflow = true;
+        magnitude = magnitude * 10 + d;
+      }
+      p_ = p;
+    }
+    bool integer = true;
+    if (p_ < end_ && *p_ == '.') {
+      integer = false;
+      ++p_;
+      if (p_ == end_ || !is_digit(*p_)) return fail(p_, "a decimal point not followed by a digit");
+      while (p_ < end_ && is_digit(*p_)) ++p_;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+      integer = false;
+      ++p_;
+      if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ == end_ || !is_digit(*p_)) return fail(p_, "an exponent without digits");
+      while (p_ < end_ && is_digit(*p_)) ++p_;
+    }
+    if (integer && !overflow) {
+      if (!negative) {
+        slot = static_cast<json::number_unsigned_t>(magnitude);
+        return true;
+      }
+      constexpr uint64_t kMinMagnitude = uint64_t{1} << 63;  // -INT64_MIN
+      if (magnitude <= kMinMagnitude) {
+        slot = magnitude == kMinMagnitude ? std::numeric_limits<int64_t>::min() : -static_cast<int64_t>(magnitude);
+        return true;
+      }
+    }
+    double v;
+    if (!to_double(start, p_, v)) return fail(start, "a number out of range");
+    slot = v;
+    return true;
+  }
+
+  // The text [first, last) of a JSON number as the nearest double (strtod's
+  // result: both are correctly rounded); false when that is not finite.
+  // from_chars knows no locale; strtod, for what it calls out of range
+  // (an underflow, which nlohmann keeps: 1e-400 is 0.0), gets the number
+  // with the locale's decimal point, as nlohmann's lexer writes it.
+  static bool to_double(const Byte* first, const Byte* last, double& v) {
+    const char* f = reinterpret_cast<const char*>(first);
+    const char* l = reinterpret_cast<const char*>(last);
+    const auto [end, ec] = std::from_chars(f, l, v, std::chars_format::general);
+    if (ec == std::errc() && end == l) return std::isfinite(v);
+    std::string text(f, l);
+    const char point = *std::localeconv()->decimal_point;
+    for (char& c : text)
+      if (c == '.') c = point;
+    v = std::strtod(text.c_str(), nullptr);
+    return std::isfinite(v);
+  }
+
+  // After the value: only space, then the end of the text or a NUL byte
+  // (nlohmann's lexer reads NUL as the end of input; what follows is not read).
+  bool finish() {
+    skip_space();
+    if (p_ == end_ || *p_ == 0) return true;
+    return fail_expected("the end of the text after the value");
+  }
+
+  bool fail(const Byte* at, std::string reason) {
+    error_.offset = static_cast<size_t>(at - begin_);
+    error_.reason = std::move(reason);
+    return false;
+  }
+
+  // "unexpected 'x'; expected <what>", at p_.
+  bool fail_expected(const char* what) {
+    std::string found;
+    if (p_ == end_ || *p_ == 0) {
+      found = "end of input";  // NUL too: nlohmann's lexer reads it as the end
+    } else if (*p_ >= 0x20 && *p_ < 0x7F) {
+      found = std::string("'") + static_cast<char>(*p_) + "'";
+    } else {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      found = std::string("byte 0x") + kHex[*p_ >> 4] + kHex[*p_ & 0xF];
+    }
+    return fail(p_, "unexpected " + found + "; expected " + what);
+  }
+
+  const Byte* const begin_;
+  const Byte* p_;
+  const Byte* const end_;
+  const int max_depth_;
+  JsonParseError& error_;
+  ContainerStack stack_;
+  std::string key_;  // the key being read; moved into its object
+};
+
+}  // namespace
+
+bool same_json(const json& a, const json& b) {
+  if (a.type() != b.type()) return false;
+  switch (a.type()) {
+    case json::value_t::object: {
+      const auto& x = a.get_ref<const json::object_t&>();
+      const auto& y = b.get_ref<const json::object_t&>();
+      if (x.size() != y.size()) return false;
+      for (auto i = x.begin(), j = y.begin(); i != x.end(); ++i, ++j)
+        if (i->first != j->first || !same_json(i->second, j->second)) return false;
+      return true;
+    }
+    case json::value_t::array: {
+      const auto& x = a.get_ref<const json::array_t&>();
+      const auto& y = b.get_ref<const json::array_t&>();
+      if (x.size() != y.size()) return false;
+      for (size_t i = 0; i < x.size(); ++i)
+        if (!same_json(x[i], y[i])) return false;
+      return true;
+    }
+    case json::value_t::number_float: {
+      const double x = a.get<double>(), y = b.get<double>();
+      return std::memcmp(&x, &y, sizeof(x)) == 0;
+    }
+    default: return a == b;
+  }
+}
+
+bool parse_json_dom(std::string_view text, int max_depth, json& out, JsonParseError& error) {
+  error = JsonParseError{};
+  return Parser(text, max_depth, error).run(out);
+}
+
+}  // namespace llmpool::json_internal
