@@ -211,7 +211,8 @@ class Parser {
   }
 
   Step literal(const char* word, size_t n, json value, json& slot) {
-    if (static_cast<size_t>(end_ - p_) < n || std::char_traits<char>::compare(reinterpret_cast<const char*>(p_), word, n) != 0) {
+    if (static_cast<size_t>(end_ - p_) < n ||
+        std::char_traits<char>::compare(reinterpret_cast<const char*>(p_), word, n) != 0) {
       fail(p_, "invalid literal");
       return Step::kFailed;
     }
