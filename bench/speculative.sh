@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Speculative decoding side by side, in one run: llama-server without and
 # with a draft model (-md), llmpool without speculation, with the draft model
-# (`draft: {model: ...}`) and with prompt lookup (`draft: {ngram: 3}`), on the
+# (`draft: {model: ...}`, the speculation gate on: it speculates on the steps
+# where that measured faster), with the draft model on every step
+# (`adaptive: false`) and with prompt lookup (`draft: {ngram: 3}`), on the
 # same target/draft pair, threads and sequences; greedy and sampled loads of
 # distinct prompts, and an echo-heavy load (the answer repeats a passage of
 # the prompt). Rounds alternate the servers; figures are medians of the
@@ -94,7 +96,7 @@ free_port() {
 # server configurations: name -> how it starts
 # llmpool over HTTP needs its binary; without one (or with --configs naming
 # only llama-server's) llmpool is measured in-process by llmpool-spec-bench.
-configs=(llama-server llama-server-md llmpool llmpool-draft llmpool-ngram)
+configs=(llama-server llama-server-md llmpool llmpool-draft llmpool-draft-always llmpool-ngram)
 [[ -x $llmpool ]] || configs=(llama-server llama-server-md)
 [[ -z $configs_arg ]] || IFS=, read -r -a configs <<<"$configs_arg"
 engine_table=""
@@ -123,6 +125,7 @@ start() { # config port
       } >"$work/$c.yaml"
       case $c in
         llmpool-draft) sed -i "s|threads: $threads}|threads: $threads, draft: {model: $draft, max_tokens: $draft_max, p_min: $p_min}}|" "$work/$c.yaml" ;;
+        llmpool-draft-always) sed -i "s|threads: $threads}|threads: $threads, draft: {model: $draft, max_tokens: $draft_max, p_min: $p_min, adaptive: false}}|" "$work/$c.yaml" ;;
         llmpool-ngram) sed -i "s|threads: $threads}|threads: $threads, draft: {ngram: 3, max_tokens: $draft_max}}|" "$work/$c.yaml" ;;
       esac
       "$llmpool" serve --config "$work/$c.yaml" >"$work/$c.log" 2>&1 &
@@ -144,7 +147,10 @@ for ((r = 1; r <= repeats; r++)); do
   for c in "${configs[@]}"; do
     port=$(free_port)
     log "round $r/$repeats: $c on port $port"
-    start "$c" "$port" || { log "$c did not start"; continue; }
+    # The port was free when picked; another process may take it before the
+    # server binds it: one more try on another port.
+    start "$c" "$port" || { stop_server; port=$(free_port) && log "  again on port $port" && start "$c" "$port"; } ||
+      { log "$c did not start"; continue; }
     python3 bench/spec_load.py --url "http://127.0.0.1:$port" --clients "$parallel" --requests "$parallel" \
       --max-tokens 8 --seed 999 >/dev/null || true  # warm-up
     for spec in "${loads[@]}"; do
@@ -157,7 +163,7 @@ for ((r = 1; r <= repeats; r++)); do
       log "  $c $name: ${tok_s:-failed} tok/s"
     done
     if [[ $c == llmpool-* ]]; then
-      curl -s "http://127.0.0.1:$port/metrics" | grep -E '^llmpool_speculative_(acceptance_rate|speedup_estimate)' |
+      curl -s "http://127.0.0.1:$port/metrics" | grep -E '^llmpool_speculative_(acceptance_rate|speedup_estimate|steps_total)' |
         sed "s/^/$c round $r: /" >>"$work/metrics.txt" || true
     fi
     stop_server
@@ -180,14 +186,16 @@ section=$work/section.md
     echo "$engine_table"
     echo
   fi
-  echo "| load | llama-server | llama-server -md | ratio | llmpool | llmpool draft | ratio | llmpool n-gram | ratio | llmpool draft ÷ llama-server -md |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "llmpool draft and n-gram: the speculation gate on (the default); every step: \`adaptive: false\`."
+  echo
+  echo "| load | llama-server | llama-server -md | ratio | llmpool | llmpool draft | ratio | llmpool draft, every step | ratio | llmpool n-gram | ratio | llmpool draft ÷ llama-server -md |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for spec in "${loads[@]}"; do
     IFS='|' read -r name _ <<<"$spec"
     ls=$(median <<<"${results[llama-server|$name]:-}") md=$(median <<<"${results[llama-server-md|$name]:-}")
     lp=$(median <<<"${results[llmpool|$name]:-}") ld=$(median <<<"${results[llmpool-draft|$name]:-}")
-    ln=$(median <<<"${results[llmpool-ngram|$name]:-}")
-    echo "| $name | $ls | $md | $(ratio "$md" "$ls") | $lp | $ld | $(ratio "$ld" "$lp") | $ln | $(ratio "$ln" "$lp") | $(ratio "$ld" "$md") |"
+    la=$(median <<<"${results[llmpool-draft-always|$name]:-}") ln=$(median <<<"${results[llmpool-ngram|$name]:-}")
+    echo "| $name | $ls | $md | $(ratio "$md" "$ls") | $lp | $ld | $(ratio "$ld" "$lp") | $la | $(ratio "$la" "$lp") | $ln | $(ratio "$ln" "$lp") | $(ratio "$ld" "$md") |"
   done
   echo
   if [[ -s $work/metrics.txt ]]; then
