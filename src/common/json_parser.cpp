@@ -429,11 +429,12 @@ class Parser {
     return std::isfinite(v);
   }
 
-  // After the value: only space, then the end of the text or a NUL byte
-  // (nlohmann's lexer reads NUL as the end of input; what follows is not read).
+  // After the value: only space, then the end of the text. A NUL byte is
+  // refused like any other (nlohmann's lexer reads it as the end of input
+  // and ignores what follows: `{}\0{...}` would pass as `{}`).
   bool finish() {
     skip_space();
-    if (p_ == end_ || *p_ == 0) return true;
+    if (p_ == end_) return true;
     return fail_expected("the end of the text after the value");
   }
 
@@ -446,8 +447,8 @@ class Parser {
   // "unexpected 'x'; expected <what>", at p_.
   bool fail_expected(const char* what) {
     std::string found;
-    if (p_ == end_ || *p_ == 0) {
-      found = "end of input";  // NUL too: nlohmann's lexer reads it as the end
+    if (p_ == end_) {
+      found = "end of input";
     } else if (*p_ >= 0x20 && *p_ < 0x7F) {
       found = std::string("'") + static_cast<char>(*p_) + "'";
     } else {

@@ -4,10 +4,11 @@
 // parse_json_dom is the parser behind parse_json: strict RFC 8259, one pass
 // over the bytes, building nlohmann::json's DOM directly. It accepts exactly
 // what nlohmann 3.11.2's strict sax_parse (iterator input) accepts and
-// builds the same DOM, including nlohmann's two quirks at the edges of the
-// text: a UTF-8 byte order mark at the start is skipped, and a NUL byte
-// after the value ends the text as the end of input does (what follows it
-// is not read). parse_json_reference is the parse_json of before, nlohmann's
+// builds the same DOM, with one exception: nlohmann reads a NUL byte after
+// the value as the end of the text and ignores what follows; here any NUL
+// is refused (no valid JSON text holds one, and a body that two parsers
+// read differently is a smuggling risk). Like nlohmann, a UTF-8 byte order
+// mark at the start is skipped. parse_json_reference is the parse_json of before, nlohmann's
 // own parser, kept as the reference the differential test and fuzz target
 // compare against and the benchmark measures.
 #pragma once

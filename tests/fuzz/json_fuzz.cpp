@@ -29,9 +29,12 @@ void check(std::string_view text, int max_depth) {
   limits.max_depth = max_depth;
   Result<nlohmann::json> mine = parse_json(text, limits);
   Result<nlohmann::json> ref = json_internal::parse_json_reference(text, limits);
-  bool same = mine.is_ok() == ref.is_ok();
+  // The one intended difference: any NUL byte is refused (nlohmann ends the
+  // text at one after the value).
+  const bool nul = text.find('\0') != std::string_view::npos;
+  bool same = mine.is_ok() == (ref.is_ok() && !nul);
   if (same && mine.is_ok()) same = json_internal::same_json(*mine, *ref);
-  if (same && !mine.is_ok()) same = too_deep(mine.status()) == too_deep(ref.status());
+  if (same && !mine.is_ok() && !ref.is_ok()) same = too_deep(mine.status()) == too_deep(ref.status());
   if (same) return;
   std::fprintf(stderr, "json_fuzz: the parsers disagree on %zu bytes (max_depth %d)\n mine: %s\n nlohmann: %s\n",
                text.size(), max_depth, mine ? mine->dump().c_str() : mine.status().message().c_str(),
