@@ -146,7 +146,7 @@ class CompactWriter {
     size_t run = 0;  // start of the bytes not written yet that need no escape
     for (size_t i = 0; i < s.size(); ++i) {
       const unsigned char c = static_cast<unsigned char>(s[i]);
-      if (kPlain[c]) continue;
+      if (json_internal::kPlainStringByte[c]) continue;
       if (c >= 0x80) {
         out_.resize(mark);
         return false;
@@ -172,13 +172,6 @@ class CompactWriter {
     out_ += '"';
     return true;
   }
-
-  // The bytes a string carries as they are: ASCII from the space on, but the quote and the backslash.
-  static constexpr std::array<bool, 256> kPlain = [] {
-    std::array<bool, 256> t{};
-    for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
-    return t;
-  }();
 
   template <typename Int>
   void integer(Int v) {

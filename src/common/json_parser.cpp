@@ -17,15 +17,6 @@ namespace {
 using json = nlohmann::json;
 using Byte = unsigned char;
 
-// The bytes a string holds as they are: ASCII from the space on, but the
-// quote and the backslash. Everything else takes the slow path: an escape,
-// the closing quote, a control character (refused) or UTF-8 (checked).
-constexpr std::array<bool, 256> kPlain = [] {
-  std::array<bool, 256> t{};
-  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
-  return t;
-}();
-
 constexpr bool is_space(Byte c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 constexpr bool is_digit(Byte c) { return c >= '0' && c <= '9'; }
 
@@ -126,7 +117,7 @@ class Parser {
   // Past the bytes a string holds as they are, from p_.
   void skip_plain() {
     const Byte* p = p_;
-    while (p < end_ && kPlain[*p]) ++p;
+    while (p < end_ && kPlainStringByte[*p]) ++p;
     p_ = p;
   }
 

@@ -13,6 +13,7 @@
 // compare against and the benchmark measures.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -23,6 +24,15 @@
 #include "common/status.h"
 
 namespace llmpool::json_internal {
+
+// The bytes a JSON string holds as they are, read or written: ASCII from the
+// space on, but the quote and the backslash. Everything else is an escape,
+// the closing quote, a control character or UTF-8 (checked).
+inline constexpr std::array<bool, 256> kPlainStringByte = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return t;
+}();
 
 struct JsonParseError {
   bool too_deep = false;  // a container opened past max_depth; `reason` is empty
