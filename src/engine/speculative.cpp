@@ -198,7 +198,6 @@ size_t SpeculationGate::bucket_of(int32_t generating) {
 
 bool SpeculationGate::start_run(size_t b) {
   Bucket& bucket = buckets_[b];
-  ++bucket.runs;
   // The verdict: this bucket's own once it knows both arms, else that of the
   // nearest bucket that does (a load seen at another concurrency is the best
   // guess there is, and measuring both arms again costs a slow arm's runs).

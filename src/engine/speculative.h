@@ -171,7 +171,6 @@ class SpeculationGate {
   };
   struct Bucket {
     Arm on, off;
-    int64_t runs = 0;   // runs started here
     int64_t steps = 0;  // steps decided here
     // Once warm: the last verdict (speculation faster), the runs since the
     // slower arm was last tried, the interval, and whether the last run
