@@ -4,6 +4,8 @@
 
 #include <array>
 #include <charconv>
+#include <cmath>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -71,125 +73,249 @@ class BoundedDomParser {
   std::string error_;
 };
 
-// Writes json_text(): the common values here, the rest through one
-// nlohmann serializer (made when first needed) that appends to the same text.
-class CompactWriter {
- public:
-  explicit CompactWriter(std::string& out) : out_(out) {}
+}  // namespace
 
-  void value(const json& v) {
-    switch (v.type()) {
-      case json::value_t::object: {
-        out_ += '{';
-        bool first = true;
-        for (const auto& [key, member] : v.get_ref<const json::object_t&>()) {
-          if (!first) out_ += ',';
-          first = false;
-          string(key);
-          out_ += ':';
-          value(member);
-        }
-        out_ += '}';
-        return;
-      }
-      case json::value_t::array: {
-        out_ += '[';
-        bool first = true;
-        for (const json& item : v.get_ref<const json::array_t&>()) {
-          if (!first) out_ += ',';
-          first = false;
-          value(item);
-        }
-        out_ += ']';
-        return;
-      }
-      case json::value_t::string:
-        if (!ascii_string(v.get_ref<const std::string&>())) nlohmann().dump(v, false, false, 0);
-        return;
-      case json::value_t::boolean:
-        out_ += v.get<bool>() ? "true" : "false";
-        return;
-      case json::value_t::null:
-        out_ += "null";
-        return;
-      case json::value_t::number_integer:
-        integer(v.get<json::number_integer_t>());
-        return;
-      case json::value_t::number_unsigned:
-        integer(v.get<json::number_unsigned_t>());
-        return;
-      default:  // floats (nlohmann's shortest round-trip form), binary, discarded
-        nlohmann().dump(v, false, false, 0);
-        return;
-    }
-  }
-
- private:
-  using Serializer = nlohmann::detail::serializer<json>;
-
-  Serializer& nlohmann() {
-    if (!fallback_) fallback_.emplace(nlohmann::detail::output_adapter<char>(out_), ' ', json::error_handler_t::replace);
-    return *fallback_;
-  }
-
-  void string(const std::string& s) {
-    if (!ascii_string(s)) nlohmann().dump(json(s), false, false, 0);  // an object key past ASCII: rare
-  }
-
-  // `s` quoted and escaped as nlohmann escapes ASCII (the short forms, the
-  // other controls as u00xx escapes in lower case, DEL as it is); false, with
-  // nothing written, when a byte is past ASCII: nlohmann's UTF-8 check (and
-  // its replacement) decides those.
-  bool ascii_string(const std::string& s) {
-    const size_t mark = out_.size();
-    out_ += '"';
-    size_t run = 0;  // start of the bytes not written yet that need no escape
-    for (size_t i = 0; i < s.size(); ++i) {
-      const unsigned char c = static_cast<unsigned char>(s[i]);
-      if (json_internal::kPlainStringByte[c]) continue;
-      if (c >= 0x80) {
-        out_.resize(mark);
-        return false;
-      }
-      out_.append(s, run, i - run);
-      run = i + 1;
-      switch (c) {
-        case '"': out_ += "\\\""; break;
-        case '\\': out_ += "\\\\"; break;
-        case '\b': out_ += "\\b"; break;
-        case '\f': out_ += "\\f"; break;
-        case '\n': out_ += "\\n"; break;
-        case '\r': out_ += "\\r"; break;
-        case '\t': out_ += "\\t"; break;
-        default: {
-          static constexpr char kHex[] = "0123456789abcdef";
-          const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xf]};
-          out_.append(u, sizeof(u));
-        }
-      }
-    }
-    out_.append(s, run, s.size() - run);
-    out_ += '"';
-    return true;
-  }
-
-  template <typename Int>
-  void integer(Int v) {
-    char buf[24];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-    out_.append(buf, end);
-  }
-
-  std::string& out_;
-  std::optional<Serializer> fallback_;
+// nlohmann's serializer, for what JsonWriter leaves to it (floats, strings
+// with invalid UTF-8, binary values), appending to the writer's text.
+struct JsonWriter::Fallback {
+  explicit Fallback(std::string& out)
+      : serializer(nlohmann::detail::output_adapter<char>(out), ' ', json::error_handler_t::replace) {}
+  nlohmann::detail::serializer<json> serializer;
 };
 
-}  // namespace
+JsonWriter::JsonWriter(std::string& out) : out_(out) {}
+JsonWriter::~JsonWriter() = default;
+
+JsonWriter::Fallback& JsonWriter::fallback() {
+  if (!fallback_) fallback_ = std::make_unique<Fallback>(out_);
+  return *fallback_;
+}
+
+void JsonWriter::separate() {
+  if (after_key_) {
+    after_key_ = false;
+    return;
+  }
+  const uint64_t bit = uint64_t{1} << depth_;
+  if (!(empty_ & bit)) out_ += ',';
+  empty_ &= ~bit;
+}
+
+JsonWriter& JsonWriter::begin_object() {
+  separate();
+  out_ += '{';
+  empty_ |= uint64_t{1} << ++depth_;
+  return *this;
+}
+
+JsonWriter& JsonWriter::end_object() {
+  --depth_;
+  out_ += '}';
+  return *this;
+}
+
+JsonWriter& JsonWriter::begin_array() {
+  separate();
+  out_ += '[';
+  empty_ |= uint64_t{1} << ++depth_;
+  return *this;
+}
+
+JsonWriter& JsonWriter::end_array() {
+  --depth_;
+  out_ += ']';
+  return *this;
+}
+
+JsonWriter& JsonWriter::key(std::string_view name) {
+  separate();
+  after_key_ = true;
+  if (short_plain(name, ':')) return *this;
+  quoted(name);
+  out_ += ':';
+  return *this;
+}
+
+JsonWriter& JsonWriter::string(std::string_view s) {
+  separate();
+  if (!short_plain(s, '\0')) quoted(s);
+  return *this;
+}
+
+JsonWriter& JsonWriter::integer(int64_t v) {
+  separate();
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  out_.append(buf, end);
+  return *this;
+}
+
+JsonWriter& JsonWriter::number(double v) {
+  separate();
+  float_text(v);
+  return *this;
+}
+
+// What nlohmann's serializer writes for a double: null when it is not
+// finite, else its shortest round-trip form from nlohmann's own to_chars
+// (which also adds the ".0" that marks an integral value as a float).
+void JsonWriter::float_text(double v) {
+  if (!std::isfinite(v)) {
+    out_ += "null";
+    return;
+  }
+  char buf[64];
+  char* end = nlohmann::detail::to_chars(buf, buf + sizeof(buf), v);
+  out_.append(buf, end);
+}
+
+// A short string that needs no escaping, quoted and followed by `then`
+// (when not NUL) in one append: most keys and many values. False, with
+// nothing written, for any other.
+bool JsonWriter::short_plain(std::string_view s, char then) {
+  char buf[64];
+  if (s.size() > sizeof(buf) - 3) return false;
+  for (char c : s)
+    if (!json_internal::kPlainStringByte[static_cast<unsigned char>(c)]) return false;
+  buf[0] = '"';
+  std::memcpy(buf + 1, s.data(), s.size());
+  buf[s.size() + 1] = '"';
+  buf[s.size() + 2] = then;
+  out_.append(buf, s.size() + (then ? 3 : 2));
+  return true;
+}
+
+JsonWriter& JsonWriter::boolean(bool v) {
+  separate();
+  out_ += v ? "true" : "false";
+  return *this;
+}
+
+JsonWriter& JsonWriter::null() {
+  separate();
+  out_ += "null";
+  return *this;
+}
+
+JsonWriter& JsonWriter::value(const json& v) {
+  separate();
+  dom(v);
+  return *this;
+}
+
+JsonWriter& JsonWriter::raw(std::string_view text) {
+  separate();
+  out_ += text;
+  return *this;
+}
+
+void JsonWriter::dom(const json& v) {
+  switch (v.type()) {
+    case json::value_t::object: {
+      out_ += '{';
+      bool first = true;
+      for (const auto& [key, member] : v.get_ref<const json::object_t&>()) {
+        if (!first) out_ += ',';
+        first = false;
+        quoted(key);
+        out_ += ':';
+        dom(member);
+      }
+      out_ += '}';
+      return;
+    }
+    case json::value_t::array: {
+      out_ += '[';
+      bool first = true;
+      for (const json& item : v.get_ref<const json::array_t&>()) {
+        if (!first) out_ += ',';
+        first = false;
+        dom(item);
+      }
+      out_ += ']';
+      return;
+    }
+    case json::value_t::string:
+      quoted(v.get_ref<const std::string&>());
+      return;
+    case json::value_t::boolean:
+      out_ += v.get<bool>() ? "true" : "false";
+      return;
+    case json::value_t::null:
+      out_ += "null";
+      return;
+    case json::value_t::number_integer: {
+      char buf[24];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.get<json::number_integer_t>());
+      out_.append(buf, end);
+      return;
+    }
+    case json::value_t::number_unsigned: {
+      char buf[24];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.get<json::number_unsigned_t>());
+      out_.append(buf, end);
+      return;
+    }
+    case json::value_t::number_float:
+      float_text(v.get<double>());
+      return;
+    default:  // binary, discarded
+      fallback().serializer.dump(v, false, false, 0);
+      return;
+  }
+}
+
+// `s` quoted and escaped as nlohmann escapes it (the short forms, the other
+// controls as u00xx escapes in lower case, DEL and well-formed UTF-8 as they
+// are). A string with invalid UTF-8 goes to nlohmann's serializer, whose
+// replacement of the bad bytes by U+FFFD this does not repeat.
+void JsonWriter::quoted(std::string_view s) {
+  const size_t mark = out_.size();
+  out_ += '"';
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  const auto* run = p;  // start of the bytes not written yet that need no escape
+  while (p < end) {
+    const unsigned char c = *p;
+    if (json_internal::kPlainStringByte[c]) {
+      ++p;
+      continue;
+    }
+    if (c >= 0x80) {
+      const size_t n = json_internal::utf8_length(p, end);
+      if (n == 0) {
+        out_.resize(mark);
+        fallback().serializer.dump(json(std::string(s)), false, false, 0);
+        return;
+      }
+      p += n;
+      continue;
+    }
+    out_.append(reinterpret_cast<const char*>(run), static_cast<size_t>(p - run));
+    run = ++p;
+    switch (c) {
+      case '"': out_ += "\\\""; break;
+      case '\\': out_ += "\\\\"; break;
+      case '\b': out_ += "\\b"; break;
+      case '\f': out_ += "\\f"; break;
+      case '\n': out_ += "\\n"; break;
+      case '\r': out_ += "\\r"; break;
+      case '\t': out_ += "\\t"; break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xf]};
+        out_.append(u, sizeof(u));
+      }
+    }
+  }
+  out_.append(reinterpret_cast<const char*>(run), static_cast<size_t>(end - run));
+  out_ += '"';
+}
 
 std::string json_text(const json& value) {
   std::string out;
   out.reserve(512);  // an answer's size: no regrowing while it is written
-  CompactWriter(out).value(value);
+  JsonWriter(out).value(value);
   return out;
 }
 

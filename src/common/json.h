@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -45,11 +47,57 @@ const char* json_type_name(const nlohmann::json& value);
 
 // `value` as compact JSON text: byte for byte what
 // value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-// writes (invalid UTF-8 becomes U+FFFD), in a fraction of its time for what
-// answers are made of: containers, ASCII strings and integers are written
-// here; floats, strings with bytes past ASCII and binary values go through
-// nlohmann's serializer. Recursive, as dump() is: for values that
+// writes (invalid UTF-8 becomes U+FFFD), in a fraction of its time: only
+// strings with invalid UTF-8 and binary values go through nlohmann's
+// serializer. Recursive, as dump() is: for values that
 // parse_json's depth limit or our own code bounded.
 std::string json_text(const nlohmann::json& value);
+
+// Writes JSON text straight into a string, with no DOM: the same bytes
+// json_text() gives for the same values, members in the order they are
+// written (a DOM's are sorted by key, so writers that must match one write
+// theirs sorted). Strings are escaped as nlohmann escapes them; invalid
+// UTF-8 becomes U+FFFD, as json_text() does. Nesting through begin_*() is
+// at most 63 deep (value() writes any DOM it is given, as json_text()).
+//
+//   JsonWriter w(out);
+//   w.begin_object().key("id").string(id).key("n").integer(3).end_object();
+class JsonWriter {
+ public:
+  explicit JsonWriter(std::string& out);
+  ~JsonWriter();
+  JsonWriter(const JsonWriter&) = delete;
+  JsonWriter& operator=(const JsonWriter&) = delete;
+
+  JsonWriter& begin_object();
+  JsonWriter& end_object();
+  JsonWriter& begin_array();
+  JsonWriter& end_array();
+  // An object's member name; its value is what is written next.
+  JsonWriter& key(std::string_view name);
+  JsonWriter& string(std::string_view s);
+  JsonWriter& integer(int64_t v);
+  JsonWriter& number(double v);  // nlohmann's shortest form ("0.7", "1.0"); null when not finite
+  JsonWriter& boolean(bool v);
+  JsonWriter& null();
+  JsonWriter& value(const nlohmann::json& v);
+  // A value that is already JSON text (written by this writer or json_text()).
+  JsonWriter& raw(std::string_view json_text);
+
+ private:
+  struct Fallback;
+  void separate();
+  void dom(const nlohmann::json& v);
+  void quoted(std::string_view s);
+  bool short_plain(std::string_view s, char then);
+  void float_text(double v);
+  Fallback& fallback();
+
+  std::string& out_;
+  uint64_t empty_ = 1;  // bit d: nothing written yet in the container at depth d
+  int depth_ = 0;
+  bool after_key_ = false;
+  std::unique_ptr<Fallback> fallback_;
+};
 
 }  // namespace llmpool

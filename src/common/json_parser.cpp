@@ -312,36 +312,13 @@ class Parser {
     }
   }
 
-  // One UTF-8 character at p_ (its first byte is past ASCII), checked and
-  // copied. Well-formed UTF-8 as Unicode's table 3-7 (and nlohmann) define
-  // it: no overlong forms, no surrogates, nothing past U+10FFFF.
+  // One UTF-8 character at p_ (its first byte is past ASCII), checked
+  // (utf8_length) and copied.
   bool utf8(std::string& out) {
-    const Byte c = *p_;
-    size_t more;
-    Byte lo = 0x80, hi = 0xBF;  // the range of the second byte; the others are 80..BF
-    if (c >= 0xC2 && c <= 0xDF) {
-      more = 1;
-    } else if (c == 0xE0) {
-      more = 2, lo = 0xA0;
-    } else if (c == 0xED) {
-      more = 2, hi = 0x9F;
-    } else if (c >= 0xE1 && c <= 0xEF) {
-      more = 2;
-    } else if (c == 0xF0) {
-      more = 3, lo = 0x90;
-    } else if (c >= 0xF1 && c <= 0xF3) {
-      more = 3;
-    } else if (c == 0xF4) {
-      more = 3, hi = 0x8F;
-    } else {
-      return fail(p_, "invalid UTF-8 in a string");
-    }
-    for (size_t i = 1; i <= more; ++i) {
-      if (static_cast<size_t>(end_ - p_) <= i || p_[i] < lo || p_[i] > hi) return fail(p_, "invalid UTF-8 in a string");
-      lo = 0x80, hi = 0xBF;
-    }
-    out.append(reinterpret_cast<const char*>(p_), more + 1);
-    p_ += more + 1;
+    const size_t n = utf8_length(p_, end_);
+    if (n == 0) return fail(p_, "invalid UTF-8 in a string");
+    out.append(reinterpret_cast<const char*>(p_), n);
+    p_ += n;
     return true;
   }
 

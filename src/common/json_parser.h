@@ -34,6 +34,38 @@ inline constexpr std::array<bool, 256> kPlainStringByte = [] {
   return t;
 }();
 
+// The length (2 to 4) of the well-formed UTF-8 character at `p`, whose
+// first byte is past ASCII, or 0 when it is not one. Well-formed as
+// Unicode's table 3-7 (and nlohmann) define it: no overlong forms, no
+// surrogates, nothing past U+10FFFF. Reads nothing at or past `end`.
+inline size_t utf8_length(const unsigned char* p, const unsigned char* end) {
+  const unsigned char c = *p;
+  size_t more;
+  unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte; the others are 80..BF
+  if (c >= 0xC2 && c <= 0xDF) {
+    more = 1;
+  } else if (c == 0xE0) {
+    more = 2, lo = 0xA0;
+  } else if (c == 0xED) {
+    more = 2, hi = 0x9F;
+  } else if (c >= 0xE1 && c <= 0xEF) {
+    more = 2;
+  } else if (c == 0xF0) {
+    more = 3, lo = 0x90;
+  } else if (c >= 0xF1 && c <= 0xF3) {
+    more = 3;
+  } else if (c == 0xF4) {
+    more = 3, hi = 0x8F;
+  } else {
+    return 0;
+  }
+  for (size_t i = 1; i <= more; ++i) {
+    if (static_cast<size_t>(end - p) <= i || p[i] < lo || p[i] > hi) return 0;
+    lo = 0x80, hi = 0xBF;
+  }
+  return more + 1;
+}
+
 struct JsonParseError {
   bool too_deep = false;  // a container opened past max_depth; `reason` is empty
   size_t offset = 0;      // of the byte where the text went wrong

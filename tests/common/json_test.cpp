@@ -137,5 +137,49 @@ TEST(JsonTextTest, EscapesKeysAsNlohmannDoes) {
   EXPECT_EQ(json_text(j), nlohmann_dump(j));
 }
 
+// JsonWriter writes what json_text() writes for the DOM of the same values.
+TEST(JsonWriterTest, WritesWhatJsonTextWritesForTheSameValues) {
+  using nlohmann::json;
+  std::string out;
+  JsonWriter w(out);
+  w.begin_object().key("a").begin_array().integer(1).string("x\ty").null().boolean(true).boolean(false);
+  w.begin_object().end_object().begin_array().end_array().number(0.7).number(3.0).number(-1e-7);
+  w.number(std::numeric_limits<double>::infinity()).integer(INT64_MIN).end_array();
+  w.key("b").value(json::parse(R"({"z":[1,{"y":2.5}],"k":"v"})")).key("c").raw(R"([1,"two"])");
+  w.key("d").begin_object().key("e").string("").end_object().end_object();
+  json dom = {{"a", json::array({1, "x\ty", nullptr, true, false, json::object(), json::array(), 0.7, 3.0, -1e-7,
+                                  std::numeric_limits<double>::infinity(), INT64_MIN})},
+              {"b", json::parse(R"({"z":[1,{"y":2.5}],"k":"v"})")},
+              {"c", json::array({1, "two"})},
+              {"d", {{"e", ""}}}};
+  EXPECT_EQ(out, json_text(dom));
+}
+
+// Strings of bytes drawn from ASCII, controls, well-formed UTF-8 and broken
+// pieces of it: escaped (or replaced) exactly as nlohmann's dump() does.
+TEST(JsonWriterTest, EscapesEveryStringAsNlohmannDoes) {
+  const std::vector<std::string> pieces = {
+      "a",        " ",        "\"",       "\\",      "/",        "\x7f",     "\x00",     "\x1f",     "\n",
+      "\xc3\xa9",  "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xed\x9f\xbf", "\xf4\x8f\xbf\xbf",  // valid
+      "\xc3",     "\xe2\x82",  "\x80",     "\xc0\xaf",  "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xff",  // invalid
+  };
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<size_t>(state >> 33);
+  };
+  for (int i = 0; i < 4000; ++i) {
+    std::string s;
+    const size_t n = next() % 8;
+    for (size_t k = 0; k < n; ++k) s += pieces[next() % pieces.size()];
+    std::string out;
+    JsonWriter(out).string(s);
+    ASSERT_EQ(out, nlohmann_dump(nlohmann::json(s))) << nlohmann_dump(nlohmann::json(s));
+    std::string keyed;
+    JsonWriter(keyed).begin_object().key(s).integer(1).end_object();
+    ASSERT_EQ(keyed, nlohmann_dump(nlohmann::json{{s, 1}}));
+  }
+}
+
 }  // namespace
 }  // namespace llmpool
