@@ -4,6 +4,7 @@
 
 #include "api/request_parts.h"
 #include "api/request_reader.h"
+#include "common/json.h"
 #include "common/text.h"
 
 namespace llmpool::api {
@@ -76,95 +77,149 @@ const char* object_name(Endpoint endpoint, bool chunk) {
   return chunk ? "chat.completion.chunk" : "chat.completion";
 }
 
-// The objects of every answer are built member by member: an initializer
-// list builds each member as a two-item array first and then takes it apart
-// (several allocations per member, on every request). The same JSON.
-json envelope(Endpoint endpoint, const ResponseMeta& meta, bool chunk, json choices) {
-  json out = json::object();
-  out["id"] = meta.id;
-  out["object"] = object_name(endpoint, chunk);
-  out["created"] = meta.created;
-  out["model"] = meta.model;
-  out["system_fingerprint"] = "llmpool";
-  out["choices"] = std::move(choices);
-  return out;
+// The answers are written straight to text, with no DOM, members sorted by
+// name as json_text() writes a DOM's. The envelope: choices, created, id,
+// llmpool (when given), model, object, system_fingerprint; the caller adds
+// "usage" and closes the object.
+template <typename WriteChoices>
+void write_envelope(JsonWriter& w, Endpoint endpoint, const ResponseMeta& meta, bool chunk, std::string_view llmpool,
+                    WriteChoices&& choices) {
+  w.begin_object().key("choices").begin_array();
+  choices();
+  w.end_array().key("created").integer(meta.created).key("id").string(meta.id);
+  if (!llmpool.empty()) w.key("llmpool").raw(llmpool);
+  w.key("model").string(meta.model).key("object").string(object_name(endpoint, chunk));
+  w.key("system_fingerprint").string("llmpool");
+}
+
+void write_usage(JsonWriter& w, const Usage& u) {
+  w.begin_object().key("completion_tokens").integer(u.completion_tokens).key("prompt_tokens").integer(u.prompt_tokens);
+  w.key("prompt_tokens_details").begin_object().key("cached_tokens").integer(u.cached_prompt_tokens).end_object();
+  w.key("total_tokens").integer(int64_t{u.prompt_tokens} + u.completion_tokens).end_object();
+}
+
+// {"function":{"arguments","name"},"id","type":"function"}
+void write_tool_call(JsonWriter& w, const ToolCall& c) {
+  w.begin_object().key("function").begin_object().key("arguments").string(c.arguments).key("name").string(c.name);
+  w.end_object().key("id").string(c.id).key("type").string("function").end_object();
 }
 
 }  // namespace
 
 json usage_json(const Usage& u) {
-  json out = json::object();  // member by member, as envelope()
-  out["prompt_tokens"] = u.prompt_tokens;
-  out["completion_tokens"] = u.completion_tokens;
-  out["total_tokens"] = u.prompt_tokens + u.completion_tokens;
-  json details = json::object();
-  details["cached_tokens"] = u.cached_prompt_tokens;
-  out["prompt_tokens_details"] = std::move(details);
-  return out;
+  std::string text;
+  JsonWriter w(text);
+  write_usage(w, u);
+  return parse_json(text).value();
+}
+
+void append_completion(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Completion& c,
+                       bool with_logprobs, std::string_view llmpool) {
+  size_t size = out.size() + 320 + meta.id.size() + meta.model.size() + llmpool.size();  // no regrowing
+  for (const auto& ch : c.choices) size += 96 + ch.text.size() + ch.reasoning_content.size();
+  out.reserve(size);
+  JsonWriter w(out);
+  write_envelope(w, endpoint, meta, /*chunk=*/false, llmpool, [&] {
+    for (const auto& ch : c.choices) {
+      w.begin_object().key("finish_reason").string(finish_reason_name(ch.finish_reason)).key("index").integer(ch.index);
+      w.key("logprobs");
+      if (with_logprobs)
+        w.value(logprobs_json(endpoint, ch.logprobs));
+      else
+        w.null();
+      if (endpoint == Endpoint::kChat) {
+        w.key("message").begin_object().key("content");
+        if (ch.text.empty() && !ch.tool_calls.empty())
+          w.null();  // a message that only calls tools, as OpenAI sends it
+        else
+          w.string(ch.text);
+        if (!ch.reasoning_content.empty()) w.key("reasoning_content").string(ch.reasoning_content);
+        w.key("role").string("assistant");
+        if (!ch.tool_calls.empty()) {
+          w.key("tool_calls").begin_array();
+          for (const auto& call : ch.tool_calls) write_tool_call(w, call);
+          w.end_array();
+        }
+        w.end_object();
+      } else {
+        w.key("text").string(ch.text);
+      }
+      w.end_object();
+    }
+  });
+  w.key("usage");
+  write_usage(w, c.usage);
+  w.end_object();
+}
+
+void append_chunk(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Delta& d, bool first,
+                  bool with_logprobs, std::string_view llmpool) {
+  out.reserve(out.size() + 256 + meta.id.size() + meta.model.size() + llmpool.size() + d.text.size() +
+              d.reasoning_content.size());  // no regrowing
+  JsonWriter w(out);
+  write_envelope(w, endpoint, meta, /*chunk=*/true, llmpool, [&] {
+    w.begin_object();
+    if (endpoint == Endpoint::kChat) {
+      w.key("delta").begin_object();
+      if (!d.text.empty() || first) w.key("content").string(d.text);
+      if (!d.reasoning_content.empty()) w.key("reasoning_content").string(d.reasoning_content);
+      if (first) w.key("role").string("assistant");
+      if (!d.tool_calls.empty()) {
+        w.key("tool_calls").begin_array();
+        for (const auto& c : d.tool_calls) {
+          // {"function":{"arguments","name"?},"id"?,"index","type"?}
+          w.begin_object().key("function").begin_object().key("arguments").string(c.arguments);
+          if (!c.name.empty()) w.key("name").string(c.name);
+          w.end_object();
+          if (!c.id.empty()) w.key("id").string(c.id);
+          w.key("index").integer(c.index);
+          if (!c.name.empty()) w.key("type").string("function");
+          w.end_object();
+        }
+        w.end_array();
+      }
+      w.end_object();
+    }
+    w.key("finish_reason");
+    if (d.finish_reason)
+      w.string(finish_reason_name(*d.finish_reason));
+    else
+      w.null();
+    w.key("index").integer(d.index).key("logprobs");
+    if (with_logprobs && !d.logprobs.empty())
+      w.value(logprobs_json(endpoint, d.logprobs));
+    else
+      w.null();
+    if (endpoint != Endpoint::kChat) w.key("text").string(d.text);
+    w.end_object();
+  });
+  w.end_object();
+}
+
+void append_usage_chunk(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Usage& usage) {
+  JsonWriter w(out);
+  write_envelope(w, endpoint, meta, /*chunk=*/true, {}, [] {});
+  w.key("usage");
+  write_usage(w, usage);
+  w.end_object();
 }
 
 json completion_json(Endpoint endpoint, const ResponseMeta& meta, const Completion& c, bool with_logprobs) {
-  json choices = json::array();
-  for (const auto& ch : c.choices) {
-    json choice = json::object();  // member by member, as envelope()
-    choice["index"] = ch.index;
-    choice["finish_reason"] = finish_reason_name(ch.finish_reason);
-    if (endpoint == Endpoint::kChat) {
-      json message = json::object();
-      message["role"] = "assistant";
-      message["content"] = ch.text;
-      if (!ch.reasoning_content.empty()) message["reasoning_content"] = ch.reasoning_content;
-      if (!ch.tool_calls.empty()) {
-        json calls = json::array();
-        for (const auto& c : ch.tool_calls)
-          calls.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-        message["tool_calls"] = calls;
-        if (ch.text.empty()) message["content"] = nullptr;
-      }
-      choice["message"] = std::move(message);
-    } else
-      choice["text"] = ch.text;
-    choice["logprobs"] = with_logprobs ? logprobs_json(endpoint, ch.logprobs) : json();
-    choices.push_back(std::move(choice));
-  }
-  json out = envelope(endpoint, meta, false, std::move(choices));
-  out["usage"] = usage_json(c.usage);
-  return out;
+  std::string text;
+  append_completion(text, endpoint, meta, c, with_logprobs);
+  return parse_json(text).value();
 }
 
 json chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Delta& d, bool first, bool with_logprobs) {
-  json choice = {{"index", d.index},
-                 {"finish_reason", d.finish_reason ? json(finish_reason_name(*d.finish_reason)) : json()}};
-  if (endpoint == Endpoint::kChat) {
-    json delta = json::object();
-    if (first) delta["role"] = "assistant";
-    if (!d.text.empty() || first) delta["content"] = d.text;
-    if (!d.reasoning_content.empty()) delta["reasoning_content"] = d.reasoning_content;
-    if (!d.tool_calls.empty()) {
-      json calls = json::array();
-      for (const auto& c : d.tool_calls) {
-        json call = {{"index", c.index}, {"function", {{"arguments", c.arguments}}}};
-        if (!c.id.empty()) call["id"] = c.id;
-        if (!c.name.empty()) {
-          call["type"] = "function";
-          call["function"]["name"] = c.name;
-        }
-        calls.push_back(std::move(call));
-      }
-      delta["tool_calls"] = std::move(calls);
-    }
-    choice["delta"] = std::move(delta);
-  } else {
-    choice["text"] = d.text;
-  }
-  choice["logprobs"] = with_logprobs && !d.logprobs.empty() ? logprobs_json(endpoint, d.logprobs) : json();
-  return envelope(endpoint, meta, true, json::array({std::move(choice)}));
+  std::string text;
+  append_chunk(text, endpoint, meta, d, first, with_logprobs);
+  return parse_json(text).value();
 }
 
 json usage_chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage) {
-  json out = envelope(endpoint, meta, true, json::array());
-  out["usage"] = usage_json(usage);
-  return out;
+  std::string text;
+  append_usage_chunk(text, endpoint, meta, usage);
+  return parse_json(text).value();
 }
 
 Result<EmbeddingsRequest> parse_embeddings_request(std::string_view body) {

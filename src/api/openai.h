@@ -92,13 +92,22 @@ struct ResponseMeta {
   int64_t created = 0;
 };
 
-// The whole response for a finished completion.
+// The whole response for a finished completion, appended to `out` as JSON
+// text with no DOM built. `llmpool`: the route's "llmpool" member as JSON
+// text, or empty for none.
+void append_completion(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Completion& completion,
+                       bool with_logprobs, std::string_view llmpool = {});
+// One streaming chunk for a delta; `first` adds the assistant role (chat).
+void append_chunk(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Delta& delta, bool first,
+                  bool with_logprobs, std::string_view llmpool = {});
+// The final usage-only chunk (stream_options.include_usage).
+void append_usage_chunk(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Usage& usage);
+
+// The same as DOMs (parsed from that text), for callers that embed them.
 nlohmann::json completion_json(Endpoint endpoint, const ResponseMeta& meta, const Completion& completion,
                                bool with_logprobs);
-// One streaming chunk for a delta; `first` adds the assistant role (chat).
 nlohmann::json chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Delta& delta, bool first,
                           bool with_logprobs);
-// The final usage-only chunk (stream_options.include_usage).
 nlohmann::json usage_chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage);
 nlohmann::json usage_json(const Usage& usage);
 

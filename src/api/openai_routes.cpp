@@ -11,6 +11,7 @@
 #include "api/errors.h"
 #include "api/openai.h"
 #include "api/router.h"
+#include "common/json.h"
 #include "providers/io_loop.h"
 
 namespace llmpool::api {
@@ -80,7 +81,7 @@ struct Generation {
   Endpoint endpoint;
   ResponseMeta meta;
   std::map<std::string, std::string> headers;  // x-llmpool-model, x-llmpool-route-reason
-  json llmpool;                                // the extension field; null: none
+  std::string llmpool;                         // the extension field as JSON text; empty: none
   qos::AdmissionGate::Hold hold;               // released when the answer is complete
   router::DirectAttempt direct;                // a request sent straight to a model
   std::shared_ptr<router::RouterService> routing;  // remembers the id for feedback (direct)
@@ -122,10 +123,12 @@ struct Generation {
     start_stream();
     bool first = !first_seen[i];
     first_seen[i] = true;
-    json chunk = chunk_json(endpoint, meta, d, first, with_logprobs);
-    if (!chunk_sent && !llmpool.is_null()) chunk["llmpool"] = llmpool;  // docs/api.md: on the first chunk
+    std::string event = "data: ";
+    // docs/api.md: the llmpool field is on the first chunk.
+    append_chunk(event, endpoint, meta, d, first, with_logprobs, chunk_sent ? std::string_view() : llmpool);
+    event += "\n\n";
     chunk_sent = true;
-    writer->write("data: " + dump_json(chunk) + "\n\n");
+    writer->write(std::move(event));
   }
 
   // Streams a whole completion that arrived without deltas (a routed answer
@@ -162,12 +165,17 @@ struct Generation {
     member_usage = info.member_usage;
     if (!info.model.empty()) headers["x-llmpool-model"] = info.model;
     headers["x-llmpool-route-reason"] = info.reason;
-    llmpool = json::object();  // member by member, as the answer's envelope (api/openai.cpp)
-    llmpool["model"] = info.model.empty() ? json() : json(info.model);
-    llmpool["route"] = info.route;
-    llmpool["reason"] = info.reason;
-    llmpool["ensemble"] = info.ensemble;
-    if (!info.arm.empty()) llmpool["canary_arm"] = info.arm;
+    // {"canary_arm"?, "ensemble", "model", "reason", "route"}: sorted, as the answer's own members.
+    llmpool.clear();
+    JsonWriter w(llmpool);
+    w.begin_object();
+    if (!info.arm.empty()) w.key("canary_arm").string(info.arm);
+    w.key("ensemble").value(info.ensemble).key("model");
+    if (info.model.empty())
+      w.null();
+    else
+      w.string(info.model);
+    w.key("reason").string(info.reason).key("route").string(info.route).end_object();
   }
 
   // The request counts once, under the model that answered; the tokens are
@@ -226,16 +234,20 @@ struct Generation {
     }
     if (!stream) {
       // The last use of the route's field and headers: moved, not copied.
-      json body = completion_json(endpoint, meta, c, with_logprobs);
-      if (!llmpool.is_null()) body["llmpool"] = std::move(llmpool);
-      HttpResponse resp = json_response(body);
+      HttpResponse resp;
+      append_completion(resp.body, endpoint, meta, c, with_logprobs, llmpool);
       resp.headers = std::move(headers);
       writer->respond(std::move(resp));
       return;
     }
     if (!chunk_sent) replay(c);
     start_stream();
-    if (include_usage) writer->write("data: " + dump_json(usage_chunk_json(endpoint, meta, c.usage)) + "\n\n");
+    if (include_usage) {
+      std::string event = "data: ";
+      append_usage_chunk(event, endpoint, meta, c.usage);
+      event += "\n\n";
+      writer->write(std::move(event));
+    }
     writer->write("data: [DONE]\n\n");
     writer->end();
   }

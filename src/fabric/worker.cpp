@@ -190,8 +190,9 @@ struct Worker::Impl {
     Job& j = *jp;
     if (j.abandoned) return release(j);
     if (result.is_ok()) {
-      json body = api::completion_json(j.endpoint, j.meta, *result, j.with_logprobs);
-      (void)deliver_result(j, 200, api::dump_json(body));
+      std::string body;
+      api::append_completion(body, j.endpoint, j.meta, *result, j.with_logprobs);
+      (void)deliver_result(j, 200, body);
       return release(j);
     }
     const Status& st = result.status();

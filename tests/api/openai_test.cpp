@@ -1,4 +1,5 @@
 #include "api/openai.h"
+#include "common/json.h"
 
 #include <gtest/gtest.h>
 
@@ -253,6 +254,59 @@ TEST(OpenAiTest, ToolCallsAndReasoningInResponsesAndChunks) {
   EXPECT_EQ(delta["tool_calls"][0]["id"], "call_9");
   EXPECT_EQ(delta["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(delta["tool_calls"][0]["function"]["arguments"], "{\"ci");
+}
+
+// The answers are written with no DOM, members in the order json_text()
+// writes a DOM's (sorted): text that parses to a DOM whose text is the same
+// bytes is valid JSON, sorted and escaped as every other answer is.
+TEST(OpenAiTest, AnswersAreWrittenAsJsonTextWouldWriteTheirDom) {
+  auto canonical = [](const std::string& text) {
+    auto j = parse_json(text);
+    if (!j) return std::string("not JSON: ") + j.status().to_string();
+    return json_text(*j);
+  };
+  ResponseMeta meta{"chatcmpl-\"q\"", "m\xc3\xa9", 1700000000};
+  Completion c;
+  Choice plain;
+  plain.text = "line\nnext \x01 \xe2\x82\xac bad \xff end";
+  plain.finish_reason = FinishReason::kStop;
+  plain.logprobs = {{"a", -0.25f, {{"b", -1.0f}, {"a", -0.25f}}}};
+  Choice tools;
+  tools.index = 1;
+  tools.finish_reason = FinishReason::kToolCalls;
+  tools.reasoning_content = "why";
+  tools.tool_calls = {{"call_1", "f", R"({"x":1})"}, {"call_2", "g", ""}};
+  Choice both = tools;
+  both.index = 2;
+  both.text = "and text";
+  c.choices = {plain, tools, both};
+  c.usage = {7, 8, 3};
+  const std::string route = R"({"canary_arm":"b","ensemble":null,"model":"m","reason":"r","route":"auto"})";
+  for (Endpoint e : {Endpoint::kChat, Endpoint::kCompletions}) {
+    for (bool lp : {false, true}) {
+      for (std::string_view llmpool : {std::string_view(), std::string_view(route)}) {
+        std::string text;
+        append_completion(text, e, meta, c, lp, llmpool);
+        EXPECT_EQ(canonical(text), text);
+        EXPECT_EQ(parse_json(text)->contains("llmpool"), !llmpool.empty());
+        for (bool first : {false, true}) {
+          Delta d;
+          d.index = 3;
+          d.text = first ? "" : "t\"x";
+          d.reasoning_content = first ? "" : "r";
+          d.logprobs = plain.logprobs;
+          if (!first) d.finish_reason = FinishReason::kLength;
+          d.tool_calls = {{0, "call_1", "f", "{"}, {1, "", "", "x\"}"}};
+          std::string chunk;
+          append_chunk(chunk, e, meta, d, first, lp, llmpool);
+          EXPECT_EQ(canonical(chunk), chunk);
+        }
+      }
+    }
+    std::string usage;
+    append_usage_chunk(usage, e, meta, c.usage);
+    EXPECT_EQ(canonical(usage), usage);
+  }
 }
 
 TEST(OpenAiTest, ParsesTokenizeAndDetokenizeBodies) {
