@@ -714,78 +714,112 @@ Result<json> tools_json(const std::vector<ToolSpec>& tools) {
   return out;
 }
 
-Result<json> openai_request_json(const GenerateRequest& r, const std::string& upstream_model, bool stream) {
-  json j;
-  j["model"] = upstream_model;
-  const bool chat = !r.prompt.has_value();
-  if (chat) {
-    json messages = json::array();
-    for (const auto& m : r.messages) {
-      json msg = {{"role", m.role}, {"content", m.content}};
-      if (!m.tool_calls.empty()) {
-        json calls = json::array();
-        for (const auto& c : m.tool_calls)
-          calls.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
-        msg["tool_calls"] = std::move(calls);
-        if (m.content.empty()) msg["content"] = nullptr;  // what OpenAI sends for a message that only calls tools
-      }
-      if (m.role == "tool") msg["tool_call_id"] = m.tool_call_id;
-      messages.push_back(std::move(msg));
-    }
-    j["messages"] = std::move(messages);
-    if (!r.tools.empty() && r.tool_choice != "none") {
-      ASSIGN_OR_RETURN(j["tools"], tools_json(r.tools));
-      // A client's named function arrives as "required" with that one tool:
-      // name it, which servers without "required" understand too.
-      if (r.tool_choice == "required" && r.tools.size() == 1)
-        j["tool_choice"] = {{"type", "function"}, {"function", {{"name", r.tools[0].name}}}};
-      else if (r.tool_choice == "required")
-        j["tool_choice"] = "required";
-      if (!r.parallel_tool_calls) j["parallel_tool_calls"] = false;
-    }
-  } else {
-    j["prompt"] = *r.prompt;
-  }
-  if (stream) {
-    j["stream"] = true;
-    j["stream_options"] = {{"include_usage", true}};
-  }
+// Written with no DOM, members sorted by name as json_text() writes a DOM's
+// (the tests compare openai_request_json, its parse, against DOMs).
+Status append_openai_request(std::string& out, const GenerateRequest& r, const std::string& upstream_model,
+                             bool stream) {
   const SamplingParams& s = r.sampling;
-  j["temperature"] = clean(s.temperature);
-  if (s.top_p != 1.0f) j["top_p"] = clean(s.top_p);
-  if (s.max_tokens) j["max_tokens"] = *s.max_tokens;
-  if (!s.stop.empty()) j["stop"] = s.stop;
-  if (s.seed) j["seed"] = *s.seed;
-  if (r.n != 1) j["n"] = r.n;
-  if (s.presence_penalty != 0.0f) j["presence_penalty"] = clean(s.presence_penalty);
-  if (s.frequency_penalty != 0.0f) j["frequency_penalty"] = clean(s.frequency_penalty);
-  if (!s.logit_bias.empty()) {
-    json bias = json::object();
-    for (const auto& [token, value] : s.logit_bias) bias[std::to_string(token)] = clean(value);
-    j["logit_bias"] = std::move(bias);
-  }
-  if (s.top_logprobs >= 0) {
-    if (chat) {
-      j["logprobs"] = true;
-      j["top_logprobs"] = s.top_logprobs;
-    } else {
-      j["logprobs"] = s.top_logprobs;
-    }
+  const bool chat = !r.prompt.has_value();
+  const bool tools = chat && !r.tools.empty() && r.tool_choice != "none";
+  // What can fail is checked first, so nothing half-written is returned.
+  json tools_dom, schema;
+  if (tools) {
+    ASSIGN_OR_RETURN(tools_dom, tools_json(r.tools));
   }
   if (!s.json_schema.empty()) {
-    ASSIGN_OR_RETURN(json schema, parse_json(s.json_schema, kDefaultJsonLimits, "'response_format.json_schema.schema'",
-                                             "response_format"));
-    j["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"name", "response"}, {"schema", schema}}}};
+    ASSIGN_OR_RETURN(schema, parse_json(s.json_schema, kDefaultJsonLimits, "'response_format.json_schema.schema'",
+                                        "response_format"));
+  }
+  size_t size = out.size() + 256 + upstream_model.size();  // no regrowing
+  for (const auto& m : r.messages) size += 48 + m.content.size();
+  if (r.prompt) size += r.prompt->size();
+  out.reserve(size);
+  JsonWriter w(out);
+  w.begin_object();
+  if (s.frequency_penalty != 0.0f) w.key("frequency_penalty").number(clean(s.frequency_penalty));
+  if (s.ignore_eos) w.key("ignore_eos").boolean(true);
+  if (!s.logit_bias.empty()) {
+    json bias = json::object();  // a DOM: its keys sort as text, and a repeated token's last bias wins
+    for (const auto& [token, value] : s.logit_bias) bias[std::to_string(token)] = clean(value);
+    w.key("logit_bias").value(bias);
+  }
+  if (s.top_logprobs >= 0) {
+    if (chat)
+      w.key("logprobs").boolean(true);
+    else
+      w.key("logprobs").integer(s.top_logprobs);
+  }
+  if (s.max_tokens) w.key("max_tokens").integer(*s.max_tokens);
+  if (chat) {
+    w.key("messages").begin_array();
+    for (const auto& m : r.messages) {
+      w.begin_object().key("content");
+      if (m.content.empty() && !m.tool_calls.empty())
+        w.null();  // what OpenAI sends for a message that only calls tools
+      else
+        w.string(m.content);
+      w.key("role").string(m.role);
+      if (m.role == "tool") w.key("tool_call_id").string(m.tool_call_id);
+      if (!m.tool_calls.empty()) {
+        w.key("tool_calls").begin_array();
+        for (const auto& c : m.tool_calls) {
+          w.begin_object().key("function").begin_object().key("arguments").string(c.arguments);
+          w.key("name").string(c.name).end_object().key("id").string(c.id).key("type").string("function").end_object();
+        }
+        w.end_array();
+      }
+      w.end_object();
+    }
+    w.end_array();
+  }
+  if (s.min_p > 0.0f) w.key("min_p").number(clean(s.min_p));
+  w.key("model").string(upstream_model);
+  if (r.n != 1) w.key("n").integer(r.n);
+  if (tools && !r.parallel_tool_calls) w.key("parallel_tool_calls").boolean(false);
+  if (s.presence_penalty != 0.0f) w.key("presence_penalty").number(clean(s.presence_penalty));
+  if (!chat) w.key("prompt").string(*r.prompt);
+  if (s.penalty_last_n != 64) w.key("repeat_last_n").integer(s.penalty_last_n);
+  if (s.repeat_penalty != 1.0f) w.key("repeat_penalty").number(clean(s.repeat_penalty));
+  if (!s.json_schema.empty()) {
+    w.key("response_format").begin_object().key("json_schema").begin_object().key("name").string("response");
+    w.key("schema").value(schema).end_object().key("type").string("json_schema").end_object();
   } else if (s.json_object) {
-    j["response_format"] = {{"type", "json_object"}};
+    w.key("response_format").begin_object().key("type").string("json_object").end_object();
+  }
+  if (s.seed) w.key("seed").integer(*s.seed);
+  if (!s.stop.empty()) {
+    w.key("stop").begin_array();
+    for (const auto& stop : s.stop) w.string(stop);
+    w.end_array();
+  }
+  if (stream) {
+    w.key("stream").boolean(true);
+    w.key("stream_options").begin_object().key("include_usage").boolean(true).end_object();
+  }
+  w.key("temperature").number(clean(s.temperature));
+  if (tools) {
+    // A client's named function arrives as "required" with that one tool:
+    // name it, which servers without "required" understand too.
+    if (r.tool_choice == "required" && r.tools.size() == 1) {
+      w.key("tool_choice").begin_object().key("function").begin_object().key("name").string(r.tools[0].name);
+      w.end_object().key("type").string("function").end_object();
+    } else if (r.tool_choice == "required") {
+      w.key("tool_choice").string("required");
+    }
+    w.key("tools").value(tools_dom);
   }
   // llama.cpp and vLLM extras, sent only when set.
-  if (s.top_k > 0) j["top_k"] = s.top_k;
-  if (s.min_p > 0.0f) j["min_p"] = clean(s.min_p);
-  if (s.repeat_penalty != 1.0f) j["repeat_penalty"] = clean(s.repeat_penalty);
-  if (s.penalty_last_n != 64) j["repeat_last_n"] = s.penalty_last_n;
-  if (s.ignore_eos) j["ignore_eos"] = true;
-  return j;
+  if (s.top_k > 0) w.key("top_k").integer(s.top_k);
+  if (s.top_logprobs >= 0 && chat) w.key("top_logprobs").integer(s.top_logprobs);
+  if (s.top_p != 1.0f) w.key("top_p").number(clean(s.top_p));
+  w.end_object();
+  return Status::ok();
+}
+
+Result<json> openai_request_json(const GenerateRequest& r, const std::string& upstream_model, bool stream) {
+  std::string text;
+  RETURN_IF_ERROR(append_openai_request(text, r, upstream_model, stream));
+  return parse_json(text).value();
 }
 
 Result<ProviderPtr> OpenAiProvider::create(const config::ModelConfig& config) {
@@ -795,12 +829,10 @@ Result<ProviderPtr> OpenAiProvider::create(const config::ModelConfig& config) {
 }
 
 Result<RemoteProvider::UpstreamCall> OpenAiProvider::prepare(const GenerateRequest& request, bool stream) const {
-  Result<json> body = openai_request_json(request, settings().upstream_model, stream);
-  if (!body) return body.status();
-  const bool chat = !request.prompt.has_value();
   UpstreamCall call;
+  RETURN_IF_ERROR(append_openai_request(call.body, request, settings().upstream_model, stream));
+  const bool chat = !request.prompt.has_value();
   call.path = chat ? "/chat/completions" : "/completions";
-  call.body = json_text(*body);
   auto decoder = std::make_unique<OpenAiStreamDecoder>(chat, std::max(1, request.n), settings().label);
   if (!stream) decoder->expect_whole();
   call.decoder = std::move(decoder);

@@ -220,6 +220,11 @@ class RemoteProvider : public Provider {
 // that strict hosted APIs do not reject them. Tools and tool messages as
 // the header's comment says; InvalidArgument (param "tools") for tool
 // parameters that are not a JSON object.
+// Appended to `out` as JSON text, with no DOM built (nothing is appended
+// when it fails).
+Status append_openai_request(std::string& out, const GenerateRequest& request, const std::string& upstream_model,
+                             bool stream = true);
+// The same as a DOM, for callers that add to it.
 Result<nlohmann::json> openai_request_json(const GenerateRequest& request, const std::string& upstream_model,
                                            bool stream = true);
 
