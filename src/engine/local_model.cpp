@@ -25,9 +25,17 @@ namespace {
 
 constexpr const char* kFallbackTemplate = "chatml";
 // With one KV stream per sequence, sharing a prefix copies the donor's whole
-// stream (a memcpy per layer, milliseconds at 2048 cells); the prefix cache
-// counts it as worth this many recomputed tokens.
-constexpr size_t kMinStreamCopyTokens = 8;
+// stream (a memcpy per layer, milliseconds at 2048 cells). The prefix cache
+// counts a copy as worth the prompt tokens computed in the time it takes
+// (stream_copy_tokens()): the stream's bytes at kStreamCopyBytesPerSecond (a
+// single-threaded memcpy; 6-8 GB/s measured on the 2-core Xeon) over the
+// measured cost of a prompt token, between 1 and kMaxStreamCopyTokens (also
+// the figure before any prompt was timed). On bench-0.5b (24 MiB a stream at
+// 2048 cells, ~4.7 ms a prompt token) a copy is worth 2 tokens, not 8, so a
+// new request copies the 16-token system-and-template prefix of the last one
+// instead of recomputing half of it.
+constexpr size_t kMaxStreamCopyTokens = 8;
+constexpr double kStreamCopyBytesPerSecond = 4e9;
 // Host copies (saved_prompts.h): a sequence is saved when at least this many
 // of its tokens would be dropped, and a copy restored when it gives at least
 // this many more tokens than the KV cache's best (a copy costs about a
@@ -219,6 +227,8 @@ Result<std::unique_ptr<LocalModel>> LocalModel::load(const LocalModelSpec& spec)
     m->memory_.kv_cache += use.context;
     m->memory_.compute += use.compute;
   }
+  // One sequence's stream (of the target; the draft keeps its own in step by recomputing).
+  if (!cp.kv_unified) m->stream_bytes_ = m->memory_.kv_cache / static_cast<uint64_t>(spec.parallel);
   m->n_embd_ = llama_model_n_embd(m->model_.get());
   m->spec_.batch = static_cast<int32_t>(llama_n_batch(m->ctx_.get()));
   m->spec_.kv_unified = cp.kv_unified;
@@ -835,7 +845,7 @@ bool LocalModel::admit(const std::shared_ptr<Job>& job) {
   for (size_t i = 0; i < slots_.size(); ++i)
     views[i] = {&slots_[i].cache, slots_[i].last_used, slots_[i].state == Slot::State::kIdle};
   const bool unified = spec_.kv_unified;
-  const PrefixPlan plan = plan_prefix(job->prompt, views, tick_, unified ? 0 : kMinStreamCopyTokens);
+  const PrefixPlan plan = plan_prefix(job->prompt, views, tick_, unified ? 0 : stream_copy_tokens());
   Slot* leader = &slots_[static_cast<size_t>(plan.target)];
   size_t reuse = plan.reuse;
   // A copy in host memory that shares clearly more than any sequence.
@@ -1146,6 +1156,12 @@ void LocalModel::step() {
                   emitted_ - emitted_before);
     stat_spec_speedup_.store(gate_->speedup());
   }
+}
+
+size_t LocalModel::stream_copy_tokens() const {
+  if (prefill_token_s_ <= 0 || stream_bytes_ == 0) return kMaxStreamCopyTokens;
+  const double tokens = std::ceil(static_cast<double>(stream_bytes_) / kStreamCopyBytesPerSecond / prefill_token_s_);
+  return static_cast<size_t>(std::clamp(tokens, 1.0, static_cast<double>(kMaxStreamCopyTokens)));
 }
 
 int32_t LocalModel::prefill_chunk_for(int32_t generating) const {

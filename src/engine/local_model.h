@@ -275,6 +275,9 @@ class LocalModel {
   void step();
   // Prompt tokens a step may carry besides `generating` streams' next tokens.
   int32_t prefill_chunk_for(int32_t generating) const;
+  // What copying one sequence's KV stream into another costs, in prompt
+  // tokens' compute (the prefix cache's copy_cost).
+  size_t stream_copy_tokens() const;
   bool admit(const std::shared_ptr<Job>& job);
   // Copies `s`'s KV state to saved_ when it holds at least kMinSavedTokens
   // more than the `kept` tokens about to stay.
@@ -330,6 +333,7 @@ class LocalModel {
   StepWatch watch_;
   bool last_step_aborted_ = false;  // the step after an abort always finishes: no livelock
   double prefill_token_s_ = 0;      // seconds per token of steps with a prompt chunk (moving average); 0: none yet
+  uint64_t stream_bytes_ = 0;       // one sequence's KV stream (0 with the unified cache)
   static bool should_abort(void* self);
   void roll_back_step();
 

@@ -597,6 +597,54 @@ TEST(LocalModelPrefixTest, SharedSystemPromptIsSharedInTheUnifiedCacheFromAnIdle
   check_shared_system_prompt_copied_from_an_idle_sequence(true);
 }
 
+// Once a prompt has been timed, a stream copy counts as the prompt tokens
+// computed in the time it takes (a token or two on the tiny model), not a
+// fixed 8: a request that shares a few more tokens with the latest sequence
+// than with the older ones copies the latest one's prefix into the oldest
+// sequence instead of keeping the oldest's shorter one. (bench/compare.sh
+// greedy-c1: a request shares 16 tokens of system prompt and template with
+// the one before and 8 with the warm-up's; it reused 8.)
+TEST(LocalModelPrefixTest, ShortPrefixIsCopiedOnceACopyCostsLessThanItsTokens) {
+  auto m = load_tiny(false);  // 3 sequences, one stream each
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  auto raw = [](std::string text) {
+    GenerateRequest r;
+    r.prompt = std::move(text);
+    r.sampling.temperature = 0.0f;
+    r.sampling.max_tokens = 2;
+    return r;
+  };
+  const std::string base = "Note:";
+  const std::string shared = base + " one two three four five";
+  const std::string latest = shared + " " + distinct_prompt(7, 30);
+  const std::string next = shared + " " + distinct_prompt(8, 30);
+  auto tokens = [&](const std::string& text) { return (*m)->tokenize(text, true, false).value(); };
+  auto common = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+    return static_cast<int32_t>(std::mismatch(a.begin(), a.end(), b.begin(), b.end()).first - a.begin());
+  };
+  const int32_t with_old = common(tokens(base + " " + distinct_prompt(0, 30)), tokens(next));
+  const int32_t with_latest = common(tokens(latest), tokens(next));
+  // A gain the fixed cost of 8 never paid for, and any cost under a few tokens does.
+  ASSERT_GE(with_latest - with_old, 5);
+  ASSERT_LE(with_latest - with_old, 8);
+  // Every sequence holds a prompt that shares only `base` (each long enough
+  // to time a prompt token), then the latest one replaces the oldest.
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(run_on(**m, raw(base + " " + distinct_prompt(i, 30))).is_ok());
+  ASSERT_TRUE(run_on(**m, raw(latest)).is_ok());
+  auto got = run_on(**m, raw(next));
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_EQ(got->usage.cached_prompt_tokens, with_latest);
+  // The same answer as computed from scratch, and the latest prompt is still cached whole.
+  auto cold = load_tiny(false);
+  ASSERT_TRUE(cold.is_ok());
+  auto want = run_on(**cold, raw(next));
+  ASSERT_TRUE(want.is_ok());
+  EXPECT_EQ(got->choices[0].text, want->choices[0].text);
+  auto again = run_on(**m, raw(latest));
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_EQ(again->usage.cached_prompt_tokens, again->usage.prompt_tokens - 1);
+}
+
 // Cancelling a request while a step runs aborts the step; the other
 // sequences' work in it is undone and redone, so their answers do not change.
 TEST(LocalModelAbortTest, AbortedStepsLeaveOtherAnswersUnchanged) {
