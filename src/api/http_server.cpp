@@ -16,7 +16,10 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -27,6 +30,8 @@
 #include <vector>
 
 #include "api/errors.h"
+#include "common/json.h"
+#include "common/text.h"
 #include "providers/io_loop.h"
 #include "obs/metrics.h"
 #include "qos/admission.h"
@@ -199,14 +204,78 @@ HttpRequest to_request(http::request<http::string_body>&& in) {
   return r;
 }
 
-http::response<http::string_body> to_beast(HttpResponse&& in, unsigned version, bool keep_alive) {
-  http::response<http::string_body> out{static_cast<http::status>(in.status), version};
-  out.set(http::field::server, "llmpool");
-  out.set(http::field::content_type, in.content_type);
-  for (auto& [k, v] : in.headers) out.set(k, v);
-  out.body() = std::move(in.body);
-  out.keep_alive(keep_alive);
-  out.prepare_payload();
+// A header name we write: an RFC 9110 token.
+bool header_name_ok(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name)
+    if (c <= 0x20 || c >= 0x7f || std::string_view("\"(),/:;<=>?@[\\]{}").find(static_cast<char>(c)) !=
+                                      std::string_view::npos)
+      return false;
+  return true;
+}
+
+// One "Name: value" line. A value's CR, LF and other controls but tab
+// become spaces: no header a handler sets (a route reason can quote what a
+// client sent) can split the response.
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out += name;
+  out += ": ";
+  const size_t at = out.size();
+  out += value;
+  for (size_t i = at; i < out.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(out[i]);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) out[i] = ' ';
+  }
+  out += "\r\n";
+}
+
+// The status line and headers of a response, as Beast's serializer wrote
+// them for the message we used to build: Server and Content-Type (unless a
+// handler set its own), the handler's headers, then the framing, which is
+// ours alone (a handler's Content-Length, Transfer-Encoding or Connection
+// is dropped). `body_size`: the Content-Length, or nullopt for a chunked
+// stream. 1xx, 204 and 304 carry neither (nor a body).
+std::string response_head(const HttpResponse& in, unsigned version, bool keep_alive,
+                          std::optional<size_t> body_size, bool no_cache) {
+  std::string out;
+  out.reserve(160 + in.headers.size() * 64);
+  out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  char code[8];
+  auto [end, ec] = std::to_chars(code, code + sizeof(code), in.status);
+  out.append(code, end);
+  out += ' ';
+  const auto reason = http::obsolete_reason(static_cast<http::status>(in.status));
+  out.append(reason.data(), reason.size());
+  out += "\r\n";
+  bool own_server = false, own_type = false;
+  for (const auto& [k, v] : in.headers) {
+    own_server = own_server || iequals(k, "server");
+    own_type = own_type || iequals(k, "content-type");
+  }
+  if (!own_server) append_header(out, "Server", "llmpool");
+  if (!own_type) append_header(out, "Content-Type", in.content_type);
+  if (no_cache) append_header(out, "Cache-Control", "no-cache");
+  for (const auto& [k, v] : in.headers) {
+    if (!header_name_ok(k) || iequals(k, "content-length") || iequals(k, "transfer-encoding") ||
+        iequals(k, "connection")) {
+      spdlog::warn("http: a handler's response header {} was not sent", json_excerpt(nlohmann::json(k)));
+      continue;
+    }
+    append_header(out, k, v);
+  }
+  if (version == 10 && keep_alive) out += "Connection: keep-alive\r\n";
+  if (version != 10 && !keep_alive) out += "Connection: close\r\n";
+  const bool bodiless = in.status < 200 || in.status == 204 || in.status == 304;
+  if (!body_size) {
+    out += "Transfer-Encoding: chunked\r\n";
+  } else if (!bodiless) {
+    char length[24];
+    auto [e2, ec2] = std::to_chars(length, length + sizeof(length), *body_size);
+    out += "Content-Length: ";
+    out.append(length, e2);
+    out += "\r\n";
+  }
+  out += "\r\n";
   return out;
 }
 
@@ -403,9 +472,15 @@ struct HttpServer::Impl {
 
   asio::awaitable<void> write(beast::tcp_stream& stream, HttpResponse res, unsigned version, bool keep_alive,
                               beast::error_code& ec) {
-    auto out = to_beast(std::move(res), version, keep_alive);
+    // The head is written here, not by Beast's serializer: one buffer for
+    // the head and one for the body in a single gathered write, with no
+    // fields container built (a third of a proxied request's Beast work).
+    const bool bodiless = res.status < 200 || res.status == 204 || res.status == 304;
+    const std::string head = response_head(res, version, keep_alive, res.body.size(), /*no_cache=*/false);
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(head),
+                                                    bodiless ? asio::const_buffer() : asio::buffer(res.body)};
     stream.expires_after(kWriteTimeout);
-    co_await http::async_write(stream, out, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(stream, buffers, asio::redirect_error(asio::use_awaitable, ec));
   }
 
   asio::awaitable<void> write_continue(beast::tcp_stream& stream, beast::error_code& ec) {
@@ -523,16 +598,9 @@ struct HttpServer::Impl {
             break;
           case Exchange::Kind::kStreamStart: {
             if (draining.load()) keep_alive = false;
-            http::response<http::empty_body> head{static_cast<http::status>(e.response.status), version};
-            head.set(http::field::server, "llmpool");
-            head.set(http::field::content_type, e.response.content_type);
-            head.set(http::field::cache_control, "no-cache");
-            for (auto& [k, v] : e.response.headers) head.set(k, v);
-            head.chunked(true);
-            head.keep_alive(keep_alive);
-            http::response_serializer<http::empty_body> sr{head};
+            const std::string head = response_head(e.response, version, keep_alive, std::nullopt, /*no_cache=*/true);
             stream.expires_after(kWriteTimeout);
-            co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+            co_await asio::async_write(stream, asio::buffer(head), asio::redirect_error(asio::use_awaitable, ec));
             streaming = true;
             sse = e.response.content_type.rfind("text/event-stream", 0) == 0;
             break;

@@ -21,6 +21,18 @@ inline std::string cut_utf8(std::string_view s, size_t max_bytes) {
   return out;
 }
 
+// ASCII case-insensitive equality (header names, media types).
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
 // `digits` random lowercase hex digits (64 bits of a per-thread generator
 // seeded by the OS for every 16): ids that must not repeat, not secrets.
 inline std::string random_hex(size_t digits) {

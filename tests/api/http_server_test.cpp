@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -289,6 +290,68 @@ TEST_F(HttpServerTest, AnswersPipelinedRequestsInOrder) {
   EXPECT_EQ(r3.body, "hello");
   // The pipelined bytes waiting in the socket did not pass for a disconnect.
   EXPECT_FALSE(first->cancel_token()->cancelled());
+}
+
+// The response head is written by the server itself: what a handler sets
+// cannot split the response or override its framing.
+TEST_F(HttpServerTest, HandlerHeadersCannotSplitTheResponseOrChangeItsFraming) {
+  const std::map<std::string, std::string> hostile = {{"x-reason", "a\r\nx-evil: 1\r\n\r\nHTTP/1.1 200 OK"},
+                                                      {"Content-Length", "999"},
+                                                      {"Transfer-Encoding", "chunked"},
+                                                      {"Connection", "close"},
+                                                      {"bad name", "v"},
+                                                      {"X-Ok", "yes\tand tab"}};
+  router_.add("GET", "/hostile", [&](const HttpRequest&, ResponseWriterPtr w) {
+    w->respond(HttpResponse{200, "text/plain", "body", hostile});
+  });
+  router_.add("GET", "/hostile-stream", [&](const HttpRequest&, ResponseWriterPtr w) {
+    w->start_stream(200, "text/event-stream", hostile);
+    w->write("data: x\n\n");
+    w->end();
+  });
+  router_.add("GET", "/empty", [](const HttpRequest&, ResponseWriterPtr w) {
+    w->respond(HttpResponse{204, "text/plain", "", {}});
+  });
+  start();
+  Client c(port());
+  for (const char* path : {"/hostile", "/hostile-stream", "/empty", "/hostile"}) {
+    ASSERT_TRUE(c.send(get(path)));
+    Response r = c.read_response();
+    const bool empty = std::string_view(path) == "/empty";
+    EXPECT_EQ(r.status, empty ? 204 : 200) << path;
+    EXPECT_EQ(r.headers.count("x-evil"), 0u) << path;
+    EXPECT_EQ(r.headers.count("bad name"), 0u) << path;
+    EXPECT_EQ(r.headers.count("connection"), 0u) << path;  // HTTP/1.1 keep-alive: none sent
+    EXPECT_EQ(r.header("server"), "llmpool") << path;
+    if (empty) {
+      EXPECT_EQ(r.headers.count("content-length"), 0u);
+      EXPECT_EQ(r.body, "");
+      continue;
+    }
+    EXPECT_EQ(r.header("x-ok"), "yes\tand tab") << path;
+    EXPECT_EQ(r.header("x-reason"), "a  x-evil: 1    HTTP/1.1 200 OK") << path;
+    if (std::string_view(path) == "/hostile") {
+      EXPECT_EQ(r.header("content-length"), "4");
+      EXPECT_EQ(r.header("content-type"), "text/plain");
+      EXPECT_EQ(r.body, "body");
+    } else {
+      EXPECT_EQ(r.header("transfer-encoding"), "chunked");
+      EXPECT_EQ(r.header("cache-control"), "no-cache");
+      EXPECT_EQ(r.body, "data: x\n\n");
+    }
+  }
+  EXPECT_EQ(server_->stats().connections, 1);
+
+  Client old(port());  // HTTP/1.0 keeps the connection only when asked, and says so
+  ASSERT_TRUE(old.send("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  Response r = old.read_response();
+  EXPECT_EQ(r.body, "hello");
+  EXPECT_EQ(lower(r.header("connection")), "keep-alive");
+  Client closing(port());
+  ASSERT_TRUE(closing.send(get("/hello", "Connection: close\r\n")));
+  r = closing.read_response();
+  EXPECT_EQ(r.body, "hello");
+  EXPECT_EQ(lower(r.header("connection")), "close");
 }
 
 TEST_F(HttpServerTest, KeepsAConnectionAliveAcrossRequests) {
