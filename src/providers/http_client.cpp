@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <deque>
@@ -492,6 +493,63 @@ struct HttpClient::Impl {
     co_return Status::ok();
   }
 
+  // A request as it goes on the wire: its head, written here (not by
+  // Beast's serializer: no fields container, one gathered write of head and
+  // body), and its body.
+  struct Outgoing {
+    std::string head;
+    std::string body;
+  };
+
+  // "METHOD path HTTP/1.1", Host, User-Agent and Content-Type (a caller's
+  // header of the same name replaces ours), the caller's headers, and the
+  // framing, which is ours alone (a caller's Content-Length,
+  // Transfer-Encoding or Connection is not sent): Content-Length when there is a body or
+  // the method expects one (as Beast's prepare_payload), never chunked,
+  // keep-alive (HTTP/1.1's default, so no Connection header).
+  static Status request_head(const Exchange& ex, http::verb verb, std::string* out) {
+    bool own_host = false, own_agent = false, own_type = false;
+    for (const auto& [name, value] : ex.req.headers) {
+      if (name.empty() || name.find_first_of("\r\n: \t") != std::string::npos ||
+          value.find_first_of("\r\n") != std::string::npos || name.find('\0') != std::string::npos ||
+          value.find('\0') != std::string::npos)
+        return Status::invalid_argument("HTTP header '" + name + "' has a forbidden character");
+      own_host = own_host || iequals(name, "host");
+      own_agent = own_agent || iequals(name, "user-agent");
+      own_type = own_type || iequals(name, "content-type");
+    }
+    if (ex.url.path.find_first_of("\r\n \t") != std::string::npos || ex.url.path.find('\0') != std::string::npos)
+      return Status::invalid_argument("the URL path has a forbidden character");
+    std::string& h = *out;
+    h.reserve(128 + ex.url.path.size());
+    const auto method = http::to_string(verb);
+    h.append(method.data(), method.size());
+    h += ' ';
+    h += ex.url.path;
+    h += " HTTP/1.1\r\n";
+    auto line = [&](std::string_view name, std::string_view value) {
+      h += name;
+      h += ": ";
+      h += value;
+      h += "\r\n";
+    };
+    if (!own_host)
+      line("Host", ex.url.port == default_port(ex.url.scheme)
+                       ? host_for_url(ex.url.host)
+                       : host_for_url(ex.url.host) + ":" + std::to_string(ex.url.port));
+    if (!own_agent) line("User-Agent", "llmpool");
+    const bool body_expected = verb == http::verb::post || verb == http::verb::put || verb == http::verb::options;
+    if (!own_type && (!ex.req.body.empty() || verb == http::verb::post)) line("Content-Type", ex.req.content_type);
+    for (const auto& [name, value] : ex.req.headers) {
+      const bool framing =
+          iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection");
+      if (!framing) line(name, value);
+    }
+    if (!ex.req.body.empty() || body_expected) line("Content-Length", std::to_string(ex.req.body.size()));
+    h += "\r\n";
+    return Status::ok();
+  }
+
   struct Sent {
     Status status;
     bool retry = false;  // a reused connection was found closed before any answer
@@ -499,8 +557,7 @@ struct HttpClient::Impl {
 
   // Writes `req` on `stream` and relays the answer.
   template <class Stream>
-  asio::awaitable<Sent> transfer(Exchange& ex, Stream& stream, http::request<http::string_body>& req, bool reused,
-                                 int attempt) {
+  asio::awaitable<Sent> transfer(Exchange& ex, Stream& stream, const Outgoing& req, bool reused, int attempt) {
     beast::flat_buffer buffer;
     http::response_parser<http::buffer_body> parser;
     // Streams are as long as they are; silence is what is bounded. (Not
@@ -509,7 +566,8 @@ struct HttpClient::Impl {
     parser.header_limit(kHeaderLimit);
     beast::error_code ec;
     ex.arm(ex.req.read_timeout_ms, Phase::kWrite);
-    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(req.head), asio::buffer(req.body)};
+    co_await asio::async_write(stream, buffers, asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
       ex.arm(ex.req.read_timeout_ms, Phase::kReadHead);
       co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
@@ -568,20 +626,9 @@ struct HttpClient::Impl {
   asio::awaitable<Status> exchange(Exchange& ex) {
     http::verb verb = http::string_to_verb(ex.req.method);
     if (verb == http::verb::unknown) co_return Status::invalid_argument("unknown HTTP method '" + ex.req.method + "'");
-    http::request<http::string_body> req{verb, ex.url.path, 11};
-    req.set(http::field::host, ex.url.port == default_port(ex.url.scheme)
-                                   ? host_for_url(ex.url.host)
-                                   : host_for_url(ex.url.host) + ":" + std::to_string(ex.url.port));
-    req.set(http::field::user_agent, "llmpool");
-    if (!ex.req.body.empty() || verb == http::verb::post) req.set(http::field::content_type, ex.req.content_type);
-    for (const auto& [name, value] : ex.req.headers) {
-      if (name.find_first_of("\r\n:") != std::string::npos || value.find_first_of("\r\n") != std::string::npos)
-        co_return Status::invalid_argument("HTTP header '" + name + "' has a forbidden character");
-      req.set(name, value);
-    }
-    req.body() = std::move(ex.req.body);  // sent from req on every attempt
-    req.keep_alive(true);
-    req.prepare_payload();
+    Outgoing req;
+    if (Status st = request_head(ex, verb, &req.head); !st) co_return st;
+    req.body = std::move(ex.req.body);  // sent from req on every attempt
 
     for (int attempt = 0;; ++attempt) {
       bool reused = false;
@@ -689,11 +736,20 @@ HttpClient::~HttpClient() {
 }
 
 void HttpClient::stream(HttpClientRequest request, CancelTokenPtr cancel, HttpStreamCallbacks callbacks) {
-  Result<HttpUrl> url = parse_http_url(request.url);
-  if (!url) {
-    if (callbacks.on_done) callbacks.on_done(url.status());
-    return;
+  // A provider sends every request to one or two URLs: the last one parsed
+  // on this thread is kept (a parse is ~2k instructions a request).
+  thread_local std::string last_text;
+  thread_local HttpUrl last_url;
+  if (request.url != last_text || last_text.empty()) {
+    Result<HttpUrl> parsed = parse_http_url(request.url);
+    if (!parsed) {
+      if (callbacks.on_done) callbacks.on_done(parsed.status());
+      return;
+    }
+    last_url = std::move(parsed).value();
+    last_text = request.url;
   }
+  Result<HttpUrl> url = last_url;
   if (impl_->stopping.load()) {
     if (callbacks.on_done) callbacks.on_done(Status::unavailable("the HTTP client is shutting down"));
     return;

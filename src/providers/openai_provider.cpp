@@ -396,7 +396,11 @@ Status OpenAiStreamDecoder::finish() {
 // ---------------------------------------------------------------------------
 // Settings
 
-std::string RemoteSettings::url(std::string_view path) const { return base.origin() + base.path + std::string(path); }
+std::string RemoteSettings::url(std::string_view path) const {
+  std::string out = base_text.empty() ? base.origin() + base.path : base_text;
+  out += path;
+  return out;
+}
 
 Result<RemoteSettings> read_remote_settings(const config::ModelConfig& config) {
   const std::string who = "model '" + config.name + "': ";
@@ -413,6 +417,7 @@ Result<RemoteSettings> read_remote_settings(const config::ModelConfig& config) {
   if (s.base.path.find('?') != std::string::npos)
     return Status::invalid_argument(who + "base_url must not have a query string", "base_url");
   while (!s.base.path.empty() && s.base.path.back() == '/') s.base.path.pop_back();
+  s.base_text = s.base.origin() + s.base.path;
   s.upstream_model = config.upstream_model.empty() ? config.name : config.upstream_model;
   if (!config.api_key_env.empty()) {
     const char* key = std::getenv(config.api_key_env.c_str());

@@ -162,6 +162,8 @@ struct RemoteSettings {
 
   // base path + `path`, as a full URL.
   std::string url(std::string_view path) const;
+
+  std::string base_text;  // base.origin() + base.path, made once by read_remote_settings
 };
 
 // Checks and reads the remote fields of `config`. InvalidArgument (param

@@ -99,11 +99,56 @@ class HttpClientTest : public ::testing::Test {
         w->respond(r);
       });
     });
+    fake_.post("/record", [this](const api::HttpRequest& req, api::ResponseWriterPtr w) {
+      fake_.record(req);
+      api::HttpResponse r;
+      r.body = "ok";
+      w->respond(r);
+    });
     fake_.start();
   }
 
   FakeUpstream fake_;
 };
+
+// The request head is written by the client itself: the caller's headers go
+// out as given, but the framing (Content-Length, Transfer-Encoding,
+// Connection) is the client's alone, and a header that could split the
+// request is refused before anything is sent.
+TEST_F(HttpClientTest, SendsTheCallersHeadersButNotItsFraming) {
+  HttpClient client;
+  auto fetch = [&](HttpClientRequest r) {
+    std::promise<Result<HttpClientResponse>> p;
+    client.fetch(std::move(r), nullptr, [&](Result<HttpClientResponse> x) { p.set_value(std::move(x)); });
+    return p.get_future().get();
+  };
+  HttpClientRequest r = post(fake_.url("/record"));
+  r.body = "{\"a\":1}";
+  r.headers = {{"Authorization", "Bearer k"}, {"User-Agent", "mine"}, {"Content-Length", "999"},
+               {"Transfer-Encoding", "chunked"}, {"Connection", "close"}};
+  auto got = fetch(r);
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_EQ(got->body, "ok");
+  EXPECT_EQ(fake_.last_header("authorization"), "Bearer k");
+  EXPECT_EQ(fake_.last_header("user-agent"), "mine");
+  EXPECT_EQ(fake_.last_header("content-length"), "7");
+  EXPECT_EQ(fake_.last_header("transfer-encoding"), "");
+  EXPECT_EQ(fake_.last_header("connection"), "");
+  EXPECT_EQ(fake_.last_header("content-type"), "application/json");
+  EXPECT_EQ(fake_.last_body(), nlohmann::json::parse(R"({"a":1})"));
+  EXPECT_EQ(client.idle_connections(), 1u);  // kept alive, whatever the caller asked
+  const int before = fake_.requests();
+  const std::vector<std::pair<std::string, std::string>> hostile = {
+      {"X-A", "v\r\nX-Evil: 1"}, {"X-B\r\nX-Evil", "1"}, {"X C", "v"}, {"", "v"}, {"X-D", std::string("a\0b", 3)}};
+  for (const auto& bad : hostile) {
+    HttpClientRequest b = post(fake_.url("/record"));
+    b.headers = {bad};
+    auto res = fetch(b);
+    ASSERT_FALSE(res.is_ok());
+    EXPECT_EQ(res.status().code(), StatusCode::kInvalidArgument) << res.status().to_string();
+  }
+  EXPECT_EQ(fake_.requests(), before);
+}
 
 TEST_F(HttpClientTest, StreamsTheBodyAsItArrives) {
   HttpClient client;
