@@ -192,8 +192,15 @@ struct Generation {
     for (const auto& [model, u] : spent) total += int64_t{u.prompt_tokens} + u.completion_tokens;
     if (charge) charge->finish(total);
     if (!usage || tenant.empty()) return;
-    usage->add(tenant, key_id, meta.model, 1, 0, 0);
-    for (const auto& [model, u] : spent) usage->add(tenant, key_id, model, 0, u.prompt_tokens, u.completion_tokens);
+    // The request is counted with the answering model's tokens (one add for
+    // a direct request), or on its own when no attempt was by that model.
+    bool counted = false;
+    for (const auto& [model, u] : spent) {
+      const int64_t request = !counted && model == meta.model ? 1 : 0;
+      counted = counted || request == 1;
+      usage->add(tenant, key_id, model, request, u.prompt_tokens, u.completion_tokens);
+    }
+    if (!counted) usage->add(tenant, key_id, meta.model, 1, 0, 0);
   }
 
   void respond_error(const Status& status) {

@@ -22,10 +22,17 @@ UsageRecorder::~UsageRecorder() {
 
 void UsageRecorder::add(const std::string& tenant, const std::string& key_id, const std::string& model,
                         int64_t requests, int64_t prompt_tokens, int64_t completion_tokens) {
-  std::string day = usage_day(clock_.now_unix());
+  const int64_t now = clock_.now_unix();
+  const int64_t day_number = now >= 0 ? now / 86400 : (now - 86399) / 86400;
   std::lock_guard lock(mu_);
-  UsageRecord& r = pending_[Key{tenant, key_id, model, day}];
-  if (r.tenant.empty()) r = {tenant, key_id, model, day, 0, 0, 0};
+  if (day_number != day_number_) {
+    day_ = usage_day(now);
+    day_number_ = day_number;
+  }
+  auto it = pending_.find(std::forward_as_tuple(tenant, key_id, model, day_));
+  if (it == pending_.end())
+    it = pending_.emplace(Key{tenant, key_id, model, day_}, UsageRecord{tenant, key_id, model, day_, 0, 0, 0}).first;
+  UsageRecord& r = it->second;
   r.requests += std::max<int64_t>(0, requests);
   r.prompt_tokens += std::max<int64_t>(0, prompt_tokens);
   r.completion_tokens += std::max<int64_t>(0, completion_tokens);
@@ -33,7 +40,7 @@ void UsageRecorder::add(const std::string& tenant, const std::string& key_id, co
 
 Status UsageRecorder::flush() {
   std::lock_guard writer(flush_mu_);
-  std::map<Key, UsageRecord> batch;
+  decltype(pending_) batch;
   {
     std::lock_guard lock(mu_);
     batch.swap(pending_);

@@ -47,8 +47,10 @@ class UsageRecorder {
   std::mutex flush_mu_;  // one writer at a time
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<Key, UsageRecord> pending_;  // guarded by mu_
-  bool stopping_ = false;               // guarded by mu_
+  std::map<Key, UsageRecord, std::less<>> pending_;  // guarded by mu_ (found by references: no copies)
+  int64_t day_number_ = -1;                           // guarded by mu_: the day `day_` names
+  std::string day_;                                   // guarded by mu_: usage_day() of it, made once a day
+  bool stopping_ = false;                             // guarded by mu_
   std::thread thread_;                  // last: starts after the members above
 };
 
