@@ -230,8 +230,8 @@ void append_header(std::string& out, std::string_view name, std::string_view val
 }
 
 // The status line and headers of a response, as Beast's serializer wrote
-// them for the message we used to build: Server and Content-Type (unless a
-// handler set its own), the handler's headers, then the framing, which is
+// them for the message we used to build: Server, Content-Type and a
+// stream's Cache-Control (unless a handler set its own), the handler's headers, then the framing, which is
 // ours alone (a handler's Content-Length, Transfer-Encoding or Connection
 // is dropped). `body_size`: the Content-Length, or nullopt for a chunked
 // stream. 1xx, 204 and 304 carry neither (nor a body).
@@ -247,14 +247,15 @@ std::string response_head(const HttpResponse& in, unsigned version, bool keep_al
   const auto reason = http::obsolete_reason(static_cast<http::status>(in.status));
   out.append(reason.data(), reason.size());
   out += "\r\n";
-  bool own_server = false, own_type = false;
+  bool own_server = false, own_type = false, own_cache = false;
   for (const auto& [k, v] : in.headers) {
     own_server = own_server || iequals(k, "server");
     own_type = own_type || iequals(k, "content-type");
+    own_cache = own_cache || iequals(k, "cache-control");
   }
   if (!own_server) append_header(out, "Server", "llmpool");
   if (!own_type) append_header(out, "Content-Type", in.content_type);
-  if (no_cache) append_header(out, "Cache-Control", "no-cache");
+  if (no_cache && !own_cache) append_header(out, "Cache-Control", "no-cache");
   for (const auto& [k, v] : in.headers) {
     if (!header_name_ok(k) || iequals(k, "content-length") || iequals(k, "transfer-encoding") ||
         iequals(k, "connection")) {

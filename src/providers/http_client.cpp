@@ -504,9 +504,9 @@ struct HttpClient::Impl {
   // "METHOD path HTTP/1.1", Host, User-Agent and Content-Type (a caller's
   // header of the same name replaces ours), the caller's headers, and the
   // framing, which is ours alone (a caller's Content-Length,
-  // Transfer-Encoding or Connection is not sent): Content-Length when there is a body or
-  // the method expects one (as Beast's prepare_payload), never chunked,
-  // keep-alive (HTTP/1.1's default, so no Connection header).
+  // Transfer-Encoding or Connection is not sent): Content-Length when there
+  // is a body or the method expects one (as Beast's prepare_payload), never
+  // chunked, keep-alive (HTTP/1.1's default, so no Connection header).
   static Status request_head(const Exchange& ex, http::verb verb, std::string* out) {
     bool own_host = false, own_agent = false, own_type = false;
     for (const auto& [name, value] : ex.req.headers) {
