@@ -240,7 +240,7 @@ struct Generation {
       return writer->end();
     }
     if (!stream) {
-      // The last use of the route's field and headers: moved, not copied.
+      // The last use of the route's headers: moved, not copied.
       HttpResponse resp;
       append_completion(resp.body, endpoint, meta, c, with_logprobs, llmpool);
       resp.headers = std::move(headers);
