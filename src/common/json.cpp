@@ -2,11 +2,9 @@
 #include "common/json_parser.h"
 #include "common/text.h"
 
-#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <optional>
 #include <vector>
 
 namespace llmpool {
@@ -75,8 +73,8 @@ class BoundedDomParser {
 
 }  // namespace
 
-// nlohmann's serializer, for what JsonWriter leaves to it (floats, strings
-// with invalid UTF-8, binary values), appending to the writer's text.
+// nlohmann's serializer, for what JsonWriter leaves to it (strings with
+// invalid UTF-8, binary values), appending to the writer's text.
 struct JsonWriter::Fallback {
   explicit Fallback(std::string& out)
       : serializer(nlohmann::detail::output_adapter<char>(out), ' ', json::error_handler_t::replace) {}
@@ -130,24 +128,37 @@ JsonWriter& JsonWriter::end_array() {
 JsonWriter& JsonWriter::key(std::string_view name) {
   separate();
   after_key_ = true;
-  if (short_plain(name, ':')) return *this;
-  quoted(name);
-  out_ += ':';
+  member_name(name);
   return *this;
 }
 
 JsonWriter& JsonWriter::string(std::string_view s) {
   separate();
-  if (!short_plain(s, '\0')) quoted(s);
+  text(s);
   return *this;
 }
 
 JsonWriter& JsonWriter::integer(int64_t v) {
   separate();
+  digits(v);
+  return *this;
+}
+
+void JsonWriter::member_name(std::string_view name) {
+  if (short_plain(name, ':')) return;
+  quoted(name);
+  out_ += ':';
+}
+
+void JsonWriter::text(std::string_view s) {
+  if (!short_plain(s, '\0')) quoted(s);
+}
+
+template <typename Int>
+void JsonWriter::digits(Int v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
   out_.append(buf, end);
-  return *this;
 }
 
 JsonWriter& JsonWriter::number(double v) {
@@ -217,8 +228,7 @@ void JsonWriter::dom(const json& v) {
       for (const auto& [key, member] : v.get_ref<const json::object_t&>()) {
         if (!first) out_ += ',';
         first = false;
-        quoted(key);
-        out_ += ':';
+        member_name(key);
         dom(member);
       }
       out_ += '}';
@@ -236,7 +246,7 @@ void JsonWriter::dom(const json& v) {
       return;
     }
     case json::value_t::string:
-      quoted(v.get_ref<const std::string&>());
+      text(v.get_ref<const std::string&>());
       return;
     case json::value_t::boolean:
       out_ += v.get<bool>() ? "true" : "false";
@@ -244,18 +254,12 @@ void JsonWriter::dom(const json& v) {
     case json::value_t::null:
       out_ += "null";
       return;
-    case json::value_t::number_integer: {
-      char buf[24];
-      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.get<json::number_integer_t>());
-      out_.append(buf, end);
+    case json::value_t::number_integer:
+      digits(v.get<json::number_integer_t>());
       return;
-    }
-    case json::value_t::number_unsigned: {
-      char buf[24];
-      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v.get<json::number_unsigned_t>());
-      out_.append(buf, end);
+    case json::value_t::number_unsigned:
+      digits(v.get<json::number_unsigned_t>());
       return;
-    }
     case json::value_t::number_float:
       float_text(v.get<double>());
       return;

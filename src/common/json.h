@@ -88,8 +88,12 @@ class JsonWriter {
   struct Fallback;
   void separate();
   void dom(const nlohmann::json& v);
+  void member_name(std::string_view name);  // quoted, then ':'
+  void text(std::string_view s);            // quoted
   void quoted(std::string_view s);
   bool short_plain(std::string_view s, char then);
+  template <typename Int>
+  void digits(Int v);
   void float_text(double v);
   Fallback& fallback();
 
