@@ -98,20 +98,7 @@ void write_usage(JsonWriter& w, const Usage& u) {
   w.key("total_tokens").integer(int64_t{u.prompt_tokens} + u.completion_tokens).end_object();
 }
 
-// {"function":{"arguments","name"},"id","type":"function"}
-void write_tool_call(JsonWriter& w, const ToolCall& c) {
-  w.begin_object().key("function").begin_object().key("arguments").string(c.arguments).key("name").string(c.name);
-  w.end_object().key("id").string(c.id).key("type").string("function").end_object();
-}
-
 }  // namespace
-
-json usage_json(const Usage& u) {
-  std::string text;
-  JsonWriter w(text);
-  write_usage(w, u);
-  return parse_json(text).value();
-}
 
 void append_completion(std::string& out, Endpoint endpoint, const ResponseMeta& meta, const Completion& c,
                        bool with_logprobs, std::string_view llmpool) {
@@ -136,9 +123,8 @@ void append_completion(std::string& out, Endpoint endpoint, const ResponseMeta& 
         if (!ch.reasoning_content.empty()) w.key("reasoning_content").string(ch.reasoning_content);
         w.key("role").string("assistant");
         if (!ch.tool_calls.empty()) {
-          w.key("tool_calls").begin_array();
-          for (const auto& call : ch.tool_calls) write_tool_call(w, call);
-          w.end_array();
+          w.key("tool_calls");
+          write_tool_calls(w, ch.tool_calls);
         }
         w.end_object();
       } else {

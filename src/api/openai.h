@@ -109,7 +109,6 @@ nlohmann::json completion_json(Endpoint endpoint, const ResponseMeta& meta, cons
 nlohmann::json chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Delta& delta, bool first,
                           bool with_logprobs);
 nlohmann::json usage_chunk_json(Endpoint endpoint, const ResponseMeta& meta, const Usage& usage);
-nlohmann::json usage_json(const Usage& usage);
 
 // The /v1/models list entry for one model.
 nlohmann::json model_json(const providers::ModelInfo& info, int64_t created);

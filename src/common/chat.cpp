@@ -1,4 +1,5 @@
 #include "common/chat.h"
+#include "common/json.h"
 
 #include <algorithm>
 
@@ -12,6 +13,15 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::kCancelled: return "cancelled";
   }
   return "stop";
+}
+
+void write_tool_calls(JsonWriter& w, const std::vector<ToolCall>& calls) {
+  w.begin_array();
+  for (const auto& c : calls) {
+    w.begin_object().key("function").begin_object().key("arguments").string(c.arguments).key("name").string(c.name);
+    w.end_object().key("id").string(c.id).key("type").string("function").end_object();
+  }
+  w.end_array();
 }
 
 void CancelToken::cancel() {

@@ -99,6 +99,12 @@ struct GenerateRequest {
 enum class FinishReason { kStop, kLength, kToolCalls, kCancelled };
 const char* finish_reason_name(FinishReason reason);
 
+class JsonWriter;  // common/json.h
+// `calls` as the array OpenAI writes in a message's "tool_calls":
+// [{"function":{"arguments","name"},"id","type":"function"}], members sorted
+// as every body llmpool writes (answers and upstream requests alike).
+void write_tool_calls(JsonWriter& w, const std::vector<ToolCall>& calls);
+
 struct TopLogprob {
   std::string token;
   float logprob = 0.0f;

@@ -766,12 +766,8 @@ Status append_openai_request(std::string& out, const GenerateRequest& r, const s
       w.key("role").string(m.role);
       if (m.role == "tool") w.key("tool_call_id").string(m.tool_call_id);
       if (!m.tool_calls.empty()) {
-        w.key("tool_calls").begin_array();
-        for (const auto& c : m.tool_calls) {
-          w.begin_object().key("function").begin_object().key("arguments").string(c.arguments);
-          w.key("name").string(c.name).end_object().key("id").string(c.id).key("type").string("function").end_object();
-        }
-        w.end_array();
+        w.key("tool_calls");
+        write_tool_calls(w, m.tool_calls);
       }
       w.end_object();
     }
