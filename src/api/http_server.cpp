@@ -204,6 +204,9 @@ HttpRequest to_request(http::request<http::string_body>&& in) {
   return r;
 }
 
+// 1xx, 204 and 304 answers carry no body and no Content-Length.
+bool bodiless(int status) { return status < 200 || status == 204 || status == 304; }
+
 // A header name we write: an RFC 9110 token.
 bool header_name_ok(std::string_view name) {
   if (name.empty()) return false;
@@ -257,8 +260,7 @@ std::string response_head(const HttpResponse& in, unsigned version, bool keep_al
   if (!own_type) append_header(out, "Content-Type", in.content_type);
   if (no_cache && !own_cache) append_header(out, "Cache-Control", "no-cache");
   for (const auto& [k, v] : in.headers) {
-    if (!header_name_ok(k) || iequals(k, "content-length") || iequals(k, "transfer-encoding") ||
-        iequals(k, "connection")) {
+    if (!header_name_ok(k) || is_framing_header(k)) {
       spdlog::warn("http: a handler's response header {} was not sent", json_excerpt(nlohmann::json(k)));
       continue;
     }
@@ -266,10 +268,9 @@ std::string response_head(const HttpResponse& in, unsigned version, bool keep_al
   }
   if (version == 10 && keep_alive) out += "Connection: keep-alive\r\n";
   if (version != 10 && !keep_alive) out += "Connection: close\r\n";
-  const bool bodiless = in.status < 200 || in.status == 204 || in.status == 304;
   if (!body_size) {
     out += "Transfer-Encoding: chunked\r\n";
-  } else if (!bodiless) {
+  } else if (!bodiless(in.status)) {
     char length[24];
     auto [e2, ec2] = std::to_chars(length, length + sizeof(length), *body_size);
     out += "Content-Length: ";
@@ -476,10 +477,9 @@ struct HttpServer::Impl {
     // The head is written here, not by Beast's serializer: one buffer for
     // the head and one for the body in a single gathered write, with no
     // fields container built (a third of a proxied request's Beast work).
-    const bool bodiless = res.status < 200 || res.status == 204 || res.status == 304;
     const std::string head = response_head(res, version, keep_alive, res.body.size(), /*no_cache=*/false);
-    const std::array<asio::const_buffer, 2> buffers{asio::buffer(head),
-                                                    bodiless ? asio::const_buffer() : asio::buffer(res.body)};
+    const std::array<asio::const_buffer, 2> buffers{
+        asio::buffer(head), bodiless(res.status) ? asio::const_buffer() : asio::buffer(res.body)};
     stream.expires_after(kWriteTimeout);
     co_await asio::async_write(stream, buffers, asio::redirect_error(asio::use_awaitable, ec));
   }

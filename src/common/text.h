@@ -33,6 +33,13 @@ inline bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// The HTTP/1.1 headers that frame a message: its length and what happens to
+// the connection. llmpool's server and client write them themselves and
+// never send a handler's or caller's.
+inline bool is_framing_header(std::string_view name) {
+  return iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection");
+}
+
 // `digits` random lowercase hex digits (64 bits of a per-thread generator
 // seeded by the OS for every 16): ids that must not repeat, not secrets.
 inline std::string random_hex(size_t digits) {

@@ -540,11 +540,8 @@ struct HttpClient::Impl {
     if (!own_agent) line("User-Agent", "llmpool");
     const bool body_expected = verb == http::verb::post || verb == http::verb::put || verb == http::verb::options;
     if (!own_type && (!ex.req.body.empty() || verb == http::verb::post)) line("Content-Type", ex.req.content_type);
-    for (const auto& [name, value] : ex.req.headers) {
-      const bool framing =
-          iequals(name, "content-length") || iequals(name, "transfer-encoding") || iequals(name, "connection");
-      if (!framing) line(name, value);
-    }
+    for (const auto& [name, value] : ex.req.headers)
+      if (!is_framing_header(name)) line(name, value);
     if (!ex.req.body.empty() || body_expected) line("Content-Length", std::to_string(ex.req.body.size()));
     h += "\r\n";
     return Status::ok();
