@@ -199,58 +199,6 @@ TEST(OpenAiRequestJsonTest, MapsEverySamplingField) {
   EXPECT_EQ((*j)["response_format"], json::parse(R"({"type":"json_object"})"));
 }
 
-// The body is written with no DOM, its members sorted as json_text() writes
-// a DOM's: with every field set, its text is its own DOM's text.
-TEST(OpenAiRequestJsonTest, TheBodyIsWrittenAsJsonTextWouldWriteItsDom) {
-  auto canonical = [](const std::string& text) {
-    auto j = parse_json(text);
-    return j ? json_text(*j) : "not JSON: " + j.status().to_string();
-  };
-  GenerateRequest r = chat("hi \"there\"\n\xe2\x82\xac");
-  ChatMessage call;
-  call.role = "assistant";
-  call.tool_calls = {{"call_1", "f", R"({"a":1})"}};
-  ChatMessage result;
-  result.role = "tool";
-  result.tool_call_id = "call_1";
-  result.content = "42";
-  r.messages.push_back(call);
-  r.messages.push_back(result);
-  r.tools = {{"f", "does f", R"({"type":"object","properties":{"a":{"type":"integer"}}})"}};
-  r.tool_choice = "required";
-  r.parallel_tool_calls = false;
-  set_every_sampling_field(r);
-  SamplingParams& s = r.sampling;
-  s.logit_bias.push_back({15, 1.0f});  // a repeated token: its last bias is sent
-  s.seed = 4000000000u;                 // past INT32_MAX
-  for (bool stream : {false, true}) {
-    std::string text;
-    ASSERT_TRUE(append_openai_request(text, r, "up", stream).is_ok());
-    EXPECT_EQ(canonical(text), text);
-    EXPECT_EQ(parse_json(text)->at("logit_bias"), json::parse(R"({"15":1.0,"7":2.5})"));
-    EXPECT_EQ(parse_json(text)->at("seed"), 4000000000u);
-  }
-  r.tools.push_back({"g", "", ""});
-  s.json_schema.clear();
-  s.json_object = true;
-  std::string text;
-  ASSERT_TRUE(append_openai_request(text, r, "up").is_ok());
-  EXPECT_EQ(canonical(text), text);
-  EXPECT_EQ(parse_json(text)->at("tool_choice"), "required");
-
-  GenerateRequest p;
-  p.prompt = "Once \x01";
-  p.sampling.top_logprobs = 2;
-  text.clear();
-  ASSERT_TRUE(append_openai_request(text, p, "up").is_ok());
-  EXPECT_EQ(canonical(text), text);
-
-  r.tools = {{"bad", "", "[1]"}};
-  text = "kept";
-  EXPECT_FALSE(append_openai_request(text, r, "up").is_ok());
-  EXPECT_EQ(text, "kept");
-}
-
 TEST(OpenAiRequestJsonTest, SendsPromptsWithIntegerLogprobs) {
   GenerateRequest r;
   r.prompt = "Once";
@@ -494,6 +442,51 @@ GenerateRequest tool_chat() {
   r.messages.push_back(call);
   r.messages.push_back(answer);
   return r;
+}
+
+// The body is written with no DOM, its members sorted as json_text() writes
+// a DOM's: with every field set, its text is its own DOM's text.
+TEST(OpenAiRequestJsonTest, TheBodyIsWrittenAsJsonTextWouldWriteItsDom) {
+  auto canonical = [](const std::string& text) {
+    auto j = parse_json(text);
+    return j ? json_text(*j) : "not JSON: " + j.status().to_string();
+  };
+  GenerateRequest r = tool_chat();  // system, user, a tool call, its result
+  r.messages[1].content = "hi \"there\"\n\xe2\x82\xac";
+  const std::vector<ToolSpec> both = r.tools;
+  r.tools.resize(1);  // one required tool: named in tool_choice
+  r.tool_choice = "required";
+  r.parallel_tool_calls = false;
+  set_every_sampling_field(r);
+  SamplingParams& s = r.sampling;
+  s.logit_bias.push_back({15, 1.0f});  // a repeated token: its last bias is sent
+  s.seed = 4000000000u;                 // past INT32_MAX
+  for (bool stream : {false, true}) {
+    std::string text;
+    ASSERT_TRUE(append_openai_request(text, r, "up", stream).is_ok());
+    EXPECT_EQ(canonical(text), text);
+    EXPECT_EQ(parse_json(text)->at("logit_bias"), json::parse(R"({"15":1.0,"7":2.5})"));
+    EXPECT_EQ(parse_json(text)->at("seed"), 4000000000u);
+  }
+  r.tools = both;  // two: tool_choice "required"
+  s.json_schema.clear();
+  s.json_object = true;
+  std::string text;
+  ASSERT_TRUE(append_openai_request(text, r, "up").is_ok());
+  EXPECT_EQ(canonical(text), text);
+  EXPECT_EQ(parse_json(text)->at("tool_choice"), "required");
+
+  GenerateRequest p;
+  p.prompt = "Once \x01";
+  p.sampling.top_logprobs = 2;
+  text.clear();
+  ASSERT_TRUE(append_openai_request(text, p, "up").is_ok());
+  EXPECT_EQ(canonical(text), text);
+
+  r.tools = {{"bad", "", "[1]"}};
+  text = "kept";
+  EXPECT_FALSE(append_openai_request(text, r, "up").is_ok());
+  EXPECT_EQ(text, "kept");
 }
 
 TEST(OpenAiRequestJsonTest, ForwardsToolsToolChoiceAndToolMessages) {
