@@ -296,32 +296,24 @@ ModelPool::EntryPtr ModelPool::find_locked(const std::string& name) const {
 }
 
 void ModelPool::acquire(const std::string& name, std::function<void(Result<ProviderPtr>)> done) {
-  TimePoint deadline;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    deadline = now() + std::chrono::milliseconds(pool_config_.load_timeout_ms);
-  }
-  acquire_impl(name, false, deadline, std::move(done));
+  acquire_impl(name, false, std::move(done));
 }
 
 void ModelPool::load(const std::string& name, std::function<void(Status)> done) {
-  TimePoint deadline;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    deadline = now() + std::chrono::milliseconds(pool_config_.load_timeout_ms);
-  }
-  acquire_impl(name, true, deadline, [done = std::move(done)](Result<ProviderPtr> r) {
+  acquire_impl(name, true, [done = std::move(done)](Result<ProviderPtr> r) {
     Status st = r.is_ok() ? Status::ok() : r.status();
     { Result<ProviderPtr> lease = std::move(r); }  // no use held once the operator hears back
     done(st);
   });
 }
 
-void ModelPool::acquire_impl(const std::string& name, bool force_retry, TimePoint deadline,
-                             std::function<void(Result<ProviderPtr>)> done) {
+// One lock per request: the waiter's deadline (pool.load_timeout_ms from
+// now) is taken under the same lock as the entry.
+void ModelPool::acquire_impl(const std::string& name, bool force_retry, std::function<void(Result<ProviderPtr>)> done) {
   Callbacks after;
   bool inline_load = false;
   EntryPtr entry;
+  ProviderPtr ready;
   uint64_t seq = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -329,10 +321,17 @@ void ModelPool::acquire_impl(const std::string& name, bool force_retry, TimePoin
       after.push_back([d = std::move(done)] { d(Status::unavailable("the server is shutting down")); });
     } else if (!(entry = find_locked(name))) {
       after.push_back([d = std::move(done), name] { d(providers::model_not_found(name)); });
+    } else if (entry->state == ModelState::kReady) {
+      ready = lease_locked(entry);  // the common case: nothing queued for after the lock
     } else {
+      const TimePoint deadline = now() + std::chrono::milliseconds(pool_config_.load_timeout_ms);
       request_locked(entry, Waiter{deadline, std::move(done)}, force_retry, after, inline_load);
       seq = entry->load_seq;
     }
+  }
+  if (ready) {
+    done(std::move(ready));
+    return;
   }
   if (inline_load) run_load(entry, seq);
   for (auto& f : after) f();

@@ -172,8 +172,7 @@ class ModelPool : public providers::ModelDirectory {
   using EntryPtr = std::shared_ptr<Entry>;
   using Callbacks = std::vector<std::function<void()>>;  // run after unlocking
 
-  void acquire_impl(const std::string& name, bool force_retry, TimePoint deadline,
-                    std::function<void(Result<providers::ProviderPtr>)> done);
+  void acquire_impl(const std::string& name, bool force_retry, std::function<void(Result<providers::ProviderPtr>)> done);
   EntryPtr find_locked(const std::string& name) const;
   // Starts (or joins) a load of `entry` for `waiter`; may evict. Sets
   // `inline_load` when the caller must run a remote model's load itself.

@@ -341,19 +341,23 @@ struct HttpClient::Impl {
   mutable std::mutex pool_mu;
   std::map<std::string, std::deque<IdleConnection>> pool;  // guarded by pool_mu
 
+  // The most recently used idle connection that is still usable. The check
+  // (a poll) and the closing of dead ones happen outside the pool's lock,
+  // which every I/O thread takes once per request.
   std::optional<Connection> take_idle(const std::string& key) {
-    std::lock_guard<std::mutex> lock(pool_mu);
-    auto it = pool.find(key);
-    if (it == pool.end()) return std::nullopt;
-    auto& q = it->second;
     const auto too_old = Clock::now() - std::chrono::milliseconds(options.idle_timeout_ms);
-    while (!q.empty()) {
-      IdleConnection c = std::move(q.back());  // the most recently used is the likeliest alive
-      q.pop_back();
-      if (c.since >= too_old && idle_socket_usable(c.conn)) return std::move(c.conn);
-      c.conn.close();
+    for (;;) {
+      std::optional<IdleConnection> c;
+      {
+        std::lock_guard<std::mutex> lock(pool_mu);
+        auto it = pool.find(key);
+        if (it == pool.end() || it->second.empty()) return std::nullopt;
+        c.emplace(std::move(it->second.back()));  // the most recently used is the likeliest alive
+        it->second.pop_back();
+      }
+      if (c->since >= too_old && idle_socket_usable(c->conn)) return std::move(c->conn);
+      c->conn.close();
     }
-    return std::nullopt;
   }
 
   void put_idle(Exchange& ex) {
@@ -361,13 +365,18 @@ struct HttpClient::Impl {
       ex.conn.close();
       return;
     }
-    std::lock_guard<std::mutex> lock(pool_mu);
-    auto& q = pool[ex.pool_key];
-    q.push_back({ex.loop, std::move(ex.conn), Clock::now()});
-    while (q.size() > static_cast<size_t>(options.max_idle_per_host)) {
-      q.front().conn.close();
-      q.pop_front();
+    IdleConnection c{ex.loop, std::move(ex.conn), Clock::now()};
+    std::optional<IdleConnection> extra;  // closed after the lock
+    {
+      std::lock_guard<std::mutex> lock(pool_mu);
+      auto& q = pool[ex.pool_key];
+      q.push_back(std::move(c));
+      if (q.size() > static_cast<size_t>(options.max_idle_per_host)) {
+        extra.emplace(std::move(q.front()));
+        q.pop_front();
+      }
     }
+    if (extra) extra->conn.close();
   }
 
   void clear_pool() {

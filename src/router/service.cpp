@@ -1064,15 +1064,32 @@ void RouterService::regulate_direct(GenerateRequest& request, const RouteHints& 
 
 void RouterService::remember(const std::string& response_id, FeedbackTarget target) {
   if (response_id.empty() || options_.feedback_capacity == 0) return;
+  // Every I/O thread comes here once per answer: the entry is allocated
+  // before the lock and what it replaces is freed after it, and once the
+  // index is full the oldest id's node carries the new id, so that under
+  // the lock nodes are only relinked and the other threads rarely wait.
+  std::list<Rateable> entry;
+  entry.push_back({response_id, std::move(target), false});
+  std::list<Rateable> forgotten;  // these two are destroyed after the lock
+  decltype(feedback_index_)::node_type node;
   std::lock_guard lock(feedback_mu_);
-  // One lookup for the id (the index is large: each costs cache misses).
-  auto [it, fresh] = feedback_index_.try_emplace(response_id);
-  if (!fresh) feedback_fifo_.erase(it->second);
-  feedback_fifo_.push_front({response_id, std::move(target), false});
-  it->second = feedback_fifo_.begin();
+  feedback_fifo_.splice(feedback_fifo_.begin(), entry);
+  if (auto it = feedback_index_.find(response_id); it != feedback_index_.end()) {
+    forgotten.splice(forgotten.end(), feedback_fifo_, it->second);
+    it->second = feedback_fifo_.begin();
+    return;
+  }
   while (feedback_fifo_.size() > options_.feedback_capacity) {
-    feedback_index_.erase(feedback_fifo_.back().response_id);
-    feedback_fifo_.pop_back();
+    auto oldest = std::prev(feedback_fifo_.end());
+    node = feedback_index_.extract(oldest->response_id);
+    forgotten.splice(forgotten.end(), feedback_fifo_, oldest);
+  }
+  if (node.empty()) {
+    feedback_index_.emplace(response_id, feedback_fifo_.begin());
+  } else {
+    node.key() = response_id;  // ids have one length: the key's buffer is reused
+    node.mapped() = feedback_fifo_.begin();
+    feedback_index_.insert(std::move(node));
   }
 }
 
