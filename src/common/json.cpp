@@ -355,6 +355,16 @@ Result<json> parse_json(std::string_view text, const JsonLimits& limits, std::st
                                   std::move(param));
 }
 
+bool read_json(std::string_view text, const JsonLimits& limits, JsonEvents& events) {
+  if (limits.max_bytes > 0 && text.size() > limits.max_bytes) return false;
+  json_internal::JsonParseError error;
+  try {
+    return json_internal::parse_json_events(text, limits.max_depth, events, error);
+  } catch (const std::exception&) {  // allocating failed (std::bad_alloc, std::length_error)
+    return false;
+  }
+}
+
 namespace json_internal {
 
 Result<json> parse_json_reference(std::string_view text, const JsonLimits& limits, std::string_view what,

@@ -37,6 +37,31 @@ inline constexpr JsonLimits kDefaultJsonLimits{};
 Result<nlohmann::json> parse_json(std::string_view text, const JsonLimits& limits = kDefaultJsonLimits,
                                   std::string_view what = "the request body", std::string param = {});
 
+// What read_json hands a reader in place of a DOM, in the text's order.
+// Strings and keys come unescaped and checked; the reader may move from
+// them. A method that returns false stops the parse there. Objects and
+// arrays both end in end_container().
+class JsonEvents {
+ public:
+  virtual ~JsonEvents() = default;
+  virtual bool begin_object() = 0;
+  virtual bool begin_array() = 0;
+  virtual bool end_container() = 0;
+  virtual bool key(std::string& k) = 0;
+  virtual bool string(std::string& v) = 0;
+  virtual bool boolean(bool v) = 0;
+  virtual bool null() = 0;
+  virtual bool integer(int64_t v) = 0;             // negative integers that fit int64
+  virtual bool unsigned_integer(uint64_t v) = 0;   // other integers that fit uint64
+  virtual bool number_float(double v) = 0;         // every other number (finite)
+};
+
+// Reads `text` with parse_json's parser, checks and limits, building no
+// DOM: `events` gets each value as it is read. True when the text is valid
+// JSON within the limits and no method stopped it; false says nothing more
+// (a reader that needs the reason parses again with parse_json).
+bool read_json(std::string_view text, const JsonLimits& limits, JsonEvents& events);
+
 // A short, flat description of `value` for error messages: a scalar as JSON,
 // cut to `max_chars` with "..."; an array or object by its kind and size
 // ("an array of 3 items"). Never recursive.

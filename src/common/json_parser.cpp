@@ -20,24 +20,20 @@ using Byte = unsigned char;
 constexpr bool is_space(Byte c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 constexpr bool is_digit(Byte c) { return c >= '0' && c <= '9'; }
 
-// The open containers, innermost last. The first kInline live here, the
-// rest (a caller's max_depth past it) on the heap: no allocation for the
-// depths requests and answers have.
-class ContainerStack {
+// A stack whose first kInline entries live inline, the rest (a caller's
+// max_depth past it) on the heap: no allocation for the depths requests and
+// answers have.
+template <class T>
+class InlineStack {
  public:
-  struct Frame {  // no initialisers: the inline frames are written before they are read
-    json::object_t* object;  // exactly one of the two is set
-    json::array_t* array;
-  };
-
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
-  Frame& top() { return size_ <= kInline ? inline_[size_ - 1] : spill_.back(); }
-  void push(Frame f) {
+  T& top() { return size_ <= kInline ? inline_[size_ - 1] : spill_.back(); }
+  void push(T v) {
     if (size_ < kInline) {
-      inline_[size_] = f;
+      inline_[size_] = v;
     } else {
-      spill_.push_back(f);
+      spill_.push_back(v);
     }
     ++size_;
   }
@@ -48,55 +44,129 @@ class ContainerStack {
 
  private:
   static constexpr size_t kInline = 32;
-  std::array<Frame, kInline> inline_;
-  std::vector<Frame> spill_;
+  std::array<T, kInline> inline_;  // no initialiser: written before read
+  std::vector<T> spill_;
   size_t size_ = 0;
 };
 
+// Builds nlohmann's DOM from the parser's events, each value in place: a
+// string is unescaped straight into its node.
+class DomSink {
+ public:
+  explicit DomSink(json& root) : slot_(&root) {}
+
+  bool begin_object() { return open(json::value_t::object); }
+  bool begin_array() { return open(json::value_t::array); }
+  bool end_container() {
+    open_.pop();
+    return true;
+  }
+  // An array's next element: its slot.
+  void element() { slot_ = &open_.top()->get_ptr<json::array_t*>()->emplace_back(); }
+  // A key seen before keeps its place and gets the new value (the last one
+  // wins, as in nlohmann's DOM builder).
+  bool key(std::string& k) {
+    slot_ = &(*open_.top()->get_ptr<json::object_t*>())[std::move(k)];
+    k.clear();  // moved from: valid but unspecified
+    return true;
+  }
+  std::string& string_buffer(std::string&) {
+    *slot_ = json(json::value_t::string);
+    return *slot_->get_ptr<json::string_t*>();
+  }
+  bool string(std::string&) { return true; }
+  bool boolean(bool v) { return put(v); }
+  bool null() { return put(nullptr); }
+  bool integer(int64_t v) { return put(v); }
+  bool unsigned_integer(uint64_t v) { return put(static_cast<json::number_unsigned_t>(v)); }
+  bool number_float(double v) { return put(v); }
+
+ private:
+  template <class T>
+  bool put(T v) {
+    *slot_ = v;
+    return true;
+  }
+  bool open(json::value_t t) {
+    *slot_ = json(t);
+    open_.push(slot_);
+    return true;
+  }
+
+  json* slot_;  // where the next value goes
+  InlineStack<json*> open_;
+};
+
+// Hands each event on to a JsonEvents (common/json.h; a virtual call each).
+class EventsSink {
+ public:
+  explicit EventsSink(JsonEvents& e) : e_(e) {}
+  bool begin_object() { return e_.begin_object(); }
+  bool begin_array() { return e_.begin_array(); }
+  bool end_container() { return e_.end_container(); }
+  void element() {}
+  bool key(std::string& k) { return e_.key(k); }
+  std::string& string_buffer(std::string& scratch) { return scratch; }
+  bool string(std::string& v) { return e_.string(v); }
+  bool boolean(bool v) { return e_.boolean(v); }
+  bool null() { return e_.null(); }
+  bool integer(int64_t v) { return e_.integer(v); }
+  bool unsigned_integer(uint64_t v) { return e_.unsigned_integer(v); }
+  bool number_float(double v) { return e_.number_float(v); }
+
+ private:
+  JsonEvents& e_;
+};
+
+// The grammar and its checks, once: what the values are is the sink's
+// business (DomSink builds the DOM; EventsSink hands them to a reader). A
+// sink method that returns false stops the parse (JsonParseError::stopped).
+template <class Sink>
 class Parser {
  public:
-  Parser(std::string_view text, int max_depth, JsonParseError& error)
+  Parser(std::string_view text, int max_depth, JsonParseError& error, Sink& sink)
       : begin_(reinterpret_cast<const Byte*>(text.data())),
         p_(begin_),
         end_(begin_ + text.size()),
         max_depth_(max_depth),
-        error_(error) {}
+        error_(error),
+        sink_(sink) {}
 
-  bool run(json& root) {
+  bool run() {
     // nlohmann skips a UTF-8 byte order mark at the very start (and refuses
     // a text that starts with its first byte but not the rest).
     if (p_ < end_ && *p_ == 0xEF) {
       if (end_ - p_ < 3 || p_[1] != 0xBB || p_[2] != 0xBF) return fail(p_, "an incomplete UTF-8 byte order mark");
       p_ += 3;
     }
-    json* slot = &root;  // where the next value goes
     for (;;) {
-      switch (value(slot)) {
+      switch (value()) {
         case Step::kFailed: return false;
-        case Step::kOpened: continue;  // `slot` is the new container's first member
+        case Step::kOpened: continue;  // the new container's first member is next
         case Step::kDone: break;
       }
       // After a value: close the containers it ends, or find the next slot.
       for (;;) {
-        if (stack_.empty()) return finish();
+        if (open_.empty()) return finish();
         skip_space();
-        ContainerStack::Frame& top = stack_.top();
+        const bool array = open_.top() != 0;
         const int c = peek();
         if (c == ',') {
           ++p_;
-          if (top.array) {
-            slot = &top.array->emplace_back();
-          } else if (!member(*top.object, slot)) {
+          if (array) {
+            sink_.element();
+          } else if (!member()) {
             return false;
           }
           break;
         }
-        if (c == (top.array ? ']' : '}')) {
+        if (c == (array ? ']' : '}')) {
           ++p_;
-          stack_.pop();
+          open_.pop();
+          if (!sink_.end_container()) return stopped();
           continue;
         }
-        return fail_expected(top.array ? "',' or ']'" : "',' or '}'");
+        return fail_expected(array ? "',' or ']'" : "',' or '}'");
       }
     }
   }
@@ -121,45 +191,44 @@ class Parser {
     p_ = p;
   }
 
-  // One value into *slot: a scalar whole (kDone), an empty container whole
-  // (kDone), or a container opened with `slot` moved to its first member.
-  Step value(json*& slot) {
+  // One value: a scalar whole (kDone), an empty container whole (kDone), or
+  // a container opened, its first member next (kOpened).
+  Step value() {
     skip_space();
     switch (peek()) {
       case '{': {
         if (!enter()) return Step::kFailed;
-        *slot = json(json::value_t::object);
-        json::object_t& object = *slot->get_ptr<json::object_t*>();
         ++p_;
+        if (!sink_.begin_object()) return stop();
         skip_space();
         if (peek() == '}') {
           ++p_;
-          return Step::kDone;
+          return sink_.end_container() ? Step::kDone : stop();
         }
-        stack_.push({&object, nullptr});
-        return member(object, slot) ? Step::kOpened : Step::kFailed;
+        open_.push(0);
+        return member() ? Step::kOpened : Step::kFailed;
       }
       case '[': {
         if (!enter()) return Step::kFailed;
-        *slot = json(json::value_t::array);
-        json::array_t& array = *slot->get_ptr<json::array_t*>();
         ++p_;
+        if (!sink_.begin_array()) return stop();
         skip_space();
         if (peek() == ']') {
           ++p_;
-          return Step::kDone;
+          return sink_.end_container() ? Step::kDone : stop();
         }
-        stack_.push({nullptr, &array});
-        slot = &array.emplace_back();
+        open_.push(1);
+        sink_.element();
         return Step::kOpened;
       }
       case '"': {
-        *slot = json(json::value_t::string);
-        return string(*slot->get_ptr<json::string_t*>()) ? Step::kDone : Step::kFailed;
+        std::string& out = sink_.string_buffer(text_);
+        if (!string(out)) return Step::kFailed;
+        return sink_.string(out) ? Step::kDone : stop();
       }
-      case 't': return literal("true", 4, json(true), *slot);
-      case 'f': return literal("false", 5, json(false), *slot);
-      case 'n': return literal("null", 4, json(nullptr), *slot);
+      case 't': return literal("true", 4) && sink_.boolean(true) ? Step::kDone : failed_or_stopped();
+      case 'f': return literal("false", 5) && sink_.boolean(false) ? Step::kDone : failed_or_stopped();
+      case 'n': return literal("null", 4) && sink_.null() ? Step::kDone : failed_or_stopped();
       case '-':
       case '0':
       case '1':
@@ -170,15 +239,27 @@ class Parser {
       case '6':
       case '7':
       case '8':
-      case '9': return number(*slot) ? Step::kDone : Step::kFailed;
+      case '9': return number() ? Step::kDone : Step::kFailed;
       default: fail_expected("a value"); return Step::kFailed;
     }
   }
 
+  Step stop() {
+    stopped();
+    return Step::kFailed;
+  }
+  bool stopped() {
+    error_.stopped = true;
+    error_.offset = static_cast<size_t>(p_ - begin_);
+    return false;
+  }
+  // After a literal and its event: a failed literal has its reason set.
+  Step failed_or_stopped() { return error_.reason.empty() ? stop() : Step::kFailed; }
+
   // A container opens one level deeper: refused past the limit, as the
   // SAX handler of before refused it in start_object/start_array.
   bool enter() {
-    if (stack_.size() + 1 > static_cast<size_t>(max_depth_ < 0 ? 0 : max_depth_)) {
+    if (open_.size() + 1 > static_cast<size_t>(max_depth_ < 0 ? 0 : max_depth_)) {
       error_.too_deep = true;
       error_.offset = static_cast<size_t>(p_ - begin_);
       return false;
@@ -186,30 +267,24 @@ class Parser {
     return true;
   }
 
-  // `"key" :` of an object (at or before its opening quote); `slot` becomes
-  // the key's value. A key seen before keeps its place and gets the new
-  // value (the last one wins, as in nlohmann's DOM builder).
-  bool member(json::object_t& object, json*& slot) {
+  // `"key" :` of an object (at or before its opening quote), handed to the
+  // sink; its value is next.
+  bool member() {
     skip_space();
     if (peek() != '"') return fail_expected("a string (an object's key)");
-    if (!string(key_)) return false;
+    if (!string(text_)) return false;
     skip_space();
     if (peek() != ':') return fail_expected("':'");
     ++p_;
-    slot = &object[std::move(key_)];
-    key_.clear();  // moved from: valid but unspecified
-    return true;
+    return sink_.key(text_) || stopped();
   }
 
-  Step literal(const char* word, size_t n, json value, json& slot) {
+  bool literal(const char* word, size_t n) {
     if (static_cast<size_t>(end_ - p_) < n ||
-        std::char_traits<char>::compare(reinterpret_cast<const char*>(p_), word, n) != 0) {
-      fail(p_, "invalid literal");
-      return Step::kFailed;
-    }
+        std::char_traits<char>::compare(reinterpret_cast<const char*>(p_), word, n) != 0)
+      return fail(p_, "invalid literal");
     p_ += n;
-    slot = std::move(value);
-    return Step::kDone;
+    return true;
   }
 
   // A string from its opening quote to past its closing one, unescaped into `out`.
@@ -322,12 +397,12 @@ class Parser {
     return true;
   }
 
-  // A number into `slot`: an integer that fits int64 (negative) or uint64
+  // A number to the sink: an integer that fits int64 (negative) or uint64
   // (not) as one, anything else as a double, as nlohmann's lexer does: its
   // strtoll/strtoull, then strtod on an overflow or a fraction or exponent
   // (so "-0" is the integer 0, "-0.0" the double -0.0). A double that is
   // not finite (1e400) is refused, as nlohmann's parser refuses it.
-  bool number(json& slot) {
+  bool number() {
     const Byte* start = p_;
     const bool negative = *p_ == '-';
     if (negative) ++p_;
@@ -363,20 +438,16 @@ class Parser {
       while (p_ < end_ && is_digit(*p_)) ++p_;
     }
     if (integer && !overflow) {
-      if (!negative) {
-        slot = static_cast<json::number_unsigned_t>(magnitude);
-        return true;
-      }
+      if (!negative) return sink_.unsigned_integer(magnitude) || stopped();
       constexpr uint64_t kMinMagnitude = uint64_t{1} << 63;  // -INT64_MIN
-      if (magnitude <= kMinMagnitude) {
-        slot = magnitude == kMinMagnitude ? std::numeric_limits<int64_t>::min() : -static_cast<int64_t>(magnitude);
-        return true;
-      }
+      if (magnitude <= kMinMagnitude)
+        return sink_.integer(magnitude == kMinMagnitude ? std::numeric_limits<int64_t>::min()
+                                                        : -static_cast<int64_t>(magnitude)) ||
+               stopped();
     }
     double v;
     if (!to_double(start, p_, v)) return fail(start, "a number out of range");
-    slot = v;
-    return true;
+    return sink_.number_float(v) || stopped();
   }
 
   // The text [first, last) of a JSON number as the nearest double (strtod's
@@ -431,8 +502,9 @@ class Parser {
   const Byte* const end_;
   const int max_depth_;
   JsonParseError& error_;
-  ContainerStack stack_;
-  std::string key_;  // the key being read; moved into its object
+  Sink& sink_;
+  InlineStack<char> open_;  // the open containers, innermost last: 1 for an array (not bool: vector<bool>)
+  std::string text_;        // the key or string being read; the sink may take it
 };
 
 }  // namespace
@@ -466,7 +538,14 @@ bool same_json(const json& a, const json& b) {
 
 bool parse_json_dom(std::string_view text, int max_depth, json& out, JsonParseError& error) {
   error = JsonParseError{};
-  return Parser(text, max_depth, error).run(out);
+  DomSink sink(out);
+  return Parser<DomSink>(text, max_depth, error, sink).run();
+}
+
+bool parse_json_events(std::string_view text, int max_depth, JsonEvents& events, JsonParseError& error) {
+  error = JsonParseError{};
+  EventsSink sink(events);
+  return Parser<EventsSink>(text, max_depth, error, sink).run();
 }
 
 }  // namespace llmpool::json_internal

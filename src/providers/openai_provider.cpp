@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <cstdlib>
@@ -159,6 +160,186 @@ Status in_stream_error(const json& j, std::string_view raw, const std::string& w
   }
   return upstream_error_status(http_status, raw, who);
 }
+
+// A whole answer in the shape nearly every upstream sends, read from its
+// text with no DOM: for each choice its index, text (or message content and
+// reasoning_content) and finish reason, and the usage. Anything else it
+// reads past unchecked but valid. It declines (read() false) wherever the DOM
+// path (whole()) could do anything but deliver those fields: an error
+// member that is not null, tool calls or logprobs that are not null, a
+// choice that is not an object, a field of another type than the one read
+// (null aside), an index out of range, a key it reads given twice (the DOM
+// keeps the last), and any text the parser refuses. The decoder then reads
+// the answer through the DOM, so what it delivers never depends on the path:
+// the differential test (OpenAiWholeAnswerTest) holds the two to that.
+class CommonAnswerReader : public JsonEvents {
+ public:
+  explicit CommonAnswerReader(bool chat) : chat_(chat) {}
+
+  struct Answer {
+    std::vector<Delta> choices;
+    std::optional<Usage> usage;
+  };
+
+  bool read(std::string_view text) {
+    return read_json(text, JsonLimits{kDefaultJsonLimits.max_depth, kMaxUpstreamAnswerBytes}, *this) && done_;
+  }
+  Answer& answer() { return answer_; }
+
+  bool begin_object() override {
+    if (skip_ > 0 || want_ == Want::kAny) return skip();
+    switch (want_) {
+      case Want::kRoot: return open(At::kRoot);
+      case Want::kChoice:
+        answer_.choices.emplace_back();
+        answer_.choices.back().finish_reason = FinishReason::kStop;  // what whole() makes of a missing one
+        return open(At::kChoice);
+      case Want::kMessage: return open(At::kMessage);
+      case Want::kUsage: answer_.usage.emplace(); return open(At::kUsage);
+      case Want::kDetails: return open(At::kDetails);
+      default: return false;
+    }
+  }
+  bool begin_array() override {
+    if (skip_ > 0 || want_ == Want::kAny) return skip();
+    return want_ == Want::kChoices && open(At::kChoices);
+  }
+  bool end_container() override {
+    if (skip_ > 0) {
+      --skip_;
+      if (skip_ == 0) after_value();
+      return true;
+    }
+    const Frame closed = frames_[--depth_];
+    if (depth_ == 0) {
+      done_ = closed.seen & 1;  // an answer without "choices" is whole()'s error to give
+      return true;
+    }
+    after_value();
+    return true;
+  }
+  bool key(std::string& key) override {
+    if (skip_ > 0) return true;
+    using namespace std::string_view_literals;
+    const std::string_view k = key;  // compared as views: the length first, no strlen
+    Frame& f = frames_[depth_ - 1];
+    int field = -1;
+    switch (f.at) {
+      case At::kRoot:
+        field = k == "choices"sv ? 0 : k == "usage"sv ? 1 : k == "error"sv ? 2 : -1;
+        want_ = field == 0 ? Want::kChoices : field == 1 ? Want::kUsage : field == 2 ? Want::kNull : Want::kAny;
+        break;
+      case At::kChoice:
+        field = k == "index"sv ? 0 : k == "finish_reason"sv ? 1 : k == "logprobs"sv ? 2
+              : chat_ && k == "message"sv ? 3 : !chat_ && k == "text"sv ? 4 : -1;
+        want_ = field == 0 ? Want::kIndex : field == 1 ? Want::kFinish : field == 2 ? Want::kNull
+              : field == 3 ? Want::kMessage : field == 4 ? Want::kText : Want::kAny;
+        break;
+      case At::kMessage:
+        field = k == "content"sv ? 0 : k == "reasoning_content"sv ? 1 : k == "tool_calls"sv ? 2 : -1;
+        want_ = field == 0 ? Want::kText : field == 1 ? Want::kReasoning : field == 2 ? Want::kNull : Want::kAny;
+        break;
+      case At::kUsage:
+        field = k == "prompt_tokens"sv ? 0 : k == "completion_tokens"sv ? 1 : k == "prompt_tokens_details"sv ? 2 : -1;
+        want_ = field == 0 ? Want::kPrompt : field == 1 ? Want::kCompletion : field == 2 ? Want::kDetails : Want::kAny;
+        break;
+      case At::kDetails:
+        field = k == "cached_tokens"sv ? 0 : -1;
+        want_ = field == 0 ? Want::kCached : Want::kAny;
+        break;
+      case At::kChoices: return false;  // an array has no keys
+    }
+    if (field < 0) return true;
+    const uint32_t bit = 1u << field;
+    if (f.seen & bit) return false;  // the DOM keeps the last of two
+    f.seen |= bit;
+    return true;
+  }
+  bool string(std::string& v) override {
+    if (skip_ > 0 || want_ == Want::kAny) return scalar();
+    if (answer_.choices.empty()) return false;
+    Delta& d = answer_.choices.back();
+    switch (want_) {
+      case Want::kText: d.text = std::move(v); break;
+      case Want::kReasoning: d.reasoning_content = std::move(v); break;
+      case Want::kFinish: d.finish_reason = finish_reason_from(v); break;
+      default: return false;
+    }
+    return scalar();
+  }
+  bool null() override {
+    if (skip_ > 0) return scalar();
+    switch (want_) {
+      case Want::kAny:
+      case Want::kNull:
+      case Want::kText:
+      case Want::kReasoning:
+      case Want::kFinish:
+      case Want::kMessage:
+      case Want::kUsage:
+      case Want::kDetails: return scalar();  // as whole() reads a null there: absent
+      default: return false;
+    }
+  }
+  bool boolean(bool) override { return (skip_ > 0 || want_ == Want::kAny) && scalar(); }
+  bool number_float(double) override { return (skip_ > 0 || want_ == Want::kAny) && scalar(); }
+  bool integer(int64_t v) override { return number(v); }
+  bool unsigned_integer(uint64_t v) override {
+    if (v > static_cast<uint64_t>(INT64_MAX)) return (skip_ > 0 || want_ == Want::kAny) && scalar();
+    return number(static_cast<int64_t>(v));
+  }
+
+ private:
+  enum class At : uint8_t { kRoot, kChoices, kChoice, kMessage, kUsage, kDetails };
+  // What the next value may be, and what it is for.
+  enum class Want : uint8_t {
+    kRoot, kAny, kNull, kChoices, kChoice, kMessage, kUsage, kDetails,
+    kIndex, kText, kReasoning, kFinish, kPrompt, kCompletion, kCached,
+  };
+  struct Frame {
+    At at;
+    uint32_t seen = 0;  // the fields read, one bit each
+  };
+
+  bool open(At at) {
+    frames_[depth_++] = {at};  // at most 5 deep: deeper values are read past (skip_)
+    if (at == At::kChoices) want_ = Want::kChoice;
+    return true;
+  }
+  bool skip() {
+    ++skip_;
+    return true;
+  }
+  // A value ended: in `choices` the next is a choice, elsewhere a key.
+  void after_value() { want_ = depth_ > 0 && frames_[depth_ - 1].at == At::kChoices ? Want::kChoice : Want::kAny; }
+  bool scalar() {
+    if (skip_ == 0) after_value();
+    return depth_ > 0;  // a scalar at the root is not an answer
+  }
+  bool number(int64_t v) {
+    if (skip_ > 0 || want_ == Want::kAny) return scalar();
+    const int32_t clamped = static_cast<int32_t>(std::clamp<int64_t>(v, 0, INT32_MAX));
+    switch (want_) {
+      case Want::kIndex:
+        if (v < 0 || v >= kMaxChoiceIndex || answer_.choices.empty()) return false;
+        answer_.choices.back().index = static_cast<int32_t>(v);
+        break;
+      case Want::kPrompt: answer_.usage->prompt_tokens = clamped; break;
+      case Want::kCompletion: answer_.usage->completion_tokens = clamped; break;
+      case Want::kCached: answer_.usage->cached_prompt_tokens = clamped; break;
+      default: return false;
+    }
+    return scalar();
+  }
+
+  const bool chat_;
+  Want want_ = Want::kRoot;
+  std::array<Frame, 5> frames_{};  // root, choices, a choice, its message or the usage, the usage's details
+  size_t depth_ = 0;
+  int skip_ = 0;  // depth inside a value read past
+  bool done_ = false;
+  Answer answer_;
+};
 
 }  // namespace
 
@@ -375,6 +556,16 @@ Status OpenAiStreamDecoder::finish() {
   if (whole_json_) {
     std::string body = std::move(body_);
     body_.clear();
+    if (!dom_only_) {
+      CommonAnswerReader reader(chat_);
+      if (reader.read(body)) {
+        CommonAnswerReader::Answer& a = reader.answer();
+        for (Delta& d : a.choices) RETURN_IF_ERROR(deliver(std::move(d)));
+        if (a.usage) add_usage(*a.usage);
+        ended_ = true;
+        return Status::ok();
+      }
+    }
     ASSIGN_OR_RETURN(json j, read_upstream_json(body, kMaxUpstreamAnswerBytes, who(), "answer"));
     body_ = std::move(body);  // for an in-band error's message
     Status st = whole(j);

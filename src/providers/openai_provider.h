@@ -249,6 +249,10 @@ class OpenAiStreamDecoder : public UpstreamDecoder {
   // The request asked for one whole answer: a body that is not an event
   // stream is read as JSON whatever its Content-Type says.
   void expect_whole() { asked_whole_ = true; }
+  // Whole answers go through the DOM even in the common shape that is
+  // otherwise read without one: for the test that holds the two paths to
+  // the same result.
+  void read_whole_with_dom() { dom_only_ = true; }
 
  private:
   Status line(std::string_view text);
@@ -259,6 +263,7 @@ class OpenAiStreamDecoder : public UpstreamDecoder {
   bool chat_;
   bool whole_json_ = false;
   bool asked_whole_ = false;
+  bool dom_only_ = false;
   LineSplitter lines_;
   std::string body_;    // the whole JSON body (whole_json_)
   std::string data_;    // the current event's data lines

@@ -295,5 +295,56 @@ TEST(JsonParserMessageTest, NamesTheProblemAndItsOffset) {
             "the body is nested deeper than 64 levels");
 }
 
+// read_json: the same parser's events, in the text's order, with no DOM.
+class Recorder : public JsonEvents {
+ public:
+  std::string log;
+  size_t stop_after = SIZE_MAX;  // events before a method returns false
+
+  bool begin_object() override { return add("{"); }
+  bool begin_array() override { return add("["); }
+  bool end_container() override { return add("}"); }
+  bool key(std::string& k) override { return add("k:" + k); }
+  bool string(std::string& v) override { return add("s:" + v); }
+  bool boolean(bool v) override { return add(v ? "true" : "false"); }
+  bool null() override { return add("null"); }
+  bool integer(int64_t v) override { return add("i:" + std::to_string(v)); }
+  bool unsigned_integer(uint64_t v) override { return add("u:" + std::to_string(v)); }
+  bool number_float(double v) override { return add("f:" + std::to_string(v)); }
+
+ private:
+  bool add(const std::string& e) {
+    log += e + " ";
+    return --stop_after > 0;
+  }
+};
+
+TEST(JsonEventsTest, ReportsEveryValueInTheTextsOrder) {
+  Recorder r;
+  ASSERT_TRUE(read_json(R"({"b":[1,-2,3.5,"x\n\u00e9",true,false,null,{}],"a":{"k":18446744073709551615},"b":[]})",
+                        kDefaultJsonLimits, r));
+  // Duplicate keys and member order stay as sent: a reader sees what the DOM hides.
+  EXPECT_EQ(r.log, "{ k:b [ u:1 i:-2 f:3.500000 s:x\n\xc3\xa9 true false null { } } k:a { k:k u:18446744073709551615 } "
+                   "k:b [ } } ");
+}
+
+TEST(JsonEventsTest, RefusesWhatParseJsonRefusesAndStopsWhenTheReaderSaysSo) {
+  for (std::string_view bad : {"", "{", "[1,]", "{\"a\" 1}", "[1e400]", "\"\xc0\xaf\"", "{} x", "[\"\\ud800\"]"}) {
+    Recorder r;
+    EXPECT_FALSE(read_json(bad, kDefaultJsonLimits, r)) << bad;
+    EXPECT_FALSE(parse_json(bad).is_ok()) << bad;
+  }
+  Recorder deep;
+  EXPECT_FALSE(read_json(std::string(65, '[') + std::string(65, ']'), kDefaultJsonLimits, deep));
+  EXPECT_EQ(deep.log.size(), 64u * 2);  // the 65th container is refused before it is reported
+  Recorder big;
+  EXPECT_FALSE(read_json("[1,2,3]", JsonLimits{64, 6}, big));
+  EXPECT_EQ(big.log, "");
+  Recorder stopped;
+  stopped.stop_after = 3;
+  EXPECT_FALSE(read_json("[1,2,3,4]", kDefaultJsonLimits, stopped));
+  EXPECT_EQ(stopped.log, "[ u:1 u:2 ");
+}
+
 }  // namespace
 }  // namespace llmpool

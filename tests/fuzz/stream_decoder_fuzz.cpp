@@ -7,7 +7,9 @@
 // bits 3-5: n - 1); byte 1 seeds where the body is cut into chunks; the
 // rest is the body. Besides not crashing, the decoder must not care where
 // the body was cut: fed whole and fed in chunks it gives the same deltas, the
-// same Status and the same Completion.
+// same Status and the same Completion. A whole OpenAI answer must also come
+// out the same whether the common-shape reader or the DOM reads it
+// (OpenAiStreamDecoder::read_whole_with_dom).
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -57,17 +59,19 @@ std::string flatten(const Completion& c) {
   return s;
 }
 
-std::unique_ptr<UpstreamDecoder> make_decoder(uint8_t mode) {
+std::unique_ptr<UpstreamDecoder> make_decoder(uint8_t mode, bool dom) {
   const bool chat = mode & 1;
   const int32_t n = 1 + ((mode >> 3) & 7);
   if (mode & 4) return std::make_unique<OllamaStreamDecoder>(chat, "http://upstream.test/api/chat");
-  return std::make_unique<OpenAiStreamDecoder>(chat, n, "http://upstream.test/v1/chat/completions");
+  auto d = std::make_unique<OpenAiStreamDecoder>(chat, n, "http://upstream.test/v1/chat/completions");
+  if (dom) d->read_whole_with_dom();
+  return d;
 }
 
 // Decodes `body` cut at the offsets in `cuts` (ascending).
-Outcome decode(uint8_t mode, std::string_view body, const std::vector<size_t>& cuts) {
+Outcome decode(uint8_t mode, std::string_view body, const std::vector<size_t>& cuts, bool dom = false) {
   Outcome out;
-  auto decoder = make_decoder(mode);
+  auto decoder = make_decoder(mode, dom);
   decoder->on_delta = [&out](Delta d) { out.deltas += flatten(d); };
   HttpResponseHead head;
   head.status = 200;
@@ -104,10 +108,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (at >= body.size()) break;
     cuts.push_back(at);
   }
+  auto same = [](const Outcome& a, const Outcome& b) {
+    return a.deltas == b.deltas && a.code == b.code && a.message == b.message && a.ended == b.ended &&
+           a.completion == b.completion;
+  };
   Outcome whole = decode(mode, body, {});
-  Outcome chunked = decode(mode, body, cuts);
-  if (whole.deltas != chunked.deltas || whole.code != chunked.code || whole.message != chunked.message ||
-      whole.ended != chunked.ended || whole.completion != chunked.completion)
-    std::abort();
+  if (!same(whole, decode(mode, body, cuts))) std::abort();
+  if ((mode & 6) == 2 && !same(whole, decode(mode, body, {}, /*dom=*/true))) std::abort();
   return 0;
 }

@@ -331,6 +331,104 @@ TEST(OpenAiStreamDecoderTest, AcceptsAWholeJsonAnswer) {
   EXPECT_EQ(r.completion.usage.completion_tokens, 2);
 }
 
+// Whole answers in the common shape are read without a DOM; everything else
+// (and every answer whose reading the reader declines) through the DOM. The
+// two must deliver the same: here over hand-picked shapes and every
+// truncation, deletion and duplication of a byte of a full answer.
+std::string flatten(const Decoded& r) {
+  std::string s = std::string(status_code_name(r.status.code())) + "|" + r.status.message() + "|" +
+                  (r.ended ? "ended" : "open") + "|";
+  auto delta = [&s](const Delta& d) {
+    s += std::to_string(d.index) + "," + d.text + "," + d.reasoning_content + "," +
+         (d.finish_reason ? finish_reason_name(*d.finish_reason) : "-") + "," +
+         std::to_string(d.tool_calls.size()) + "," + std::to_string(d.logprobs.size()) + ";";
+  };
+  for (const Delta& d : r.deltas) delta(d);
+  const Usage& u = r.completion.usage;
+  s += "|" + std::to_string(u.prompt_tokens) + "," + std::to_string(u.completion_tokens) + "," +
+       std::to_string(u.cached_prompt_tokens) + "|";
+  for (const Choice& c : r.completion.choices)
+    s += std::to_string(c.index) + "," + c.text + "," + c.reasoning_content + "," +
+         finish_reason_name(c.finish_reason) + "," + std::to_string(c.tool_calls.size()) + ";";
+  return s;
+}
+
+Decoded decode_whole(bool chat, int32_t n, const std::string& body, bool dom) {
+  OpenAiStreamDecoder d(chat, n, "u");
+  if (dom) d.read_whole_with_dom();
+  HttpResponseHead head;
+  head.status = 200;
+  head.headers["content-type"] = "application/json";
+  d.start(head);
+  return decode(d, body, body.size() + 1);
+}
+
+TEST(OpenAiWholeAnswerTest, TheCommonShapeReaderAndTheDomDeliverTheSame) {
+  const std::string full =
+      R"({"choices":[{"finish_reason":"length","index":1,"logprobs":null,"message":{"content":"Hi \"you\"\n)"
+      "\\u00e9 caf\xc3\xa9"
+      R"(","reasoning_content":"hm","role":"assistant","tool_calls":null}},{"index":0,"message":{"content":null}}],)"
+      R"("created":1733000000,"error":null,"id":"chatcmpl-1","model":"m","object":"chat.completion",)"
+      R"("timings":{"prompt_ms":1.25,"n":[1,-2,3e2,true,false,null,{}]},)"
+      R"("usage":{"completion_tokens":8,"prompt_tokens":12,"prompt_tokens_details":{"cached_tokens":4},"total_tokens":20}})";
+  std::vector<std::pair<bool, std::string>> bodies = {
+      {true, full},
+      {false, R"({"choices":[{"text":"abc","index":0,"finish_reason":"stop"}],"usage":{"prompt_tokens":1}})"},
+      {false, R"({"choices":[{"text":"abc","message":{"content":"no"}}]})"},
+      {true, R"({"choices":[{"text":"no","message":{"content":"yes"}}]})"},
+      {true, R"({"choices":[]})"},
+      {true, R"({"choices":null})"},
+      {true, R"({"object":"x"})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"choices":[{"message":{"content":"b"}}]})"},
+      {true, R"({"choices":[{"message":{"content":"a","content":"b"}}]})"},
+      {true, R"({"choices":[{"index":0,"index":1,"message":{"content":"a"}}]})"},
+      {true, R"({"choices":[{"index":-1,"message":{"content":"a"}}]})"},
+      {true, R"({"choices":[{"index":1024,"message":{"content":"a"}}]})"},
+      {true, R"({"choices":[{"index":18446744073709551615,"message":{"content":"a"}}]})"},
+      {true, R"({"choices":[{"index":1.0,"message":{"content":"a"}}]})"},
+      {true, R"({"choices":[{"index":"1","message":{"content":7}}]})"},
+      {true, R"({"choices":[5,null,{"message":{"content":"a"}}]})"},
+      {true, R"({"choices":[{"message":null,"finish_reason":null,"logprobs":null}]})"},
+      {true, R"({"choices":[{"message":{"content":"a","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{}"}}]}}]})"},
+      {true, R"({"choices":[{"message":{"content":"a"},"logprobs":{"content":[{"token":"a","logprob":-1}]}}]})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"error":{"code":429,"message":"slow"}})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"error":"bad"})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"usage":null})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":1.5,"completion_tokens":-3}})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":99999999999,"prompt_tokens_details":null}})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":18446744073709551615}})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":1,"prompt_tokens":2}})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}],"usage":[]})"},
+      {true, R"([{"choices":[]}])"},
+      {true, R"("choices")"},
+      {true, "\xEF\xBB\xBF" R"({"choices":[{"message":{"content":"bom"}}]})"},
+      {true, R"({"choices":[{"message":{"content":"a"}}]} {})"},
+      {true, R"({"choices":[{"message":{"content":"\ud800"}}]})"},
+      {true, "{\"choices\":[{\"message\":{\"content\":\"\xff\"}}]}"},
+      {true, std::string(100, '[') + std::string(100, ']')},
+  };
+  for (size_t i = 0; i < full.size(); ++i) {
+    bodies.push_back({true, full.substr(0, i)});
+    bodies.push_back({true, full.substr(0, i) + full.substr(i + 1)});
+    bodies.push_back({true, full.substr(0, i + 1) + full.substr(i)});
+  }
+  for (const auto& [chat, body] : bodies)
+    for (int32_t n : {1, 2})
+      EXPECT_EQ(flatten(decode_whole(chat, n, body, false)), flatten(decode_whole(chat, n, body, true)))
+          << "chat " << chat << ", n " << n << ": " << body;
+  // The common shape, read without the DOM, as whole() reads it.
+  Decoded r = decode_whole(true, 2, full, false);
+  ASSERT_TRUE(r.status.is_ok()) << r.status.to_string();
+  ASSERT_EQ(r.completion.choices.size(), 2u);
+  EXPECT_EQ(r.completion.choices[1].text, "Hi \"you\"\n\xc3\xa9 caf\xc3\xa9");
+  EXPECT_EQ(r.completion.choices[1].reasoning_content, "hm");
+  EXPECT_EQ(r.completion.choices[1].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(r.completion.choices[0].finish_reason, FinishReason::kStop);
+  EXPECT_EQ(r.completion.usage.prompt_tokens, 12);
+  EXPECT_EQ(r.completion.usage.completion_tokens, 8);
+  EXPECT_EQ(r.completion.usage.cached_prompt_tokens, 4);
+}
+
 TEST(OllamaRequestJsonTest, MapsChatAndOptions) {
   GenerateRequest r = chat("hi");
   r.messages[0].role = "developer";
