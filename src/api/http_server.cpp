@@ -512,21 +512,21 @@ struct HttpServer::Impl {
   // Notices a client that goes away while its answer is being made. A
   // readiness report alone proves nothing (epoll can report a socket whose
   // bytes the session has read meanwhile): the socket's state decides.
-  static asio::awaitable<void> watch_peer(tcp::socket& socket, std::shared_ptr<Exchange> ex,
-                                          std::shared_ptr<Watch> watch) {
-    auto what = tcp::socket::wait_read;
-    for (;;) {
-      beast::error_code ec;
-      co_await socket.async_wait(what, asio::redirect_error(asio::use_awaitable, ec));
+  // A socket-wait callback, not a coroutine: nothing to spawn per request.
+  static void watch_peer(tcp::socket& socket, std::shared_ptr<Exchange> ex, std::shared_ptr<Watch> watch,
+                         tcp::socket::wait_type what = tcp::socket::wait_read) {
+    socket.async_wait(what, [&socket, ex = std::move(ex), watch = std::move(watch), what](
+                                const beast::error_code& ec) mutable {
       // Once the exchange is over the session may have destroyed the socket
       // (a wait that completed just before it was cancelled): touch nothing.
-      if (watch->done || ec) co_return;
+      if (watch->done || ec) return;
+      tcp::socket::wait_type next = what;
       switch (detail::peer_state(socket.native_handle())) {
         case detail::PeerState::kConnected:
           break;  // a stale readiness report
         case detail::PeerState::kData:
           // The next request (pipelining): only a reset can tell more now.
-          what = tcp::socket::wait_error;
+          next = tcp::socket::wait_error;
           break;
         case detail::PeerState::kHalfClosed:
           if (!watch->half_closed) {
@@ -534,15 +534,16 @@ struct HttpServer::Impl {
             watch->probe_due = true;
             ex->wake();
           }
-          what = tcp::socket::wait_error;
+          next = tcp::socket::wait_error;
           break;
         case detail::PeerState::kGone:
           watch->gone = true;
           ex->cancel_token()->cancel();
           ex->wake();
-          co_return;
+          return;
       }
-    }
+      watch_peer(socket, std::move(ex), std::move(watch), next);
+    });
   }
 
   // Runs the handler and writes what it produces. Returns false if the
@@ -554,7 +555,7 @@ struct HttpServer::Impl {
     conn.waker = waker;
     auto ex = std::make_shared<Exchange>(waker);
     auto watch = std::make_shared<Watch>();
-    asio::co_spawn(executor, watch_peer(stream.socket(), ex, watch), asio::detached);
+    watch_peer(stream.socket(), ex, watch);
     router.dispatch(request, ex);
 
     beast::error_code ec;

@@ -419,14 +419,15 @@ struct HttpClient::Impl {
   }
 
   // Closes the connection when the request is cancelled, passes its
-  // deadline or the client stops. Ends once the request is finished.
-  asio::awaitable<void> watch(std::shared_ptr<Exchange> ex) {
-    for (;;) {
-      auto wake = std::min(Clock::now() + kPollInterval, ex->deadline);
-      ex->timer.expires_at(wake);
-      beast::error_code ec;
-      co_await ex->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (ex->finished) co_return;
+  // deadline or the client stops: a check every kPollInterval (or at the
+  // deadline), on the exchange's executor, until the request is finished
+  // (run() cancels the timer). A timer callback, not a coroutine: nothing
+  // to spawn per request.
+  void watch(std::shared_ptr<Exchange> ex) {
+    Exchange& e = *ex;
+    e.timer.expires_at(std::min(Clock::now() + kPollInterval, e.deadline));
+    e.timer.async_wait([this, ex = std::move(ex)](const beast::error_code&) mutable {
+      if (ex->finished) return;
       if (ex->abort == Abort::kNone) {
         if (ex->cancel && ex->cancel->cancelled())
           ex->abort = Abort::kCancelled;
@@ -439,7 +440,8 @@ struct HttpClient::Impl {
         ex->deadline = Clock::time_point::max();
         ex->close_now();  // again on every tick: a range connect reopens the socket
       }
-    }
+      watch(std::move(ex));
+    });
   }
 
   // A fresh connection of the URL's kind, connected (and for https with the
@@ -656,7 +658,7 @@ struct HttpClient::Impl {
     }
   }
   asio::awaitable<void> run(std::shared_ptr<Exchange> ex) {
-    asio::co_spawn(ex->executor, watch(ex), asio::detached);
+    watch(ex);
     Status st;
     try {
       st = co_await exchange(*ex);
