@@ -120,7 +120,7 @@ class EventsSink {
 
 // The grammar and its checks, once: what the values are is the sink's
 // business (DomSink builds the DOM; EventsSink hands them to a reader). A
-// sink method that returns false stops the parse (JsonParseError::stopped).
+// sink method that returns false stops the parse, with no reason set.
 template <class Sink>
 class Parser {
  public:
@@ -163,7 +163,7 @@ class Parser {
         if (c == (array ? ']' : '}')) {
           ++p_;
           open_.pop();
-          if (!sink_.end_container()) return stopped();
+          if (!sink_.end_container()) return false;
           continue;
         }
         return fail_expected(array ? "',' or ']'" : "',' or '}'");
@@ -199,11 +199,11 @@ class Parser {
       case '{': {
         if (!enter()) return Step::kFailed;
         ++p_;
-        if (!sink_.begin_object()) return stop();
+        if (!sink_.begin_object()) return Step::kFailed;
         skip_space();
         if (peek() == '}') {
           ++p_;
-          return sink_.end_container() ? Step::kDone : stop();
+          return sink_.end_container() ? Step::kDone : Step::kFailed;
         }
         open_.push(0);
         return member() ? Step::kOpened : Step::kFailed;
@@ -211,11 +211,11 @@ class Parser {
       case '[': {
         if (!enter()) return Step::kFailed;
         ++p_;
-        if (!sink_.begin_array()) return stop();
+        if (!sink_.begin_array()) return Step::kFailed;
         skip_space();
         if (peek() == ']') {
           ++p_;
-          return sink_.end_container() ? Step::kDone : stop();
+          return sink_.end_container() ? Step::kDone : Step::kFailed;
         }
         open_.push(1);
         sink_.element();
@@ -224,11 +224,17 @@ class Parser {
       case '"': {
         std::string& out = sink_.string_buffer(text_);
         if (!string(out)) return Step::kFailed;
-        return sink_.string(out) ? Step::kDone : stop();
+        return sink_.string(out) ? Step::kDone : Step::kFailed;
       }
-      case 't': return literal("true", 4) && sink_.boolean(true) ? Step::kDone : failed_or_stopped();
-      case 'f': return literal("false", 5) && sink_.boolean(false) ? Step::kDone : failed_or_stopped();
-      case 'n': return literal("null", 4) && sink_.null() ? Step::kDone : failed_or_stopped();
+      case 't':
+        if (!literal("true", 4)) return Step::kFailed;
+        return sink_.boolean(true) ? Step::kDone : Step::kFailed;
+      case 'f':
+        if (!literal("false", 5)) return Step::kFailed;
+        return sink_.boolean(false) ? Step::kDone : Step::kFailed;
+      case 'n':
+        if (!literal("null", 4)) return Step::kFailed;
+        return sink_.null() ? Step::kDone : Step::kFailed;
       case '-':
       case '0':
       case '1':
@@ -243,18 +249,6 @@ class Parser {
       default: fail_expected("a value"); return Step::kFailed;
     }
   }
-
-  Step stop() {
-    stopped();
-    return Step::kFailed;
-  }
-  bool stopped() {
-    error_.stopped = true;
-    error_.offset = static_cast<size_t>(p_ - begin_);
-    return false;
-  }
-  // After a literal and its event: a failed literal has its reason set.
-  Step failed_or_stopped() { return error_.reason.empty() ? stop() : Step::kFailed; }
 
   // A container opens one level deeper: refused past the limit, as the
   // SAX handler of before refused it in start_object/start_array.
@@ -276,7 +270,7 @@ class Parser {
     skip_space();
     if (peek() != ':') return fail_expected("':'");
     ++p_;
-    return sink_.key(text_) || stopped();
+    return sink_.key(text_);
   }
 
   bool literal(const char* word, size_t n) {
@@ -438,16 +432,15 @@ class Parser {
       while (p_ < end_ && is_digit(*p_)) ++p_;
     }
     if (integer && !overflow) {
-      if (!negative) return sink_.unsigned_integer(magnitude) || stopped();
+      if (!negative) return sink_.unsigned_integer(magnitude);
       constexpr uint64_t kMinMagnitude = uint64_t{1} << 63;  // -INT64_MIN
       if (magnitude <= kMinMagnitude)
         return sink_.integer(magnitude == kMinMagnitude ? std::numeric_limits<int64_t>::min()
-                                                        : -static_cast<int64_t>(magnitude)) ||
-               stopped();
+                                                        : -static_cast<int64_t>(magnitude));
     }
     double v;
     if (!to_double(start, p_, v)) return fail(start, "a number out of range");
-    return sink_.number_float(v) || stopped();
+    return sink_.number_float(v);
   }
 
   // The text [first, last) of a JSON number as the nearest double (strtod's

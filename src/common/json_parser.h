@@ -69,7 +69,6 @@ inline size_t utf8_length(const unsigned char* p, const unsigned char* end) {
 
 struct JsonParseError {
   bool too_deep = false;  // a container opened past max_depth; `reason` is empty
-  bool stopped = false;   // a JsonEvents method returned false; `reason` is empty
   size_t offset = 0;      // of the byte where the text went wrong
   std::string reason;     // "invalid literal", "expected ',' or ']'", ...
 };
@@ -83,7 +82,7 @@ bool parse_json_dom(std::string_view text, int max_depth, nlohmann::json& out, J
 
 // The same parser with the same checks and limits, no DOM: `events` gets
 // the values as they are read. True when the text is whole and valid and no
-// method stopped it.
+// method stopped it (a stopped parse leaves `error` without a reason).
 bool parse_json_events(std::string_view text, int max_depth, llmpool::JsonEvents& events, JsonParseError& error);
 
 // parse_json through nlohmann's strict sax_parse into its DOM builder, with

@@ -1067,30 +1067,38 @@ void RouterService::remember(const std::string& response_id, FeedbackTarget targ
   // Every I/O thread comes here once per answer: the entry is allocated
   // before the lock and what it replaces is freed after it, and once the
   // index is full the oldest id's node carries the new id, so that under
-  // the lock nodes are only relinked and the other threads rarely wait.
+  // the lock nodes are only relinked, with two lookups in the index (each
+  // costs cache misses), and the other threads rarely wait.
   std::list<Rateable> entry;
   entry.push_back({response_id, std::move(target), false});
-  std::list<Rateable> forgotten;  // these two are destroyed after the lock
-  decltype(feedback_index_)::node_type node;
+  std::list<Rateable> forgotten;  // destroyed after the lock
   std::lock_guard lock(feedback_mu_);
   feedback_fifo_.splice(feedback_fifo_.begin(), entry);
-  if (auto it = feedback_index_.find(response_id); it != feedback_index_.end()) {
-    forgotten.splice(forgotten.end(), feedback_fifo_, it->second);
-    it->second = feedback_fifo_.begin();
+  const auto newest = feedback_fifo_.begin();
+  if (feedback_fifo_.size() <= options_.feedback_capacity) {
+    auto [it, fresh] = feedback_index_.try_emplace(response_id, newest);
+    if (!fresh) {  // a known id: its entry gives way to the new one
+      forgotten.splice(forgotten.end(), feedback_fifo_, it->second);
+      it->second = newest;
+    }
     return;
   }
-  while (feedback_fifo_.size() > options_.feedback_capacity) {
-    auto oldest = std::prev(feedback_fifo_.end());
-    node = feedback_index_.extract(oldest->response_id);
+  // Full (one over: each call adds one). The oldest id's node takes the new id.
+  const auto oldest = std::prev(feedback_fifo_.end());
+  auto node = feedback_index_.extract(oldest->response_id);
+  node.key() = response_id;  // ids have one length: the key's buffer is reused
+  node.mapped() = newest;
+  auto placed = feedback_index_.insert(std::move(node));
+  if (placed.inserted) {
     forgotten.splice(forgotten.end(), feedback_fifo_, oldest);
+    return;
   }
-  if (node.empty()) {
-    feedback_index_.emplace(response_id, feedback_fifo_.begin());
-  } else {
-    node.key() = response_id;  // ids have one length: the key's buffer is reused
-    node.mapped() = feedback_fifo_.begin();
-    feedback_index_.insert(std::move(node));
-  }
+  // A known id: its old entry goes instead, and the oldest stays.
+  placed.node.key() = oldest->response_id;
+  placed.node.mapped() = oldest;
+  feedback_index_.insert(std::move(placed.node));
+  forgotten.splice(forgotten.end(), feedback_fifo_, placed.position->second);
+  placed.position->second = newest;
 }
 
 Result<FeedbackTarget> RouterService::feedback(const std::string& response_id, bool helpful,

@@ -456,6 +456,34 @@ TEST_F(RouterServiceTest, AResponseIsRatedOnceInBoundedMemory) {
   EXPECT_TRUE(svc_->feedback("id-3", true).is_ok());
 }
 
+// An id remembered again is one entry, the newest, with its new target and
+// unrated; it does not push out an older id, whether the index is full or not.
+TEST_F(RouterServiceTest, AnIdRememberedAgainIsOneEntryAndTheNewest) {
+  add(model("a", {"general"}), {answer("x", 0)});
+  feedback_capacity_ = 2;
+  start();
+  FeedbackTarget t{"a", "", "", "acme"};
+  svc_->remember("id-1", t);
+  svc_->remember("id-1", t);  // not full: one entry
+  svc_->remember("id-2", t);  // full now, and id-1 is still known
+  ASSERT_TRUE(svc_->feedback("id-1", true, "acme").is_ok());
+  FeedbackTarget other{"a", "", "", "globex"};
+  svc_->remember("id-1", other);  // full: id-1 becomes the newest, id-2 stays
+  EXPECT_EQ(svc_->feedback("id-1", true, "acme").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(svc_->feedback("id-1", true, "globex").is_ok());  // unrated again
+  svc_->remember("id-3", t);  // id-2 is the oldest now
+  EXPECT_EQ(svc_->feedback("id-2", true, "acme").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(svc_->feedback("id-1", true, "globex").status().code(), StatusCode::kAlreadyExists);
+  EXPECT_TRUE(svc_->feedback("id-3", true, "acme").is_ok());
+  svc_->remember("id-3", other);  // full, and not the oldest: id-1 stays
+  EXPECT_EQ(svc_->feedback("id-1", true, "globex").status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(svc_->feedback("id-3", true, "acme").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(svc_->feedback("id-3", true, "globex").is_ok());
+  svc_->remember("id-4", t);  // id-1 is the oldest
+  EXPECT_EQ(svc_->feedback("id-1", true, "globex").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(svc_->feedback("id-3", true, "globex").status().code(), StatusCode::kAlreadyExists);
+}
+
 TEST_F(RouterServiceTest, MetricLabelsComeFromTheConfiguration) {
   auto m = model("a", {"general"});
   m.aliases = {"a-alias"};
